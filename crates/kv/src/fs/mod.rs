@@ -1,0 +1,83 @@
+//! The filesystem abstraction: every byte the engine reads or writes goes through
+//! [`FileSystem`].
+//!
+//! Two implementations ship: [`PosixFs`] (the real disk) and [`MemFs`] (in memory, with
+//! fault injection for tests: failing fsync, ENOSPC, short writes, EIO, flipped bytes on
+//! read, and a simulated crash that drops or tears everything not yet synced).
+//!
+//! The shape of the traits is chosen so that immutable tables can later live on an object
+//! store: tables are written once front to back ([`WritableFile`]) and then only read by
+//! positioned reads ([`RandomAccessFile::read_at`]); nothing is ever modified in place.
+
+mod mem;
+mod posix;
+
+pub use mem::{CrashMode, MemFs};
+pub use posix::PosixFs;
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file being written front to back.
+pub trait WritableFile: Send {
+    /// Appends `data`. It may be buffered in the process until [`WritableFile::flush`].
+    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Hands buffered bytes to the operating system: after this they survive a crash of the
+    /// process (not of the machine).
+    fn flush(&mut self) -> io::Result<()>;
+    /// Makes everything appended so far durable (flush + fdatasync).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Bytes appended so far.
+    fn len(&self) -> u64;
+    /// True if nothing was appended.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An immutable file read by positioned reads. Shared between threads.
+pub trait RandomAccessFile: Send + Sync {
+    /// Reads exactly `len` bytes at `offset`; a read past the end is an
+    /// `UnexpectedEof` error.
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The file's size in bytes.
+    fn len(&self) -> u64;
+    /// True if the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A held advisory lock; dropping it releases the lock.
+pub trait FileLock: Send + Sync {}
+
+/// The operations the engine needs from a filesystem.
+pub trait FileSystem: Send + Sync + fmt::Debug {
+    /// Creates (or truncates) a file for writing.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens a file for positioned reads.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>>;
+    /// Removes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Atomically renames `from` to `to`, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Names (not paths) of the entries of a directory.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creates, renames, removes) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// True if the path exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// Takes an exclusive lock on `path` (created if missing). Fails with
+    /// `WouldBlock` if somebody else holds it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn FileLock>>;
+
+    /// Reads a whole file.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let file = self.open(path)?;
+        file.read_at(0, file.len() as usize)
+    }
+}

@@ -1,0 +1,133 @@
+//! Tuning knobs of the LSM engine.
+
+use crate::fs::{FileSystem, PosixFs};
+use std::sync::Arc;
+
+/// How table blocks are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
+pub enum CompressionType {
+    /// Stored as is.
+    None = 0,
+    /// LZ4 block format: fast, the default.
+    #[default]
+    Lz4 = 1,
+    /// Zstandard: smaller, slower.
+    Zstd = 2,
+}
+
+impl CompressionType {
+    /// Decodes the on-disk byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(CompressionType::None),
+            1 => Some(CompressionType::Lz4),
+            2 => Some(CompressionType::Zstd),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for CompressionType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(CompressionType::None),
+            "lz4" => Ok(CompressionType::Lz4),
+            "zstd" => Ok(CompressionType::Zstd),
+            _ => Err(format!("unknown compression {s:?} (none, lz4, zstd)")),
+        }
+    }
+}
+
+/// What recovery does with a damaged write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WalRecoveryMode {
+    /// A torn or corrupt record at the very end of the log (a write cut short by a crash) is
+    /// cut off at the last good record and logged. Damage followed by valid records is an
+    /// error. The default.
+    #[default]
+    TolerateTail,
+    /// Any damage, even at the tail, is an error: the database will not open until an
+    /// operator decides.
+    Strict,
+}
+
+/// Options of a table being written.
+#[derive(Debug, Clone)]
+pub struct TableOptions {
+    /// Target uncompressed size of a data block.
+    pub block_size: usize,
+    /// Entries between restart points inside a block.
+    pub block_restart_interval: usize,
+    /// Compression of each block.
+    pub compression: CompressionType,
+    /// zstd level when `compression` is zstd.
+    pub zstd_level: i32,
+    /// Bloom filter bits per key; 0 disables the filter.
+    pub bloom_bits_per_key: u32,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            block_size: 4096,
+            block_restart_interval: 16,
+            compression: CompressionType::Lz4,
+            zstd_level: 3,
+            bloom_bits_per_key: 10,
+        }
+    }
+}
+
+/// Options of a database.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Create the directory and an empty database if missing.
+    pub create_if_missing: bool,
+    /// Fail if the database already exists.
+    pub error_if_exists: bool,
+    /// Memtable size (approximate bytes) at which it is frozen and flushed.
+    pub write_buffer_size: usize,
+    /// Memtables (active + frozen) allowed before writers wait for a flush.
+    pub max_write_buffers: usize,
+    /// Options of the tables written.
+    pub table: TableOptions,
+    /// What recovery does with a damaged WAL tail.
+    pub wal_recovery: WalRecoveryMode,
+    /// Manifest size at which a fresh one (a snapshot of the current state) is started.
+    pub max_manifest_size: u64,
+    /// The filesystem all I/O goes through.
+    pub fs: Arc<dyn FileSystem>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            create_if_missing: true,
+            error_if_exists: false,
+            write_buffer_size: 64 << 20,
+            max_write_buffers: 3,
+            table: TableOptions::default(),
+            wal_recovery: WalRecoveryMode::default(),
+            max_manifest_size: 64 << 20,
+            fs: Arc::new(PosixFs),
+        }
+    }
+}
+
+/// Per-write options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// fsync the WAL before acknowledging. Without it an acknowledged write survives a crash
+    /// of the process but may be lost if the machine crashes.
+    pub sync: bool,
+}
+
+/// Per-read options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// Verify block checksums on every read (always done for data blocks in this version;
+    /// kept for API stability).
+    pub verify_checksums: bool,
+}
