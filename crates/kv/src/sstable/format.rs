@@ -9,9 +9,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{RandomAccessFile, WritableFile};
 use crate::options::CompressionType;
 
-/// Magic number at the very end of every table: the bytes `STRATSST` when read as
-/// little-endian.
-pub const TABLE_MAGIC: u64 = 0x5453_5354_4152_5453;
+/// Magic number at the very end of every table: `u64::from_le_bytes(*b"STRATAST")`
+/// (`0x5453_4154_4152_5453`), in the family of the log magics `STRATAWL` / `STRATAMF`.
+pub const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"STRATAST");
 
 /// The table format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -97,9 +97,9 @@ impl Footer {
     /// Decodes and validates the footer `buf` (the last [`FOOTER_LEN`] bytes of a file of
     /// `file_len` bytes).
     ///
-    /// Checks, in order: the magic number, the format version (so that a future version may
-    /// change everything before it), the checksum, and that every handle lies inside the
-    /// file before the footer.
+    /// Checks, in order: the magic number, the checksum, the format version (a
+    /// checksum-valid footer of another version is [`Error::UnsupportedVersion`]), and that
+    /// every handle lies inside the file before the footer.
     pub fn decode(buf: &[u8], file_name: &str, file_len: u64) -> Result<Footer> {
         let footer_offset = file_len.saturating_sub(FOOTER_LEN as u64);
         let corrupt = |at: u64, reason: String| Error::corruption(file_name, at, reason);
@@ -116,13 +116,6 @@ impl Footer {
                 format!("bad table magic {magic:#018x} (not a strata table?)"),
             ));
         }
-        let version = buf.get(48..).and_then(get_fixed32).unwrap_or(0);
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion {
-                file: file_name.to_string(),
-                version,
-            });
-        }
         let stored = buf.get(52..).and_then(get_fixed32).unwrap_or(0);
         let actual = buf.get(..52).map(crc32c).unwrap_or(0);
         if unmask(stored) != actual {
@@ -130,6 +123,13 @@ impl Footer {
                 footer_offset,
                 "footer checksum mismatch".to_string(),
             ));
+        }
+        let version = buf.get(48..).and_then(get_fixed32).unwrap_or(0);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                file: file_name.to_string(),
+                version,
+            });
         }
         let mut d = Decoder::new(buf);
         let mut handle = |what: &str, may_be_empty: bool| -> Result<BlockHandle> {
@@ -323,6 +323,8 @@ mod tests {
             .is_corruption());
         let mut bad = enc.clone();
         bad[48] = 2;
+        let crc = mask(crc32c(&bad[..52]));
+        bad[52..56].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
             Footer::decode(&bad, "t", len),
             Err(Error::UnsupportedVersion { version: 2, .. })

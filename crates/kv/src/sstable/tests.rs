@@ -527,3 +527,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn future_version_is_unsupported() {
+    let fs = MemFs::new();
+    let entries = random_entries(&mut Rng(9), 50);
+    write_table(&fs, "/v.sst", &entries, &TableOptions::default());
+    let mut bytes = fs.read_file(Path::new("/v.sst")).unwrap();
+    let f = bytes.len() - FOOTER_LEN;
+    bytes[f + 48..f + 52].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crate::checksum::mask(crate::checksum::crc32c(&bytes[f..f + 52]));
+    bytes[f + 52..f + 56].copy_from_slice(&crc.to_le_bytes());
+    let mut w = fs.create(Path::new("/v2.sst")).unwrap();
+    w.append(&bytes).unwrap();
+    let e = open(&fs, "/v2.sst").unwrap_err();
+    assert!(
+        matches!(e, Error::UnsupportedVersion { version: 2, .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("/v2.sst"));
+}
