@@ -1,0 +1,641 @@
+//! Blocks: sorted runs of key/value entries with prefix-compressed keys and restart points.
+//!
+//! ```text
+//! entry:   shared_len varint | non_shared_len varint | value_len varint
+//!          | key[shared_len..] (non_shared_len bytes) | value (value_len bytes)
+//! block:   entry* | restart_offset fixed32 * num_restarts | num_restarts fixed32
+//! ```
+//!
+//! Every `restart_interval` entries the key is stored whole (`shared_len == 0`) and the
+//! entry's offset is recorded as a restart point, so that a seek can binary-search the
+//! restart points and then scan forward. Keys are internal keys ordered by
+//! [`compare_internal`].
+
+use crate::coding::{get_fixed32, put_fixed32, put_varint32, Decoder};
+use crate::error::{Error, Result};
+use crate::iterator::InternalIterator;
+use crate::key::compare_internal;
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+/// Builds one block in memory.
+#[derive(Debug)]
+pub struct BlockBuilder {
+    buf: Vec<u8>,
+    restarts: Vec<u32>,
+    restart_interval: usize,
+    counter: usize,
+    last_key: Vec<u8>,
+    num_entries: usize,
+}
+
+impl BlockBuilder {
+    /// A builder that records a restart point every `restart_interval` entries (at least 1).
+    pub fn new(restart_interval: usize) -> Self {
+        BlockBuilder {
+            buf: Vec::new(),
+            restarts: vec![0],
+            restart_interval: restart_interval.max(1),
+            counter: 0,
+            last_key: Vec::new(),
+            num_entries: 0,
+        }
+    }
+
+    /// Appends an entry. REQUIRES: `key` is larger than every key added before (the table
+    /// builder checks this).
+    pub fn add(&mut self, key: &[u8], value: &[u8]) {
+        let shared = if self.counter < self.restart_interval {
+            self.last_key
+                .iter()
+                .zip(key)
+                .take_while(|(a, b)| a == b)
+                .count()
+        } else {
+            self.restarts.push(self.buf.len() as u32);
+            self.counter = 0;
+            0
+        };
+        let suffix = key.get(shared..).unwrap_or_default();
+        put_varint32(&mut self.buf, shared as u32);
+        put_varint32(&mut self.buf, suffix.len() as u32);
+        put_varint32(&mut self.buf, value.len() as u32);
+        self.buf.extend_from_slice(suffix);
+        self.buf.extend_from_slice(value);
+        self.last_key.clear();
+        self.last_key.extend_from_slice(key);
+        self.counter += 1;
+        self.num_entries += 1;
+    }
+
+    /// Size of the block if it were finished now.
+    pub fn estimated_size(&self) -> usize {
+        self.buf.len() + 4 * self.restarts.len() + 4
+    }
+
+    /// True if no entry was added since creation or the last [`BlockBuilder::finish`].
+    pub fn is_empty(&self) -> bool {
+        self.num_entries == 0
+    }
+
+    /// Entries added so far.
+    pub fn num_entries(&self) -> usize {
+        self.num_entries
+    }
+
+    /// The last key added.
+    pub fn last_key(&self) -> &[u8] {
+        &self.last_key
+    }
+
+    /// Appends the restart array and returns the block contents, resetting the builder.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = std::mem::take(&mut self.buf);
+        for &r in &self.restarts {
+            put_fixed32(&mut out, r);
+        }
+        put_fixed32(&mut out, self.restarts.len() as u32);
+        self.restarts.clear();
+        self.restarts.push(0);
+        self.counter = 0;
+        self.last_key.clear();
+        self.num_entries = 0;
+        out
+    }
+}
+
+/// A parsed, validated block, owning its (uncompressed) contents.
+#[derive(Debug)]
+pub struct Block {
+    data: Vec<u8>,
+    /// Entries occupy `data[..data_end]`.
+    data_end: usize,
+    restarts: Vec<u32>,
+    file: Arc<str>,
+    offset: u64,
+}
+
+impl Block {
+    /// Validates the restart array of `data`, a block read from `file` at `offset` (both
+    /// only used in error messages).
+    pub fn new(data: Vec<u8>, file: impl Into<Arc<str>>, offset: u64) -> Result<Block> {
+        let file = file.into();
+        let corrupt = |reason: String| Error::corruption(&*file, offset, reason);
+        let len = data.len();
+        let num_restarts = len
+            .checked_sub(4)
+            .and_then(|p| data.get(p..))
+            .and_then(get_fixed32)
+            .ok_or_else(|| corrupt(format!("block of {len} bytes is too short")))?
+            as usize;
+        let max_restarts = (len - 4) / 4;
+        if num_restarts == 0 || num_restarts > max_restarts {
+            return Err(corrupt(format!(
+                "block of {len} bytes claims {num_restarts} restart points"
+            )));
+        }
+        let data_end = len - 4 - 4 * num_restarts;
+        let mut restarts = Vec::with_capacity(num_restarts);
+        for i in 0..num_restarts {
+            let r = data
+                .get(data_end + 4 * i..)
+                .and_then(get_fixed32)
+                .ok_or_else(|| corrupt("truncated restart array".to_string()))?;
+            let ok = if i == 0 {
+                r == 0
+            } else {
+                restarts.last().is_some_and(|&p| r > p) && (r as usize) < data_end
+            };
+            if !ok {
+                return Err(corrupt(format!(
+                    "restart point {i} has bad offset {r} (entries end at {data_end})"
+                )));
+            }
+            restarts.push(r);
+        }
+        Ok(Block {
+            data,
+            data_end,
+            restarts,
+            file,
+            offset,
+        })
+    }
+
+    /// Size of the block contents in bytes.
+    pub fn size(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True if the block holds no entries.
+    pub fn is_empty(&self) -> bool {
+        self.data_end == 0
+    }
+
+    /// Offset of the block in its file.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Name of the file the block came from.
+    pub fn file_name(&self) -> &str {
+        &self.file
+    }
+
+    fn corruption(&self, at: usize, reason: &str) -> Error {
+        Error::corruption(
+            &*self.file,
+            self.offset,
+            format!("bad block entry at offset {at} within the block: {reason}"),
+        )
+    }
+
+    /// Decodes the entry header at `at`: (shared, non_shared, value_len, header length).
+    fn decode_header(&self, at: usize) -> Result<(usize, usize, usize, usize)> {
+        let region = self
+            .data
+            .get(at..self.data_end)
+            .ok_or_else(|| self.corruption(at, "offset out of range"))?;
+        let mut d = Decoder::new(region);
+        let (Some(shared), Some(non_shared), Some(value_len)) =
+            (d.varint32(), d.varint32(), d.varint32())
+        else {
+            return Err(self.corruption(at, "truncated or bad entry header"));
+        };
+        let (shared, non_shared, value_len) =
+            (shared as usize, non_shared as usize, value_len as usize);
+        if non_shared
+            .checked_add(value_len)
+            .is_none_or(|body| body > d.remaining())
+        {
+            return Err(self.corruption(at, "entry extends past the end of the block"));
+        }
+        Ok((shared, non_shared, value_len, d.position()))
+    }
+
+    /// The full key of the entry at restart point `i` (which must have `shared == 0`).
+    fn restart_key(&self, i: usize) -> Result<&[u8]> {
+        let at = self.restarts.get(i).copied().unwrap_or(0) as usize;
+        let (shared, non_shared, _, hdr) = self.decode_header(at)?;
+        if shared != 0 {
+            return Err(self.corruption(at, "restart entry shares a prefix"));
+        }
+        self.data
+            .get(at + hdr..at + hdr + non_shared)
+            .ok_or_else(|| self.corruption(at, "key out of range"))
+    }
+}
+
+/// A cursor over one [`Block`]; owns a reference to it, so it is `'static`.
+#[derive(Debug)]
+pub struct BlockIter {
+    block: Arc<Block>,
+    /// Offset of the current entry; `>= data_end` when invalid.
+    current: usize,
+    /// Offset just past the current entry.
+    next_offset: usize,
+    /// Index of the restart point at or before `current`.
+    restart_index: usize,
+    key: Vec<u8>,
+    value_start: usize,
+    value_len: usize,
+}
+
+impl BlockIter {
+    /// An (invalid) iterator over `block`; position it with a seek.
+    pub fn new(block: Arc<Block>) -> Self {
+        let end = block.data_end;
+        BlockIter {
+            block,
+            current: end,
+            next_offset: end,
+            restart_index: 0,
+            key: Vec::new(),
+            value_start: 0,
+            value_len: 0,
+        }
+    }
+
+    /// The block being iterated.
+    pub fn block(&self) -> &Arc<Block> {
+        &self.block
+    }
+
+    fn invalidate(&mut self) {
+        self.current = self.block.data_end;
+        self.next_offset = self.block.data_end;
+        self.restart_index = self.block.restarts.len();
+        self.key.clear();
+    }
+
+    fn restart_point(&self, i: usize) -> usize {
+        self.block.restarts.get(i).copied().unwrap_or(0) as usize
+    }
+
+    fn seek_to_restart_point(&mut self, i: usize) {
+        self.key.clear();
+        self.restart_index = i;
+        self.current = self.block.data_end;
+        self.next_offset = self.restart_point(i);
+    }
+
+    /// Decodes the entry at `next_offset`. Returns false (and invalidates) at the end.
+    fn parse_next(&mut self) -> Result<bool> {
+        let at = self.next_offset;
+        if at >= self.block.data_end {
+            self.invalidate();
+            return Ok(false);
+        }
+        let r = self.parse_at(at);
+        if r.is_err() {
+            self.invalidate();
+        }
+        r.map(|()| true)
+    }
+
+    fn parse_at(&mut self, at: usize) -> Result<()> {
+        let block = &*self.block;
+        let (shared, non_shared, value_len, hdr) = block.decode_header(at)?;
+        if shared > self.key.len() {
+            return Err(block.corruption(at, "shared prefix longer than the previous key"));
+        }
+        while self.restart_index + 1 < block.restarts.len()
+            && self.restart_point(self.restart_index + 1) <= at
+        {
+            self.restart_index += 1;
+        }
+        if shared != 0 && self.restart_point(self.restart_index) == at {
+            return Err(block.corruption(at, "restart entry shares a prefix"));
+        }
+        let key_start = at + hdr;
+        let suffix = block
+            .data
+            .get(key_start..key_start + non_shared)
+            .ok_or_else(|| block.corruption(at, "key out of range"))?;
+        self.key.truncate(shared);
+        self.key.extend_from_slice(suffix);
+        self.value_start = key_start + non_shared;
+        self.value_len = value_len;
+        self.current = at;
+        self.next_offset = self.value_start + value_len;
+        Ok(())
+    }
+
+    fn do_seek(&mut self, target: &[u8]) -> Result<()> {
+        let n = self.block.restarts.len();
+        if self.block.data_end == 0 || n == 0 {
+            self.invalidate();
+            return Ok(());
+        }
+        // Largest restart point whose key is < target (or 0).
+        let (mut left, mut right) = (0usize, n - 1);
+        while left < right {
+            let mid = left + (right - left).div_ceil(2);
+            let k = self.block.restart_key(mid)?;
+            if compare_internal(k, target) == Ordering::Less {
+                left = mid;
+            } else {
+                right = mid - 1;
+            }
+        }
+        self.seek_to_restart_point(left);
+        while self.parse_next()? {
+            if compare_internal(&self.key, target) != Ordering::Less {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn do_seek_to_last(&mut self) -> Result<()> {
+        let n = self.block.restarts.len();
+        self.seek_to_restart_point(n.saturating_sub(1));
+        if !self.parse_next()? {
+            return Ok(());
+        }
+        while self.next_offset < self.block.data_end {
+            if !self.parse_next()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn do_prev(&mut self) -> Result<()> {
+        let original = self.current;
+        if original >= self.block.data_end {
+            return Ok(());
+        }
+        while self.restart_point(self.restart_index) >= original {
+            if self.restart_index == 0 {
+                self.invalidate();
+                return Ok(());
+            }
+            self.restart_index -= 1;
+        }
+        self.seek_to_restart_point(self.restart_index);
+        loop {
+            if !self.parse_next()? {
+                return Ok(());
+            }
+            if self.next_offset >= original {
+                return Ok(());
+            }
+        }
+    }
+
+    fn guarded(&mut self, r: Result<()>) -> Result<()> {
+        if r.is_err() {
+            self.invalidate();
+        }
+        r
+    }
+}
+
+impl InternalIterator for BlockIter {
+    fn valid(&self) -> bool {
+        self.current < self.block.data_end
+    }
+
+    fn seek_to_first(&mut self) -> Result<()> {
+        self.seek_to_restart_point(0);
+        self.parse_next().map(|_| ())
+    }
+
+    fn seek_to_last(&mut self) -> Result<()> {
+        let r = self.do_seek_to_last();
+        self.guarded(r)
+    }
+
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        let r = self.do_seek(target);
+        self.guarded(r)
+    }
+
+    fn next(&mut self) -> Result<()> {
+        if !self.valid() {
+            return Ok(());
+        }
+        self.parse_next().map(|_| ())
+    }
+
+    fn prev(&mut self) -> Result<()> {
+        let r = self.do_prev();
+        self.guarded(r)
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    fn value(&self) -> &[u8] {
+        self.block
+            .data
+            .get(self.value_start..self.value_start + self.value_len)
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::key::{internal_key, seek_key, ValueKind};
+    use proptest::prelude::*;
+
+    fn build(entries: &[(Vec<u8>, Vec<u8>)], interval: usize) -> Arc<Block> {
+        let mut b = BlockBuilder::new(interval);
+        for (k, v) in entries {
+            b.add(k, v);
+        }
+        Arc::new(Block::new(b.finish(), "test.sst", 77).unwrap())
+    }
+
+    fn sample(n: usize, long: bool) -> Vec<(Vec<u8>, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let mut uk = format!("key{:05}", i / 2).into_bytes();
+                if long && (i / 2) % 7 == 0 {
+                    uk.extend(std::iter::repeat_n(b'x', 5000 + i / 2));
+                }
+                // Two versions of each user key, newest first.
+                let seq = 1000 - (i % 2) as u64;
+                let kind = if i % 5 == 0 {
+                    ValueKind::Deletion
+                } else {
+                    ValueKind::Value
+                };
+                let v = if i % 3 == 0 {
+                    Vec::new()
+                } else {
+                    format!("value{i}").into_bytes()
+                };
+                (internal_key(&uk, seq, kind), v)
+            })
+            .collect()
+    }
+
+    fn collect_fwd(it: &mut BlockIter) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        it.seek_to_first().unwrap();
+        while it.valid() {
+            out.push((it.key().to_vec(), it.value().to_vec()));
+            it.next().unwrap();
+        }
+        out
+    }
+
+    fn collect_back(it: &mut BlockIter) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        it.seek_to_last().unwrap();
+        while it.valid() {
+            out.push((it.key().to_vec(), it.value().to_vec()));
+            it.prev().unwrap();
+        }
+        out.reverse();
+        out
+    }
+
+    #[test]
+    fn block_roundtrip_intervals() {
+        for interval in [1, 2, 16] {
+            for long in [false, true] {
+                for n in [1, 2, 15, 16, 17, 100] {
+                    let entries = sample(n, long);
+                    let block = build(&entries, interval);
+                    let mut it = BlockIter::new(block);
+                    assert_eq!(collect_fwd(&mut it), entries, "fwd {interval} {n}");
+                    assert_eq!(collect_back(&mut it), entries, "back {interval} {n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn block_seek_and_prev_at_boundaries() {
+        for interval in [1, 16] {
+            let entries = sample(100, true);
+            let block = build(&entries, interval);
+            let mut it = BlockIter::new(block);
+            for (i, (k, v)) in entries.iter().enumerate() {
+                it.seek(k).unwrap();
+                assert!(it.valid());
+                assert_eq!((it.key(), it.value()), (&k[..], &v[..]));
+                // prev from every position, including restart points.
+                it.prev().unwrap();
+                if i == 0 {
+                    assert!(!it.valid());
+                    it.seek(k).unwrap();
+                } else {
+                    assert_eq!(it.key(), &entries[i - 1].0[..]);
+                    it.next().unwrap();
+                    assert_eq!(it.key(), &k[..]);
+                }
+                it.next().unwrap();
+                if i + 1 == entries.len() {
+                    assert!(!it.valid());
+                } else {
+                    assert_eq!(it.key(), &entries[i + 1].0[..]);
+                }
+            }
+            // Seeks between keys: a user key's seek key at a sequence number above both
+            // versions lands on the newest version.
+            let uk = crate::key::user_key(&entries[10].0).to_vec();
+            it.seek(&seek_key(&uk, 5000)).unwrap();
+            assert_eq!(it.key(), &entries[10].0[..]);
+            it.seek(&seek_key(&uk, 999)).unwrap();
+            assert_eq!(it.key(), &entries[11].0[..]);
+            it.seek(&seek_key(b"a", 1)).unwrap();
+            assert_eq!(it.key(), &entries[0].0[..]);
+            it.seek(&seek_key(b"zzz", 1)).unwrap();
+            assert!(!it.valid());
+        }
+    }
+
+    #[test]
+    fn empty_block() {
+        let mut b = BlockBuilder::new(16);
+        assert!(b.is_empty());
+        let block = Arc::new(Block::new(b.finish(), "t", 0).unwrap());
+        assert!(block.is_empty());
+        let mut it = BlockIter::new(block);
+        it.seek_to_first().unwrap();
+        assert!(!it.valid());
+        it.seek_to_last().unwrap();
+        assert!(!it.valid());
+        it.seek(b"anything").unwrap();
+        assert!(!it.valid());
+    }
+
+    #[test]
+    fn bad_restart_arrays_rejected() {
+        for data in [
+            vec![],
+            vec![1, 0, 0],
+            vec![0, 0, 0, 0],
+            vec![5, 0, 0, 0],
+            vec![9, 9, 9, 9, 1, 0, 0, 0],
+        ] {
+            let err = Block::new(data, "bad.sst", 3).unwrap_err();
+            assert!(err.is_corruption());
+            assert!(err.to_string().contains("bad.sst"));
+        }
+    }
+
+    fn exercise(block: Arc<Block>, targets: &[Vec<u8>]) {
+        let mut it = BlockIter::new(block);
+        let mut steps = 0;
+        if it.seek_to_first().is_ok() {
+            while it.valid() && steps < 10_000 {
+                let _ = (it.key(), it.value());
+                if it.next().is_err() {
+                    break;
+                }
+                steps += 1;
+            }
+        }
+        if it.seek_to_last().is_ok() {
+            while it.valid() && steps < 20_000 {
+                if it.prev().is_err() {
+                    break;
+                }
+                steps += 1;
+            }
+        }
+        for t in targets {
+            if it.seek(t).is_ok() && it.valid() {
+                let _ = it.prev();
+                let _ = it.next();
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300),
+                                    t in proptest::collection::vec(any::<u8>(), 0..20)) {
+            if let Ok(block) = Block::new(data, "fuzz", 0) {
+                exercise(Arc::new(block), &[t]);
+            }
+        }
+
+        #[test]
+        fn mutated_blocks_never_panic(interval in 1usize..5,
+                                      muts in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+            let entries = sample(40, false);
+            let mut b = BlockBuilder::new(interval);
+            for (k, v) in &entries {
+                b.add(k, v);
+            }
+            let mut data = b.finish();
+            let len = data.len();
+            for (pos, byte) in muts {
+                data[pos % len] = byte;
+            }
+            if let Ok(block) = Block::new(data, "fuzz", 0) {
+                let targets: Vec<Vec<u8>> = entries.iter().map(|e| e.0.clone()).step_by(7).collect();
+                exercise(Arc::new(block), &targets);
+            }
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Reading a table: point lookups and a two-level iterator.
+
+use super::block::{Block, BlockIter};
+use super::filter::BloomFilter;
+use super::format::{read_block, BlockHandle, Footer, FOOTER_LEN};
+use super::properties::Properties;
+use crate::error::{Error, IoContext, Result};
+use crate::fs::RandomAccessFile;
+use crate::iterator::InternalIterator;
+use crate::key::{compare_internal, parse_internal_key, seek_key, user_key, ValueKind};
+use std::cmp::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+/// An open, immutable table. The footer, index block, filter and properties are validated
+/// and kept in memory; data blocks are read (and checksummed) on demand.
+pub struct Table {
+    file: Arc<dyn RandomAccessFile>,
+    file_name: Arc<str>,
+    index: Arc<Block>,
+    filter: Option<BloomFilter>,
+    props: Properties,
+    filter_checked: AtomicU64,
+    filter_useful: AtomicU64,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("file_name", &self.file_name)
+            .field("props", &self.props)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Table {
+    /// Opens the table in `file`, named `file_name` in errors.
+    pub fn open(file: Arc<dyn RandomAccessFile>, file_name: impl Into<String>) -> Result<Table> {
+        let file_name: String = file_name.into();
+        let file_len = file.len();
+        if file_len < FOOTER_LEN as u64 {
+            return Err(Error::corruption(
+                file_name,
+                0,
+                format!("file of {file_len} bytes is too short to be a table"),
+            ));
+        }
+        let footer_buf = file
+            .read_at(file_len - FOOTER_LEN as u64, FOOTER_LEN)
+            .context(|| format!("reading footer of {file_name}"))?;
+        let footer = Footer::decode(&footer_buf, &file_name, file_len)?;
+
+        let index_data = read_block(file.as_ref(), &file_name, footer.index)?;
+        let index = Arc::new(Block::new(
+            index_data,
+            file_name.as_str(),
+            footer.index.offset,
+        )?);
+
+        let filter = if footer.filter.is_empty() {
+            None
+        } else {
+            let data = read_block(file.as_ref(), &file_name, footer.filter)?;
+            Some(BloomFilter::new(data).ok_or_else(|| {
+                Error::corruption(&*file_name, footer.filter.offset, "malformed bloom filter")
+            })?)
+        };
+
+        let props_data = read_block(file.as_ref(), &file_name, footer.properties)?;
+        let mut props = Properties::decode(&props_data, &file_name, footer.properties.offset)?;
+        props.file_size = file_len;
+        if props.num_entries > 0
+            && (parse_internal_key(&props.smallest_key).is_none()
+                || parse_internal_key(&props.largest_key).is_none()
+                || compare_internal(&props.smallest_key, &props.largest_key) == Ordering::Greater)
+        {
+            return Err(Error::corruption(
+                &*file_name,
+                footer.properties.offset,
+                "bad key range in properties",
+            ));
+        }
+        Ok(Table {
+            file,
+            file_name: file_name.into(),
+            index,
+            filter,
+            props,
+            filter_checked: AtomicU64::new(0),
+            filter_useful: AtomicU64::new(0),
+        })
+    }
+
+    /// The name given at open.
+    pub fn file_name(&self) -> &str {
+        &self.file_name
+    }
+
+    /// The table's properties (`file_size` is the actual file size).
+    pub fn properties(&self) -> &Properties {
+        &self.props
+    }
+
+    /// False if the table certainly holds no entry for `user_key` (outside its key range,
+    /// or rejected by the bloom filter). Does not count in [`Table::filter_stats`].
+    pub fn may_contain(&self, user_key: &[u8]) -> bool {
+        self.in_range(user_key) && self.filter.as_ref().is_none_or(|f| f.may_contain(user_key))
+    }
+
+    fn in_range(&self, uk: &[u8]) -> bool {
+        self.props.num_entries > 0
+            && uk >= user_key(&self.props.smallest_key)
+            && uk <= user_key(&self.props.largest_key)
+    }
+
+    /// `(filter checks, checks that ruled the key out)` made by [`Table::get`].
+    pub fn filter_stats(&self) -> (u64, u64) {
+        (
+            self.filter_checked.load(AtomicOrdering::Relaxed),
+            self.filter_useful.load(AtomicOrdering::Relaxed),
+        )
+    }
+
+    /// Reads and parses the data block at `handle`.
+    fn read_data_block(&self, handle: BlockHandle) -> Result<Arc<Block>> {
+        let data = read_block(self.file.as_ref(), &self.file_name, handle)?;
+        Ok(Arc::new(Block::new(
+            data,
+            self.file_name.clone(),
+            handle.offset,
+        )?))
+    }
+
+    fn decode_handle(&self, v: &[u8]) -> Result<BlockHandle> {
+        BlockHandle::decode(v).ok_or_else(|| {
+            Error::corruption(
+                &*self.file_name,
+                self.index.offset(),
+                "bad block handle in index block",
+            )
+        })
+    }
+
+    /// The newest entry for `user_key` with sequence number `<= seq`: its kind (a
+    /// tombstone is `ValueKind::Deletion`) and value, or `None` if the table has no such
+    /// entry.
+    pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<(ValueKind, Vec<u8>)>> {
+        if !self.in_range(user_key) {
+            return Ok(None);
+        }
+        if let Some(f) = &self.filter {
+            self.filter_checked.fetch_add(1, AtomicOrdering::Relaxed);
+            if !f.may_contain(user_key) {
+                self.filter_useful.fetch_add(1, AtomicOrdering::Relaxed);
+                return Ok(None);
+            }
+        }
+        let target = seek_key(user_key, seq);
+        let mut index_iter = BlockIter::new(self.index.clone());
+        index_iter.seek(&target)?;
+        // The first index key >= target names the first block that may hold an entry >=
+        // target; if it holds none (which a valid table never does) move on.
+        while index_iter.valid() {
+            let handle = self.decode_handle(index_iter.value())?;
+            let mut it = BlockIter::new(self.read_data_block(handle)?);
+            it.seek(&target)?;
+            if it.valid() {
+                let parsed = parse_internal_key(it.key()).ok_or_else(|| {
+                    Error::corruption(&*self.file_name, handle.offset, "bad internal key")
+                })?;
+                if parsed.user_key == user_key {
+                    return Ok(Some((parsed.kind, it.value().to_vec())));
+                }
+                return Ok(None);
+            }
+            index_iter.next()?;
+        }
+        Ok(None)
+    }
+
+    /// An iterator over all entries; it keeps the table alive.
+    pub fn iter(self: &Arc<Self>) -> TableIterator {
+        TableIterator {
+            index_iter: BlockIter::new(self.index.clone()),
+            table: self.clone(),
+            data_iter: None,
+            data_handle: None,
+        }
+    }
+
+    /// Reads and checksums every block and checks that keys are valid internal keys in
+    /// strictly increasing order, consistent with the index, present in the bloom filter
+    /// and as many as the properties say. Returns the number of entries.
+    pub fn verify(&self) -> Result<u64> {
+        let corrupt =
+            |offset: u64, reason: String| Error::corruption(&*self.file_name, offset, reason);
+        let mut count = 0u64;
+        let mut prev_key: Option<Vec<u8>> = None;
+        let mut first_key: Option<Vec<u8>> = None;
+        let mut prev_index_key: Option<Vec<u8>> = None;
+        let mut index_iter = BlockIter::new(self.index.clone());
+        index_iter.seek_to_first()?;
+        while index_iter.valid() {
+            let index_key = index_iter.key().to_vec();
+            if let Some(p) = &prev_index_key {
+                if compare_internal(p, &index_key) != Ordering::Less {
+                    return Err(corrupt(
+                        self.index.offset(),
+                        "index keys out of order".to_string(),
+                    ));
+                }
+            }
+            let handle = self.decode_handle(index_iter.value())?;
+            let mut it = BlockIter::new(self.read_data_block(handle)?);
+            it.seek_to_first()?;
+            if !it.valid() {
+                return Err(corrupt(handle.offset, "empty data block".to_string()));
+            }
+            while it.valid() {
+                let k = it.key();
+                let parsed = parse_internal_key(k).ok_or_else(|| {
+                    corrupt(
+                        handle.offset,
+                        "entry key is not an internal key".to_string(),
+                    )
+                })?;
+                if let Some(p) = &prev_key {
+                    if compare_internal(p, k) != Ordering::Less {
+                        return Err(corrupt(handle.offset, "keys out of order".to_string()));
+                    }
+                }
+                if compare_internal(k, &index_key) == Ordering::Greater {
+                    return Err(corrupt(
+                        handle.offset,
+                        "key beyond its index entry".to_string(),
+                    ));
+                }
+                if let Some(f) = &self.filter {
+                    if !f.may_contain(parsed.user_key) {
+                        return Err(corrupt(
+                            handle.offset,
+                            "bloom filter misses a key of the table".to_string(),
+                        ));
+                    }
+                }
+                if first_key.is_none() {
+                    first_key = Some(k.to_vec());
+                }
+                prev_key = Some(k.to_vec());
+                count += 1;
+                it.next()?;
+            }
+            prev_index_key = Some(index_key);
+            index_iter.next()?;
+        }
+        if count != self.props.num_entries {
+            return Err(corrupt(
+                self.index.offset(),
+                format!(
+                    "table holds {count} entries, properties say {}",
+                    self.props.num_entries
+                ),
+            ));
+        }
+        if count > 0
+            && (first_key.as_deref() != Some(&self.props.smallest_key[..])
+                || prev_key.as_deref() != Some(&self.props.largest_key[..]))
+        {
+            return Err(corrupt(
+                self.index.offset(),
+                "key range differs from properties".to_string(),
+            ));
+        }
+        Ok(count)
+    }
+}
+
+/// A two-level iterator over a [`Table`]: index entries, and the data block each names,
+/// loaded lazily. Owns a reference to the table.
+pub struct TableIterator {
+    table: Arc<Table>,
+    index_iter: BlockIter,
+    data_iter: Option<BlockIter>,
+    data_handle: Option<BlockHandle>,
+}
+
+impl std::fmt::Debug for TableIterator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableIterator")
+            .field("table", &self.table.file_name)
+            .field("data_handle", &self.data_handle)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableIterator {
+    /// Loads the data block named by the current index entry (if not loaded already).
+    fn init_data_block(&mut self) -> Result<()> {
+        if !self.index_iter.valid() {
+            self.data_iter = None;
+            self.data_handle = None;
+            return Ok(());
+        }
+        let handle = self.table.decode_handle(self.index_iter.value())?;
+        if self.data_iter.is_some() && self.data_handle == Some(handle) {
+            return Ok(());
+        }
+        let block = self.table.read_data_block(handle)?;
+        self.data_iter = Some(BlockIter::new(block));
+        self.data_handle = Some(handle);
+        Ok(())
+    }
+
+    fn data_valid(&self) -> bool {
+        self.data_iter.as_ref().is_some_and(|d| d.valid())
+    }
+
+    fn skip_empty_forward(&mut self) -> Result<()> {
+        while !self.data_valid() {
+            if !self.index_iter.valid() {
+                self.data_iter = None;
+                return Ok(());
+            }
+            self.index_iter.next()?;
+            self.init_data_block()?;
+            if let Some(d) = &mut self.data_iter {
+                d.seek_to_first()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn skip_empty_backward(&mut self) -> Result<()> {
+        while !self.data_valid() {
+            if !self.index_iter.valid() {
+                self.data_iter = None;
+                return Ok(());
+            }
+            self.index_iter.prev()?;
+            self.init_data_block()?;
+            if let Some(d) = &mut self.data_iter {
+                d.seek_to_last()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f`; on error leaves the iterator invalid.
+    fn guard(&mut self, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let r = f(self);
+        if r.is_err() {
+            self.data_iter = None;
+            self.data_handle = None;
+        }
+        r
+    }
+}
+
+impl InternalIterator for TableIterator {
+    fn valid(&self) -> bool {
+        self.data_valid()
+    }
+
+    fn seek_to_first(&mut self) -> Result<()> {
+        self.guard(|s| {
+            s.index_iter.seek_to_first()?;
+            s.init_data_block()?;
+            if let Some(d) = &mut s.data_iter {
+                d.seek_to_first()?;
+            }
+            s.skip_empty_forward()
+        })
+    }
+
+    fn seek_to_last(&mut self) -> Result<()> {
+        self.guard(|s| {
+            s.index_iter.seek_to_last()?;
+            s.init_data_block()?;
+            if let Some(d) = &mut s.data_iter {
+                d.seek_to_last()?;
+            }
+            s.skip_empty_backward()
+        })
+    }
+
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        self.guard(|s| {
+            s.index_iter.seek(target)?;
+            s.init_data_block()?;
+            if let Some(d) = &mut s.data_iter {
+                d.seek(target)?;
+            }
+            s.skip_empty_forward()
+        })
+    }
+
+    fn next(&mut self) -> Result<()> {
+        if !self.valid() {
+            return Ok(());
+        }
+        self.guard(|s| {
+            if let Some(d) = &mut s.data_iter {
+                d.next()?;
+            }
+            s.skip_empty_forward()
+        })
+    }
+
+    fn prev(&mut self) -> Result<()> {
+        if !self.valid() {
+            return Ok(());
+        }
+        self.guard(|s| {
+            if let Some(d) = &mut s.data_iter {
+                d.prev()?;
+            }
+            s.skip_empty_backward()
+        })
+    }
+
+    fn key(&self) -> &[u8] {
+        self.data_iter.as_ref().map_or(&[], |d| d.key())
+    }
+
+    fn value(&self) -> &[u8] {
+        self.data_iter.as_ref().map_or(&[], |d| d.value())
+    }
+}
