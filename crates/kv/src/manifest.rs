@@ -11,8 +11,7 @@ use crate::coding::{put_length_prefixed, put_varint32, put_varint64, Decoder};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{current_path, manifest_path, parse_file_name, temp_path, FileType};
 use crate::fs::FileSystem;
-use crate::options::WalRecoveryMode;
-use crate::wal::{LogReader, LogWriter, MANIFEST_MAGIC};
+use crate::wal::{LogReader, LogWriter, TailPolicy, MANIFEST_MAGIC};
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -404,16 +403,21 @@ pub fn read_current(fs: &dyn FileSystem, dir: &Path) -> Result<u64> {
 
 /// Reads `CURRENT` and replays the manifest it names: its number and the state it describes.
 ///
-/// The manifest is read in [`WalRecoveryMode::TolerateTail`] mode: an edit only takes
-/// effect once its append was synced, so a torn last record is an edit that never happened
-/// and is dropped (with a warning). Damage followed by valid edits, an inconsistent edit, or
-/// a manifest that never sets the log number, next file number and last sequence is
-/// [`Error::Corruption`] naming the manifest. The caller should write its next edits to a
-/// fresh manifest rather than append after a dropped tail.
+/// The manifest is read with [`TailPolicy::TolerateTornOnly`]: an edit only takes effect
+/// once its append was synced, so a *torn* last record (a short header, a verified header
+/// whose payload runs past the end of the file, or zeros to the end) is an edit that never
+/// happened and is dropped (with a warning). A *complete* last record that fails its header
+/// or payload checksum is media corruption of an edit that may have taken effect (it may be
+/// the only record of a table whose WAL is gone), so it is [`Error::Corruption`] naming the
+/// manifest and the record's offset, never silently dropped. Damage followed by valid
+/// edits, an inconsistent edit, or a manifest that never sets the log number, next file
+/// number and last sequence is [`Error::Corruption`] naming the manifest too. The caller
+/// should write its next edits to a fresh manifest rather than append after a dropped tail.
 pub fn recover(fs: &dyn FileSystem, dir: &Path) -> Result<(u64, ManifestState)> {
     let number = read_current(fs, dir)?;
     let path = manifest_path(dir, number);
-    let mut reader = LogReader::open(fs, &path, MANIFEST_MAGIC, WalRecoveryMode::TolerateTail)?;
+    let mut reader =
+        LogReader::open_with_policy(fs, &path, MANIFEST_MAGIC, TailPolicy::TolerateTornOnly)?;
     let file_name = reader.file_name().to_string();
     let mut state = ManifestState::new();
     let (mut has_log, mut has_next, mut has_seq) = (false, false, false);

@@ -329,11 +329,10 @@ fn flipped_byte_in_earlier_edit_is_corruption_naming_the_manifest() {
     let path = manifest_path(&dir, 5);
     let name = path.display().to_string();
     // Offsets of the records: walk the log.
-    let mut r = LogReader::open(&fs, &path, MANIFEST_MAGIC, WalRecoveryMode::Strict).unwrap();
-    let mut offsets = Vec::new();
-    while r.next_record().unwrap().is_some() {
-        offsets.push(r.last_record_offset());
-    }
+    let offsets = record_spans(&fs, &path)
+        .iter()
+        .map(|s| s.0 as u64)
+        .collect::<Vec<_>>();
     assert_eq!(offsets.len(), 4);
     for &off in &offsets[..3] {
         for delta in [0u64, 4, 8, 12] {
@@ -357,6 +356,131 @@ fn flipped_byte_in_earlier_edit_is_corruption_naming_the_manifest() {
     ));
     fs.clear_read_faults();
     assert!(recover(&fs, &dir).is_ok());
+}
+
+/// (start, end) offsets of every record of the log at `path`.
+fn record_spans(fs: &MemFs, path: &Path) -> Vec<(usize, usize)> {
+    let mut r = LogReader::open_with_policy(fs, path, MANIFEST_MAGIC, TailPolicy::Strict).unwrap();
+    let mut spans = Vec::new();
+    while r.next_record().unwrap().is_some() {
+        spans.push((r.last_record_offset() as usize, r.end_of_records() as usize));
+    }
+    spans
+}
+
+/// A manifest whose last edit adds a table (the only record of it, as after a flush whose
+/// WAL segment was then deleted). Returns the manifest's bytes, the state before and after
+/// the last edit, and the spans of its records.
+fn manifest_ending_in_a_new_table(
+    fs: &MemFs,
+    dir: &Path,
+) -> (Vec<u8>, ManifestState, ManifestState, Vec<(usize, usize)>) {
+    let (mut w, before) = write_manifest(fs, dir, 5);
+    let last = VersionEdit {
+        log_number: Some(16),
+        next_file_number: Some(21),
+        new_files: vec![(0, meta(20))],
+        ..Default::default()
+    };
+    w.append(&last).unwrap();
+    let mut after = before.clone();
+    after.apply(&last, "expected", 0).unwrap();
+    assert_eq!(recover(fs, dir).unwrap(), (5, after.clone()));
+    let path = manifest_path(dir, 5);
+    let spans = record_spans(fs, &path);
+    assert_eq!(spans.len(), 5);
+    (fs.read_file(&path).unwrap(), before, after, spans)
+}
+
+fn replace_file(fs: &MemFs, path: &Path, data: &[u8]) {
+    fs.create(path).unwrap().append(data).unwrap();
+}
+
+#[test]
+fn any_flipped_byte_is_an_error_naming_the_manifest() {
+    let (fs, dir) = db();
+    let (data, _, _, spans) = manifest_ending_in_a_new_table(&fs, &dir);
+    let path = manifest_path(&dir, 5);
+    let name = path.display().to_string();
+    let last_start = spans.last().unwrap().0;
+    for i in 0..data.len() {
+        for flip in [0x01u8, 0x40, 0x80, 0xff] {
+            let mut bad = data.clone();
+            bad[i] ^= flip;
+            replace_file(&fs, &path, &bad);
+            match recover(&fs, &dir) {
+                Err(Error::Corruption { file, offset, .. }) => {
+                    assert_eq!(file, name, "byte {i} ^ {flip:#x}");
+                    // A flip in the last record is reported at that record.
+                    if i >= last_start {
+                        assert_eq!(offset, last_start as u64, "byte {i} ^ {flip:#x}");
+                    }
+                }
+                Err(Error::UnsupportedVersion { file, .. }) => {
+                    assert_eq!(file, name, "byte {i} ^ {flip:#x}");
+                }
+                other => panic!("byte {i} ^ {flip:#x}: expected an error, got {other:?}"),
+            }
+        }
+    }
+    replace_file(&fs, &path, &data);
+    assert!(recover(&fs, &dir).is_ok());
+}
+
+#[test]
+fn flipped_byte_in_last_edit_names_the_record_and_says_corrupt() {
+    let (fs, dir) = db();
+    let (data, _, _, spans) = manifest_ending_in_a_new_table(&fs, &dir);
+    let path = manifest_path(&dir, 5);
+    let (start, end) = *spans.last().unwrap();
+    // The length field (a record that seems to run past the end), the header checksum and
+    // the payload.
+    for i in [start + 4, start + 7, start + 10, end - 1] {
+        let mut bad = data.clone();
+        bad[i] ^= 0x10;
+        replace_file(&fs, &path, &bad);
+        let err = recover(&fs, &dir).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("MANIFEST-000005"), "{msg}");
+        assert!(msg.contains(&format!("offset {start}")), "{msg}");
+        assert!(msg.contains("not a torn write"), "{msg}");
+    }
+}
+
+#[test]
+fn cut_anywhere_in_last_edit_recovers_the_state_before_it() {
+    let (fs, dir) = db();
+    let (data, before, after, spans) = manifest_ending_in_a_new_table(&fs, &dir);
+    assert_ne!(before, after);
+    let path = manifest_path(&dir, 5);
+    let (start, end) = *spans.last().unwrap();
+    for cut in start..end {
+        replace_file(&fs, &path, &data[..cut]);
+        assert_eq!(
+            recover(&fs, &dir).unwrap(),
+            (5, before.clone()),
+            "cut {cut}"
+        );
+    }
+    replace_file(&fs, &path, &data);
+    assert_eq!(recover(&fs, &dir).unwrap(), (5, after));
+}
+
+#[test]
+fn zero_filled_tail_after_the_last_edit_is_tolerated() {
+    let (fs, dir) = db();
+    let (data, _, after, _) = manifest_ending_in_a_new_table(&fs, &dir);
+    let path = manifest_path(&dir, 5);
+    for zeros in [1usize, 12, 13, 14, 100, 4096, 64 * 1024] {
+        let mut padded = data.clone();
+        padded.resize(data.len() + zeros, 0);
+        replace_file(&fs, &path, &padded);
+        assert_eq!(
+            recover(&fs, &dir).unwrap(),
+            (5, after.clone()),
+            "{zeros} zeros"
+        );
+    }
 }
 
 #[test]

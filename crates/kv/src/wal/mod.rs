@@ -4,15 +4,17 @@
 //! the format version, and a checksum of both) followed by framed records:
 //!
 //! ```text
-//! masked crc32c: u32 LE | length: u32 LE | type: u8 (1 = FULL) | payload (length bytes)
+//! payload crc: u32 LE | length: u32 LE | type: u8 (1 = FULL) | header crc: u32 LE | payload
 //! ```
 //!
-//! The CRC covers the length, the type and the payload, so a corrupt length is detected.
-//! [`LogWriter`] appends records; [`LogReader`] returns them in order and applies the
-//! recovery rules of [`crate::WalRecoveryMode`]: a damaged record with no valid record after
-//! it is a torn tail (a write cut short by a crash), tolerated by default; damage followed
-//! by valid records is always [`crate::Error::Corruption`]. The format is specified in
-//! `docs/format/wal.md`.
+//! The payload CRC covers the length, the type and the payload; the header CRC covers the
+//! first 9 header bytes. The header CRC lets the reader tell a write cut short by a crash
+//! (*torn*: a short header, a verified header whose payload runs past the end, or zeros to
+//! the end) from a complete record damaged on the medium (*corrupt*). [`LogWriter`] appends
+//! records; [`LogReader`] returns them in order and applies a [`TailPolicy`] to damage at
+//! the end: the WAL tolerates both kinds by default ([`crate::WalRecoveryMode`]), the
+//! manifest only torn tails. Damage followed by valid records is always
+//! [`crate::Error::Corruption`]. The format is specified in `docs/format/wal.md`.
 
 mod format;
 mod reader;
@@ -25,5 +27,5 @@ pub use format::{
     encode_file_header, LOG_FORMAT_VERSION, LOG_HEADER_SIZE, MANIFEST_MAGIC, MAX_RECORD_SIZE,
     RECORD_HEADER_SIZE, RECORD_TYPE_FULL, WAL_MAGIC,
 };
-pub use reader::{LogReader, TailDamage};
+pub use reader::{LogReader, TailDamage, TailDamageKind, TailPolicy};
 pub use writer::LogWriter;

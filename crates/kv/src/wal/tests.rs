@@ -5,7 +5,8 @@ use super::*;
 use crate::checksum::{crc32c, mask};
 use crate::error::Error;
 use crate::fs::{CrashMode, FileSystem, MemFs};
-use crate::options::WalRecoveryMode::{self, Strict, TolerateTail};
+use crate::options::WalRecoveryMode::{Strict, TolerateTail};
+use format::encode_raw_record_header;
 use proptest::prelude::*;
 use std::path::Path;
 
@@ -47,13 +48,16 @@ fn build_log(magic: u64, records: &[Vec<u8>]) -> (Vec<u8>, Vec<(usize, usize)>) 
     (fs.read_file(path).unwrap(), spans)
 }
 
-/// Reads every record; the error if reading fails.
+/// Reads every record under `policy` (a [`TailPolicy`] or a [`crate::WalRecoveryMode`]);
+/// the error if reading fails.
 fn read_all(
     data: Vec<u8>,
     magic: u64,
-    mode: WalRecoveryMode,
+    policy: impl Into<TailPolicy>,
 ) -> Result<(Vec<Vec<u8>>, Option<TailDamage>), Error> {
-    let mut r = LogReader::from_bytes(data, NAME, magic, mode)?;
+    let policy = policy.into();
+    let mut r = LogReader::from_bytes_with_policy(data, NAME, magic, policy)?;
+    assert_eq!(r.policy(), policy);
     let mut out = Vec::new();
     while let Some(rec) = r.next_record()? {
         out.push(rec);
@@ -132,17 +136,24 @@ fn every_prefix_yields_exactly_the_complete_records() {
         let complete = spans.iter().filter(|s| s.1 <= cut).count();
         let clean = boundaries.contains(&cut);
 
-        let (got, tail) = read_all(prefix.clone(), WAL_MAGIC, TolerateTail)
-            .unwrap_or_else(|e| panic!("cut {cut}: {e}"));
-        assert_eq!(got, records[..complete], "cut {cut}");
-        assert_eq!(tail.is_some(), !clean, "cut {cut}: {tail:?}");
-        if let Some(t) = tail {
-            let expected = if cut < LOG_HEADER_SIZE {
-                0
-            } else {
-                boundaries[complete]
-            };
-            assert_eq!(t.offset, expected as u64, "cut {cut}");
+        // Both tolerant policies drop a cut-off record, and call it torn.
+        for policy in [
+            TailPolicy::TolerateTornOrCorrupt,
+            TailPolicy::TolerateTornOnly,
+        ] {
+            let (got, tail) = read_all(prefix.clone(), WAL_MAGIC, policy)
+                .unwrap_or_else(|e| panic!("cut {cut} {policy:?}: {e}"));
+            assert_eq!(got, records[..complete], "cut {cut}");
+            assert_eq!(tail.is_some(), !clean, "cut {cut}: {tail:?}");
+            if let Some(t) = tail {
+                let expected = if cut < LOG_HEADER_SIZE {
+                    0
+                } else {
+                    boundaries[complete]
+                };
+                assert_eq!(t.offset, expected as u64, "cut {cut}");
+                assert_eq!(t.kind, TailDamageKind::Torn, "cut {cut}: {t:?}");
+            }
         }
 
         match read_all(prefix, WAL_MAGIC, Strict) {
@@ -165,26 +176,81 @@ fn every_prefix_yields_exactly_the_complete_records() {
 }
 
 #[test]
-fn flipped_byte_in_last_record_is_a_tolerated_tail() {
+fn flipped_byte_in_last_record_is_tolerated_only_by_tolerate_torn_or_corrupt() {
     let mut rng = Rng(11);
-    let records = sample_records(&mut rng, &[40, 3, 100, 250]);
-    let (data, spans) = build_log(WAL_MAGIC, &records);
-    let (start, end) = *spans.last().unwrap();
-    for i in start..end {
-        for flip in [0x01u8, 0x40, 0xff] {
-            let mut bad = data.clone();
-            bad[i] ^= flip;
-            let (got, tail) = read_all(bad.clone(), WAL_MAGIC, TolerateTail).unwrap();
-            assert_eq!(got, records[..records.len() - 1], "byte {i}");
-            assert_eq!(tail.map(|t| t.offset), Some(start as u64), "byte {i}");
-            let err = read_all(bad, WAL_MAGIC, Strict).unwrap_err();
-            assert_corruption_at(&err, start as u64);
+    // The last record is empty in the second log: a flip can only hit its header.
+    for sizes in [&[40usize, 3, 100, 250][..], &[40, 7, 0]] {
+        let records = sample_records(&mut rng, sizes);
+        let (data, spans) = build_log(WAL_MAGIC, &records);
+        let (start, end) = *spans.last().unwrap();
+        for i in start..end {
+            for flip in [0x01u8, 0x40, 0xff] {
+                let mut bad = data.clone();
+                bad[i] ^= flip;
+                let (got, tail) = read_all(bad.clone(), WAL_MAGIC, TolerateTail).unwrap();
+                assert_eq!(got, records[..records.len() - 1], "byte {i}");
+                let tail = tail.unwrap();
+                assert_eq!(tail.offset, start as u64, "byte {i}");
+                assert_eq!(tail.kind, TailDamageKind::Corrupt, "byte {i}: {tail:?}");
+                for policy in [TailPolicy::TolerateTornOnly, TailPolicy::Strict] {
+                    let err = read_all(bad.clone(), WAL_MAGIC, policy).unwrap_err();
+                    assert_corruption_at(&err, start as u64);
+                }
+            }
         }
     }
 }
 
 #[test]
-fn flipped_byte_in_earlier_record_is_corruption_in_both_modes() {
+fn tolerate_torn_only_reads_records_before_the_damage() {
+    let mut rng = Rng(12);
+    let records = sample_records(&mut rng, &[40, 3, 100, 250]);
+    let (data, spans) = build_log(WAL_MAGIC, &records);
+    let (start, end) = *spans.last().unwrap();
+    // A flip: the complete records come first, then the error (which is sticky).
+    let mut bad = data.clone();
+    bad[end - 1] ^= 0x20;
+    let mut r =
+        LogReader::from_bytes_with_policy(bad, NAME, WAL_MAGIC, TailPolicy::TolerateTornOnly)
+            .unwrap();
+    for rec in &records[..records.len() - 1] {
+        assert_eq!(r.next_record().unwrap().as_ref(), Some(rec));
+    }
+    let err = r.next_record().unwrap_err();
+    assert_corruption_at(&err, start as u64);
+    assert!(err.to_string().contains("not a torn write"), "{err}");
+    assert_corruption_at(&r.next_record().unwrap_err(), start as u64);
+    // A cut anywhere inside the last record is tolerated and reported as torn.
+    for cut in start + 1..end {
+        let (got, tail) = read_all(
+            data[..cut].to_vec(),
+            WAL_MAGIC,
+            TailPolicy::TolerateTornOnly,
+        )
+        .unwrap();
+        assert_eq!(got, records[..records.len() - 1], "cut {cut}");
+        let tail = tail.unwrap();
+        assert_eq!(
+            (tail.offset, tail.kind),
+            (start as u64, TailDamageKind::Torn)
+        );
+    }
+}
+
+#[test]
+fn policy_from_recovery_mode() {
+    assert_eq!(
+        TailPolicy::from(TolerateTail),
+        TailPolicy::TolerateTornOrCorrupt
+    );
+    assert_eq!(TailPolicy::from(Strict), TailPolicy::Strict);
+    let (data, _) = build_log(WAL_MAGIC, &[b"x".to_vec()]);
+    let r = LogReader::from_bytes(data, NAME, WAL_MAGIC, TolerateTail).unwrap();
+    assert_eq!(r.policy(), TailPolicy::TolerateTornOrCorrupt);
+}
+
+#[test]
+fn flipped_byte_in_earlier_record_is_corruption_under_every_policy() {
     let mut rng = Rng(13);
     let records = sample_records(&mut rng, &[40, 0, 3, 100, 25]);
     let (data, spans) = build_log(WAL_MAGIC, &records);
@@ -193,8 +259,14 @@ fn flipped_byte_in_earlier_record_is_corruption_in_both_modes() {
             for flip in [0x01u8, 0x40, 0xff] {
                 let mut bad = data.clone();
                 bad[i] ^= flip;
-                for mode in [TolerateTail, Strict] {
-                    let mut r = LogReader::from_bytes(bad.clone(), NAME, WAL_MAGIC, mode).unwrap();
+                for policy in [
+                    TailPolicy::TolerateTornOrCorrupt,
+                    TailPolicy::TolerateTornOnly,
+                    TailPolicy::Strict,
+                ] {
+                    let mut r =
+                        LogReader::from_bytes_with_policy(bad.clone(), NAME, WAL_MAGIC, policy)
+                            .unwrap();
                     for rec in &records[..k] {
                         assert_eq!(r.next_record().unwrap().as_ref(), Some(rec));
                     }
@@ -214,23 +286,40 @@ fn garbage_or_zeros_after_valid_records_is_a_tail() {
     let records = sample_records(&mut rng, &[10, 20, 30]);
     let (data, spans) = build_log(WAL_MAGIC, &records);
     let end = spans.last().unwrap().1;
-    let tails: Vec<Vec<u8>> = vec![
-        vec![0; 1],
-        vec![0; 8],
-        vec![0; 9],
-        vec![0; 100],
-        vec![0; 64 * 1024],
-        rng.bytes(3),
-        rng.bytes(1000),
-        rng.bytes(100_000),
-        vec![RECORD_TYPE_FULL; 5000],
+    use TailDamageKind::{Corrupt, Torn};
+    let tails: Vec<(Vec<u8>, TailDamageKind)> = vec![
+        (vec![0; 1], Torn),
+        (vec![0; 8], Torn),
+        (vec![0; 12], Torn),
+        (vec![0; 13], Torn),
+        (vec![0; 100], Torn),
+        (vec![0; 64 * 1024], Torn),
+        // Fewer bytes than a record header: torn, whatever they are.
+        (rng.bytes(3), Torn),
+        (rng.bytes(12), Torn),
+        (rng.bytes(1000), Corrupt),
+        (rng.bytes(100_000), Corrupt),
+        (vec![RECORD_TYPE_FULL; 5000], Corrupt),
     ];
-    for tail in tails {
+    for (tail, kind) in tails {
         let mut bad = data.clone();
         bad.extend_from_slice(&tail);
         let (got, damage) = read_all(bad.clone(), WAL_MAGIC, TolerateTail).unwrap();
         assert_eq!(got, records);
-        assert_eq!(damage.map(|d| d.offset), Some(end as u64));
+        let damage = damage.unwrap();
+        assert_eq!(
+            (damage.offset, damage.kind),
+            (end as u64, kind),
+            "{damage:?}"
+        );
+        match read_all(bad.clone(), WAL_MAGIC, TailPolicy::TolerateTornOnly) {
+            Ok((got, Some(d))) if kind == Torn => {
+                assert_eq!(got, records);
+                assert_eq!(d.offset, end as u64);
+            }
+            Err(e) if kind == Corrupt => assert_corruption_at(&e, end as u64),
+            other => panic!("{kind:?} tail of {} bytes: {other:?}", tail.len()),
+        }
         assert_corruption_at(&read_all(bad, WAL_MAGIC, Strict).unwrap_err(), end as u64);
     }
 }
@@ -243,9 +332,13 @@ fn zeros_in_the_middle_followed_by_records_is_corruption() {
     let mut bad = data[..spans[0].1].to_vec();
     bad.extend_from_slice(&[0; 4096]);
     bad.extend_from_slice(&data[spans[1].0..]);
-    for mode in [TolerateTail, Strict] {
+    for policy in [
+        TailPolicy::TolerateTornOrCorrupt,
+        TailPolicy::TolerateTornOnly,
+        TailPolicy::Strict,
+    ] {
         assert_corruption_at(
-            &read_all(bad.clone(), WAL_MAGIC, mode).unwrap_err(),
+            &read_all(bad.clone(), WAL_MAGIC, policy).unwrap_err(),
             spans[0].1 as u64,
         );
     }
@@ -314,13 +407,19 @@ fn oversized_records() {
     // The reader rejects a declared length above the maximum.
     let mut data = encode_file_header(WAL_MAGIC).to_vec();
     let start = data.len();
-    data.extend_from_slice(&[0, 0, 0, 0]);
-    data.extend_from_slice(&((MAX_RECORD_SIZE as u32) + 1).to_le_bytes());
-    data.push(RECORD_TYPE_FULL);
+    data.extend_from_slice(&encode_raw_record_header(
+        0,
+        (MAX_RECORD_SIZE as u32) + 1,
+        RECORD_TYPE_FULL,
+    ));
     data.extend_from_slice(&[7; 64]);
-    let err = read_all(data, WAL_MAGIC, Strict).unwrap_err();
-    assert_corruption_at(&err, start as u64);
-    assert!(err.to_string().contains("exceeds"), "{err}");
+    for policy in [TailPolicy::Strict, TailPolicy::TolerateTornOnly] {
+        let err = read_all(data.clone(), WAL_MAGIC, policy).unwrap_err();
+        assert_corruption_at(&err, start as u64);
+        assert!(err.to_string().contains("exceeds"), "{err}");
+    }
+    let (_, tail) = read_all(data, WAL_MAGIC, TolerateTail).unwrap();
+    assert_eq!(tail.map(|t| t.kind), Some(TailDamageKind::Corrupt));
 }
 
 #[test]
@@ -337,9 +436,14 @@ fn writer_refuses_work_after_a_failed_write() {
     assert!(w.add_record(b"later").is_err());
     assert!(w.sync().is_err());
     // What landed is a log with a torn tail.
-    let (got, tail) = read_all(fs.read_file(path).unwrap(), WAL_MAGIC, TolerateTail).unwrap();
+    let (got, tail) = read_all(
+        fs.read_file(path).unwrap(),
+        WAL_MAGIC,
+        TailPolicy::TolerateTornOnly,
+    )
+    .unwrap();
     assert_eq!(got, vec![b"first".to_vec()]);
-    assert!(tail.is_some());
+    assert_eq!(tail.map(|t| t.kind), Some(TailDamageKind::Torn));
 }
 
 #[test]
@@ -361,7 +465,9 @@ fn crash_keeps_synced_records_and_a_prefix_of_the_rest() {
         }
         w.flush().unwrap();
         fs.crash(CrashMode::TearUnsynced(seed));
-        let mut r = LogReader::open(&fs, path, WAL_MAGIC, TolerateTail).unwrap();
+        // A crash only tears: even the torn-only policy accepts what is left.
+        let mut r = LogReader::open_with_policy(&fs, path, WAL_MAGIC, TailPolicy::TolerateTornOnly)
+            .unwrap();
         let mut got = Vec::new();
         while let Some(rec) = r.next_record().unwrap() {
             got.push(rec);
@@ -379,7 +485,12 @@ fn torn_header_after_crash_is_an_empty_log() {
         let mut w = LogWriter::new(fs.create(path).unwrap(), NAME, WAL_MAGIC).unwrap();
         w.add_record(b"never synced").unwrap();
         fs.crash(CrashMode::TearUnsynced(seed));
-        let (got, _) = read_all(fs.read_file(path).unwrap(), WAL_MAGIC, TolerateTail).unwrap();
+        let (got, _) = read_all(
+            fs.read_file(path).unwrap(),
+            WAL_MAGIC,
+            TailPolicy::TolerateTornOnly,
+        )
+        .unwrap();
         assert!(got.len() <= 1);
     }
 }
@@ -389,12 +500,15 @@ proptest! {
     fn random_bytes_never_panic(
         body in proptest::collection::vec(any::<u8>(), 0..2048),
         with_header in any::<bool>(),
-        strict in any::<bool>(),
+        policy in prop::sample::select(vec![
+            TailPolicy::TolerateTornOrCorrupt,
+            TailPolicy::TolerateTornOnly,
+            TailPolicy::Strict,
+        ]),
     ) {
         let mut data = if with_header { encode_file_header(WAL_MAGIC).to_vec() } else { vec![] };
         data.extend_from_slice(&body);
-        let mode = if strict { Strict } else { TolerateTail };
-        if let Ok(mut r) = LogReader::from_bytes(data, NAME, WAL_MAGIC, mode) {
+        if let Ok(mut r) = LogReader::from_bytes_with_policy(data, NAME, WAL_MAGIC, policy) {
             for _ in 0..10_000 {
                 match r.next_record() {
                     Ok(Some(_)) => {}
