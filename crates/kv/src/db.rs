@@ -1,0 +1,1017 @@
+//! The LSM database: write path (group commit into WAL + memtable), background flush, reads
+//! and recovery.
+//!
+//! Threads and locks:
+//! - Writers queue up in `queue`; the writer at the front is the *leader*: it takes the
+//!   batches of everybody queued behind it, appends them to the WAL with one write (and one
+//!   fsync if any of them asked for it), inserts them into the memtable and wakes them.
+//!   Only the leader touches `wal` and switches memtables.
+//! - One background thread flushes frozen memtables into L0 tables and records them in the
+//!   manifest.
+//! - Readers take a consistent [`SuperVersion`] (memtables + table set) under `state` for a
+//!   moment, then read without any lock. Sequence numbers make the view exact: a reader
+//!   sees only entries with a sequence number `<= visible_seq` at the time it started.
+//!
+//! Lock order: `manifest` -> `state` -> `wal`; `queue` is never held with another lock.
+
+use crate::batch::WriteBatch;
+use crate::db_iter::{DbIterator, Scan};
+use crate::error::{Error, IoContext, Result};
+use crate::filename::{self, FileType};
+use crate::fs::{FileLock, FileSystem};
+use crate::iterator::InternalIterator;
+use crate::key::{ValueKind, MAX_SEQUENCE};
+use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
+use crate::memtable::Memtable;
+use crate::options::{Options, WriteOptions};
+use crate::sstable::{Table, TableBuilder};
+use crate::version::{TableHandle, Version};
+use crate::wal::{LogReader, LogWriter, WAL_MAGIC};
+use std::collections::VecDeque;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// Largest group of batches (in bytes) one leader commits at once.
+const MAX_GROUP_BYTES: usize = 1 << 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The engine's state is only mutated in small sections that cannot panic half-way, so
+    // a poisoned lock (a panic elsewhere while holding it) still guards consistent data.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(g).unwrap_or_else(|e| e.into_inner())
+}
+
+/// The memtables and tables a reader reads, captured together.
+pub(crate) struct SuperVersion {
+    pub(crate) mem: Arc<Memtable>,
+    /// Frozen memtables, newest first.
+    pub(crate) imm: Vec<Arc<Memtable>>,
+    pub(crate) version: Arc<Version>,
+}
+
+impl SuperVersion {
+    /// Cursors over every source, newest first.
+    pub(crate) fn iterators(&self) -> Vec<Box<dyn InternalIterator>> {
+        let mut v: Vec<Box<dyn InternalIterator>> = vec![Box::new(self.mem.iter())];
+        v.extend(
+            self.imm
+                .iter()
+                .map(|m| Box::new(m.iter()) as Box<dyn InternalIterator>),
+        );
+        v.extend(self.version.iterators());
+        v
+    }
+}
+
+struct Frozen {
+    mem: Arc<Memtable>,
+    /// WAL segment holding the memtable's writes.
+    wal: u64,
+}
+
+struct State {
+    mem: Arc<Memtable>,
+    mem_wal: u64,
+    /// Oldest first.
+    imm: VecDeque<Frozen>,
+    version: Arc<Version>,
+    super_version: Arc<SuperVersion>,
+    manifest_state: ManifestState,
+    next_file_number: u64,
+    /// Last sequence number handed out.
+    last_seq: u64,
+    bg_error: Option<Error>,
+    closing: bool,
+    /// Closing without finishing queued flushes (a simulated crash).
+    abandoned: bool,
+}
+
+impl State {
+    fn new_file_number(&mut self) -> u64 {
+        let n = self.next_file_number;
+        self.next_file_number += 1;
+        n
+    }
+
+    fn refresh_super_version(&mut self) {
+        self.super_version = Arc::new(SuperVersion {
+            mem: self.mem.clone(),
+            imm: self.imm.iter().rev().map(|f| f.mem.clone()).collect(),
+            version: self.version.clone(),
+        });
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if let Some(e) = &self.bg_error {
+            return Err(Error::ReadOnly(e.to_string()));
+        }
+        if self.closing {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+}
+
+struct WalState {
+    writer: LogWriter,
+}
+
+enum Request {
+    Write {
+        batch: WriteBatch,
+        sync: bool,
+    },
+    /// Freeze the memtable so that the flush thread writes it out.
+    Flush,
+}
+
+struct Pending {
+    request: Mutex<Request>,
+    result: Mutex<Option<Result<()>>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    user_bytes_written: AtomicU64,
+    wal_bytes_written: AtomicU64,
+    wal_syncs: AtomicU64,
+    write_groups: AtomicU64,
+    writes: AtomicU64,
+    flushes: AtomicU64,
+    flush_bytes_written: AtomicU64,
+    stalls: AtomicU64,
+    stall_micros: AtomicU64,
+}
+
+struct DbInner {
+    dir: PathBuf,
+    opts: Options,
+    fs: Arc<dyn FileSystem>,
+    state: Mutex<State>,
+    /// Signalled when a flush finishes, a memtable is frozen, an error is recorded or the
+    /// database closes.
+    bg_cv: Condvar,
+    queue: Mutex<VecDeque<Arc<Pending>>>,
+    queue_cv: Condvar,
+    wal: Mutex<WalState>,
+    manifest: Mutex<ManifestWriter>,
+    /// Readers see sequence numbers up to this one.
+    visible_seq: AtomicU64,
+    counters: Counters,
+    _lock: Box<dyn FileLock>,
+}
+
+/// An open LSM database. `Send + Sync`: share it between threads with `Arc`.
+///
+/// Durability: a write returns after it is in the WAL (handed to the OS) and the memtable;
+/// with [`WriteOptions::sync`] also after an fsync of the WAL. Writes are atomic per
+/// [`WriteBatch`], also across crashes.
+pub struct Db {
+    inner: Arc<DbInner>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Figures about an open database.
+#[derive(Debug, Clone, Default)]
+pub struct DbStats {
+    /// Approximate bytes in the active memtable.
+    pub memtable_bytes: u64,
+    /// Frozen memtables waiting to be flushed.
+    pub immutable_memtables: u64,
+    /// Approximate bytes in frozen memtables.
+    pub immutable_bytes: u64,
+    /// Tables per level.
+    pub files_per_level: Vec<usize>,
+    /// Table bytes per level.
+    pub bytes_per_level: Vec<u64>,
+    /// Last sequence number visible to readers.
+    pub last_sequence: u64,
+    /// Bytes of keys and values written by users.
+    pub user_bytes_written: u64,
+    /// Bytes appended to the WAL.
+    pub wal_bytes_written: u64,
+    /// WAL fsyncs.
+    pub wal_syncs: u64,
+    /// Write batches committed.
+    pub writes: u64,
+    /// Leader commits (a group holds one or more batches).
+    pub write_groups: u64,
+    /// Memtables flushed.
+    pub flushes: u64,
+    /// Bytes of tables written by flushes.
+    pub flush_bytes_written: u64,
+    /// Times a writer waited because memtables were full.
+    pub stalls: u64,
+    /// Microseconds writers spent waiting.
+    pub stall_micros: u64,
+    /// Bloom filter checks and the ones that avoided a block read.
+    pub bloom_checked: u64,
+    /// Bloom filter checks that ruled a table out.
+    pub bloom_useful: u64,
+    /// The background error that made the database read-only, if any.
+    pub background_error: Option<String>,
+}
+
+impl DbStats {
+    /// Write amplification so far: bytes written to WAL and tables per user byte.
+    pub fn write_amplification(&self) -> f64 {
+        if self.user_bytes_written == 0 {
+            return 0.0;
+        }
+        (self.wal_bytes_written + self.flush_bytes_written) as f64 / self.user_bytes_written as f64
+    }
+}
+
+fn path_name(p: &Path) -> String {
+    p.display().to_string()
+}
+
+impl Db {
+    /// Opens (or, with `create_if_missing`, creates) the database in `dir` and recovers it:
+    /// the manifest gives the live tables, the WAL segments newer than the manifest's log
+    /// number are replayed and flushed to a table, and files nobody references are removed.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
+        let dir = dir.as_ref().to_path_buf();
+        let fs = opts.fs.clone();
+        if opts.write_buffer_size == 0 || opts.max_write_buffers < 2 {
+            return Err(Error::InvalidArgument(
+                "write_buffer_size must be > 0 and max_write_buffers >= 2".into(),
+            ));
+        }
+        if opts.create_if_missing {
+            fs.create_dir_all(&dir)
+                .context(|| format!("creating {}", dir.display()))?;
+        }
+        let lock_path = filename::lock_path(&dir);
+        let file_lock = fs.lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked(dir.clone())
+            } else {
+                Error::Io {
+                    context: format!("locking {}", lock_path.display()),
+                    source: e,
+                }
+            }
+        })?;
+
+        let current = filename::current_path(&dir);
+        if fs.exists(&current) {
+            if opts.error_if_exists {
+                return Err(Error::InvalidArgument(format!(
+                    "database {} already exists",
+                    dir.display()
+                )));
+            }
+        } else if opts.create_if_missing {
+            tracing::info!(dir = %dir.display(), "creating new database");
+            let state = ManifestState {
+                log_number: 0,
+                next_file_number: 2,
+                last_sequence: 0,
+                ..Default::default()
+            };
+            ManifestWriter::create(fs.as_ref(), &dir, 1, &state.snapshot_edit())?;
+            manifest::set_current(fs.as_ref(), &dir, 1)?;
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "database {} does not exist (create_if_missing is off)",
+                dir.display()
+            )));
+        }
+
+        let (old_manifest, mut mstate) = manifest::recover(fs.as_ref(), &dir)?;
+        let mut version = Version::default();
+        for (level, files) in mstate.levels.iter().enumerate() {
+            for meta in files.values() {
+                let handle = open_table(fs.as_ref(), &dir, meta.clone())?;
+                version.levels[level].push(Arc::new(handle));
+            }
+            version.sort_level(level);
+        }
+
+        // Replay WAL segments the manifest does not cover, oldest first.
+        let names = fs
+            .list_dir(&dir)
+            .context(|| format!("listing {}", dir.display()))?;
+        let mut wals: Vec<u64> = names
+            .iter()
+            .filter_map(|n| match filename::parse_file_name(n) {
+                Some(FileType::Wal(n)) if n >= mstate.log_number => Some(n),
+                _ => None,
+            })
+            .collect();
+        wals.sort_unstable();
+        let mut next_file_number = mstate
+            .next_file_number
+            .max(wals.last().map_or(0, |n| n + 1));
+        let mut last_seq = mstate.last_sequence;
+        let mut mem = Arc::new(Memtable::new());
+        let mut recovered_tables = Vec::new();
+        let mut damaged_tail: Option<(PathBuf, u64)> = None;
+        for &number in &wals {
+            let path = filename::wal_path(&dir, number);
+            let name = path_name(&path);
+            let mut reader = LogReader::open(fs.as_ref(), &path, WAL_MAGIC, opts.wal_recovery)?;
+            while let Some(record) = reader.next_record()? {
+                let offset = reader.last_record_offset();
+                if let Some((p, off)) = &damaged_tail {
+                    return Err(Error::corruption(
+                        path_name(p),
+                        *off,
+                        format!("damaged record followed by valid records in later segment {name}"),
+                    ));
+                }
+                let batch = WriteBatch::decode(&record, &name, offset)?;
+                let mut seq = batch.sequence();
+                for e in batch.iter() {
+                    if seq > MAX_SEQUENCE {
+                        return Err(Error::corruption(&name, offset, "sequence number overflow"));
+                    }
+                    mem.add(seq, e.kind, e.key, e.value);
+                    seq += 1;
+                }
+                last_seq = last_seq.max(seq.saturating_sub(1));
+                if mem.approximate_size() >= opts.write_buffer_size {
+                    let number = next_file_number;
+                    next_file_number += 1;
+                    recovered_tables.push(write_table(fs.as_ref(), &dir, &opts, &mem, number)?);
+                    mem = Arc::new(Memtable::new());
+                }
+            }
+            if let Some(t) = reader.tail_damage() {
+                tracing::warn!(file = %name, offset = t.offset, reason = %t.reason,
+                    "WAL tail damaged (torn write at crash?): cut off at last good record");
+                damaged_tail = Some((path.clone(), t.offset));
+            }
+        }
+        if !mem.is_empty() {
+            let number = next_file_number;
+            next_file_number += 1;
+            recovered_tables.push(write_table(fs.as_ref(), &dir, &opts, &mem, number)?);
+        }
+        if !recovered_tables.is_empty() {
+            tracing::info!(
+                tables = recovered_tables.len(),
+                "flushed recovered WAL data"
+            );
+        }
+
+        // Start fresh: a new WAL segment and a new manifest holding a snapshot of the state.
+        let wal_number = next_file_number;
+        let manifest_number = next_file_number + 1;
+        next_file_number += 2;
+        let wal_path = filename::wal_path(&dir, wal_number);
+        let wal_file = fs
+            .create(&wal_path)
+            .context(|| format!("creating {}", wal_path.display()))?;
+        let writer = LogWriter::new(wal_file, path_name(&wal_path), WAL_MAGIC)?;
+        for meta in &recovered_tables {
+            version = version.with_table(0, Arc::new(open_table(fs.as_ref(), &dir, meta.clone())?));
+        }
+        let edit = VersionEdit {
+            log_number: Some(wal_number),
+            next_file_number: Some(next_file_number),
+            last_sequence: Some(last_seq),
+            new_files: recovered_tables.iter().map(|m| (0, m.clone())).collect(),
+            deleted_files: Vec::new(),
+        };
+        mstate.apply(&edit, "recovery", 0)?;
+        let manifest_writer =
+            ManifestWriter::create(fs.as_ref(), &dir, manifest_number, &mstate.snapshot_edit())?;
+        manifest::set_current(fs.as_ref(), &dir, manifest_number)?;
+        if old_manifest != manifest_number {
+            remove_quietly(fs.as_ref(), &filename::manifest_path(&dir, old_manifest));
+        }
+        remove_obsolete_files(fs.as_ref(), &dir, &mstate, wal_number, manifest_number);
+
+        let version = Arc::new(version);
+        let mem = Arc::new(Memtable::new());
+        let super_version = Arc::new(SuperVersion {
+            mem: mem.clone(),
+            imm: Vec::new(),
+            version: version.clone(),
+        });
+        let inner = Arc::new(DbInner {
+            dir,
+            fs,
+            state: Mutex::new(State {
+                mem,
+                mem_wal: wal_number,
+                imm: VecDeque::new(),
+                version,
+                super_version,
+                manifest_state: mstate,
+                next_file_number,
+                last_seq,
+                bg_error: None,
+                closing: false,
+                abandoned: false,
+            }),
+            bg_cv: Condvar::new(),
+            queue: Mutex::new(VecDeque::new()),
+            queue_cv: Condvar::new(),
+            wal: Mutex::new(WalState { writer }),
+            manifest: Mutex::new(manifest_writer),
+            visible_seq: AtomicU64::new(last_seq),
+            counters: Counters::default(),
+            _lock: file_lock,
+            opts,
+        });
+        let bg = inner.clone();
+        let flusher = std::thread::Builder::new()
+            .name("strata-flush".into())
+            .spawn(move || bg.flush_loop())
+            .context(|| "spawning flush thread".to_string())?;
+        Ok(Db {
+            inner,
+            flusher: Mutex::new(Some(flusher)),
+        })
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(b, WriteOptions::default())
+    }
+
+    /// Deletes `key` (writes a tombstone).
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(b, WriteOptions::default())
+    }
+
+    /// Applies `batch` atomically. Concurrent callers are committed together (group
+    /// commit): one WAL write and at most one fsync per group.
+    pub fn write(&self, batch: WriteBatch, opts: WriteOptions) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.inner.submit(Request::Write {
+            batch,
+            sync: opts.sync,
+        })
+    }
+
+    /// The value of `key`, if any.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        let seq = self.inner.visible_seq.load(Ordering::Acquire);
+        self.inner.get_at(key.as_ref(), seq)
+    }
+
+    /// A cursor over the whole database at the current sequence number, not yet
+    /// positioned: call `seek`, `seek_to_first` or `seek_to_last`.
+    pub fn iter(&self) -> DbIterator {
+        let seq = self.inner.visible_seq.load(Ordering::Acquire);
+        let sv = self.inner.super_version();
+        DbIterator::new(sv.iterators(), seq)
+    }
+
+    /// The entries with keys in `range`, ascending. The view is consistent: writes made
+    /// after this call are not seen.
+    pub fn scan<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Scan {
+        Scan::new(self.iter(), &range, false)
+    }
+
+    /// The entries with keys in `range`, descending.
+    pub fn scan_rev<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Scan {
+        Scan::new(self.iter(), &range, true)
+    }
+
+    /// The entries whose keys start with `prefix`, ascending.
+    pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
+        Scan::prefix(self.iter(), prefix.as_ref())
+    }
+
+    /// Writes the memtable out to a table and waits until it is durable in the manifest.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.submit(Request::Flush)?;
+        self.inner.wait_for_flushes()
+    }
+
+    /// Flushes the memtable, stops the background thread and releases the directory.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// Stops background work and releases the directory *without* flushing the memtable,
+    /// as if the process had been killed right after its last acknowledged write: the next
+    /// open must recover everything from the WAL. For recovery tests and tools.
+    pub fn abandon(self) {
+        if let Some(handle) = lock(&self.flusher).take() {
+            {
+                let mut st = lock(&self.inner.state);
+                st.closing = true;
+                st.abandoned = true;
+            }
+            self.inner.bg_cv.notify_all();
+            let _ = handle.join();
+        }
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let Some(handle) = lock(&self.flusher).take() else {
+            return Ok(());
+        };
+        let flushed = self.flush();
+        lock(&self.inner.state).closing = true;
+        self.inner.bg_cv.notify_all();
+        if handle.join().is_err() {
+            tracing::error!("flush thread panicked");
+        }
+        match flushed {
+            Err(Error::ReadOnly(_)) | Err(Error::Closed) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Figures about the database.
+    pub fn stats(&self) -> DbStats {
+        let c = &self.inner.counters;
+        let st = lock(&self.inner.state);
+        let (mut checked, mut useful) = (0, 0);
+        for t in st.version.levels.iter().flatten() {
+            let (a, b) = t.table.filter_stats();
+            checked += a;
+            useful += b;
+        }
+        DbStats {
+            memtable_bytes: st.mem.approximate_size() as u64,
+            immutable_memtables: st.imm.len() as u64,
+            immutable_bytes: st.imm.iter().map(|f| f.mem.approximate_size() as u64).sum(),
+            files_per_level: st.version.files_per_level(),
+            bytes_per_level: st.version.bytes_per_level(),
+            last_sequence: self.inner.visible_seq.load(Ordering::Acquire),
+            user_bytes_written: c.user_bytes_written.load(Ordering::Relaxed),
+            wal_bytes_written: c.wal_bytes_written.load(Ordering::Relaxed),
+            wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
+            writes: c.writes.load(Ordering::Relaxed),
+            write_groups: c.write_groups.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            flush_bytes_written: c.flush_bytes_written.load(Ordering::Relaxed),
+            stalls: c.stalls.load(Ordering::Relaxed),
+            stall_micros: c.stall_micros.load(Ordering::Relaxed),
+            bloom_checked: checked,
+            bloom_useful: useful,
+            background_error: st.bg_error.as_ref().map(|e| e.to_string()),
+        }
+    }
+
+    /// The directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing database on drop failed");
+        }
+    }
+}
+
+fn remove_quietly(fs: &dyn FileSystem, path: &Path) {
+    if let Err(e) = fs.remove_file(path) {
+        tracing::warn!(file = %path.display(), error = %e, "could not remove obsolete file");
+    }
+}
+
+/// Removes WAL segments older than `wal_number`, manifests other than `manifest_number`,
+/// tables the manifest does not list (left by a flush cut short) and temporary files.
+fn remove_obsolete_files(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    state: &ManifestState,
+    wal_number: u64,
+    manifest_number: u64,
+) {
+    let Ok(names) = fs.list_dir(dir) else { return };
+    for name in names {
+        let obsolete = match filename::parse_file_name(&name) {
+            Some(FileType::Wal(n)) => n < wal_number,
+            Some(FileType::Manifest(n)) => n != manifest_number,
+            Some(FileType::Table(n)) => !state.levels.iter().any(|l| l.contains_key(&n)),
+            Some(FileType::Temp) => true,
+            _ => false,
+        };
+        if obsolete {
+            tracing::debug!(file = %name, "removing obsolete file");
+            remove_quietly(fs, &dir.join(&name));
+        }
+    }
+}
+
+fn open_table(fs: &dyn FileSystem, dir: &Path, meta: FileMeta) -> Result<TableHandle> {
+    let path = filename::table_path(dir, meta.number);
+    let file = fs
+        .open(&path)
+        .context(|| format!("opening table {}", path.display()))?;
+    if file.len() != meta.file_size {
+        return Err(Error::corruption(
+            path_name(&path),
+            file.len(),
+            format!(
+                "table is {} bytes, manifest says {}",
+                file.len(),
+                meta.file_size
+            ),
+        ));
+    }
+    let table = Arc::new(Table::open(file, path_name(&path))?);
+    Ok(TableHandle { meta, table })
+}
+
+/// Writes `mem` out as table `number` (synced, directory synced) and returns its metadata.
+fn write_table(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    opts: &Options,
+    mem: &Memtable,
+    number: u64,
+) -> Result<FileMeta> {
+    let path = filename::table_path(dir, number);
+    let result = (|| {
+        let file = fs
+            .create(&path)
+            .context(|| format!("creating table {}", path.display()))?;
+        let mut builder = TableBuilder::new(file, path_name(&path), &opts.table);
+        mem.for_each(|k, v| builder.add(k, v))?;
+        let props = builder.finish()?;
+        fs.sync_dir(dir)
+            .context(|| format!("syncing directory {}", dir.display()))?;
+        Ok(FileMeta {
+            number,
+            file_size: props.file_size,
+            smallest: props.smallest_key,
+            largest: props.largest_key,
+            smallest_seq: props.smallest_seq,
+            largest_seq: props.largest_seq,
+            num_entries: props.num_entries,
+            num_deletions: props.num_deletions,
+        })
+    })();
+    if result.is_err() {
+        // Never leave a half-written table behind; it is not in the manifest anyway.
+        let _ = fs.remove_file(&path);
+    }
+    result
+}
+
+impl DbInner {
+    fn super_version(&self) -> Arc<SuperVersion> {
+        lock(&self.state).super_version.clone()
+    }
+
+    fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        let sv = self.super_version();
+        let found = match sv.mem.get(key, seq) {
+            Some(hit) => Some(hit),
+            None => match sv.imm.iter().find_map(|m| m.get(key, seq)) {
+                Some(hit) => Some(hit),
+                None => sv.version.get(key, seq)?,
+            },
+        };
+        Ok(match found {
+            Some((ValueKind::Value, v)) => Some(v),
+            _ => None,
+        })
+    }
+
+    /// Queues a request and returns when it has been carried out, by us as leader or by
+    /// another leader on our behalf.
+    fn submit(&self, request: Request) -> Result<()> {
+        let me = Arc::new(Pending {
+            request: Mutex::new(request),
+            result: Mutex::new(None),
+        });
+        let mut q = lock(&self.queue);
+        q.push_back(me.clone());
+        loop {
+            if let Some(r) = lock(&me.result).take() {
+                return r;
+            }
+            if q.front().is_some_and(|f| Arc::ptr_eq(f, &me)) {
+                break;
+            }
+            q = wait(&self.queue_cv, q);
+        }
+        // We lead: take a group of writes from the front (a flush request goes alone).
+        let mut group = vec![me.clone()];
+        let is_flush = matches!(*lock(&me.request), Request::Flush);
+        if !is_flush {
+            let mut bytes = 0;
+            for p in q.iter().skip(1) {
+                match &*lock(&p.request) {
+                    Request::Write { batch, .. } if bytes < MAX_GROUP_BYTES => {
+                        bytes += batch.encoded_size();
+                        group.push(p.clone());
+                    }
+                    _ => break,
+                }
+            }
+        }
+        drop(q);
+        let result = if is_flush {
+            self.freeze_memtable()
+        } else {
+            self.commit_group(&group)
+        };
+        let mut q = lock(&self.queue);
+        for p in &group {
+            q.pop_front();
+            *lock(&p.result) = Some(match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(e.duplicate()),
+            });
+        }
+        drop(q);
+        self.queue_cv.notify_all();
+        let mine = lock(&me.result).take();
+        mine.unwrap_or(Ok(()))
+    }
+
+    /// Leader only: appends the group's batches to the WAL, then to the memtable.
+    fn commit_group(&self, group: &[Arc<Pending>]) -> Result<()> {
+        let mut total = 0u64;
+        let mut sync = false;
+        for p in group {
+            if let Request::Write { batch, sync: s } = &*lock(&p.request) {
+                total += batch.len() as u64;
+                sync |= *s;
+            }
+        }
+        let (first_seq, mem) = self.make_room_and_assign(total)?;
+
+        let mut seq = first_seq;
+        let mut user_bytes = 0u64;
+        let wal_result = (|| {
+            let mut wal = lock(&self.wal);
+            let before = wal.writer.len();
+            for p in group {
+                if let Request::Write { batch, .. } = &mut *lock(&p.request) {
+                    batch.set_sequence(seq);
+                    seq += batch.len() as u64;
+                    user_bytes += batch.encoded_size() as u64;
+                    wal.writer.add_record(batch.encoded())?;
+                }
+            }
+            wal.writer.flush()?;
+            if sync {
+                wal.writer.sync()?;
+                self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            }
+            self.counters
+                .wal_bytes_written
+                .fetch_add(wal.writer.len() - before, Ordering::Relaxed);
+            Ok(())
+        })();
+        if let Err(e) = wal_result {
+            // The WAL may now hold part of the group: we can no longer promise what is
+            // durable, so stop taking writes (reads continue; reopening recovers).
+            self.set_bg_error(&e);
+            return Err(e);
+        }
+
+        for p in group {
+            if let Request::Write { batch, .. } = &*lock(&p.request) {
+                for (s, e) in (batch.sequence()..).zip(batch.iter()) {
+                    mem.add(s, e.kind, e.key, e.value);
+                }
+            }
+        }
+        self.visible_seq
+            .store(first_seq + total - 1, Ordering::Release);
+        let c = &self.counters;
+        c.user_bytes_written
+            .fetch_add(user_bytes, Ordering::Relaxed);
+        c.writes.fetch_add(group.len() as u64, Ordering::Relaxed);
+        c.write_groups.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Leader only: waits while memtables are full, freezes the memtable if it is over its
+    /// size, then hands out `count` sequence numbers.
+    fn make_room_and_assign(&self, count: u64) -> Result<(u64, Arc<Memtable>)> {
+        let mut st = lock(&self.state);
+        let mut stall_start: Option<Instant> = None;
+        loop {
+            st.check_writable()?;
+            if st.mem.approximate_size() < self.opts.write_buffer_size {
+                break;
+            }
+            if st.imm.len() + 1 >= self.opts.max_write_buffers {
+                if stall_start.is_none() {
+                    stall_start = Some(Instant::now());
+                    self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(frozen = st.imm.len(), "write stall: waiting for flush");
+                }
+                st = wait(&self.bg_cv, st);
+                continue;
+            }
+            self.switch_memtable(&mut st)?;
+        }
+        if let Some(t) = stall_start {
+            self.counters
+                .stall_micros
+                .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+        }
+        if st.last_seq + count > MAX_SEQUENCE {
+            return Err(Error::InvalidArgument("sequence numbers exhausted".into()));
+        }
+        let first = st.last_seq + 1;
+        st.last_seq += count;
+        Ok((first, st.mem.clone()))
+    }
+
+    /// Leader only: freezes the memtable (if it holds anything) for the flush thread.
+    fn freeze_memtable(&self) -> Result<()> {
+        let mut st = lock(&self.state);
+        st.check_writable()?;
+        if !st.mem.is_empty() {
+            self.switch_memtable(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// REQUIRES: leader, `state` held. Starts a new WAL segment and memtable and queues the
+    /// old memtable for flushing.
+    fn switch_memtable(&self, st: &mut State) -> Result<()> {
+        let number = st.new_file_number();
+        let path = filename::wal_path(&self.dir, number);
+        let result = (|| {
+            let file = self
+                .fs
+                .create(&path)
+                .context(|| format!("creating WAL segment {}", path.display()))?;
+            let mut writer = LogWriter::new(file, path_name(&path), WAL_MAGIC)?;
+            writer.flush()?;
+            // Durable directory entry: later sync writes into this segment rely on it.
+            self.fs
+                .sync_dir(&self.dir)
+                .context(|| format!("syncing directory {}", self.dir.display()))?;
+            let mut wal = lock(&self.wal);
+            wal.writer.flush()?;
+            wal.writer = writer;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = self.fs.remove_file(&path);
+            self.set_bg_error_locked(st, &e);
+            return Err(e);
+        }
+        let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
+        let old_wal = std::mem::replace(&mut st.mem_wal, number);
+        st.imm.push_back(Frozen {
+            mem: old,
+            wal: old_wal,
+        });
+        st.refresh_super_version();
+        self.bg_cv.notify_all();
+        Ok(())
+    }
+
+    fn set_bg_error(&self, e: &Error) {
+        let mut st = lock(&self.state);
+        self.set_bg_error_locked(&mut st, e);
+    }
+
+    fn set_bg_error_locked(&self, st: &mut State, e: &Error) {
+        if st.bg_error.is_none() {
+            tracing::error!(error = %e, "background error: database is now read-only");
+            st.bg_error = Some(e.duplicate());
+        }
+        self.bg_cv.notify_all();
+    }
+
+    /// Waits until every memtable frozen so far has been flushed.
+    fn wait_for_flushes(&self) -> Result<()> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(e) = &st.bg_error {
+                return Err(Error::ReadOnly(e.to_string()));
+            }
+            if st.imm.is_empty() {
+                return Ok(());
+            }
+            st = wait(&self.bg_cv, st);
+        }
+    }
+
+    fn flush_loop(&self) {
+        loop {
+            let (mem, number) = {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.abandoned {
+                        return;
+                    }
+                    if st.bg_error.is_none() {
+                        if let Some(f) = st.imm.front() {
+                            let mem = f.mem.clone();
+                            break (mem, st.new_file_number());
+                        }
+                    }
+                    if st.closing {
+                        return;
+                    }
+                    st = wait(&self.bg_cv, st);
+                }
+            };
+            if let Err(e) = self.flush_one(&mem, number) {
+                self.set_bg_error(&e);
+            }
+        }
+    }
+
+    /// Writes the oldest frozen memtable to table `number`, records it in the manifest,
+    /// installs the new version and deletes the WAL segments no longer needed.
+    fn flush_one(&self, mem: &Arc<Memtable>, number: u64) -> Result<()> {
+        let started = Instant::now();
+        let meta = write_table(self.fs.as_ref(), &self.dir, &self.opts, mem, number)?;
+        let handle = Arc::new(open_table(self.fs.as_ref(), &self.dir, meta.clone())?);
+
+        let mut manifest = lock(&self.manifest);
+        let edit = {
+            let st = lock(&self.state);
+            let log_number = st.imm.get(1).map_or(st.mem_wal, |f| f.wal);
+            VersionEdit {
+                log_number: Some(log_number),
+                next_file_number: Some(st.next_file_number),
+                last_sequence: Some(
+                    self.visible_seq
+                        .load(Ordering::Acquire)
+                        .max(mem.largest_seq()),
+                ),
+                new_files: vec![(0, meta.clone())],
+                deleted_files: Vec::new(),
+            }
+        };
+        if manifest.size() >= self.opts.max_manifest_size {
+            self.roll_manifest(&mut manifest, &edit)?;
+        } else {
+            manifest.append(&edit)?;
+        }
+        let log_number = edit.log_number.unwrap_or(0);
+        {
+            let mut st = lock(&self.state);
+            st.manifest_state.apply(&edit, "flush", 0)?;
+            st.version = Arc::new(st.version.with_table(0, handle));
+            st.imm.pop_front();
+            st.refresh_super_version();
+        }
+        drop(manifest);
+        self.bg_cv.notify_all();
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .flush_bytes_written
+            .fetch_add(meta.file_size, Ordering::Relaxed);
+        tracing::debug!(
+            table = number,
+            bytes = meta.file_size,
+            entries = meta.num_entries,
+            ms = started.elapsed().as_millis() as u64,
+            "flushed memtable"
+        );
+
+        if let Ok(names) = self.fs.list_dir(&self.dir) {
+            for name in names {
+                if let Some(FileType::Wal(n)) = filename::parse_file_name(&name) {
+                    if n < log_number {
+                        remove_quietly(self.fs.as_ref(), &self.dir.join(&name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// REQUIRES: `manifest` held. Starts a new manifest with a snapshot that includes
+    /// `edit`, switches CURRENT to it and removes the old one.
+    fn roll_manifest(&self, manifest: &mut ManifestWriter, edit: &VersionEdit) -> Result<()> {
+        let (number, snapshot) = {
+            let mut st = lock(&self.state);
+            let mut s = st.manifest_state.clone();
+            s.apply(edit, "flush", 0)?;
+            let number = st.new_file_number();
+            s.next_file_number = st.next_file_number;
+            (number, s.snapshot_edit())
+        };
+        let new = ManifestWriter::create(self.fs.as_ref(), &self.dir, number, &snapshot)?;
+        manifest::set_current(self.fs.as_ref(), &self.dir, number)?;
+        let old = std::mem::replace(manifest, new);
+        remove_quietly(
+            self.fs.as_ref(),
+            &filename::manifest_path(&self.dir, old.number()),
+        );
+        Ok(())
+    }
+}

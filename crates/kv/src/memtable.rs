@@ -1,0 +1,262 @@
+//! The memtable: a concurrent sorted map of internal keys, where writes land after the WAL.
+//!
+//! Entries are never removed or changed: a delete is a tombstone entry, an overwrite a newer
+//! version. One writer (the group-commit leader) inserts while any number of readers and
+//! iterators read, lock-free, through `crossbeam-skiplist`.
+
+use crate::error::Result;
+use crate::iterator::InternalIterator;
+use crate::key::{self, compare_internal, internal_key, ValueKind};
+use crossbeam_skiplist::SkipMap;
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
+
+/// Bookkeeping bytes charged per entry on top of key and value (skiplist node, tower, Vecs).
+const ENTRY_OVERHEAD: usize = 64;
+
+/// An internal key ordered by [`compare_internal`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MemKey(Vec<u8>);
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_internal(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A sorted in-memory table of internal keys.
+#[derive(Debug)]
+pub struct Memtable {
+    map: SkipMap<MemKey, Vec<u8>>,
+    size: AtomicUsize,
+    largest_seq: AtomicU64,
+}
+
+impl Default for Memtable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Memtable {
+    /// An empty memtable.
+    pub fn new() -> Self {
+        Memtable {
+            map: SkipMap::new(),
+            size: AtomicUsize::new(0),
+            largest_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Inserts one version. Sequence numbers are unique, so this never replaces an entry.
+    pub fn add(&self, seq: u64, kind: ValueKind, user_key: &[u8], value: &[u8]) {
+        let k = internal_key(user_key, seq, kind);
+        self.size.fetch_add(
+            k.len() + value.len() + ENTRY_OVERHEAD,
+            AtomicOrdering::Relaxed,
+        );
+        self.largest_seq.fetch_max(seq, AtomicOrdering::Relaxed);
+        self.map.insert(MemKey(k), value.to_vec());
+    }
+
+    /// The newest version of `user_key` with sequence number `<= seq`: its kind and value.
+    pub fn get(&self, user_key: &[u8], seq: u64) -> Option<(ValueKind, Vec<u8>)> {
+        let target = MemKey(key::seek_key(user_key, seq));
+        let entry = self.map.lower_bound(Bound::Included(&target))?;
+        let p = key::parse_internal_key(&entry.key().0)?;
+        (p.user_key == user_key).then(|| (p.kind, entry.value().clone()))
+    }
+
+    /// Approximate memory used, in bytes.
+    pub fn approximate_size(&self) -> usize {
+        self.size.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Number of entries (versions).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True if nothing was inserted.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Largest sequence number inserted (0 if empty).
+    pub fn largest_seq(&self) -> u64 {
+        self.largest_seq.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Calls `f` for every entry in internal-key order (used by flush, on a frozen memtable).
+    pub fn for_each<E>(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>) -> Result<(), E> {
+        for e in self.map.iter() {
+            f(&e.key().0, e.value())?;
+        }
+        Ok(())
+    }
+
+    /// An owning cursor over the memtable.
+    pub fn iter(self: &Arc<Self>) -> MemtableIterator {
+        MemtableIterator {
+            mem: self.clone(),
+            buf: Vec::new(),
+            idx: 0,
+            valid: false,
+        }
+    }
+}
+
+/// Entries copied out of the skiplist per refill: iterators own their position without
+/// borrowing the map, and the copy is amortised over a run of entries.
+const ITER_BATCH: usize = 64;
+
+/// An [`InternalIterator`] over a memtable. Entries inserted while it runs may or may not
+/// be seen; the DB iterator hides them by sequence number.
+pub struct MemtableIterator {
+    mem: Arc<Memtable>,
+    buf: Vec<(Vec<u8>, Vec<u8>)>,
+    idx: usize,
+    valid: bool,
+}
+
+impl MemtableIterator {
+    fn fill_forward(&mut self, from: Bound<&MemKey>) {
+        self.buf = self
+            .mem
+            .map
+            .range((from, Bound::Unbounded))
+            .take(ITER_BATCH)
+            .map(|e| (e.key().0.clone(), e.value().clone()))
+            .collect();
+        self.idx = 0;
+        self.valid = !self.buf.is_empty();
+    }
+
+    fn fill_backward(&mut self, to: Bound<&MemKey>) {
+        let mut v: Vec<_> = self
+            .mem
+            .map
+            .range((Bound::Unbounded, to))
+            .rev()
+            .take(ITER_BATCH)
+            .map(|e| (e.key().0.clone(), e.value().clone()))
+            .collect();
+        v.reverse();
+        self.idx = v.len().saturating_sub(1);
+        self.valid = !v.is_empty();
+        self.buf = v;
+    }
+}
+
+impl InternalIterator for MemtableIterator {
+    fn valid(&self) -> bool {
+        self.valid
+    }
+    fn seek_to_first(&mut self) -> Result<()> {
+        self.fill_forward(Bound::Unbounded);
+        Ok(())
+    }
+    fn seek_to_last(&mut self) -> Result<()> {
+        self.fill_backward(Bound::Unbounded);
+        Ok(())
+    }
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        let t = MemKey(target.to_vec());
+        self.fill_forward(Bound::Included(&t));
+        Ok(())
+    }
+    fn next(&mut self) -> Result<()> {
+        if self.idx + 1 < self.buf.len() {
+            self.idx += 1;
+        } else {
+            let cur = MemKey(std::mem::take(&mut self.buf[self.idx].0));
+            self.fill_forward(Bound::Excluded(&cur));
+        }
+        Ok(())
+    }
+    fn prev(&mut self) -> Result<()> {
+        if self.idx > 0 {
+            self.idx -= 1;
+        } else {
+            let cur = MemKey(std::mem::take(&mut self.buf[self.idx].0));
+            self.fill_backward(Bound::Excluded(&cur));
+        }
+        Ok(())
+    }
+    fn key(&self) -> &[u8] {
+        &self.buf[self.idx].0
+    }
+    fn value(&self) -> &[u8] {
+        &self.buf[self.idx].1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_and_snapshots() {
+        let m = Memtable::new();
+        m.add(1, ValueKind::Value, b"a", b"a1");
+        m.add(2, ValueKind::Value, b"a", b"a2");
+        m.add(3, ValueKind::Deletion, b"a", b"");
+        m.add(4, ValueKind::Value, b"b", b"b4");
+        assert_eq!(m.get(b"a", 1), Some((ValueKind::Value, b"a1".to_vec())));
+        assert_eq!(m.get(b"a", 2), Some((ValueKind::Value, b"a2".to_vec())));
+        assert_eq!(m.get(b"a", 9).map(|x| x.0), Some(ValueKind::Deletion));
+        assert_eq!(m.get(b"b", 3), None);
+        assert_eq!(m.get(b"c", 9), None);
+        assert_eq!(m.get(b"", 9), None);
+    }
+
+    #[test]
+    fn iterator_both_directions_across_refills() {
+        let m = Arc::new(Memtable::new());
+        let n = ITER_BATCH * 3 + 5;
+        for i in 0..n {
+            m.add(
+                i as u64 + 1,
+                ValueKind::Value,
+                format!("k{i:05}").as_bytes(),
+                b"v",
+            );
+        }
+        let mut it = m.iter();
+        it.seek_to_first().unwrap();
+        let mut fwd = Vec::new();
+        while it.valid() {
+            fwd.push(it.key().to_vec());
+            it.next().unwrap();
+        }
+        assert_eq!(fwd.len(), n);
+        it.seek_to_last().unwrap();
+        let mut back = Vec::new();
+        while it.valid() {
+            back.push(it.key().to_vec());
+            it.prev().unwrap();
+        }
+        back.reverse();
+        assert_eq!(fwd, back);
+        // Zig-zag at a refill boundary.
+        it.seek(&key::seek_key(
+            format!("k{:05}", ITER_BATCH - 1).as_bytes(),
+            u64::MAX >> 8,
+        ))
+        .unwrap();
+        it.next().unwrap();
+        it.prev().unwrap();
+        assert_eq!(
+            key::user_key(it.key()),
+            format!("k{:05}", ITER_BATCH - 1).as_bytes()
+        );
+    }
+}

@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use strata_kv::fs::{CrashMode, FileSystem, MemFs};
+use strata_kv::Options;
+
+/// Options on an in-memory filesystem with small buffers, so that tests exercise flushes
+/// and many tables quickly.
+pub fn small_options(fs: &MemFs) -> Options {
+    let mut o = Options {
+        fs: Arc::new(fs.clone()),
+        write_buffer_size: 16 * 1024,
+        ..Options::default()
+    };
+    o.table.block_size = 512;
+    o
+}
+
+/// A deep copy of every file under `dir` (after a simulated crash of `fs` in `mode`).
+pub fn snapshot_files(fs: &MemFs, mode: CrashMode) -> Vec<(PathBuf, Vec<u8>)> {
+    fs.crash(mode);
+    fs.paths()
+        .into_iter()
+        .map(|p| {
+            let data = fs.read_file(&p).expect("readable");
+            (p, data)
+        })
+        .collect()
+}
+
+/// A new filesystem holding `files`, with `dir` created.
+pub fn restore_files(dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> MemFs {
+    let fs = MemFs::new();
+    fs.create_dir_all(dir).expect("mkdir");
+    for (p, data) in files {
+        let mut w = fs.create(p).expect("create");
+        w.append(data).expect("append");
+        w.sync().expect("sync");
+    }
+    fs
+}
+
+/// The first file in `dir` whose name ends with `suffix`.
+pub fn find_file(fs: &MemFs, suffix: &str) -> Option<PathBuf> {
+    fs.paths()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+}
