@@ -159,7 +159,8 @@ fn run(ops: Vec<Op>) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 256,
+        // PROPTEST_CASES=N runs longer (see docs/RELIABILITY.md).
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256),
         failure_persistence: None,
         rng_seed: proptest::test_runner::RngSeed::Fixed(0x5747_4154),
         ..ProptestConfig::default()
