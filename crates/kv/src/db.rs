@@ -15,6 +15,8 @@
 //! Lock order: `manifest` -> `state` -> `wal`; `queue` is never held with another lock.
 
 use crate::batch::WriteBatch;
+use crate::compaction::job::{self, JobContext};
+use crate::compaction::{picker, Compaction, CompactionReason};
 use crate::db_iter::{DbIterator, Scan};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{self, FileType};
@@ -25,15 +27,15 @@ use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit
 use crate::memtable::Memtable;
 use crate::options::{Options, WriteOptions};
 use crate::sstable::{Table, TableBuilder};
-use crate::version::{TableHandle, Version};
+use crate::version::{TableHandle, Version, NUM_LEVELS};
 use crate::wal::{LogReader, LogWriter, WAL_MAGIC};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Largest group of batches (in bytes) one leader commits at once.
 const MAX_GROUP_BYTES: usize = 1 << 20;
@@ -76,7 +78,22 @@ struct Frozen {
     wal: u64,
 }
 
+/// How hard writers must back off for compaction to keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WritePressure {
+    None,
+    /// Each write group is delayed by [`SLOWDOWN_DELAY`].
+    Slowdown,
+    /// Writers wait until compaction catches up.
+    Stop,
+}
+
+/// Delay of a write group while compaction is behind (as LevelDB's 1 ms per write).
+const SLOWDOWN_DELAY: Duration = Duration::from_millis(1);
+
 struct State {
+    /// Derived from `version`; see [`State::install_version`].
+    pressure: WritePressure,
     mem: Arc<Memtable>,
     mem_wal: u64,
     /// Oldest first.
@@ -91,6 +108,10 @@ struct State {
     closing: bool,
     /// Closing without finishing queued flushes (a simulated crash).
     abandoned: bool,
+    /// Tables being compacted (inputs of running compactions).
+    compacting: HashSet<u64>,
+    /// Per level: the largest user key of the last compaction, to go round-robin.
+    cursors: Vec<Vec<u8>>,
 }
 
 impl State {
@@ -98,6 +119,13 @@ impl State {
         let n = self.next_file_number;
         self.next_file_number += 1;
         n
+    }
+
+    /// Makes `version` current and recomputes what depends on it.
+    fn install_version(&mut self, version: Version, opts: &Options) {
+        self.version = Arc::new(version);
+        self.pressure = write_pressure(&self.version, opts);
+        self.refresh_super_version();
     }
 
     fn refresh_super_version(&mut self) {
@@ -148,6 +176,12 @@ struct Counters {
     flush_bytes_written: AtomicU64,
     stalls: AtomicU64,
     stall_micros: AtomicU64,
+    slowdowns: AtomicU64,
+    compactions: AtomicU64,
+    trivial_moves: AtomicU64,
+    compaction_bytes_read: AtomicU64,
+    compaction_bytes_written: AtomicU64,
+    compaction_entries_dropped: AtomicU64,
 }
 
 struct DbInner {
@@ -164,6 +198,10 @@ struct DbInner {
     manifest: Mutex<ManifestWriter>,
     /// Readers see sequence numbers up to this one.
     visible_seq: AtomicU64,
+    /// Live snapshots: sequence number -> how many.
+    snapshots: Mutex<BTreeMap<u64, usize>>,
+    /// Set on close so that running compactions stop early.
+    shutting_down: AtomicBool,
     counters: Counters,
     _lock: Box<dyn FileLock>,
 }
@@ -175,7 +213,8 @@ struct DbInner {
 /// [`WriteBatch`], also across crashes.
 pub struct Db {
     inner: Arc<DbInner>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    /// The flush thread and the compaction threads; empty once closed.
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Figures about an open database.
@@ -207,10 +246,29 @@ pub struct DbStats {
     pub flushes: u64,
     /// Bytes of tables written by flushes.
     pub flush_bytes_written: u64,
-    /// Times a writer waited because memtables were full.
+    /// Times a writer had to wait (memtables full, or L0 / compaction debt at the hard
+    /// limit).
     pub stalls: u64,
-    /// Microseconds writers spent waiting.
+    /// Write groups delayed because L0 or compaction debt passed the soft limit.
+    pub slowdowns: u64,
+    /// Microseconds writers spent waiting or delayed.
     pub stall_micros: u64,
+    /// Compactions run (including trivial moves).
+    pub compactions: u64,
+    /// Tables moved down a level without rewriting.
+    pub trivial_moves: u64,
+    /// Bytes of tables read by compactions.
+    pub compaction_bytes_read: u64,
+    /// Bytes of tables written by compactions.
+    pub compaction_bytes_written: u64,
+    /// Entries compaction dropped (shadowed versions, obsolete tombstones).
+    pub compaction_entries_dropped: u64,
+    /// Estimated bytes compaction still has to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// Compaction score per level (>= 1 means the level needs compaction).
+    pub level_scores: Vec<f64>,
+    /// Live snapshots.
+    pub snapshots: u64,
     /// Bloom filter checks and the ones that avoided a block read.
     pub bloom_checked: u64,
     /// Bloom filter checks that ruled a table out.
@@ -220,12 +278,19 @@ pub struct DbStats {
 }
 
 impl DbStats {
-    /// Write amplification so far: bytes written to WAL and tables per user byte.
+    /// Write amplification so far: bytes written to the WAL, by flushes and by compactions
+    /// per byte the user wrote.
     pub fn write_amplification(&self) -> f64 {
         if self.user_bytes_written == 0 {
             return 0.0;
         }
-        (self.wal_bytes_written + self.flush_bytes_written) as f64 / self.user_bytes_written as f64
+        (self.wal_bytes_written + self.flush_bytes_written + self.compaction_bytes_written) as f64
+            / self.user_bytes_written as f64
+    }
+
+    /// Bytes of all live tables.
+    pub fn table_bytes(&self) -> u64 {
+        self.bytes_per_level.iter().sum()
     }
 }
 
@@ -290,7 +355,7 @@ impl Db {
         let mut version = Version::default();
         for (level, files) in mstate.levels.iter().enumerate() {
             for meta in files.values() {
-                let handle = open_table(fs.as_ref(), &dir, meta.clone())?;
+                let handle = open_table(&fs, &dir, meta.clone())?;
                 version.levels[level].push(Arc::new(handle));
             }
             version.sort_level(level);
@@ -373,7 +438,7 @@ impl Db {
             .context(|| format!("creating {}", wal_path.display()))?;
         let writer = LogWriter::new(wal_file, path_name(&wal_path), WAL_MAGIC)?;
         for meta in &recovered_tables {
-            version = version.with_table(0, Arc::new(open_table(fs.as_ref(), &dir, meta.clone())?));
+            version = version.with_table(0, Arc::new(open_table(&fs, &dir, meta.clone())?));
         }
         let edit = VersionEdit {
             log_number: Some(wal_number),
@@ -402,6 +467,7 @@ impl Db {
             dir,
             fs,
             state: Mutex::new(State {
+                pressure: write_pressure(&version, &opts),
                 mem,
                 mem_wal: wal_number,
                 imm: VecDeque::new(),
@@ -413,6 +479,8 @@ impl Db {
                 bg_error: None,
                 closing: false,
                 abandoned: false,
+                compacting: HashSet::new(),
+                cursors: vec![Vec::new(); NUM_LEVELS],
             }),
             bg_cv: Condvar::new(),
             queue: Mutex::new(VecDeque::new()),
@@ -420,18 +488,32 @@ impl Db {
             wal: Mutex::new(WalState { writer }),
             manifest: Mutex::new(manifest_writer),
             visible_seq: AtomicU64::new(last_seq),
+            snapshots: Mutex::new(BTreeMap::new()),
+            shutting_down: AtomicBool::new(false),
             counters: Counters::default(),
             _lock: file_lock,
             opts,
         });
+        let mut threads = Vec::new();
         let bg = inner.clone();
-        let flusher = std::thread::Builder::new()
-            .name("strata-flush".into())
-            .spawn(move || bg.flush_loop())
-            .context(|| "spawning flush thread".to_string())?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("strata-flush".into())
+                .spawn(move || bg.flush_loop())
+                .context(|| "spawning flush thread".to_string())?,
+        );
+        for i in 0..inner.opts.compaction.background_threads {
+            let bg = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("strata-compact-{i}"))
+                    .spawn(move || bg.compaction_loop())
+                    .context(|| "spawning compaction thread".to_string())?,
+            );
+        }
         Ok(Db {
             inner,
-            flusher: Mutex::new(Some(flusher)),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -471,8 +553,7 @@ impl Db {
     /// positioned: call `seek`, `seek_to_first` or `seek_to_last`.
     pub fn iter(&self) -> DbIterator {
         let seq = self.inner.visible_seq.load(Ordering::Acquire);
-        let sv = self.inner.super_version();
-        DbIterator::new(sv.iterators(), seq)
+        DbIterator::new(self.inner.super_version(), seq)
     }
 
     /// The entries with keys in `range`, ascending. The view is consistent: writes made
@@ -491,6 +572,92 @@ impl Db {
         Scan::prefix(self.iter(), prefix.as_ref())
     }
 
+    /// A consistent read view of the database as of now: reads through it ignore every
+    /// later write, and compaction keeps the versions it needs until it is dropped.
+    ///
+    /// The snapshot is owned (it can be kept in a struct or sent to another thread); keep
+    /// it shorter-lived than the `Db`: it holds the database's resources, including its
+    /// directory lock, until dropped.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut snaps = lock(&self.inner.snapshots);
+        let seq = self.inner.visible_seq.load(Ordering::Acquire);
+        *snaps.entry(seq).or_insert(0) += 1;
+        Snapshot {
+            inner: self.inner.clone(),
+            seq,
+        }
+    }
+
+    /// Compacts every table holding keys in `range` down the levels, dropping overwritten
+    /// versions and tombstones no snapshot needs. Flushes the memtable first.
+    pub fn compact_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<()> {
+        self.flush()?;
+        let lo: &[u8] = match range.start_bound() {
+            std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => k.as_ref(),
+            std::ops::Bound::Unbounded => &[],
+        };
+        let hi: Option<&[u8]> = match range.end_bound() {
+            std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => Some(k.as_ref()),
+            std::ops::Bound::Unbounded => None,
+        };
+        let inner = &self.inner;
+        let overlapping = |v: &Version, level: usize| -> Vec<Arc<TableHandle>> {
+            match hi {
+                Some(hi) => v.overlapping(level, lo, hi),
+                None => v.levels[level]
+                    .iter()
+                    .filter(|t| t.largest_user_key() >= lo)
+                    .cloned()
+                    .collect(),
+            }
+        };
+        let deepest = {
+            let st = lock(&inner.state);
+            (0..NUM_LEVELS)
+                .rev()
+                .find(|&l| !overlapping(&st.version, l).is_empty())
+        };
+        let Some(deepest) = deepest else { return Ok(()) };
+        // Push everything down to the deepest level that holds data in the range (at least
+        // L1, so that L0's overlapping tables are merged).
+        for level in 0..deepest.max(1) {
+            let (c, version) = {
+                let mut st = lock(&inner.state);
+                loop {
+                    st.check_writable()?;
+                    let inputs = overlapping(&st.version, level);
+                    if inputs.is_empty() {
+                        break (None, st.version.clone());
+                    }
+                    let picked = picker::compaction_for(
+                        &st.version,
+                        level,
+                        inputs,
+                        &st.compacting,
+                        CompactionReason::Manual,
+                    );
+                    if let Some(c) = picked {
+                        st.compacting.extend(c.input_numbers());
+                        break (Some(c), st.version.clone());
+                    }
+                    // Its tables are being compacted in the background: wait for that.
+                    st = wait(&inner.bg_cv, st);
+                }
+            };
+            let Some(c) = c else { continue };
+            let result = inner.run_compaction(&c, &version);
+            {
+                let mut st = lock(&inner.state);
+                for n in c.input_numbers() {
+                    st.compacting.remove(&n);
+                }
+            }
+            inner.bg_cv.notify_all();
+            result?;
+        }
+        Ok(())
+    }
+
     /// Writes the memtable out to a table and waits until it is durable in the manifest.
     pub fn flush(&self) -> Result<()> {
         self.inner.submit(Request::Flush)?;
@@ -506,26 +673,32 @@ impl Db {
     /// as if the process had been killed right after its last acknowledged write: the next
     /// open must recover everything from the WAL. For recovery tests and tools.
     pub fn abandon(self) {
-        if let Some(handle) = lock(&self.flusher).take() {
-            {
-                let mut st = lock(&self.inner.state);
-                st.closing = true;
-                st.abandoned = true;
-            }
-            self.inner.bg_cv.notify_all();
-            let _ = handle.join();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        {
+            let mut st = lock(&self.inner.state);
+            st.closing = true;
+            st.abandoned = true;
+        }
+        self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.bg_cv.notify_all();
+        for t in threads {
+            let _ = t.join();
         }
     }
 
     fn shutdown(&self) -> Result<()> {
-        let Some(handle) = lock(&self.flusher).take() else {
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        if threads.is_empty() {
             return Ok(());
-        };
+        }
         let flushed = self.flush();
         lock(&self.inner.state).closing = true;
+        self.inner.shutting_down.store(true, Ordering::Release);
         self.inner.bg_cv.notify_all();
-        if handle.join().is_err() {
-            tracing::error!("flush thread panicked");
+        for t in threads {
+            if t.join().is_err() {
+                tracing::error!("background thread panicked");
+            }
         }
         match flushed {
             Err(Error::ReadOnly(_)) | Err(Error::Closed) | Ok(()) => Ok(()),
@@ -558,7 +731,19 @@ impl Db {
             flushes: c.flushes.load(Ordering::Relaxed),
             flush_bytes_written: c.flush_bytes_written.load(Ordering::Relaxed),
             stalls: c.stalls.load(Ordering::Relaxed),
+            slowdowns: c.slowdowns.load(Ordering::Relaxed),
             stall_micros: c.stall_micros.load(Ordering::Relaxed),
+            compactions: c.compactions.load(Ordering::Relaxed),
+            trivial_moves: c.trivial_moves.load(Ordering::Relaxed),
+            compaction_bytes_read: c.compaction_bytes_read.load(Ordering::Relaxed),
+            compaction_bytes_written: c.compaction_bytes_written.load(Ordering::Relaxed),
+            compaction_entries_dropped: c.compaction_entries_dropped.load(Ordering::Relaxed),
+            pending_compaction_bytes: picker::pending_compaction_bytes(
+                &st.version,
+                &self.inner.opts.compaction,
+            ),
+            level_scores: picker::level_scores(&st.version, &self.inner.opts.compaction),
+            snapshots: lock(&self.inner.snapshots).values().map(|&n| n as u64).sum(),
             bloom_checked: checked,
             bloom_useful: useful,
             background_error: st.bg_error.as_ref().map(|e| e.to_string()),
@@ -576,6 +761,22 @@ impl Drop for Db {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %e, "closing database on drop failed");
         }
+    }
+}
+
+fn write_pressure(v: &Version, opts: &Options) -> WritePressure {
+    let c = &opts.compaction;
+    if c.disable_auto {
+        return WritePressure::None;
+    }
+    let l0 = v.levels[0].len();
+    let debt = picker::pending_compaction_bytes(v, c);
+    if l0 >= c.l0_stop_trigger || debt >= c.hard_pending_bytes {
+        WritePressure::Stop
+    } else if l0 >= c.l0_slowdown_trigger || debt >= c.soft_pending_bytes {
+        WritePressure::Slowdown
+    } else {
+        WritePressure::None
     }
 }
 
@@ -610,7 +811,7 @@ fn remove_obsolete_files(
     }
 }
 
-fn open_table(fs: &dyn FileSystem, dir: &Path, meta: FileMeta) -> Result<TableHandle> {
+fn open_table(fs: &Arc<dyn FileSystem>, dir: &Path, meta: FileMeta) -> Result<TableHandle> {
     let path = filename::table_path(dir, meta.number);
     let file = fs
         .open(&path)
@@ -627,7 +828,7 @@ fn open_table(fs: &dyn FileSystem, dir: &Path, meta: FileMeta) -> Result<TableHa
         ));
     }
     let table = Arc::new(Table::open(file, path_name(&path))?);
-    Ok(TableHandle { meta, table })
+    Ok(TableHandle::new(meta, table, fs.clone(), path))
 }
 
 /// Writes `mem` out as table `number` (synced, directory synced) and returns its metadata.
@@ -803,8 +1004,35 @@ impl DbInner {
     fn make_room_and_assign(&self, count: u64) -> Result<(u64, Arc<Memtable>)> {
         let mut st = lock(&self.state);
         let mut stall_start: Option<Instant> = None;
+        let mut delayed = false;
         loop {
             st.check_writable()?;
+            match st.pressure {
+                WritePressure::Stop => {
+                    // Compaction is too far behind: wait for it (readers are unaffected).
+                    if stall_start.is_none() {
+                        stall_start = Some(Instant::now());
+                        self.counters.stalls.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(l0 = st.version.levels[0].len(), "write stop: waiting for compaction");
+                    }
+                    st = wait(&self.bg_cv, st);
+                    continue;
+                }
+                WritePressure::Slowdown if !delayed => {
+                    // Slow writers down rather than fail them, giving compaction the disk.
+                    delayed = true;
+                    self.counters.slowdowns.fetch_add(1, Ordering::Relaxed);
+                    drop(st);
+                    let t = Instant::now();
+                    std::thread::sleep(SLOWDOWN_DELAY);
+                    self.counters
+                        .stall_micros
+                        .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    st = lock(&self.state);
+                    continue;
+                }
+                _ => {}
+            }
             if st.mem.approximate_size() < self.opts.write_buffer_size {
                 break;
             }
@@ -937,7 +1165,7 @@ impl DbInner {
     fn flush_one(&self, mem: &Arc<Memtable>, number: u64) -> Result<()> {
         let started = Instant::now();
         let meta = write_table(self.fs.as_ref(), &self.dir, &self.opts, mem, number)?;
-        let handle = Arc::new(open_table(self.fs.as_ref(), &self.dir, meta.clone())?);
+        let handle = Arc::new(open_table(&self.fs, &self.dir, meta.clone())?);
 
         let mut manifest = lock(&self.manifest);
         let edit = {
@@ -955,18 +1183,14 @@ impl DbInner {
                 deleted_files: Vec::new(),
             }
         };
-        if manifest.size() >= self.opts.max_manifest_size {
-            self.roll_manifest(&mut manifest, &edit)?;
-        } else {
-            manifest.append(&edit)?;
-        }
+        self.append_manifest(&mut manifest, &edit)?;
         let log_number = edit.log_number.unwrap_or(0);
         {
             let mut st = lock(&self.state);
             st.manifest_state.apply(&edit, "flush", 0)?;
-            st.version = Arc::new(st.version.with_table(0, handle));
+            let v = st.version.with_table(0, handle);
             st.imm.pop_front();
-            st.refresh_super_version();
+            st.install_version(v, &self.opts);
         }
         drop(manifest);
         self.bg_cv.notify_all();
@@ -994,6 +1218,155 @@ impl DbInner {
         Ok(())
     }
 
+    fn compaction_loop(&self) {
+        loop {
+            let (c, version) = {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.closing {
+                        return;
+                    }
+                    if st.bg_error.is_none() && !self.opts.compaction.disable_auto {
+                        let picked = picker::pick(
+                            &st.version,
+                            &self.opts.compaction,
+                            &st.compacting,
+                            &st.cursors,
+                        );
+                        if let Some(c) = picked {
+                            st.compacting.extend(c.input_numbers());
+                            break (c, st.version.clone());
+                        }
+                    }
+                    st = wait(&self.bg_cv, st);
+                }
+            };
+            let result = self.run_compaction(&c, &version);
+            {
+                let mut st = lock(&self.state);
+                for n in c.input_numbers() {
+                    st.compacting.remove(&n);
+                }
+            }
+            self.bg_cv.notify_all();
+            match result {
+                Ok(()) | Err(Error::Closed) => {}
+                Err(e) => self.set_bg_error(&e),
+            }
+        }
+    }
+
+    fn snapshot_list(&self) -> Vec<u64> {
+        lock(&self.snapshots).keys().copied().collect()
+    }
+
+    /// Runs one compaction picked from `version` and installs its result. REQUIRES: its
+    /// tables are marked in `compacting`.
+    fn run_compaction(&self, c: &Compaction, version: &Version) -> Result<()> {
+        let started = Instant::now();
+        let (deleted, added, output) = if c.is_trivial_move() {
+            let t = &c.inputs[0];
+            self.counters.trivial_moves.fetch_add(1, Ordering::Relaxed);
+            (
+                vec![(c.level, t.meta.number)],
+                vec![(c.output_level, t.clone())],
+                job::JobOutput::default(),
+            )
+        } else {
+            let new_file_number = || lock(&self.state).new_file_number();
+            let ctx = JobContext {
+                fs: self.fs.as_ref(),
+                dir: &self.dir,
+                table_options: &self.opts.table,
+                target_file_size: self.opts.compaction.target_file_size,
+                snapshots: self.snapshot_list(),
+                version,
+                new_file_number: &new_file_number,
+                abort: &self.shutting_down,
+            };
+            let output = job::run(c, &ctx)?;
+            let mut added = Vec::new();
+            for meta in &output.outputs {
+                added.push((
+                    c.output_level,
+                    Arc::new(open_table(&self.fs, &self.dir, meta.clone())?),
+                ));
+            }
+            let deleted = c
+                .inputs
+                .iter()
+                .map(|t| (c.level, t.meta.number))
+                .chain(c.output_level_inputs.iter().map(|t| (c.output_level, t.meta.number)))
+                .collect();
+            (deleted, added, output)
+        };
+        self.install_compaction(c, deleted, added)?;
+        let cn = &self.counters;
+        cn.compactions.fetch_add(1, Ordering::Relaxed);
+        cn.compaction_bytes_read.fetch_add(output.bytes_read, Ordering::Relaxed);
+        cn.compaction_bytes_written.fetch_add(output.bytes_written, Ordering::Relaxed);
+        cn.compaction_entries_dropped.fetch_add(output.entries_dropped, Ordering::Relaxed);
+        tracing::debug!(level = c.level, reason = ?c.reason, inputs = c.inputs.len() + c.output_level_inputs.len(),
+            outputs = output.outputs.len(), read = output.bytes_read, written = output.bytes_written,
+            dropped = output.entries_dropped, ms = started.elapsed().as_millis() as u64,
+            trivial_move = c.is_trivial_move(), "compaction done");
+        Ok(())
+    }
+
+    /// Records a compaction's result in the manifest and installs the new version; the
+    /// replaced tables are deleted once no reader holds them.
+    fn install_compaction(
+        &self,
+        c: &Compaction,
+        deleted: Vec<(usize, u64)>,
+        added: Vec<(usize, Arc<TableHandle>)>,
+    ) -> Result<()> {
+        let mut manifest = lock(&self.manifest);
+        let edit = {
+            let st = lock(&self.state);
+            VersionEdit {
+                log_number: None,
+                next_file_number: Some(st.next_file_number),
+                last_sequence: None,
+                new_files: added.iter().map(|(l, t)| (*l as u32, t.meta.clone())).collect(),
+                deleted_files: deleted.iter().map(|(l, n)| (*l as u32, *n)).collect(),
+            }
+        };
+        if let Err(e) = self.append_manifest(&mut manifest, &edit) {
+            // The outputs are not part of the database; a moved table stays where it was.
+            if !c.is_trivial_move() {
+                for (_, t) in &added {
+                    t.mark_obsolete();
+                }
+            }
+            return Err(e);
+        }
+        let mut st = lock(&self.state);
+        st.manifest_state.apply(&edit, "compaction", 0)?;
+        let numbers: Vec<u64> = deleted.iter().map(|(_, n)| *n).collect();
+        if !c.is_trivial_move() {
+            for t in c.inputs.iter().chain(&c.output_level_inputs) {
+                t.mark_obsolete();
+            }
+        }
+        if let Some(last) = c.inputs.iter().map(|t| t.largest_user_key()).max() {
+            st.cursors[c.level] = last.to_vec();
+        }
+        let v = st.version.apply(&numbers, added);
+        st.install_version(v, &self.opts);
+        Ok(())
+    }
+
+    /// REQUIRES: `manifest` held. Appends `edit`, or starts a new manifest if this one is
+    /// over its size limit.
+    fn append_manifest(&self, manifest: &mut ManifestWriter, edit: &VersionEdit) -> Result<()> {
+        if manifest.size() >= self.opts.max_manifest_size {
+            self.roll_manifest(manifest, edit)
+        } else {
+            manifest.append(edit)
+        }
+    }
+
     /// REQUIRES: `manifest` held. Starts a new manifest with a snapshot that includes
     /// `edit`, switches CURRENT to it and removes the old one.
     fn roll_manifest(&self, manifest: &mut ManifestWriter, edit: &VersionEdit) -> Result<()> {
@@ -1013,5 +1386,57 @@ impl DbInner {
             &filename::manifest_path(&self.dir, old.number()),
         );
         Ok(())
+    }
+}
+
+/// A consistent, read-only view of a [`Db`] at one sequence number (see [`Db::snapshot`]).
+/// Compaction keeps every version a live snapshot can see; drop snapshots you no longer
+/// need.
+pub struct Snapshot {
+    inner: Arc<DbInner>,
+    seq: u64,
+}
+
+impl Snapshot {
+    /// The sequence number the snapshot reads at.
+    pub fn sequence(&self) -> u64 {
+        self.seq
+    }
+
+    /// The value of `key` as of the snapshot.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.inner.get_at(key.as_ref(), self.seq)
+    }
+
+    /// A cursor over the snapshot (see [`Db::iter`]).
+    pub fn iter(&self) -> DbIterator {
+        DbIterator::new(self.inner.super_version(), self.seq)
+    }
+
+    /// Entries in `range` as of the snapshot, ascending.
+    pub fn scan<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Scan {
+        Scan::new(self.iter(), &range, false)
+    }
+
+    /// Entries in `range` as of the snapshot, descending.
+    pub fn scan_rev<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Scan {
+        Scan::new(self.iter(), &range, true)
+    }
+
+    /// Entries whose keys start with `prefix` as of the snapshot.
+    pub fn prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
+        Scan::prefix(self.iter(), prefix.as_ref())
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut snaps = lock(&self.inner.snapshots);
+        if let Some(n) = snaps.get_mut(&self.seq) {
+            *n -= 1;
+            if *n == 0 {
+                snaps.remove(&self.seq);
+            }
+        }
     }
 }

@@ -2,11 +2,13 @@
 //! only its newest version visible at the iterator's sequence number, and hides deleted
 //! keys.
 
+use crate::db::SuperVersion;
 use crate::error::Result;
 use crate::iterator::InternalIterator;
 use crate::key::{parse_internal_key, seek_key, user_key, ValueKind};
 use crate::merge::MergingIterator;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
@@ -21,6 +23,8 @@ enum Direction {
 /// It holds the memtables and tables it reads, so it keeps seeing the same data while
 /// flushes go on.
 pub struct DbIterator {
+    /// Keeps the memtables and tables (and so their files) alive while the cursor lives.
+    _sources: Arc<SuperVersion>,
     merged: MergingIterator,
     seq: u64,
     direction: Direction,
@@ -38,9 +42,10 @@ fn corrupt_key(ikey: &[u8]) -> crate::Error {
 }
 
 impl DbIterator {
-    pub(crate) fn new(children: Vec<Box<dyn InternalIterator>>, seq: u64) -> Self {
+    pub(crate) fn new(sources: Arc<SuperVersion>, seq: u64) -> Self {
         DbIterator {
-            merged: MergingIterator::new(children),
+            merged: MergingIterator::new(sources.iterators()),
+            _sources: sources,
             seq,
             direction: Direction::Forward,
             valid: false,
@@ -348,7 +353,6 @@ impl Iterator for Scan {
 mod tests {
     use super::*;
     use crate::memtable::Memtable;
-    use std::sync::Arc;
 
     fn collect(it: &mut DbIterator, forward: bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
@@ -374,7 +378,12 @@ mod tests {
         new.add(5, ValueKind::Value, b"c", b"c5");
         new.add(6, ValueKind::Value, b"d", b"d6");
         new.add(9, ValueKind::Value, b"e", b"future");
-        let mk = |seq| DbIterator::new(vec![Box::new(new.iter()), Box::new(old.iter())], seq);
+        let sources = Arc::new(SuperVersion {
+            mem: new.clone(),
+            imm: vec![old.clone()],
+            version: Arc::new(crate::version::Version::default()),
+        });
+        let mk = |seq| DbIterator::new(sources.clone(), seq);
         let mut it = mk(6);
         it.seek_to_first().unwrap();
         assert_eq!(

@@ -27,6 +27,7 @@
 pub mod batch;
 pub mod checksum;
 pub mod coding;
+pub mod compaction;
 pub mod db;
 pub mod db_iter;
 pub mod error;
@@ -43,9 +44,10 @@ pub mod version;
 pub mod wal;
 
 pub use batch::WriteBatch;
-pub use db::{Db, DbStats};
+pub use db::{Db, DbStats, Snapshot};
 pub use db_iter::{DbIterator, Scan};
 pub use error::{Error, Result};
 pub use options::{
-    CompressionType, Options, ReadOptions, TableOptions, WalRecoveryMode, WriteOptions,
+    CompactionOptions, CompressionType, Options, ReadOptions, TableOptions, WalRecoveryMode,
+    WriteOptions,
 };

@@ -97,8 +97,68 @@ pub struct Options {
     pub wal_recovery: WalRecoveryMode,
     /// Manifest size at which a fresh one (a snapshot of the current state) is started.
     pub max_manifest_size: u64,
+    /// Leveled compaction and write stalls.
+    pub compaction: CompactionOptions,
     /// The filesystem all I/O goes through.
     pub fs: Arc<dyn FileSystem>,
+}
+
+/// Leveled compaction (as LevelDB and RocksDB do it) and the write stalls that keep it
+/// from falling behind.
+///
+/// L0 holds overlapping tables straight from flushes; L1..Ln hold disjoint tables, each
+/// level about `level_multiplier` times the previous. A level is compacted into the next
+/// when its score (L0: file count / `l0_trigger`; Ln: bytes / target bytes) reaches 1.
+#[derive(Debug, Clone)]
+pub struct CompactionOptions {
+    /// Background compaction threads (besides the flush thread).
+    pub background_threads: usize,
+    /// L0 file count that starts an L0 -> L1 compaction.
+    pub l0_trigger: usize,
+    /// L0 file count from which each write group is delayed (writes slowed, not failed).
+    pub l0_slowdown_trigger: usize,
+    /// L0 file count at which writes wait for compaction.
+    pub l0_stop_trigger: usize,
+    /// Target size of L1 in bytes.
+    pub level1_max_bytes: u64,
+    /// Each level's target is this many times the previous one's.
+    pub level_multiplier: u64,
+    /// Compaction output tables are cut at about this size.
+    pub target_file_size: u64,
+    /// Bytes of compaction debt (bytes above level targets) from which writes are delayed.
+    pub soft_pending_bytes: u64,
+    /// Bytes of compaction debt at which writes wait.
+    pub hard_pending_bytes: u64,
+    /// Turn automatic compaction off (manual `compact_range` still works).
+    pub disable_auto: bool,
+}
+
+impl Default for CompactionOptions {
+    fn default() -> Self {
+        CompactionOptions {
+            background_threads: 1,
+            l0_trigger: 4,
+            l0_slowdown_trigger: 20,
+            l0_stop_trigger: 36,
+            level1_max_bytes: 256 << 20,
+            level_multiplier: 10,
+            target_file_size: 64 << 20,
+            soft_pending_bytes: 64 << 30,
+            hard_pending_bytes: 256 << 30,
+            disable_auto: false,
+        }
+    }
+}
+
+impl CompactionOptions {
+    /// Target bytes of `level` (>= 1).
+    pub fn max_bytes_for_level(&self, level: usize) -> u64 {
+        let mut b = self.level1_max_bytes;
+        for _ in 1..level {
+            b = b.saturating_mul(self.level_multiplier.max(2));
+        }
+        b
+    }
 }
 
 impl Default for Options {
@@ -111,6 +171,7 @@ impl Default for Options {
             table: TableOptions::default(),
             wal_recovery: WalRecoveryMode::default(),
             max_manifest_size: 64 << 20,
+            compaction: CompactionOptions::default(),
             fs: Arc::new(PosixFs),
         }
     }

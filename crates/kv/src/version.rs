@@ -1,30 +1,95 @@
 //! Versions: immutable snapshots of the set of live tables, per level.
 //!
 //! A [`Version`] is shared by `Arc`: a reader that picked one keeps reading exactly those
-//! tables, however many flushes install newer versions meanwhile.
+//! tables, however many flushes and compactions install newer versions meanwhile. A table
+//! that compaction removed is deleted from disk only when the last version (and so the
+//! last reader) holding its [`TableHandle`] lets go of it.
 
-use crate::error::Result;
+use crate::error::{IoContext, Result};
+use crate::fs::FileSystem;
 use crate::iterator::InternalIterator;
-use crate::key::{user_key, ValueKind};
+use crate::key::{compare_internal, user_key, ValueKind};
 use crate::manifest::FileMeta;
-use crate::sstable::Table;
+use crate::sstable::{Table, TableIterator};
+use std::cmp::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 /// Number of levels (L0 holds overlapping tables straight from flushes).
 pub const NUM_LEVELS: usize = 7;
 
-/// A live table: its manifest record and its open reader.
-#[derive(Debug)]
+/// A live table: its manifest record and its open reader. Dropping the last handle of a
+/// table marked obsolete deletes its file.
 pub struct TableHandle {
     /// What the manifest says about the table.
     pub meta: FileMeta,
     /// The open table.
     pub table: Arc<Table>,
+    fs: Arc<dyn FileSystem>,
+    path: PathBuf,
+    obsolete: AtomicBool,
+}
+
+impl std::fmt::Debug for TableHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableHandle")
+            .field("number", &self.meta.number)
+            .field("size", &self.meta.file_size)
+            .finish()
+    }
 }
 
 impl TableHandle {
+    /// Wraps an open table living at `path`.
+    pub fn new(meta: FileMeta, table: Arc<Table>, fs: Arc<dyn FileSystem>, path: PathBuf) -> Self {
+        TableHandle {
+            meta,
+            table,
+            fs,
+            path,
+            obsolete: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the table as no longer part of the database: its file is deleted when the last
+    /// reader lets go of it.
+    pub fn mark_obsolete(&self) {
+        self.obsolete.store(true, AtomicOrdering::Release);
+    }
+
+    /// The table's smallest user key.
+    pub fn smallest_user_key(&self) -> &[u8] {
+        user_key(&self.meta.smallest)
+    }
+
+    /// The table's largest user key.
+    pub fn largest_user_key(&self) -> &[u8] {
+        user_key(&self.meta.largest)
+    }
+
+    /// True if the table's user-key range intersects `[lo, hi]`.
+    pub fn overlaps(&self, lo: &[u8], hi: &[u8]) -> bool {
+        self.smallest_user_key() <= hi && lo <= self.largest_user_key()
+    }
+
     fn covers(&self, key: &[u8]) -> bool {
-        user_key(&self.meta.smallest) <= key && key <= user_key(&self.meta.largest)
+        self.smallest_user_key() <= key && key <= self.largest_user_key()
+    }
+}
+
+impl Drop for TableHandle {
+    fn drop(&mut self) {
+        if self.obsolete.load(AtomicOrdering::Acquire) {
+            let r = self
+                .fs
+                .remove_file(&self.path)
+                .context(|| format!("removing obsolete table {}", self.path.display()));
+            match r {
+                Ok(()) => tracing::debug!(file = %self.path.display(), "deleted obsolete table"),
+                Err(e) => tracing::warn!(error = %e, "could not delete obsolete table"),
+            }
+        }
     }
 }
 
@@ -46,9 +111,27 @@ impl Default for Version {
 impl Version {
     /// A copy of this version with `table` added at `level`.
     pub fn with_table(&self, level: usize, table: Arc<TableHandle>) -> Version {
+        self.apply(&[], vec![(level, table)])
+    }
+
+    /// A copy of this version without the tables numbered in `deleted` and with `added`.
+    pub fn apply(&self, deleted: &[u64], added: Vec<(usize, Arc<TableHandle>)>) -> Version {
         let mut v = self.clone();
-        v.levels[level].push(table);
-        v.sort_level(level);
+        if !deleted.is_empty() {
+            for level in &mut v.levels {
+                level.retain(|t| !deleted.contains(&t.meta.number));
+            }
+        }
+        let mut touched = [false; NUM_LEVELS];
+        for (level, t) in added {
+            v.levels[level].push(t);
+            touched[level] = true;
+        }
+        for (level, t) in touched.iter().enumerate() {
+            if *t {
+                v.sort_level(level);
+            }
+        }
         v
     }
 
@@ -61,7 +144,7 @@ impl Version {
                 (b.meta.largest_seq, b.meta.number).cmp(&(a.meta.largest_seq, a.meta.number))
             });
         } else {
-            files.sort_by(|a, b| user_key(&a.meta.smallest).cmp(user_key(&b.meta.smallest)));
+            files.sort_by(|a, b| compare_internal(&a.meta.smallest, &b.meta.smallest));
         }
     }
 
@@ -74,26 +157,69 @@ impl Version {
                         return Ok(Some(hit));
                     }
                 }
-            } else {
-                // Disjoint and sorted: the one candidate is the first whose largest >= key.
-                let i = files.partition_point(|t| user_key(&t.meta.largest) < key);
-                if let Some(t) = files.get(i).filter(|t| t.covers(key)) {
-                    if let Some(hit) = t.table.get(key, seq)? {
-                        return Ok(Some(hit));
-                    }
+            } else if let Some(t) = self.file_for_key(level, key) {
+                if let Some(hit) = t.table.get(key, seq)? {
+                    return Ok(Some(hit));
                 }
             }
         }
         Ok(None)
     }
 
-    /// One iterator per table, newest data first.
+    /// In a level >= 1: the one table whose range holds `key`, if any.
+    fn file_for_key(&self, level: usize, key: &[u8]) -> Option<&Arc<TableHandle>> {
+        let files = &self.levels[level];
+        let i = files.partition_point(|t| t.largest_user_key() < key);
+        files.get(i).filter(|t| t.covers(key))
+    }
+
+    /// Cursors over all tables, newest data first: one per L0 table, one per deeper level.
     pub fn iterators(&self) -> Vec<Box<dyn InternalIterator>> {
-        self.levels
+        let mut v: Vec<Box<dyn InternalIterator>> = self.levels[0]
             .iter()
-            .flatten()
             .map(|t| Box::new(t.table.iter()) as Box<dyn InternalIterator>)
-            .collect()
+            .collect();
+        for files in self.levels.iter().skip(1).filter(|l| !l.is_empty()) {
+            v.push(Box::new(LevelIterator::new(files.clone(), true)));
+        }
+        v
+    }
+
+    /// Tables of `level` whose user-key range intersects `[lo, hi]`. In L0, where tables
+    /// overlap, the range grows to cover every table that intersects it (transitively), so
+    /// that no newer version of a key is left behind while an older one moves down.
+    pub fn overlapping(&self, level: usize, lo: &[u8], hi: &[u8]) -> Vec<Arc<TableHandle>> {
+        let (mut lo, mut hi) = (lo.to_vec(), hi.to_vec());
+        loop {
+            let found: Vec<_> = self.levels[level]
+                .iter()
+                .filter(|t| t.overlaps(&lo, &hi))
+                .cloned()
+                .collect();
+            if level != 0 {
+                return found;
+            }
+            let mut grew = false;
+            for t in &found {
+                if t.smallest_user_key() < lo.as_slice() {
+                    lo = t.smallest_user_key().to_vec();
+                    grew = true;
+                }
+                if t.largest_user_key() > hi.as_slice() {
+                    hi = t.largest_user_key().to_vec();
+                    grew = true;
+                }
+            }
+            if !grew {
+                return found;
+            }
+        }
+    }
+
+    /// True if no level below `level` holds a table whose range includes `key`: a tombstone
+    /// for `key` compacted into `level` then hides nothing and can be dropped.
+    pub fn is_bottommost_for_key(&self, level: usize, key: &[u8]) -> bool {
+        (level + 1..NUM_LEVELS).all(|l| self.file_for_key(l, key).is_none())
     }
 
     /// Number of tables per level.
@@ -107,5 +233,115 @@ impl Version {
             .iter()
             .map(|l| l.iter().map(|t| t.meta.file_size).sum())
             .collect()
+    }
+
+    /// Every table, all levels.
+    pub fn all_tables(&self) -> impl Iterator<Item = &Arc<TableHandle>> {
+        self.levels.iter().flatten()
+    }
+}
+
+/// A cursor over one level >= 1 (disjoint, sorted tables), opening one table at a time.
+pub struct LevelIterator {
+    files: Vec<Arc<TableHandle>>,
+    index: usize,
+    current: Option<TableIterator>,
+    fill_cache: bool,
+}
+
+impl LevelIterator {
+    /// A cursor over `files` (sorted, disjoint). `fill_cache` is false for compaction scans.
+    pub fn new(files: Vec<Arc<TableHandle>>, fill_cache: bool) -> Self {
+        LevelIterator {
+            files,
+            index: 0,
+            current: None,
+            fill_cache,
+        }
+    }
+
+    fn open(&mut self, index: usize) -> Option<&mut TableIterator> {
+        self.index = index;
+        self.current = self.files.get(index).map(|t| {
+            let it = t.table.iter();
+            // MERGE(cache): it.set_fill_cache(self.fill_cache);
+            let _ = self.fill_cache;
+            it
+        });
+        self.current.as_mut()
+    }
+
+    /// Moves forward over tables until positioned at an entry or past the last table.
+    fn skip_forward(&mut self) -> Result<()> {
+        while self.current.as_ref().is_some_and(|c| !c.valid()) {
+            match self.open(self.index + 1) {
+                Some(it) => it.seek_to_first()?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    fn skip_backward(&mut self) -> Result<()> {
+        while self.current.as_ref().is_some_and(|c| !c.valid()) {
+            if self.index == 0 {
+                self.current = None;
+                break;
+            }
+            if let Some(it) = self.open(self.index - 1) {
+                it.seek_to_last()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InternalIterator for LevelIterator {
+    fn valid(&self) -> bool {
+        self.current.as_ref().is_some_and(|c| c.valid())
+    }
+    fn seek_to_first(&mut self) -> Result<()> {
+        if let Some(it) = self.open(0) {
+            it.seek_to_first()?;
+        }
+        self.skip_forward()
+    }
+    fn seek_to_last(&mut self) -> Result<()> {
+        if let Some(last) = self.files.len().checked_sub(1) {
+            if let Some(it) = self.open(last) {
+                it.seek_to_last()?;
+            }
+        } else {
+            self.current = None;
+        }
+        self.skip_backward()
+    }
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        let i = self
+            .files
+            .partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
+        match self.open(i) {
+            Some(it) => it.seek(target)?,
+            None => return Ok(()),
+        }
+        self.skip_forward()
+    }
+    fn next(&mut self) -> Result<()> {
+        if let Some(c) = self.current.as_mut() {
+            c.next()?;
+        }
+        self.skip_forward()
+    }
+    fn prev(&mut self) -> Result<()> {
+        if let Some(c) = self.current.as_mut() {
+            c.prev()?;
+        }
+        self.skip_backward()
+    }
+    fn key(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |c| c.key())
+    }
+    fn value(&self) -> &[u8] {
+        self.current.as_ref().map_or(&[], |c| c.value())
     }
 }

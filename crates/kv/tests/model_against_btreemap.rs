@@ -21,6 +21,18 @@ enum Op {
     Flush,
     Reopen,
     Crash,
+    /// Take a snapshot (and remember the model as of now).
+    Snapshot,
+    /// Read a key through snapshot i (mod count).
+    SnapshotGet(usize, u16),
+    /// Scan everything through snapshot i.
+    SnapshotScan(usize),
+    /// Drop snapshot i.
+    DropSnapshot(usize),
+    /// Manual compaction of a key range.
+    CompactRange(u16, u16),
+    /// Manual compaction of everything.
+    CompactAll,
 }
 
 fn key(k: u16) -> Vec<u8> {
@@ -49,6 +61,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Flush),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        2 => Just(Op::Snapshot),
+        4 => (any::<usize>(), any::<u16>()).prop_map(|(i, k)| Op::SnapshotGet(i, k)),
+        1 => any::<usize>().prop_map(Op::SnapshotScan),
+        1 => any::<usize>().prop_map(Op::DropSnapshot),
+        1 => (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Op::CompactRange(a, b)),
+        1 => Just(Op::CompactAll),
     ]
 }
 
@@ -84,6 +102,8 @@ fn run(ops: Vec<Op>) {
     let opts = common::small_options(&fs);
     let mut db = Some(Db::open(dir, opts.clone()).expect("open"));
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    // Live snapshots and the model as of each.
+    let mut snaps: Vec<(strata_kv::Snapshot, BTreeMap<Vec<u8>, Vec<u8>>)> = Vec::new();
     for op in ops {
         let d = db.as_ref().expect("open db");
         match op {
@@ -131,18 +151,50 @@ fn run(ops: Vec<Op>) {
                 assert_eq!(got, want);
             }
             Op::Flush => d.flush().expect("flush"),
+            Op::Snapshot => snaps.push((d.snapshot(), model.clone())),
+            Op::SnapshotGet(i, k) if !snaps.is_empty() => {
+                let (snap, m) = &snaps[i % snaps.len()];
+                assert_eq!(snap.get(key(k)).expect("snapshot get"), m.get(&key(k)).cloned());
+            }
+            Op::SnapshotScan(i) if !snaps.is_empty() => {
+                let (snap, m) = &snaps[i % snaps.len()];
+                let got: Vec<_> = snap.scan::<&[u8]>(..).collect::<Result<_, _>>().expect("scan");
+                let want: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                assert_eq!(got, want, "snapshot scan");
+            }
+            Op::DropSnapshot(i) if !snaps.is_empty() => {
+                let n = snaps.len();
+                snaps.remove(i % n);
+            }
+            Op::SnapshotGet(..) | Op::SnapshotScan(_) | Op::DropSnapshot(_) => {}
+            Op::CompactRange(a, b) => {
+                let (x, y) = (key(a), key(b));
+                let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+                d.compact_range(lo..hi).expect("compact_range");
+            }
+            Op::CompactAll => d.compact_range::<&[u8]>(..).expect("compact all"),
             Op::Reopen => {
+                // Snapshots do not survive a reopen.
+                snaps.clear();
                 db.take().expect("db").close().expect("close");
                 db = Some(Db::open(dir, opts.clone()).expect("reopen"));
             }
             Op::Crash => {
                 // Killed process: the OS keeps what was written; nothing was flushed.
+                snaps.clear();
                 db.take().expect("db").abandon();
                 fs.crash(CrashMode::KeepAll);
                 db = Some(Db::open(dir, opts.clone()).expect("reopen after crash"));
             }
         }
     }
+    // Every snapshot still sees its own past.
+    for (snap, m) in &snaps {
+        let got: Vec<_> = snap.scan::<&[u8]>(..).collect::<Result<_, _>>().expect("scan");
+        let want: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(got, want, "snapshot at the end");
+    }
+    snaps.clear();
     // A final full comparison, both directions, after one more reopen.
     db.take().expect("db").close().expect("close");
     let d = Db::open(dir, opts).expect("reopen");

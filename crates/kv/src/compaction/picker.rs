@@ -1,0 +1,112 @@
+//! Choosing the next compaction by level score.
+
+use super::{Compaction, CompactionReason};
+use crate::options::CompactionOptions;
+use crate::version::{TableHandle, Version, NUM_LEVELS};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Each level's compaction score; a level with a score >= 1 needs compaction. The last
+/// level is never compacted further and scores 0.
+pub fn level_scores(v: &Version, opts: &CompactionOptions) -> Vec<f64> {
+    let bytes = v.bytes_per_level();
+    (0..NUM_LEVELS)
+        .map(|level| {
+            if level == NUM_LEVELS - 1 {
+                0.0
+            } else if level == 0 {
+                v.levels[0].len() as f64 / opts.l0_trigger.max(1) as f64
+            } else {
+                bytes[level] as f64 / opts.max_bytes_for_level(level) as f64
+            }
+        })
+        .collect()
+}
+
+/// Estimated bytes compaction must rewrite before every level is within its target: the
+/// write stall thresholds apply to this debt.
+pub fn pending_compaction_bytes(v: &Version, opts: &CompactionOptions) -> u64 {
+    let bytes = v.bytes_per_level();
+    let mut debt = 0u64;
+    if v.levels[0].len() >= opts.l0_trigger {
+        debt += bytes[0];
+    }
+    for (level, b) in bytes.iter().enumerate().take(NUM_LEVELS - 1).skip(1) {
+        let target = opts.max_bytes_for_level(level);
+        if *b > target {
+            // The excess moves down and merges with about `multiplier` times its size.
+            debt += (b - target) * (opts.level_multiplier + 1);
+        }
+    }
+    debt
+}
+
+fn key_range(tables: &[Arc<TableHandle>]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let lo = tables.iter().map(|t| t.smallest_user_key()).min()?;
+    let hi = tables.iter().map(|t| t.largest_user_key()).max()?;
+    Some((lo.to_vec(), hi.to_vec()))
+}
+
+/// Builds the compaction of `inputs` (tables of `level`) into `level + 1`, or `None` if any
+/// table involved is already being compacted.
+pub fn compaction_for(
+    v: &Version,
+    level: usize,
+    inputs: Vec<Arc<TableHandle>>,
+    busy: &HashSet<u64>,
+    reason: CompactionReason,
+) -> Option<Compaction> {
+    let (lo, hi) = key_range(&inputs)?;
+    let output_level_inputs = v.overlapping(level + 1, &lo, &hi);
+    let c = Compaction {
+        level,
+        output_level: level + 1,
+        inputs,
+        output_level_inputs,
+        reason,
+    };
+    if c.input_numbers().any(|n| busy.contains(&n)) {
+        return None;
+    }
+    Some(c)
+}
+
+/// The most urgent compaction that touches no busy table, if any level needs one.
+/// `cursors[level]` remembers where the last compaction of a level ended, so that levels
+/// are compacted round-robin across their key range (as LevelDB does).
+pub fn pick(
+    v: &Version,
+    opts: &CompactionOptions,
+    busy: &HashSet<u64>,
+    cursors: &[Vec<u8>],
+) -> Option<Compaction> {
+    let scores = level_scores(v, opts);
+    let mut order: Vec<usize> = (0..NUM_LEVELS - 1).filter(|&l| scores[l] >= 1.0).collect();
+    order.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    for level in order {
+        if level == 0 {
+            // All L0 tables: they overlap, and taking them all keeps newer versions above
+            // older ones.
+            let inputs = v.levels[0].clone();
+            if let Some(c) = compaction_for(v, 0, inputs, busy, CompactionReason::L0FileCount) {
+                return Some(c);
+            }
+            continue;
+        }
+        let files = &v.levels[level];
+        let cursor = cursors.get(level).map(Vec::as_slice).unwrap_or(&[]);
+        let start = files.partition_point(|t| t.largest_user_key() <= cursor);
+        for i in (start..files.len()).chain(0..start) {
+            let t = &files[i];
+            if busy.contains(&t.meta.number) {
+                continue;
+            }
+            if let Some(c) =
+                compaction_for(v, level, vec![t.clone()], busy, CompactionReason::LevelSize)
+            {
+                return Some(c);
+            }
+        }
+    }
+    None
+}
