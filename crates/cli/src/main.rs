@@ -1,5 +1,6 @@
 //! `strata`: the command-line face of Strata.
 
+mod bench;
 mod inspect;
 mod kv;
 
@@ -21,6 +22,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// Print and verify on-disk files (tables, WAL segments, manifests).
     Inspect(inspect::InspectArgs),
+    /// Benchmarks (db_bench compatible): `strata bench kv --benchmarks=fillrandom,readrandom`.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Kv(args) => kv::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
 

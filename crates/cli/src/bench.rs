@@ -1,0 +1,1207 @@
+//! `strata bench kv ...`: a benchmark of the LSM engine compatible with LevelDB's and
+//! RocksDB's `db_bench`: the same flag names (`--num`, `--value_size`, `--benchmarks=...`),
+//! the same key and value generation, the same benchmark semantics and the same report line,
+//! so that figures can be compared side by side.
+
+use anyhow::{bail, Context, Result};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+use strata_kv::filename::parse_file_name;
+use strata_kv::{CompressionType, Db, Options, WriteBatch, WriteOptions};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Benchmark the key-value engine, db_bench style (flags spelled as in db_bench).
+    Kv(KvBenchArgs),
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        BenchCommand::Kv(a) => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            run_kv(&a, &mut out).map(|_| ())
+        }
+    }
+}
+
+/// The storage engine being measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// The log-structured merge tree of `strata-kv`.
+    Lsm,
+    /// A log-structured hash table (not available yet).
+    Bitcask,
+}
+
+/// The default `--benchmarks`, in db_bench's order.
+pub const DEFAULT_BENCHMARKS: &str =
+    "fillseq,fillsync,fillrandom,overwrite,readrandom,readseq,readreverse,seekrandom,deleterandom";
+
+#[derive(Debug, Clone, Args)]
+pub struct KvBenchArgs {
+    /// Comma-separated benchmarks, run in order: fillseq, fillrandom, overwrite, readrandom,
+    /// readseq, readreverse, seekrandom, deleterandom, fillsync.
+    #[arg(long, default_value = DEFAULT_BENCHMARKS)]
+    pub benchmarks: String,
+    /// Number of key/value pairs to place in the database.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub num: u64,
+    /// Number of read operations (default: --num).
+    #[arg(long)]
+    pub reads: Option<u64>,
+    /// Size of each key in bytes (the key number in decimal, zero-padded).
+    #[arg(long = "key_size", default_value_t = 16)]
+    pub key_size: usize,
+    /// Size of each value in bytes.
+    #[arg(long = "value_size", default_value_t = 100)]
+    pub value_size: usize,
+    /// Entries per write batch.
+    #[arg(long = "batch_size", default_value_t = 1)]
+    pub batch_size: u64,
+    /// Values compress to about this fraction of their size.
+    #[arg(long = "compression_ratio", default_value_t = 0.5)]
+    pub compression_ratio: f64,
+    /// Compression of table blocks: none, lz4 or zstd.
+    #[arg(long = "compression_type", default_value = "lz4")]
+    pub compression_type: CompressionType,
+    /// Bloom filter bits per key (0: no filter).
+    #[arg(long = "bloom_bits", default_value_t = 10)]
+    pub bloom_bits: u32,
+    /// Block cache bytes; accepted for compatibility, the engine has no block cache yet.
+    #[arg(long = "cache_size", default_value_t = -1, allow_negative_numbers = true)]
+    pub cache_size: i64,
+    /// Memtable bytes before it is frozen and flushed.
+    #[arg(long = "write_buffer_size", default_value_t = 64 << 20)]
+    pub write_buffer_size: usize,
+    /// fsync the WAL on every write.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub sync: bool,
+    /// Threads running each benchmark concurrently (each does the full work, as db_bench).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Use the database already in --db instead of a fresh one (fill benchmarks are skipped).
+    #[arg(long = "use_existing_db", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub use_existing_db: bool,
+    /// Database directory (default: a fresh directory under the system temporary directory,
+    /// removed at the end).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+    /// Print the per-operation latency distribution of each benchmark.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
+          action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub histogram: bool,
+    /// Seed of the random number generators.
+    #[arg(long, default_value_t = 301)]
+    pub seed: u64,
+    /// Storage engine.
+    #[arg(long, value_enum, default_value = "lsm")]
+    pub engine: Engine,
+}
+
+impl Default for KvBenchArgs {
+    fn default() -> Self {
+        KvBenchArgs {
+            benchmarks: DEFAULT_BENCHMARKS.to_string(),
+            num: 1_000_000,
+            reads: None,
+            key_size: 16,
+            value_size: 100,
+            batch_size: 1,
+            compression_ratio: 0.5,
+            compression_type: CompressionType::Lz4,
+            bloom_bits: 10,
+            cache_size: -1,
+            write_buffer_size: 64 << 20,
+            sync: false,
+            threads: 1,
+            use_existing_db: false,
+            db: None,
+            histogram: false,
+            seed: 301,
+            engine: Engine::Lsm,
+        }
+    }
+}
+
+/// The benchmarks known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Benchmark {
+    FillSeq,
+    FillRandom,
+    Overwrite,
+    ReadRandom,
+    ReadSeq,
+    ReadReverse,
+    SeekRandom,
+    DeleteRandom,
+    FillSync,
+}
+
+impl Benchmark {
+    const ALL: [Benchmark; 9] = [
+        Benchmark::FillSeq,
+        Benchmark::FillRandom,
+        Benchmark::Overwrite,
+        Benchmark::ReadRandom,
+        Benchmark::ReadSeq,
+        Benchmark::ReadReverse,
+        Benchmark::SeekRandom,
+        Benchmark::DeleteRandom,
+        Benchmark::FillSync,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Benchmark::FillSeq => "fillseq",
+            Benchmark::FillRandom => "fillrandom",
+            Benchmark::Overwrite => "overwrite",
+            Benchmark::ReadRandom => "readrandom",
+            Benchmark::ReadSeq => "readseq",
+            Benchmark::ReadReverse => "readreverse",
+            Benchmark::SeekRandom => "seekrandom",
+            Benchmark::DeleteRandom => "deleterandom",
+            Benchmark::FillSync => "fillsync",
+        }
+    }
+
+    /// Needs a fresh, empty database (db_bench's `fresh_db`).
+    fn fresh_db(self) -> bool {
+        matches!(
+            self,
+            Benchmark::FillSeq | Benchmark::FillRandom | Benchmark::FillSync
+        )
+    }
+}
+
+/// Parses a `--benchmarks` list; unknown names are an error.
+pub fn parse_benchmarks(list: &str) -> Result<Vec<Benchmark>> {
+    let mut v = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match Benchmark::ALL.iter().find(|b| b.name() == name) {
+            Some(b) => v.push(*b),
+            None => bail!(
+                "unknown benchmark {name:?} (known: {})",
+                Benchmark::ALL.map(Benchmark::name).join(", ")
+            ),
+        }
+    }
+    Ok(v)
+}
+
+/// The outcome of one benchmark, all threads merged (the CLI prints it; tests inspect it).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(test), allow(dead_code))]
+pub struct BenchResult {
+    pub name: &'static str,
+    /// Operations done (entries for writes and scans, lookups for reads and seeks).
+    pub ops: u64,
+    /// Key and value bytes written or read.
+    pub bytes: u64,
+    /// Lookups or seeks that found their key (read benchmarks).
+    pub found: u64,
+    /// Wall time from the first thread's start to the last thread's end.
+    pub elapsed: Duration,
+    /// Skipped because of --use_existing_db.
+    pub skipped: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Random numbers, keys and values.
+
+/// SplitMix64: tiny, fast and of good statistical quality; enough for picking keys.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // Hash the seed so that nearby seeds give unrelated streams.
+        let mut r = Rng(seed);
+        Rng(r.next_u64())
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, n)` (`0` when `n == 0`).
+    pub fn uniform(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Writes key number `k` into `buf` in decimal, zero-padded to the buffer's length (db_bench's
+/// `%016d` for 16-byte keys). Digits that do not fit are dropped from the left; the caller
+/// makes sure keys are unique (`num <= 10^key_size`).
+pub fn fill_key(buf: &mut [u8], mut k: u64) {
+    for b in buf.iter_mut().rev() {
+        *b = b'0' + (k % 10) as u8;
+        k /= 10;
+    }
+}
+
+/// db_bench's `RandomGenerator`: a pool of about 1 MiB made of 100-byte pieces that each
+/// compress to about `ratio` of their size (`CompressibleString`: `100 * ratio` random
+/// printable bytes repeated); values are consecutive slices of the pool.
+pub struct ValuePool {
+    data: Vec<u8>,
+}
+
+impl ValuePool {
+    pub fn new(seed: u64, ratio: f64, value_size: usize) -> ValuePool {
+        const PIECE: usize = 100;
+        let size = (1 << 20).max(value_size * 2);
+        let mut rng = Rng::new(seed);
+        let raw_len = ((PIECE as f64 * ratio) as usize).max(1);
+        let mut data = Vec::with_capacity(size + PIECE);
+        let mut raw = vec![0u8; raw_len];
+        while data.len() < size {
+            for b in raw.iter_mut() {
+                *b = b' ' + rng.uniform(95) as u8;
+            }
+            data.extend(raw.iter().cycle().take(PIECE));
+        }
+        ValuePool { data }
+    }
+
+    pub fn generator(&self) -> ValueGen<'_> {
+        ValueGen { pool: self, pos: 0 }
+    }
+}
+
+/// A cursor over a [`ValuePool`] (one per thread).
+pub struct ValueGen<'a> {
+    pool: &'a ValuePool,
+    pos: usize,
+}
+
+impl ValueGen<'_> {
+    pub fn generate(&mut self, len: usize) -> &[u8] {
+        if self.pos + len > self.pool.data.len() {
+            self.pos = 0;
+        }
+        self.pos += len;
+        &self.pool.data[self.pos - len..self.pos]
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Latency histogram.
+
+/// Sub-buckets per power of two: values are kept to within 1/128 (< 0.8%).
+const SUB_BITS: u32 = 7;
+const SUB: u64 = 1 << SUB_BITS;
+
+/// A log-linear histogram of nanosecond latencies (HdrHistogram's layout, hand-written).
+#[derive(Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    count: u64,
+    sum: f64,
+    sum_sq: f64,
+    min: u64,
+    max: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; ((64 - SUB_BITS as usize) + 1) << SUB_BITS],
+            count: 0,
+            sum: 0.0,
+            sum_sq: 0.0,
+            min: u64::MAX,
+            max: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn index(v: u64) -> usize {
+        if v < SUB {
+            v as usize
+        } else {
+            let msb = 63 - v.leading_zeros();
+            let shift = msb - SUB_BITS;
+            let mantissa = ((v >> shift) & (SUB - 1)) as usize;
+            ((shift as usize + 1) << SUB_BITS) + mantissa
+        }
+    }
+
+    /// The smallest value of bucket `i` and the bucket's width.
+    fn bucket(i: usize) -> (u64, u64) {
+        if (i as u64) < SUB {
+            (i as u64, 1)
+        } else {
+            let shift = (i >> SUB_BITS) as u32 - 1;
+            let mantissa = (i as u64) & (SUB - 1);
+            ((SUB + mantissa) << shift, 1 << shift)
+        }
+    }
+
+    pub fn record(&mut self, nanos: u64) {
+        self.counts[Self::index(nanos)] += 1;
+        self.count += 1;
+        let x = nanos as f64;
+        self.sum += x;
+        self.sum_sq += x * x;
+        self.min = self.min.min(nanos);
+        self.max = self.max.max(nanos);
+    }
+
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+
+    fn std_dev(&self) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let n = self.count as f64;
+        ((self.sum_sq / n) - (self.sum / n).powi(2)).max(0.0).sqrt()
+    }
+
+    /// The value at percentile `p` (0..=100), in nanoseconds, to within a bucket.
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.count == 0 {
+            return 0.0;
+        }
+        let rank = ((p / 100.0 * self.count as f64).ceil() as u64).clamp(1, self.count);
+        if rank == self.count {
+            return self.max as f64;
+        }
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let (lo, width) = Self::bucket(i);
+                let mid = lo as f64 + (width as f64 - 1.0) / 2.0;
+                return mid.clamp(self.min as f64, self.max as f64);
+            }
+        }
+        self.max as f64
+    }
+
+    /// db_bench / RocksDB style summary, in microseconds.
+    pub fn report(&self) -> String {
+        let us = |ns: f64| ns / 1000.0;
+        let min = if self.count == 0 { 0 } else { self.min };
+        format!(
+            "Microseconds per op:\n\
+             Count: {}  Average: {:.4}  StdDev: {:.2}\n\
+             Min: {:.3}  Median: {:.4}  Max: {:.3}\n\
+             Percentiles: P50: {:.2} P75: {:.2} P99: {:.2} P99.9: {:.2} P99.99: {:.2}\n",
+            self.count,
+            us(self.mean()),
+            us(self.std_dev()),
+            us(min as f64),
+            us(self.percentile(50.0)),
+            us(self.max as f64),
+            us(self.percentile(50.0)),
+            us(self.percentile(75.0)),
+            us(self.percentile(99.0)),
+            us(self.percentile(99.9)),
+            us(self.percentile(99.99)),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-thread accounting.
+
+struct ThreadStats {
+    done: u64,
+    bytes: u64,
+    found: u64,
+    start: Instant,
+    finish: Instant,
+    hist: Option<Histogram>,
+}
+
+impl ThreadStats {
+    fn new(histogram: bool) -> ThreadStats {
+        let now = Instant::now();
+        ThreadStats {
+            done: 0,
+            bytes: 0,
+            found: 0,
+            start: now,
+            finish: now,
+            hist: histogram.then(Histogram::default),
+        }
+    }
+
+    /// Starts timing one operation (only with --histogram).
+    #[inline]
+    fn op_start(&self) -> Option<Instant> {
+        self.hist.as_ref().map(|_| Instant::now())
+    }
+
+    #[inline]
+    fn op_done(&mut self, t: Option<Instant>, ops: u64) {
+        self.done += ops;
+        if let (Some(h), Some(t)) = (self.hist.as_mut(), t) {
+            h.record(t.elapsed().as_nanos() as u64);
+        }
+    }
+}
+
+/// What one thread of a benchmark needs.
+struct Ctx<'a> {
+    db: &'a Db,
+    cfg: &'a KvBenchArgs,
+    pool: &'a ValuePool,
+    /// Operations (entries or lookups) this thread does.
+    num: u64,
+    reads: u64,
+    sync: bool,
+    rng: Rng,
+}
+
+fn do_write(ctx: &mut Ctx<'_>, st: &mut ThreadStats, seq: bool) -> Result<()> {
+    let mut gen = ctx.pool.generator();
+    let mut key = vec![0u8; ctx.cfg.key_size];
+    let per_batch = ctx.cfg.batch_size.max(1);
+    let opts = WriteOptions { sync: ctx.sync };
+    let mut i = 0;
+    while i < ctx.num {
+        let n = per_batch.min(ctx.num - i);
+        let mut batch = WriteBatch::new();
+        for j in 0..n {
+            let k = if seq {
+                i + j
+            } else {
+                ctx.rng.uniform(ctx.cfg.num)
+            };
+            fill_key(&mut key, k);
+            batch.put(&key, gen.generate(ctx.cfg.value_size));
+            st.bytes += (ctx.cfg.key_size + ctx.cfg.value_size) as u64;
+        }
+        let t = st.op_start();
+        ctx.db.write(batch, opts)?;
+        st.op_done(t, n);
+        i += n;
+    }
+    Ok(())
+}
+
+fn do_delete(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
+    let mut key = vec![0u8; ctx.cfg.key_size];
+    let per_batch = ctx.cfg.batch_size.max(1);
+    let opts = WriteOptions { sync: ctx.sync };
+    let mut i = 0;
+    while i < ctx.num {
+        let n = per_batch.min(ctx.num - i);
+        let mut batch = WriteBatch::new();
+        for _ in 0..n {
+            fill_key(&mut key, ctx.rng.uniform(ctx.cfg.num));
+            batch.delete(&key);
+        }
+        let t = st.op_start();
+        ctx.db.write(batch, opts)?;
+        st.op_done(t, n);
+        i += n;
+    }
+    Ok(())
+}
+
+fn read_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
+    let mut key = vec![0u8; ctx.cfg.key_size];
+    for _ in 0..ctx.reads {
+        fill_key(&mut key, ctx.rng.uniform(ctx.cfg.num));
+        let t = st.op_start();
+        let v = ctx.db.get(&key)?;
+        st.op_done(t, 1);
+        if let Some(v) = v {
+            st.found += 1;
+            st.bytes += (key.len() + v.len()) as u64;
+        }
+    }
+    Ok(())
+}
+
+fn seek_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
+    let mut key = vec![0u8; ctx.cfg.key_size];
+    for _ in 0..ctx.reads {
+        fill_key(&mut key, ctx.rng.uniform(ctx.cfg.num));
+        let t = st.op_start();
+        // As LevelDB's db_bench: a new iterator per seek.
+        let mut it = ctx.db.iter();
+        it.seek(&key)?;
+        let hit = it.valid() && it.key() == key.as_slice();
+        if hit {
+            st.bytes += (it.key().len() + it.value().len()) as u64;
+        }
+        drop(it);
+        st.op_done(t, 1);
+        st.found += u64::from(hit);
+    }
+    Ok(())
+}
+
+fn read_sequential(ctx: &mut Ctx<'_>, st: &mut ThreadStats, reverse: bool) -> Result<()> {
+    let mut it = ctx.db.iter();
+    let t = st.op_start();
+    if reverse {
+        it.seek_to_last()?;
+    } else {
+        it.seek_to_first()?;
+    }
+    let mut t = t;
+    let mut i = 0;
+    while i < ctx.reads && it.valid() {
+        st.bytes += (it.key().len() + it.value().len()) as u64;
+        st.op_done(t, 1);
+        i += 1;
+        t = st.op_start();
+        if reverse {
+            it.prev()?;
+        } else {
+            it.next()?;
+        }
+    }
+    st.found = i;
+    Ok(())
+}
+
+fn run_thread(bench: Benchmark, mut ctx: Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
+    match bench {
+        Benchmark::FillSeq => do_write(&mut ctx, st, true),
+        Benchmark::FillRandom | Benchmark::Overwrite | Benchmark::FillSync => {
+            do_write(&mut ctx, st, false)
+        }
+        Benchmark::ReadRandom => read_random(&mut ctx, st),
+        Benchmark::SeekRandom => seek_random(&mut ctx, st),
+        Benchmark::ReadSeq => read_sequential(&mut ctx, st, false),
+        Benchmark::ReadReverse => read_sequential(&mut ctx, st, true),
+        Benchmark::DeleteRandom => do_delete(&mut ctx, st),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The driver.
+
+/// Removes the engine's files from `dir` (and `dir` if it is then empty), like LevelDB's
+/// `DestroyDB`: files the engine does not own are left alone.
+fn destroy_db(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_str().and_then(parse_file_name).is_some() {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    let _ = std::fs::remove_dir(dir); // fails, harmlessly, if other files remain
+    Ok(())
+}
+
+fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<Db> {
+    let mut opts = Options {
+        create_if_missing: create,
+        write_buffer_size: cfg.write_buffer_size,
+        ..Options::default()
+    };
+    opts.table.compression = cfg.compression_type;
+    opts.table.bloom_bits_per_key = cfg.bloom_bits;
+    Db::open(dir, opts).with_context(|| format!("opening database {}", dir.display()))
+}
+
+/// Sum of the sizes of the files under `dir`.
+fn dir_size(dir: &Path) -> (u64, u64) {
+    let (mut bytes, mut files) = (0, 0);
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => {
+                    let (b, f) = dir_size(&e.path());
+                    bytes += b;
+                    files += f;
+                }
+                Ok(m) => {
+                    bytes += m.len();
+                    files += 1;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    (bytes, files)
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`), where the OS tells it.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Removes a temporary database directory when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn make_temp_dir() -> Result<TempDir> {
+    let base = std::env::temp_dir();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    for attempt in 0..100u32 {
+        let dir = base.join(format!(
+            "strata-bench-{}-{nanos:x}-{attempt}",
+            std::process::id()
+        ));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(TempDir(dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("creating {}", dir.display()));
+            }
+        }
+    }
+    bail!(
+        "could not create a temporary directory under {}",
+        base.display()
+    )
+}
+
+fn mib(b: u64) -> f64 {
+    b as f64 / 1048576.0
+}
+
+fn print_environment() {
+    eprintln!("Strata:     version {}", env!("CARGO_PKG_VERSION"));
+    if let Ok(cpuinfo) = std::fs::read_to_string("/proc/cpuinfo") {
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let cpus = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
+        if let Some(model) = field("model name") {
+            eprintln!("CPU:        {cpus} * {model}");
+        }
+        if let Some(cache) = field("cache size") {
+            eprintln!("CPUCache:   {cache}");
+        }
+    }
+}
+
+fn print_header(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<()> {
+    let num = cfg.num as f64;
+    writeln!(out, "Keys:       {} bytes each", cfg.key_size)?;
+    writeln!(
+        out,
+        "Values:     {} bytes each ({} bytes after compression)",
+        cfg.value_size,
+        (cfg.value_size as f64 * cfg.compression_ratio + 0.5) as u64
+    )?;
+    writeln!(out, "Entries:    {}", cfg.num)?;
+    writeln!(
+        out,
+        "RawSize:    {:.1} MB (estimated)",
+        (cfg.key_size + cfg.value_size) as f64 * num / 1048576.0
+    )?;
+    writeln!(
+        out,
+        "FileSize:   {:.1} MB (estimated)",
+        (cfg.key_size as f64 + cfg.value_size as f64 * cfg.compression_ratio) * num / 1048576.0
+    )?;
+    let compression = match cfg.compression_type {
+        CompressionType::None => "None",
+        CompressionType::Lz4 => "LZ4",
+        CompressionType::Zstd => "ZSTD",
+    };
+    writeln!(out, "Compression: {compression}")?;
+    writeln!(
+        out,
+        "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{})",
+        cfg.write_buffer_size,
+        cfg.bloom_bits,
+        cfg.threads,
+        cfg.batch_size,
+        if cfg.sync { ", sync" } else { "" }
+    )?;
+    if cfg!(debug_assertions) {
+        writeln!(
+            out,
+            "WARNING: Optimization is disabled: benchmarks unnecessarily slow"
+        )?;
+    }
+    if cfg.cache_size >= 0 {
+        writeln!(
+            out,
+            "NOTE: --cache_size={} ignored: the engine has no block cache yet",
+            cfg.cache_size
+        )?;
+    }
+    writeln!(out, "------------------------------------------------")?;
+    Ok(())
+}
+
+fn print_stats(db: &Db, dir: &Path, out: &mut dyn Write) -> Result<()> {
+    let s = db.stats();
+    writeln!(out, "------------------------------------------------")?;
+    writeln!(out, "Engine stats (since the database was last opened):")?;
+    writeln!(out, "  Level  Files      Size(MiB)")?;
+    for (level, (files, bytes)) in s.files_per_level.iter().zip(&s.bytes_per_level).enumerate() {
+        if *files > 0 {
+            writeln!(out, "  L{level:<5} {files:>5} {:>14.1}", mib(*bytes))?;
+        }
+    }
+    let total_files: usize = s.files_per_level.iter().sum();
+    let total_bytes: u64 = s.bytes_per_level.iter().sum();
+    writeln!(out, "  Total  {total_files:>5} {:>14.1}", mib(total_bytes))?;
+    writeln!(
+        out,
+        "  Memtables: active {:.1} MiB, {} immutable ({:.1} MiB)",
+        mib(s.memtable_bytes),
+        s.immutable_memtables,
+        mib(s.immutable_bytes)
+    )?;
+    writeln!(
+        out,
+        "  Written: user {:.1} MiB, WAL {:.1} MiB, flushes {:.1} MiB ({} flushes)",
+        mib(s.user_bytes_written),
+        mib(s.wal_bytes_written),
+        mib(s.flush_bytes_written),
+        s.flushes
+    )?;
+    writeln!(out, "  Write amplification: {:.2}", s.write_amplification())?;
+    writeln!(
+        out,
+        "  Writes: {} in {} write groups ({:.2} writes/group), {} WAL syncs",
+        s.writes,
+        s.write_groups,
+        if s.write_groups == 0 {
+            0.0
+        } else {
+            s.writes as f64 / s.write_groups as f64
+        },
+        s.wal_syncs
+    )?;
+    writeln!(
+        out,
+        "  Stalls: {} ({:.3} s)",
+        s.stalls,
+        s.stall_micros as f64 / 1e6
+    )?;
+    writeln!(
+        out,
+        "  Bloom filter: {} checks, {} useful",
+        s.bloom_checked, s.bloom_useful
+    )?;
+    if let Some(e) = &s.background_error {
+        writeln!(out, "  Background error: {e}")?;
+    }
+    let (bytes, files) = dir_size(dir);
+    writeln!(
+        out,
+        "DB size on disk: {:.1} MiB in {files} files ({})",
+        mib(bytes),
+        dir.display()
+    )?;
+    Ok(())
+}
+
+fn validate(cfg: &KvBenchArgs) -> Result<Vec<Benchmark>> {
+    if cfg.engine == Engine::Bitcask {
+        bail!("engine \"bitcask\" is not available yet (only --engine lsm)");
+    }
+    let benches = parse_benchmarks(&cfg.benchmarks)?;
+    if cfg.key_size == 0 {
+        bail!("--key_size must be at least 1");
+    }
+    if cfg.key_size < 20 && cfg.num > 10u64.pow(cfg.key_size as u32) {
+        bail!(
+            "--key_size={} cannot hold {} distinct decimal keys",
+            cfg.key_size,
+            cfg.num
+        );
+    }
+    if cfg.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if !(cfg.compression_ratio > 0.0 && cfg.compression_ratio <= 1.0) {
+        bail!("--compression_ratio must be in (0, 1]");
+    }
+    Ok(benches)
+}
+
+/// Runs `strata bench kv`, printing the report to `out`; returns one result per benchmark.
+pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>> {
+    let benches = validate(cfg)?;
+    let (dir, _temp) = match &cfg.db {
+        Some(d) => (d.clone(), None),
+        None => {
+            if cfg.use_existing_db {
+                bail!("--use_existing_db needs --db DIR");
+            }
+            let t = make_temp_dir()?;
+            (t.0.clone(), Some(t))
+        }
+    };
+    print_environment();
+    print_header(cfg, out)?;
+    out.flush()?;
+
+    if cfg.use_existing_db {
+        if !dir.join("CURRENT").exists() {
+            bail!("no database in {} (--use_existing_db)", dir.display());
+        }
+    } else {
+        destroy_db(&dir)?;
+    }
+    let mut db = Some(open_db(cfg, &dir, !cfg.use_existing_db)?);
+    let pool = ValuePool::new(cfg.seed, cfg.compression_ratio, cfg.value_size);
+    let mut seed_counter = 0u64;
+    let mut results = Vec::new();
+
+    for bench in benches {
+        let name = bench.name();
+        if bench.fresh_db() {
+            if cfg.use_existing_db {
+                writeln!(out, "{name:<12} : skipped (--use_existing_db is true)")?;
+                results.push(BenchResult {
+                    name,
+                    ops: 0,
+                    bytes: 0,
+                    found: 0,
+                    elapsed: Duration::ZERO,
+                    skipped: true,
+                });
+                continue;
+            }
+            if let Some(d) = db.take() {
+                d.close().context("closing database")?;
+            }
+            destroy_db(&dir)?;
+            db = Some(open_db(cfg, &dir, true)?);
+        }
+        let Some(dbr) = db.as_ref() else {
+            bail!("database not open");
+        };
+        let (num, sync) = match bench {
+            Benchmark::FillSync => (cfg.num / 1000, true),
+            _ => (cfg.num, cfg.sync),
+        };
+        let reads = cfg.reads.unwrap_or(cfg.num);
+
+        let barrier = Barrier::new(cfg.threads);
+        let outcomes: Vec<Result<ThreadStats>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..cfg.threads)
+                .map(|_| {
+                    seed_counter += 1;
+                    let ctx = Ctx {
+                        db: dbr,
+                        cfg,
+                        pool: &pool,
+                        num,
+                        reads,
+                        sync,
+                        rng: Rng::new(cfg.seed ^ Rng::new(seed_counter).next_u64()),
+                    };
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        barrier.wait();
+                        let mut st = ThreadStats::new(cfg.histogram);
+                        let r = run_thread(bench, ctx, &mut st);
+                        st.finish = Instant::now();
+                        r.map(|()| st)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok(r) => r,
+                    Err(_) => Err(anyhow::anyhow!("benchmark thread panicked")),
+                })
+                .collect()
+        });
+        let stats = outcomes
+            .into_iter()
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("benchmark {name}"))?;
+
+        // Merge as db_bench: per-op time is the threads' summed time over all ops; rates use
+        // the wall time from the first start to the last finish.
+        let start = stats.iter().map(|s| s.start).min();
+        let finish = stats.iter().map(|s| s.finish).max();
+        let wall = match (start, finish) {
+            (Some(a), Some(b)) => b.duration_since(a),
+            _ => Duration::ZERO,
+        };
+        let thread_secs: f64 = stats
+            .iter()
+            .map(|s| s.finish.duration_since(s.start).as_secs_f64())
+            .sum();
+        let done: u64 = stats.iter().map(|s| s.done).sum();
+        let bytes: u64 = stats.iter().map(|s| s.bytes).sum();
+        let found: u64 = stats.iter().map(|s| s.found).sum();
+        let mut hist: Option<Histogram> = None;
+        for s in &stats {
+            if let Some(h) = &s.hist {
+                hist.get_or_insert_with(Histogram::default).merge(h);
+            }
+        }
+
+        let ops = done.max(1);
+        let secs = wall.as_secs_f64().max(1e-9);
+        let micros_per_op = thread_secs * 1e6 / ops as f64;
+        let ops_per_sec = ops as f64 / secs;
+        let mut extra = String::new();
+        if bytes > 0 {
+            extra = format!("{:>6.1} MB/s", bytes as f64 / 1048576.0 / secs);
+        }
+        let message = match bench {
+            Benchmark::ReadRandom | Benchmark::SeekRandom => {
+                format!("({found} of {} found)", reads * cfg.threads as u64)
+            }
+            _ => String::new(),
+        };
+        if !message.is_empty() {
+            if !extra.is_empty() {
+                extra.push(' ');
+            }
+            extra.push_str(&message);
+        }
+        writeln!(
+            out,
+            "{:<12} : {:>11.3} micros/op {} ops/sec;{}{}",
+            name,
+            micros_per_op,
+            ops_per_sec as u64,
+            if extra.is_empty() { "" } else { " " },
+            extra
+        )?;
+        if let Some(h) = &hist {
+            writeln!(out, "{}", h.report())?;
+        }
+        out.flush()?;
+        results.push(BenchResult {
+            name,
+            ops: done,
+            bytes,
+            found,
+            elapsed: wall,
+            skipped: false,
+        });
+    }
+
+    if let Some(d) = db.take() {
+        print_stats(&d, &dir, out)?;
+        d.close().context("closing database")?;
+        let (bytes, files) = dir_size(&dir);
+        writeln!(
+            out,
+            "DB size after close: {:.1} MiB in {files} files",
+            mib(bytes)
+        )?;
+    }
+    match peak_rss() {
+        Some(b) => writeln!(out, "Peak RSS: {:.1} MiB", mib(b))?,
+        None => writeln!(out, "Peak RSS: unknown")?,
+    }
+    out.flush()?;
+    Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_zero_padded_decimal() {
+        let mut k = [0u8; 16];
+        fill_key(&mut k, 42);
+        assert_eq!(&k, b"0000000000000042");
+        let mut k = [0u8; 4];
+        fill_key(&mut k, 9999);
+        assert_eq!(&k, b"9999");
+        let mut k = [0u8; 20];
+        fill_key(&mut k, u64::MAX);
+        assert_eq!(&k, b"18446744073709551615");
+    }
+
+    #[test]
+    fn value_pool_repeats_pieces_per_ratio() {
+        let pool = ValuePool::new(7, 0.25, 100);
+        assert!(pool.data.len() >= 1 << 20);
+        assert!(pool.data.iter().all(|b| (b' '..=b'~').contains(b)));
+        // Each 100-byte piece is 25 random bytes repeated.
+        for piece in pool.data.chunks_exact(100).take(50) {
+            assert!((25..100).all(|i| piece[i] == piece[i - 25]));
+            let mut distinct = piece[..25].to_vec();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert!(distinct.len() > 10, "raw bytes look random");
+        }
+        let mut g = pool.generator();
+        let a = g.generate(100).to_vec();
+        let b = g.generate(100).to_vec();
+        assert_eq!(a.len(), 100);
+        assert_ne!(a, b);
+        let big = ValuePool::new(1, 0.5, 3 << 20);
+        assert_eq!(big.generator().generate(3 << 20).len(), 3 << 20);
+    }
+
+    #[test]
+    fn rng_uniform_in_range_and_seeded() {
+        let mut a = Rng::new(1);
+        let mut b = Rng::new(1);
+        let mut c = Rng::new(2);
+        let xs: Vec<u64> = (0..1000).map(|_| a.uniform(10)).collect();
+        assert!(xs.iter().all(|&x| x < 10));
+        assert!((0..10).all(|d| xs.contains(&d)));
+        assert_eq!(b.uniform(10), xs[0]);
+        assert_ne!(
+            (0..8).map(|_| c.next_u64()).collect::<Vec<_>>(),
+            (0..8).map(|_| Rng::new(1).next_u64()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn histogram_percentiles() {
+        let mut h = Histogram::default();
+        for v in 1..=10_000u64 {
+            h.record(v * 1000);
+        }
+        assert_eq!(h.count, 10_000);
+        let p50 = h.percentile(50.0);
+        assert!((p50 / 5_000_000.0 - 1.0).abs() < 0.01, "{p50}");
+        let p99 = h.percentile(99.0);
+        assert!((p99 / 9_900_000.0 - 1.0).abs() < 0.01, "{p99}");
+        assert_eq!(h.percentile(100.0), 10_000_000.0);
+        for v in [0u64, 1, 127, 128, 255, 256, 1 << 40, u64::MAX] {
+            let (lo, w) = Histogram::bucket(Histogram::index(v));
+            assert!(lo <= v && v - lo < w, "{v}");
+        }
+    }
+
+    #[test]
+    fn unknown_benchmark_and_engine_are_errors() {
+        assert!(parse_benchmarks("fillseq,nope").is_err());
+        assert_eq!(
+            parse_benchmarks("fillseq,readrandom").unwrap(),
+            vec![Benchmark::FillSeq, Benchmark::ReadRandom]
+        );
+        let cfg = KvBenchArgs {
+            engine: Engine::Bitcask,
+            ..KvBenchArgs::default()
+        };
+        let err = run_kv(&cfg, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("not available yet"), "{err}");
+    }
+
+    fn run_small(benchmarks: &str, threads: usize, dir: &Path) -> (Vec<BenchResult>, String) {
+        let cfg = KvBenchArgs {
+            benchmarks: benchmarks.to_string(),
+            num: 2000,
+            threads,
+            histogram: true,
+            db: Some(dir.to_path_buf()),
+            write_buffer_size: 64 << 10, // a few flushes
+            ..KvBenchArgs::default()
+        };
+        let mut out = Vec::new();
+        let results = run_kv(&cfg, &mut out).unwrap();
+        (results, String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn all_benchmarks_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let all = "fillseq,readrandom,readseq,readreverse,seekrandom,overwrite,deleterandom,\
+                   fillrandom,fillsync";
+        let (r, out) = run_small(all, 1, &dir);
+        assert_eq!(r.len(), 9);
+        let by = |n: &str| r.iter().find(|x| x.name == n).unwrap().clone();
+        assert_eq!(by("fillseq").ops, 2000);
+        assert_eq!(by("fillseq").bytes, 2000 * (16 + 100));
+        assert!(by("fillseq").elapsed > Duration::ZERO);
+        assert_eq!(by("deleterandom").bytes, 0);
+        assert_eq!(by("readrandom").found, 2000, "all keys found after fillseq");
+        assert_eq!(by("readseq").ops, 2000);
+        assert_eq!(by("readreverse").ops, 2000);
+        assert_eq!(by("seekrandom").found, 2000);
+        assert_eq!(by("deleterandom").ops, 2000);
+        assert_eq!(by("fillsync").ops, 2);
+        assert!(out.contains("readrandom   : "), "{out}");
+        assert!(out.contains("(2000 of 2000 found)"), "{out}");
+        assert!(out.contains("P99.9:"), "{out}");
+        assert!(out.contains("Write amplification"), "{out}");
+        assert!(out.contains("Peak RSS"), "{out}");
+
+        // Reuse the database: fills are skipped, reads see fillsync's 2 entries.
+        let cfg = KvBenchArgs {
+            benchmarks: "fillseq,readseq".into(),
+            num: 2000,
+            use_existing_db: true,
+            db: Some(dir.clone()),
+            ..KvBenchArgs::default()
+        };
+        let mut out = Vec::new();
+        let r = run_kv(&cfg, &mut out).unwrap();
+        assert!(r[0].skipped);
+        assert_eq!(r[1].ops, 2);
+    }
+
+    #[test]
+    fn threads_share_the_database() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (r, _) = run_small("fillseq,readrandom,readseq", 2, tmp.path());
+        assert_eq!(r[0].ops, 4000);
+        assert_eq!(r[1].ops, 4000);
+        assert_eq!(r[1].found, 4000);
+        assert_eq!(r[2].ops, 4000, "each thread scans the 2000 entries");
+    }
+}
