@@ -406,7 +406,14 @@ impl Db {
                 if mem.approximate_size() >= opts.write_buffer_size {
                     let number = next_file_number;
                     next_file_number += 1;
-                    recovered_tables.push(write_table(fs.as_ref(), &dir, &opts, &mem, number)?);
+                    recovered_tables.push(write_table(
+                        fs.as_ref(),
+                        &dir,
+                        &opts,
+                        &mem,
+                        number,
+                        &[],
+                    )?);
                     mem = Arc::new(Memtable::new());
                 }
             }
@@ -419,7 +426,7 @@ impl Db {
         if !mem.is_empty() {
             let number = next_file_number;
             next_file_number += 1;
-            recovered_tables.push(write_table(fs.as_ref(), &dir, &opts, &mem, number)?);
+            recovered_tables.push(write_table(fs.as_ref(), &dir, &opts, &mem, number, &[])?);
         }
         if !recovered_tables.is_empty() {
             tracing::info!(
@@ -617,7 +624,9 @@ impl Db {
                 .rev()
                 .find(|&l| !overlapping(&st.version, l).is_empty())
         };
-        let Some(deepest) = deepest else { return Ok(()) };
+        let Some(deepest) = deepest else {
+            return Ok(());
+        };
         // Push everything down to the deepest level that holds data in the range (at least
         // L1, so that L0's overlapping tables are merged).
         for level in 0..deepest.max(1) {
@@ -743,7 +752,10 @@ impl Db {
                 &self.inner.opts.compaction,
             ),
             level_scores: picker::level_scores(&st.version, &self.inner.opts.compaction),
-            snapshots: lock(&self.inner.snapshots).values().map(|&n| n as u64).sum(),
+            snapshots: lock(&self.inner.snapshots)
+                .values()
+                .map(|&n| n as u64)
+                .sum(),
             bloom_checked: checked,
             bloom_useful: useful,
             background_error: st.bg_error.as_ref().map(|e| e.to_string()),
@@ -832,12 +844,15 @@ fn open_table(fs: &Arc<dyn FileSystem>, dir: &Path, meta: FileMeta) -> Result<Ta
 }
 
 /// Writes `mem` out as table `number` (synced, directory synced) and returns its metadata.
+/// Versions shadowed by a newer one that every reader sees instead are left out (as
+/// compaction does; tombstones stay, since older data may lie in deeper tables).
 fn write_table(
     fs: &dyn FileSystem,
     dir: &Path,
     opts: &Options,
     mem: &Memtable,
     number: u64,
+    snapshots: &[u64],
 ) -> Result<FileMeta> {
     let path = filename::table_path(dir, number);
     let result = (|| {
@@ -845,7 +860,23 @@ fn write_table(
             .create(&path)
             .context(|| format!("creating table {}", path.display()))?;
         let mut builder = TableBuilder::new(file, path_name(&path), &opts.table);
-        mem.for_each(|k, v| builder.add(k, v))?;
+        let mut last: Option<(Vec<u8>, usize)> = None;
+        mem.for_each(|k, v| {
+            let p = crate::key::parse_internal_key(k)
+                .ok_or_else(|| Error::InvalidArgument("malformed key in memtable".into()))?;
+            let s = job::stripe(p.seq, snapshots);
+            if let Some((prev_key, prev_stripe)) = &mut last {
+                if prev_key.as_slice() == p.user_key {
+                    if *prev_stripe == s {
+                        return Ok(());
+                    }
+                    *prev_stripe = s;
+                    return builder.add(k, v);
+                }
+            }
+            last = Some((p.user_key.to_vec(), s));
+            builder.add(k, v)
+        })?;
         let props = builder.finish()?;
         fs.sync_dir(dir)
             .context(|| format!("syncing directory {}", dir.display()))?;
@@ -1013,7 +1044,10 @@ impl DbInner {
                     if stall_start.is_none() {
                         stall_start = Some(Instant::now());
                         self.counters.stalls.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(l0 = st.version.levels[0].len(), "write stop: waiting for compaction");
+                        tracing::debug!(
+                            l0 = st.version.levels[0].len(),
+                            "write stop: waiting for compaction"
+                        );
                     }
                     st = wait(&self.bg_cv, st);
                     continue;
@@ -1164,7 +1198,15 @@ impl DbInner {
     /// installs the new version and deletes the WAL segments no longer needed.
     fn flush_one(&self, mem: &Arc<Memtable>, number: u64) -> Result<()> {
         let started = Instant::now();
-        let meta = write_table(self.fs.as_ref(), &self.dir, &self.opts, mem, number)?;
+        let snapshots = self.snapshot_list();
+        let meta = write_table(
+            self.fs.as_ref(),
+            &self.dir,
+            &self.opts,
+            mem,
+            number,
+            &snapshots,
+        )?;
         let handle = Arc::new(open_table(&self.fs, &self.dir, meta.clone())?);
 
         let mut manifest = lock(&self.manifest);
@@ -1296,16 +1338,23 @@ impl DbInner {
                 .inputs
                 .iter()
                 .map(|t| (c.level, t.meta.number))
-                .chain(c.output_level_inputs.iter().map(|t| (c.output_level, t.meta.number)))
+                .chain(
+                    c.output_level_inputs
+                        .iter()
+                        .map(|t| (c.output_level, t.meta.number)),
+                )
                 .collect();
             (deleted, added, output)
         };
         self.install_compaction(c, deleted, added)?;
         let cn = &self.counters;
         cn.compactions.fetch_add(1, Ordering::Relaxed);
-        cn.compaction_bytes_read.fetch_add(output.bytes_read, Ordering::Relaxed);
-        cn.compaction_bytes_written.fetch_add(output.bytes_written, Ordering::Relaxed);
-        cn.compaction_entries_dropped.fetch_add(output.entries_dropped, Ordering::Relaxed);
+        cn.compaction_bytes_read
+            .fetch_add(output.bytes_read, Ordering::Relaxed);
+        cn.compaction_bytes_written
+            .fetch_add(output.bytes_written, Ordering::Relaxed);
+        cn.compaction_entries_dropped
+            .fetch_add(output.entries_dropped, Ordering::Relaxed);
         tracing::debug!(level = c.level, reason = ?c.reason, inputs = c.inputs.len() + c.output_level_inputs.len(),
             outputs = output.outputs.len(), read = output.bytes_read, written = output.bytes_written,
             dropped = output.entries_dropped, ms = started.elapsed().as_millis() as u64,
@@ -1328,7 +1377,10 @@ impl DbInner {
                 log_number: None,
                 next_file_number: Some(st.next_file_number),
                 last_sequence: None,
-                new_files: added.iter().map(|(l, t)| (*l as u32, t.meta.clone())).collect(),
+                new_files: added
+                    .iter()
+                    .map(|(l, t)| (*l as u32, t.meta.clone()))
+                    .collect(),
                 deleted_files: deleted.iter().map(|(l, n)| (*l as u32, *n)).collect(),
             }
         };

@@ -154,11 +154,17 @@ fn run(ops: Vec<Op>) {
             Op::Snapshot => snaps.push((d.snapshot(), model.clone())),
             Op::SnapshotGet(i, k) if !snaps.is_empty() => {
                 let (snap, m) = &snaps[i % snaps.len()];
-                assert_eq!(snap.get(key(k)).expect("snapshot get"), m.get(&key(k)).cloned());
+                assert_eq!(
+                    snap.get(key(k)).expect("snapshot get"),
+                    m.get(&key(k)).cloned()
+                );
             }
             Op::SnapshotScan(i) if !snaps.is_empty() => {
                 let (snap, m) = &snaps[i % snaps.len()];
-                let got: Vec<_> = snap.scan::<&[u8]>(..).collect::<Result<_, _>>().expect("scan");
+                let got: Vec<_> = snap
+                    .scan::<&[u8]>(..)
+                    .collect::<Result<_, _>>()
+                    .expect("scan");
                 let want: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 assert_eq!(got, want, "snapshot scan");
             }
@@ -190,7 +196,10 @@ fn run(ops: Vec<Op>) {
     }
     // Every snapshot still sees its own past.
     for (snap, m) in &snaps {
-        let got: Vec<_> = snap.scan::<&[u8]>(..).collect::<Result<_, _>>().expect("scan");
+        let got: Vec<_> = snap
+            .scan::<&[u8]>(..)
+            .collect::<Result<_, _>>()
+            .expect("scan");
         let want: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         assert_eq!(got, want, "snapshot at the end");
     }

@@ -52,7 +52,7 @@ pub struct JobOutput {
 /// Index of the "snapshot stripe" of `seq`: the first snapshot that can see it
 /// (`snapshots.len()` if only the latest state can). Two versions of a key in the same
 /// stripe are seen by exactly the same readers, so only the newer one matters.
-fn stripe(seq: u64, snapshots: &[u64]) -> usize {
+pub(crate) fn stripe(seq: u64, snapshots: &[u64]) -> usize {
     snapshots.partition_point(|&s| s < seq)
 }
 
@@ -101,14 +101,13 @@ fn merge(c: &Compaction, ctx: &JobContext<'_>, written: &mut Vec<PathBuf>) -> Re
     let mut have_key = false;
     let mut last_stripe = usize::MAX;
     while merged.valid() {
-        if out.entries_in % 1024 == 0 && ctx.abort.load(Ordering::Relaxed) {
+        if out.entries_in.is_multiple_of(1024) && ctx.abort.load(Ordering::Relaxed) {
             return Err(Error::Closed);
         }
         out.entries_in += 1;
         let ikey = merged.key();
-        let p = parse_internal_key(ikey).ok_or_else(|| {
-            Error::corruption("<compaction input>", 0, "malformed internal key")
-        })?;
+        let p = parse_internal_key(ikey)
+            .ok_or_else(|| Error::corruption("<compaction input>", 0, "malformed internal key"))?;
         if !have_key || p.user_key != user_key.as_slice() {
             // A new user key: the only place an output may be cut, so that a user key never
             // spans two tables of a level.
@@ -133,7 +132,9 @@ fn merge(c: &Compaction, ctx: &JobContext<'_>, written: &mut Vec<PathBuf>) -> Re
             // A tombstone no snapshot needs, with nothing below to hide, hides nothing.
             p.kind == ValueKind::Deletion
                 && s == 0
-                && ctx.version.is_bottommost_for_key(c.output_level, p.user_key)
+                && ctx
+                    .version
+                    .is_bottommost_for_key(c.output_level, p.user_key)
         };
         last_stripe = s;
         if drop {

@@ -1,0 +1,143 @@
+//! Compaction keeps the database small and never pulls files from under a reader.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use strata_kv::fs::MemFs;
+use strata_kv::{CompressionType, Db, Options};
+
+fn options(fs: &MemFs) -> Options {
+    let mut o = common::small_options(fs);
+    o.write_buffer_size = 64 * 1024;
+    o.table.compression = CompressionType::None;
+    o.compaction.target_file_size = 64 * 1024;
+    o.compaction.level1_max_bytes = 256 * 1024;
+    o.compaction.l0_trigger = 2;
+    o
+}
+
+fn table_bytes(fs: &MemFs) -> u64 {
+    fs.paths()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .map(|p| fs.file_len(p).expect("len"))
+        .sum()
+}
+
+fn value(round: u32, k: u32) -> Vec<u8> {
+    // Incompressible-ish bytes so that sizes measure the engine, not the compressor.
+    let mut x = (round as u64) << 32 | k as u64 | 1;
+    (0..100)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn overwrites_and_deletes_are_compacted_away() {
+    let dir = Path::new("/db");
+    let fs = MemFs::new();
+    let db = Db::open(dir, options(&fs)).expect("open");
+    let mut model = BTreeMap::new();
+    const KEYS: u32 = 20_000;
+    for round in 0..5 {
+        for i in 0..KEYS {
+            // A scattered order, so that every table overlaps every other.
+            let k = (i * 7919) % KEYS;
+            let key = format!("key{k:08}");
+            if round == 4 && k % 2 == 0 {
+                db.delete(&key).expect("delete");
+                model.remove(key.as_bytes());
+            } else {
+                let v = value(round, k);
+                db.put(&key, &v).expect("put");
+                model.insert(key.into_bytes(), v);
+            }
+        }
+    }
+    let written: u64 = 5 * KEYS as u64 * (11 + 100);
+    db.compact_range::<&[u8]>(..).expect("compact");
+    let logical: u64 = model.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    let on_disk = table_bytes(&fs);
+    let amp = on_disk as f64 / logical as f64;
+    let stats = db.stats();
+    assert!(stats.compactions > 0, "{stats:?}");
+    assert!(
+        amp < 1.5,
+        "space amplification {amp:.2}: {on_disk} bytes of tables for {logical} logical ({written} written)"
+    );
+    // Everything reads back.
+    let all: BTreeMap<Vec<u8>, Vec<u8>> = db
+        .scan::<&[u8]>(..)
+        .collect::<Result<_, _>>()
+        .expect("scan");
+    assert_eq!(all, model);
+
+    // Deleting everything and compacting frees (almost) all space: tombstones are dropped
+    // at the bottom.
+    for k in model.keys() {
+        db.delete(k).expect("delete");
+    }
+    db.compact_range::<&[u8]>(..).expect("compact");
+    let left = table_bytes(&fs);
+    assert!(
+        left < 4096,
+        "{left} bytes of tables left after deleting everything"
+    );
+    assert_eq!(db.scan::<&[u8]>(..).count(), 0);
+}
+
+#[test]
+fn iterator_keeps_its_view_while_compaction_replaces_its_files() {
+    let dir = Path::new("/db");
+    let fs = MemFs::new();
+    let db = Db::open(dir, options(&fs)).expect("open");
+    for i in 0..5000u32 {
+        db.put(format!("k{i:06}"), format!("old{i}")).expect("put");
+    }
+    db.flush().expect("flush");
+    let before: Vec<_> = fs
+        .paths()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .collect();
+    let mut it = db.iter();
+    it.seek_to_first().expect("seek");
+    assert_eq!(it.key(), b"k000000");
+
+    for i in 0..5000u32 {
+        if i % 3 == 0 {
+            db.delete(format!("k{i:06}")).expect("delete");
+        } else {
+            db.put(format!("k{i:06}"), format!("new{i}")).expect("put");
+        }
+    }
+    db.compact_range::<&[u8]>(..).expect("compact");
+    // The compaction replaced the tables the iterator reads, but they are still there.
+    assert!(
+        before.iter().all(|p| fs.file_len(p).is_ok()),
+        "a table was deleted under a reader"
+    );
+
+    let mut n = 0u32;
+    while it.valid() {
+        assert_eq!(it.key(), format!("k{n:06}").as_bytes());
+        assert_eq!(it.value(), format!("old{n}").as_bytes());
+        n += 1;
+        it.next().expect("next");
+    }
+    assert_eq!(n, 5000, "the iterator saw the old view whole");
+    drop(it);
+    // Once the last reader is gone, the replaced tables are deleted.
+    assert!(
+        before.iter().all(|p| fs.file_len(p).is_err()),
+        "obsolete tables left behind"
+    );
+    assert_eq!(db.get("k000003").expect("get"), None);
+    assert_eq!(db.get("k000004").expect("get"), Some(b"new4".to_vec()));
+}
