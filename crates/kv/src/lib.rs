@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod cache;
 pub mod checksum;
 pub mod coding;
 pub mod compaction;
@@ -40,6 +41,7 @@ pub mod memtable;
 pub mod merge;
 pub mod options;
 pub mod sstable;
+pub mod table_cache;
 pub mod version;
 pub mod wal;
 

@@ -2,8 +2,9 @@
 
 use super::block::{Block, BlockIter};
 use super::filter::BloomFilter;
-use super::format::{read_block, BlockHandle, Footer, FOOTER_LEN};
+use super::format::{read_block, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN};
 use super::properties::Properties;
+use crate::cache::BlockCache;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::RandomAccessFile;
 use crate::iterator::InternalIterator;
@@ -12,16 +13,31 @@ use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
+/// How a data block read uses the block cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheUse {
+    /// Look up; insert on a miss.
+    Fill,
+    /// Look up; do not insert on a miss.
+    NoFill,
+    /// Neither: always read the file.
+    Bypass,
+}
+
 /// An open, immutable table. The footer, index block, filter and properties are validated
-/// and kept in memory; data blocks are read (and checksummed) on demand.
+/// and kept in memory; data blocks are read (and checksummed) on demand, through the
+/// [`BlockCache`] if the table was opened with one.
 pub struct Table {
     file: Arc<dyn RandomAccessFile>,
     file_name: Arc<str>,
     index: Arc<Block>,
     filter: Option<BloomFilter>,
     props: Properties,
+    /// The block cache and this table's id in it (fresh for every open).
+    cache: Option<(Arc<BlockCache>, u64)>,
     filter_checked: AtomicU64,
     filter_useful: AtomicU64,
+    bytes_read: AtomicU64,
 }
 
 impl std::fmt::Debug for Table {
@@ -34,9 +50,27 @@ impl std::fmt::Debug for Table {
 }
 
 impl Table {
-    /// Opens the table in `file`, named `file_name` in errors.
+    /// Opens the table in `file`, named `file_name` in errors, without a block cache.
     pub fn open(file: Arc<dyn RandomAccessFile>, file_name: impl Into<String>) -> Result<Table> {
+        Self::open_with_cache(file, file_name, None)
+    }
+
+    /// Opens the table in `file`, named `file_name` in errors. Data blocks are looked up
+    /// in `cache` first and inserted into it after they were read and verified; the table
+    /// takes a fresh id from the cache, so its blocks never alias those of any other open
+    /// (even of the same file).
+    pub fn open_with_cache(
+        file: Arc<dyn RandomAccessFile>,
+        file_name: impl Into<String>,
+        cache: Option<Arc<BlockCache>>,
+    ) -> Result<Table> {
         let file_name: String = file_name.into();
+        let mut bytes_read = 0u64;
+        let mut read = |handle: BlockHandle| -> Result<Vec<u8>> {
+            let data = read_block(file.as_ref(), &file_name, handle)?;
+            bytes_read += handle.size + BLOCK_TRAILER_LEN as u64;
+            Ok(data)
+        };
         let file_len = file.len();
         if file_len < FOOTER_LEN as u64 {
             return Err(Error::corruption(
@@ -50,7 +84,7 @@ impl Table {
             .context(|| format!("reading footer of {file_name}"))?;
         let footer = Footer::decode(&footer_buf, &file_name, file_len)?;
 
-        let index_data = read_block(file.as_ref(), &file_name, footer.index)?;
+        let index_data = read(footer.index)?;
         let index = Arc::new(Block::new(
             index_data,
             file_name.as_str(),
@@ -60,13 +94,13 @@ impl Table {
         let filter = if footer.filter.is_empty() {
             None
         } else {
-            let data = read_block(file.as_ref(), &file_name, footer.filter)?;
+            let data = read(footer.filter)?;
             Some(BloomFilter::new(data).ok_or_else(|| {
                 Error::corruption(&*file_name, footer.filter.offset, "malformed bloom filter")
             })?)
         };
 
-        let props_data = read_block(file.as_ref(), &file_name, footer.properties)?;
+        let props_data = read(footer.properties)?;
         let mut props = Properties::decode(&props_data, &file_name, footer.properties.offset)?;
         props.file_size = file_len;
         if props.num_entries > 0
@@ -80,15 +114,46 @@ impl Table {
                 "bad key range in properties",
             ));
         }
+        let cache = cache.map(|c| {
+            let id = c.next_table_id();
+            (c, id)
+        });
         Ok(Table {
             file,
             file_name: file_name.into(),
             index,
             filter,
             props,
+            cache,
             filter_checked: AtomicU64::new(0),
             filter_useful: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(bytes_read + FOOTER_LEN as u64),
         })
+    }
+
+    /// Bytes read from the file so far: the footer, index, filter and properties blocks at
+    /// open, then every data block read from the file (with its trailer). Block cache hits
+    /// read nothing and are not counted, nor are reads that failed with an I/O error or a
+    /// bad checksum.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Approximate bytes this open table keeps in memory whatever is read: the index
+    /// block, the bloom filter, the properties (with their key range) and the table
+    /// itself. Cached data blocks are charged to the [`BlockCache`], not here.
+    pub fn memory_usage(&self) -> usize {
+        std::mem::size_of::<Table>()
+            + self.file_name.len()
+            + self.index.size()
+            + self.filter.as_ref().map_or(0, BloomFilter::size)
+            + self.props.smallest_key.len()
+            + self.props.largest_key.len()
+    }
+
+    /// This table's id in its block cache, if it was opened with one.
+    pub fn cache_id(&self) -> Option<u64> {
+        self.cache.as_ref().map(|(_, id)| *id)
     }
 
     /// The name given at open.
@@ -121,14 +186,30 @@ impl Table {
         )
     }
 
-    /// Reads and parses the data block at `handle`.
-    fn read_data_block(&self, handle: BlockHandle) -> Result<Arc<Block>> {
+    /// The data block at `handle`: from the block cache if it is there (unless `use` is
+    /// [`CacheUse::Bypass`]), else read, verified and parsed, and then (if `use` is
+    /// [`CacheUse::Fill`]) inserted into the cache. A block that fails any check is never
+    /// inserted.
+    fn read_data_block(&self, handle: BlockHandle, cache_use: CacheUse) -> Result<Arc<Block>> {
+        if cache_use != CacheUse::Bypass {
+            if let Some((cache, id)) = &self.cache {
+                if let Some(block) = cache.get(*id, handle.offset) {
+                    return Ok(block);
+                }
+            }
+        }
         let data = read_block(self.file.as_ref(), &self.file_name, handle)?;
-        Ok(Arc::new(Block::new(
-            data,
-            self.file_name.clone(),
-            handle.offset,
-        )?))
+        self.bytes_read.fetch_add(
+            handle.size + BLOCK_TRAILER_LEN as u64,
+            AtomicOrdering::Relaxed,
+        );
+        let block = Arc::new(Block::new(data, self.file_name.clone(), handle.offset)?);
+        if cache_use == CacheUse::Fill {
+            if let Some((cache, id)) = &self.cache {
+                cache.insert(*id, handle.offset, block.clone());
+            }
+        }
+        Ok(block)
     }
 
     fn decode_handle(&self, v: &[u8]) -> Result<BlockHandle> {
@@ -162,7 +243,7 @@ impl Table {
         // target; if it holds none (which a valid table never does) move on.
         while index_iter.valid() {
             let handle = self.decode_handle(index_iter.value())?;
-            let mut it = BlockIter::new(self.read_data_block(handle)?);
+            let mut it = BlockIter::new(self.read_data_block(handle, CacheUse::Fill)?);
             it.seek(&target)?;
             if it.valid() {
                 let parsed = parse_internal_key(it.key()).ok_or_else(|| {
@@ -178,19 +259,23 @@ impl Table {
         Ok(None)
     }
 
-    /// An iterator over all entries; it keeps the table alive.
+    /// An iterator over all entries; it keeps the table alive. It reads data blocks
+    /// through the block cache and fills it (see [`TableIterator::set_fill_cache`]).
     pub fn iter(self: &Arc<Self>) -> TableIterator {
         TableIterator {
             index_iter: BlockIter::new(self.index.clone()),
             table: self.clone(),
             data_iter: None,
             data_handle: None,
+            fill_cache: true,
         }
     }
 
     /// Reads and checksums every block and checks that keys are valid internal keys in
     /// strictly increasing order, consistent with the index, present in the bloom filter
     /// and as many as the properties say. Returns the number of entries.
+    ///
+    /// Every block is read from the file, bypassing the block cache (and not filling it).
     pub fn verify(&self) -> Result<u64> {
         let corrupt =
             |offset: u64, reason: String| Error::corruption(&*self.file_name, offset, reason);
@@ -211,7 +296,7 @@ impl Table {
                 }
             }
             let handle = self.decode_handle(index_iter.value())?;
-            let mut it = BlockIter::new(self.read_data_block(handle)?);
+            let mut it = BlockIter::new(self.read_data_block(handle, CacheUse::Bypass)?);
             it.seek_to_first()?;
             if !it.valid() {
                 return Err(corrupt(handle.offset, "empty data block".to_string()));
@@ -282,6 +367,7 @@ pub struct TableIterator {
     index_iter: BlockIter,
     data_iter: Option<BlockIter>,
     data_handle: Option<BlockHandle>,
+    fill_cache: bool,
 }
 
 impl std::fmt::Debug for TableIterator {
@@ -289,11 +375,24 @@ impl std::fmt::Debug for TableIterator {
         f.debug_struct("TableIterator")
             .field("table", &self.table.file_name)
             .field("data_handle", &self.data_handle)
+            .field("fill_cache", &self.fill_cache)
             .finish_non_exhaustive()
     }
 }
 
 impl TableIterator {
+    /// Whether data blocks this iterator reads from the file are inserted into the block
+    /// cache (default `true`). Blocks already cached are used either way. Compaction
+    /// passes `false` so that a one-off scan does not evict hot blocks.
+    pub fn set_fill_cache(&mut self, fill_cache: bool) {
+        self.fill_cache = fill_cache;
+    }
+
+    /// The table this iterator reads.
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
+    }
+
     /// Loads the data block named by the current index entry (if not loaded already).
     fn init_data_block(&mut self) -> Result<()> {
         if !self.index_iter.valid() {
@@ -305,7 +404,12 @@ impl TableIterator {
         if self.data_iter.is_some() && self.data_handle == Some(handle) {
             return Ok(());
         }
-        let block = self.table.read_data_block(handle)?;
+        let cache_use = if self.fill_cache {
+            CacheUse::Fill
+        } else {
+            CacheUse::NoFill
+        };
+        let block = self.table.read_data_block(handle, cache_use)?;
         self.data_iter = Some(BlockIter::new(block));
         self.data_handle = Some(handle);
         Ok(())

@@ -2,6 +2,7 @@
 
 use super::format::FOOTER_LEN;
 use super::*;
+use crate::cache::BlockCache;
 use crate::error::Error;
 use crate::fs::{FileSystem, MemFs, PosixFs};
 use crate::iterator::InternalIterator;
@@ -92,6 +93,11 @@ fn write_table(fs: &MemFs, path: &str, entries: &Entries, opts: &TableOptions) -
 
 fn open(fs: &MemFs, path: &str) -> crate::Result<Arc<Table>> {
     Table::open(fs.open(Path::new(path)).unwrap(), path).map(Arc::new)
+}
+
+fn open_cached(fs: &MemFs, path: &str, cache: &Arc<BlockCache>) -> crate::Result<Arc<Table>> {
+    Table::open_with_cache(fs.open(Path::new(path)).unwrap(), path, Some(cache.clone()))
+        .map(Arc::new)
 }
 
 /// The model's answer to `get(user_key, seq)`.
@@ -410,12 +416,21 @@ fn posix_roundtrip() {
     check_table(&table, &entries, &mut Rng(4));
 }
 
-/// Opens the table in `bytes` and reads everything; returns what it read or the first
-/// error.
-fn read_everything(fs: &MemFs, path: &str, bytes: &[u8], entries: &Entries) -> crate::Result<()> {
+/// Opens the table in `bytes` (through `cache` if given) and reads everything; returns
+/// what it read or the first error.
+fn read_everything(
+    fs: &MemFs,
+    path: &str,
+    bytes: &[u8],
+    entries: &Entries,
+    cache: Option<&Arc<BlockCache>>,
+) -> crate::Result<()> {
     let mut w = fs.create(Path::new(path)).unwrap();
     w.append(bytes).unwrap();
-    let table = open(fs, path)?;
+    let table = match cache {
+        Some(c) => open_cached(fs, path, c)?,
+        None => open(fs, path)?,
+    };
     let mut it = table.iter();
     let fwd = collect_forward(&mut it)?;
     assert_eq!(&fwd, entries, "forward iteration returned wrong data");
@@ -445,14 +460,19 @@ fn corruption_of_every_byte_is_detected() {
         assert!(props.num_data_blocks >= 3, "{props:?}");
         let original = fs.read_file(Path::new("/orig.sst")).unwrap();
         assert!(original.len() < 8192, "table of {} bytes", original.len());
-        read_everything(&fs, "/copy.sst", &original, &entries).unwrap();
+        read_everything(&fs, "/copy.sst", &original, &entries, None).unwrap();
+        // One block cache shared by every corrupt copy, all written to the same path: a
+        // copy must never be served another copy's blocks, nor a corrupt block.
+        let cache = Arc::new(BlockCache::new(1 << 20));
         let path = "/db/000042.sst";
         let mut detected = 0;
         for offset in 0..original.len() {
             for flip in [0x40u8, 0x01] {
                 let mut bytes = original.clone();
                 bytes[offset] ^= flip;
-                match read_everything(&fs, path, &bytes, &entries) {
+                // Odd offsets read through the cache, even ones without.
+                let c = (offset % 2 == 1).then_some(&cache);
+                match read_everything(&fs, path, &bytes, &entries, c) {
                     Ok(()) => {}
                     Err(e) => {
                         assert!(
@@ -467,6 +487,12 @@ fn corruption_of_every_byte_is_detected() {
         }
         // Every byte is covered by a checksum, so every flip is caught.
         assert_eq!(detected, 2 * original.len());
+        // Corrupt copies fail on their first read of the bad block, so there were only
+        // misses; the good blocks before it were cached.
+        assert!(cache.stats().inserts > 0, "{:?}", cache.stats());
+        // The intact table still reads correctly through the well-used cache.
+        read_everything(&fs, path, &original, &entries, Some(&cache)).unwrap();
+        assert!(cache.stats().hits > 0, "{:?}", cache.stats());
         // Truncation too.
         for len in [
             0,
@@ -476,7 +502,8 @@ fn corruption_of_every_byte_is_detected() {
             original.len() / 2,
             original.len() - 1,
         ] {
-            let e = read_everything(&fs, path, &original[..len], &entries).unwrap_err();
+            let e =
+                read_everything(&fs, path, &original[..len], &entries, Some(&cache)).unwrap_err();
             assert!(e.is_corruption() && e.to_string().contains(path), "{e}");
         }
     }
@@ -546,4 +573,231 @@ fn future_version_is_unsupported() {
         "{e:?}"
     );
     assert!(e.to_string().contains("/v2.sst"));
+}
+
+/// Entries `key{i:05}` -> 100-byte values, in many small blocks.
+fn block_cache_table(fs: &MemFs, path: &str, tag: u8) -> Entries {
+    let entries: Entries = (0..400u32)
+        .map(|i| {
+            (
+                internal_key(format!("key{i:05}").as_bytes(), 1, ValueKind::Value),
+                vec![tag; 100],
+            )
+        })
+        .collect();
+    let opts = TableOptions {
+        block_size: 1024,
+        ..TableOptions::default()
+    };
+    let props = write_table(fs, path, &entries, &opts);
+    assert!(props.num_data_blocks > 20, "{props:?}");
+    entries
+}
+
+#[test]
+fn block_cache_hits_read_no_file() {
+    let fs = MemFs::new();
+    let entries = block_cache_table(&fs, "/c.sst", 1);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let table = open_cached(&fs, "/c.sst", &cache).unwrap();
+    let after_open = table.bytes_read();
+    assert!(after_open > FOOTER_LEN as u64);
+
+    assert!(table.get(b"key00123", 5).unwrap().is_some());
+    let after_miss = table.bytes_read();
+    assert!(after_miss > after_open);
+    let s1 = cache.stats();
+    assert_eq!((s1.hits, s1.misses, s1.inserts), (0, 1, 1));
+
+    assert!(table.get(b"key00123", 5).unwrap().is_some());
+    assert_eq!(table.bytes_read(), after_miss, "a cache hit read the file");
+    let s2 = cache.stats();
+    assert_eq!((s2.hits, s2.misses, s2.inserts), (1, 1, 1));
+    assert!(s2.usage_bytes > 0);
+
+    // A full scan fills the cache; a second scan reads nothing from the file.
+    let mut it = table.iter();
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    let after_scan = table.bytes_read();
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    assert_eq!(collect_backward(&mut it).unwrap(), entries);
+    assert_eq!(table.bytes_read(), after_scan);
+    // Every block was read from the file exactly once since open.
+    assert_eq!(
+        after_scan - after_open,
+        table.properties().data_bytes,
+        "{:?}",
+        table.properties()
+    );
+
+    // verify() re-reads the file, bypassing the cache and not filling it.
+    let s3 = cache.stats();
+    assert_eq!(table.verify().unwrap(), entries.len() as u64);
+    assert_eq!(
+        table.bytes_read(),
+        after_scan + table.properties().data_bytes
+    );
+    let s4 = cache.stats();
+    assert_eq!(
+        (s4.hits, s4.misses, s4.inserts),
+        (s3.hits, s3.misses, s3.inserts)
+    );
+
+    // Without a cache every read goes to the file.
+    let plain = open(&fs, "/c.sst").unwrap();
+    assert_eq!(plain.cache_id(), None);
+    let base = plain.bytes_read();
+    assert_eq!(base, after_open);
+    plain.get(b"key00123", 5).unwrap();
+    plain.get(b"key00123", 5).unwrap();
+    assert_eq!(plain.bytes_read() - base, 2 * (after_miss - after_open));
+}
+
+#[test]
+fn block_cache_does_not_alias_tables() {
+    // Two tables with identical layouts (same offsets) but different values.
+    let fs = MemFs::new();
+    let a = block_cache_table(&fs, "/a.sst", b'a');
+    let b = block_cache_table(&fs, "/b.sst", b'b');
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let ta = open_cached(&fs, "/a.sst", &cache).unwrap();
+    let tb = open_cached(&fs, "/b.sst", &cache).unwrap();
+    assert_ne!(ta.cache_id(), tb.cache_id());
+    for _ in 0..2 {
+        assert_eq!(collect_forward(&mut ta.iter()).unwrap(), a);
+        assert_eq!(collect_forward(&mut tb.iter()).unwrap(), b);
+    }
+    // Rewriting a file under the same name and reopening it gets a fresh id too.
+    let c = block_cache_table(&fs, "/a.sst", b'c');
+    let tc = open_cached(&fs, "/a.sst", &cache).unwrap();
+    assert_eq!(collect_forward(&mut tc.iter()).unwrap(), c);
+    assert_eq!(
+        tc.get(b"key00007", 5).unwrap(),
+        Some((ValueKind::Value, vec![b'c'; 100]))
+    );
+    let s = cache.stats();
+    assert!(s.hits > 0, "{s:?}");
+}
+
+#[test]
+fn block_cache_never_holds_a_corrupt_block() {
+    let fs = MemFs::new();
+    let entries = block_cache_table(&fs, "/f.sst", 7);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let table = open_cached(&fs, "/f.sst", &cache).unwrap();
+    // Byte 10 lies in the first data block.
+    fs.flip_on_read(Path::new("/f.sst"), 10);
+    let (k0, _) = &entries[0];
+    let uk = crate::key::user_key(k0);
+    for _ in 0..3 {
+        assert!(table.get(uk, 5).unwrap_err().is_corruption());
+        assert!(collect_forward(&mut table.iter())
+            .unwrap_err()
+            .is_corruption());
+    }
+    let s = cache.stats();
+    assert_eq!((s.hits, s.inserts, s.usage_bytes), (0, 0, 0), "{s:?}");
+    // Once the fault is gone the block is read afresh, verified and cached.
+    fs.clear_read_faults();
+    assert_eq!(
+        table.get(uk, 5).unwrap(),
+        Some((ValueKind::Value, vec![7; 100]))
+    );
+    assert_eq!(cache.stats().inserts, 1);
+    // And from then on served from the cache even if the file goes bad.
+    fs.flip_on_read(Path::new("/f.sst"), 10);
+    assert!(table.get(uk, 5).unwrap().is_some());
+}
+
+#[test]
+fn block_cache_disabled_with_zero_capacity() {
+    let fs = MemFs::new();
+    let entries = block_cache_table(&fs, "/z.sst", 2);
+    let cache = Arc::new(BlockCache::new(0));
+    let table = open_cached(&fs, "/z.sst", &cache).unwrap();
+    let mut it = table.iter();
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    let first = table.bytes_read();
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    assert_eq!(
+        table.bytes_read() - first,
+        table.properties().data_bytes,
+        "nothing was cached"
+    );
+    let s = cache.stats();
+    assert_eq!((s.hits, s.inserts, s.usage_bytes), (0, 0, 0));
+    assert!(s.misses > 0);
+}
+
+#[test]
+fn fill_cache_false_does_not_insert() {
+    let fs = MemFs::new();
+    let entries = block_cache_table(&fs, "/nf.sst", 3);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let table = open_cached(&fs, "/nf.sst", &cache).unwrap();
+    let mut it = table.iter();
+    it.set_fill_cache(false);
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    assert_eq!(cache.stats().inserts, 0);
+    assert_eq!(cache.usage_bytes(), 0);
+    // Blocks cached by others are still used.
+    assert!(table.get(b"key00000", 5).unwrap().is_some());
+    assert_eq!(cache.stats().inserts, 1);
+    let before = cache.stats().hits;
+    it.seek_to_first().unwrap();
+    assert!(cache.stats().hits > before);
+}
+
+#[test]
+fn block_cache_is_bounded_under_table_reads() {
+    let fs = MemFs::new();
+    let mut tables = Vec::new();
+    let capacity = 16 << 10;
+    let cache = Arc::new(BlockCache::new(capacity));
+    for i in 0..4u8 {
+        let path = format!("/bound{i}.sst");
+        let entries = block_cache_table(&fs, &path, i);
+        tables.push((open_cached(&fs, &path, &cache).unwrap(), entries));
+    }
+    for _ in 0..3 {
+        for (t, entries) in &tables {
+            assert_eq!(&collect_forward(&mut t.iter()).unwrap(), entries);
+            // Blocks are ~1 KiB: usage stays within capacity plus one block.
+            let used = cache.usage_bytes();
+            assert!(
+                used <= capacity + 2048 + crate::cache::BLOCK_OVERHEAD,
+                "{used}"
+            );
+        }
+    }
+    assert!(cache.stats().inserts > 40);
+}
+
+#[test]
+fn concurrent_cached_reads() {
+    let fs = MemFs::new();
+    let entries = block_cache_table(&fs, "/mt.sst", 9);
+    // Small enough that blocks are evicted and re-read while threads race.
+    let cache = Arc::new(BlockCache::new(8 << 10));
+    let table = open_cached(&fs, "/mt.sst", &cache).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4usize {
+            let (table, entries) = (&table, &entries);
+            s.spawn(move || {
+                for i in 0..2000usize {
+                    let (k, v) = &entries[(i * 37 + t * 101) % entries.len()];
+                    let p = parse_internal_key(k).unwrap();
+                    assert_eq!(
+                        table.get(p.user_key, 5).unwrap(),
+                        Some((ValueKind::Value, v.clone()))
+                    );
+                    if i % 500 == 0 {
+                        assert_eq!(&collect_forward(&mut table.iter()).unwrap(), entries);
+                    }
+                }
+            });
+        }
+    });
+    let s = cache.stats();
+    assert!(s.hits > 0 && s.misses > 0, "{s:?}");
 }

@@ -1,0 +1,258 @@
+//! The block cache: parsed data blocks shared by all open tables, bounded in bytes.
+//!
+//! Blocks are cached *after* their checksum was verified and they were decompressed and
+//! parsed, so a hit costs a hash lookup and an `Arc` clone: no I/O, no CRC, no
+//! decompression. A block that fails any check is never inserted.
+//!
+//! Entries are keyed by `(table id, block offset)`. The table id is not the table's file
+//! number but a fresh number handed out by [`BlockCache::next_table_id`] each time a table
+//! is opened, so a table file that is reopened (or deleted and recreated with the same
+//! name) can never be served blocks cached for another incarnation of it. Blocks of a table
+//! that is no longer open are never looked up again and age out of the cache.
+//!
+//! The cache is a [`quick_cache::sync::Cache`]: sharded, lock-light, with a CLOCK-Pro–like
+//! policy (new blocks enter a "cold" queue and are promoted when hit again), which also
+//! makes it resistant to one-off scans. Each shard holds `capacity / shards` bytes; a block
+//! larger than its shard's share is not cached (the shard count is chosen so that a shard
+//! holds a few dozen blocks of the expected size, so this only affects absurdly small
+//! caches).
+
+use crate::sstable::block::Block;
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Bytes charged per cached block on top of its contents: the key, the `Block` struct
+/// with its restart array header and file name pointer, the `Arc` counts and the cache's
+/// own entry bookkeeping (approximate).
+pub const BLOCK_OVERHEAD: usize = 128;
+
+/// Block size assumed when estimating how many blocks the cache will hold (it only steers
+/// the number of shards).
+const EXPECTED_BLOCK_SIZE: usize = 4096;
+
+/// Weighs a cached block by its size in bytes plus [`BLOCK_OVERHEAD`].
+#[derive(Debug, Clone, Copy, Default)]
+struct BlockWeighter;
+
+impl Weighter<(u64, u64), Arc<Block>> for BlockWeighter {
+    fn weight(&self, _key: &(u64, u64), block: &Arc<Block>) -> u64 {
+        (block.size() + BLOCK_OVERHEAD) as u64
+    }
+}
+
+/// Counters of a [`BlockCache`], as returned by [`BlockCache::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlockCacheStats {
+    /// Lookups that found the block.
+    pub hits: u64,
+    /// Lookups that did not (with capacity 0, every lookup).
+    pub misses: u64,
+    /// Blocks handed to [`BlockCache::insert`] while caching is enabled (a block larger
+    /// than a shard's share of the capacity is counted but dropped by the cache).
+    pub inserts: u64,
+    /// Bytes currently charged to cached blocks (contents plus overhead).
+    pub usage_bytes: u64,
+    /// The configured capacity in bytes.
+    pub capacity_bytes: u64,
+}
+
+/// A cache of parsed data blocks keyed by `(table id, block offset)`, bounded in bytes.
+/// Shared between tables as `Arc<BlockCache>`.
+pub struct BlockCache {
+    /// `None` when the capacity is 0: caching disabled.
+    cache: Option<Cache<(u64, u64), Arc<Block>, BlockWeighter>>,
+    capacity: usize,
+    next_id: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+}
+
+impl std::fmt::Debug for BlockCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockCache")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockCache {
+    /// A cache holding up to `capacity_bytes` bytes of blocks (contents plus
+    /// [`BLOCK_OVERHEAD`] each). A capacity of 0 disables caching: every
+    /// [`get`](Self::get) misses and [`insert`](Self::insert) does nothing.
+    pub fn new(capacity_bytes: usize) -> Self {
+        let cache = (capacity_bytes > 0).then(|| {
+            let estimated_items = (capacity_bytes / (EXPECTED_BLOCK_SIZE + BLOCK_OVERHEAD)).max(1);
+            Cache::with_weighter(estimated_items, capacity_bytes as u64, BlockWeighter)
+        });
+        BlockCache {
+            cache,
+            capacity: capacity_bytes,
+            // Id 0 is never handed out, so a zeroed id can be told apart in debugging.
+            next_id: AtomicU64::new(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            inserts: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh table id, never returned before by this cache. Each opened table takes one.
+    pub fn next_table_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The cached block at `offset` of table `table_id`, if any. Counts a hit or a miss.
+    pub fn get(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
+        let found = self.cache.as_ref().and_then(|c| c.get(&(table_id, offset)));
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Caches `block` as the block at `offset` of table `table_id`, evicting others as
+    /// needed to stay within the capacity. The block must have passed all checks. A no-op
+    /// if caching is disabled.
+    pub fn insert(&self, table_id: u64, offset: u64, block: Arc<Block>) {
+        if let Some(c) = &self.cache {
+            c.insert((table_id, offset), block);
+            self.inserts.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The capacity in bytes given at creation.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Bytes currently charged to cached blocks.
+    pub fn usage_bytes(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.weight() as usize)
+    }
+
+    /// Number of blocks currently cached.
+    pub fn len(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len())
+    }
+
+    /// True if no block is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> BlockCacheStats {
+        BlockCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            inserts: self.inserts.load(Ordering::Relaxed),
+            usage_bytes: self.usage_bytes() as u64,
+            capacity_bytes: self.capacity as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::sstable::block::BlockBuilder;
+
+    fn block(n: usize, value_len: usize) -> Arc<Block> {
+        let mut b = BlockBuilder::new(16);
+        for i in 0..n {
+            let k = crate::key::internal_key(
+                format!("k{i:06}").as_bytes(),
+                1,
+                crate::key::ValueKind::Value,
+            );
+            b.add(&k, &vec![b'v'; value_len]);
+        }
+        Arc::new(Block::new(b.finish(), "t", 0).unwrap())
+    }
+
+    #[test]
+    fn get_insert_and_stats() {
+        let c = BlockCache::new(1 << 20);
+        let id = c.next_table_id();
+        assert_ne!(id, c.next_table_id());
+        assert!(c.get(id, 0).is_none());
+        let b = block(10, 100);
+        c.insert(id, 0, b.clone());
+        assert!(Arc::ptr_eq(&c.get(id, 0).unwrap(), &b));
+        assert!(c.get(id, 1).is_none());
+        assert!(c.get(id + 1, 0).is_none());
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.inserts), (1, 3, 1));
+        assert_eq!(s.usage_bytes, (b.size() + BLOCK_OVERHEAD) as u64);
+        assert_eq!(s.capacity_bytes, 1 << 20);
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn capacity_zero_disables() {
+        let c = BlockCache::new(0);
+        let id = c.next_table_id();
+        c.insert(id, 0, block(10, 10));
+        assert!(c.get(id, 0).is_none());
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.inserts, s.usage_bytes), (0, 1, 0, 0));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn capacity_is_respected() {
+        for capacity in [64 << 10, 1 << 20, 3 << 20] {
+            let c = BlockCache::new(capacity);
+            let id = c.next_table_id();
+            let b = block(40, 90); // ~4 KiB
+            let max_block = (b.size() + BLOCK_OVERHEAD) as u64;
+            for i in 0..5_000u64 {
+                c.insert(id, i * 4096, b.clone());
+                let used = c.usage_bytes() as u64;
+                assert!(
+                    used <= capacity as u64 + max_block,
+                    "capacity {capacity}: {used} bytes used after {i} inserts"
+                );
+            }
+            // It does hold a good share of its capacity.
+            assert!(
+                c.usage_bytes() as u64 >= capacity as u64 / 2,
+                "{:?}",
+                c.stats()
+            );
+        }
+    }
+
+    #[test]
+    fn concurrent_get_and_insert() {
+        let c = Arc::new(BlockCache::new(256 << 10));
+        let blocks: Vec<Arc<Block>> = (1..=8).map(|i| block(i * 5, 50)).collect();
+        let ids: Vec<u64> = (0..4).map(|_| c.next_table_id()).collect();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (c, blocks, ids) = (&c, &blocks, &ids);
+                s.spawn(move || {
+                    for i in 0..20_000u64 {
+                        let id = ids[((i + t) % 4) as usize];
+                        let off = (i * 7 + t) % 97;
+                        let expect = &blocks[(off % 8) as usize];
+                        match c.get(id, off) {
+                            Some(b) => assert!(Arc::ptr_eq(&b, expect)),
+                            None => c.insert(id, off, expect.clone()),
+                        }
+                    }
+                });
+            }
+        });
+        let s = c.stats();
+        assert_eq!(s.hits + s.misses, 80_000);
+        assert!(s.hits > 0 && s.inserts > 0, "{s:?}");
+        assert!(s.usage_bytes <= 256 << 10);
+    }
+}
