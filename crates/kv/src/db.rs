@@ -15,6 +15,7 @@
 //! Lock order: `manifest` -> `state` -> `wal`; `queue` is never held with another lock.
 
 use crate::batch::WriteBatch;
+use crate::cache::{BlockCache, BlockCacheStats};
 use crate::compaction::job::{self, JobContext};
 use crate::compaction::{picker, Compaction, CompactionReason};
 use crate::db_iter::{DbIterator, Scan};
@@ -26,7 +27,8 @@ use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
 use crate::options::{Options, WriteOptions};
-use crate::sstable::{Table, TableBuilder};
+use crate::sstable::TableBuilder;
+use crate::table_cache::{TableCache, TableCacheStats};
 use crate::version::{TableHandle, Version, NUM_LEVELS};
 use crate::wal::{LogReader, LogWriter, WAL_MAGIC};
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -200,6 +202,9 @@ struct DbInner {
     visible_seq: AtomicU64,
     /// Live snapshots: sequence number -> how many.
     snapshots: Mutex<BTreeMap<u64, usize>>,
+    /// Open tables (bounded) and, inside, the block cache.
+    tables: Arc<TableCache>,
+    block_cache: Arc<BlockCache>,
     /// Set on close so that running compactions stop early.
     shutting_down: AtomicBool,
     counters: Counters,
@@ -269,10 +274,14 @@ pub struct DbStats {
     pub level_scores: Vec<f64>,
     /// Live snapshots.
     pub snapshots: u64,
-    /// Bloom filter checks and the ones that avoided a block read.
+    /// Bloom filter checks by point reads (over the tables currently open).
     pub bloom_checked: u64,
-    /// Bloom filter checks that ruled a table out.
+    /// Bloom filter checks that ruled a table out (no block read).
     pub bloom_useful: u64,
+    /// Block cache hits, misses and size.
+    pub block_cache: BlockCacheStats,
+    /// Open tables and the memory their indexes and filters take.
+    pub table_cache: TableCacheStats,
     /// The background error that made the database read-only, if any.
     pub background_error: Option<String>,
 }
@@ -291,6 +300,14 @@ impl DbStats {
     /// Bytes of all live tables.
     pub fn table_bytes(&self) -> u64 {
         self.bytes_per_level.iter().sum()
+    }
+
+    /// Memory the engine holds: memtables, cached blocks, open tables' indexes and filters.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memtable_bytes
+            + self.immutable_bytes
+            + self.block_cache.usage_bytes
+            + self.table_cache.memory_bytes
     }
 }
 
@@ -352,10 +369,17 @@ impl Db {
         }
 
         let (old_manifest, mut mstate) = manifest::recover(fs.as_ref(), &dir)?;
+        let block_cache = Arc::new(BlockCache::new(opts.block_cache_size));
+        let tables = Arc::new(TableCache::new(
+            fs.clone(),
+            dir.clone(),
+            opts.max_open_files,
+            Some(block_cache.clone()),
+        ));
         let mut version = Version::default();
         for (level, files) in mstate.levels.iter().enumerate() {
             for meta in files.values() {
-                let handle = open_table(&fs, &dir, meta.clone())?;
+                let handle = open_table(&tables, &fs, &dir, meta.clone())?;
                 version.levels[level].push(Arc::new(handle));
             }
             version.sort_level(level);
@@ -445,7 +469,8 @@ impl Db {
             .context(|| format!("creating {}", wal_path.display()))?;
         let writer = LogWriter::new(wal_file, path_name(&wal_path), WAL_MAGIC)?;
         for meta in &recovered_tables {
-            version = version.with_table(0, Arc::new(open_table(&fs, &dir, meta.clone())?));
+            version =
+                version.with_table(0, Arc::new(open_table(&tables, &fs, &dir, meta.clone())?));
         }
         let edit = VersionEdit {
             log_number: Some(wal_number),
@@ -496,6 +521,8 @@ impl Db {
             manifest: Mutex::new(manifest_writer),
             visible_seq: AtomicU64::new(last_seq),
             snapshots: Mutex::new(BTreeMap::new()),
+            tables,
+            block_cache,
             shutting_down: AtomicBool::new(false),
             counters: Counters::default(),
             _lock: file_lock,
@@ -719,12 +746,7 @@ impl Db {
     pub fn stats(&self) -> DbStats {
         let c = &self.inner.counters;
         let st = lock(&self.inner.state);
-        let (mut checked, mut useful) = (0, 0);
-        for t in st.version.levels.iter().flatten() {
-            let (a, b) = t.table.filter_stats();
-            checked += a;
-            useful += b;
-        }
+        let table_cache = self.inner.tables.stats();
         DbStats {
             memtable_bytes: st.mem.approximate_size() as u64,
             immutable_memtables: st.imm.len() as u64,
@@ -756,8 +778,10 @@ impl Db {
                 .values()
                 .map(|&n| n as u64)
                 .sum(),
-            bloom_checked: checked,
-            bloom_useful: useful,
+            bloom_checked: table_cache.bloom_checked,
+            bloom_useful: table_cache.bloom_useful,
+            block_cache: self.inner.block_cache.stats(),
+            table_cache,
             background_error: st.bg_error.as_ref().map(|e| e.to_string()),
         }
     }
@@ -823,24 +847,16 @@ fn remove_obsolete_files(
     }
 }
 
-fn open_table(fs: &Arc<dyn FileSystem>, dir: &Path, meta: FileMeta) -> Result<TableHandle> {
+/// A handle of table `meta`, opened (and so validated) through the table cache.
+fn open_table(
+    tables: &Arc<TableCache>,
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    meta: FileMeta,
+) -> Result<TableHandle> {
+    tables.get(meta.number, meta.file_size)?;
     let path = filename::table_path(dir, meta.number);
-    let file = fs
-        .open(&path)
-        .context(|| format!("opening table {}", path.display()))?;
-    if file.len() != meta.file_size {
-        return Err(Error::corruption(
-            path_name(&path),
-            file.len(),
-            format!(
-                "table is {} bytes, manifest says {}",
-                file.len(),
-                meta.file_size
-            ),
-        ));
-    }
-    let table = Arc::new(Table::open(file, path_name(&path))?);
-    Ok(TableHandle::new(meta, table, fs.clone(), path))
+    Ok(TableHandle::new(meta, tables.clone(), fs.clone(), path))
 }
 
 /// Writes `mem` out as table `number` (synced, directory synced) and returns its metadata.
@@ -1207,7 +1223,7 @@ impl DbInner {
             number,
             &snapshots,
         )?;
-        let handle = Arc::new(open_table(&self.fs, &self.dir, meta.clone())?);
+        let handle = Arc::new(open_table(&self.tables, &self.fs, &self.dir, meta.clone())?);
 
         let mut manifest = lock(&self.manifest);
         let edit = {
@@ -1331,7 +1347,7 @@ impl DbInner {
             for meta in &output.outputs {
                 added.push((
                     c.output_level,
-                    Arc::new(open_table(&self.fs, &self.dir, meta.clone())?),
+                    Arc::new(open_table(&self.tables, &self.fs, &self.dir, meta.clone())?),
                 ));
             }
             let deleted = c

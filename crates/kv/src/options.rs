@@ -99,6 +99,10 @@ pub struct Options {
     pub max_manifest_size: u64,
     /// Leveled compaction and write stalls.
     pub compaction: CompactionOptions,
+    /// Bytes of uncompressed data blocks kept in memory (0 disables the block cache).
+    pub block_cache_size: usize,
+    /// Tables kept open at once (each holds a file handle, its index and its filter).
+    pub max_open_files: usize,
     /// The filesystem all I/O goes through.
     pub fs: Arc<dyn FileSystem>,
 }
@@ -172,6 +176,8 @@ impl Default for Options {
             wal_recovery: WalRecoveryMode::default(),
             max_manifest_size: 64 << 20,
             compaction: CompactionOptions::default(),
+            block_cache_size: 32 << 20,
+            max_open_files: 1000,
             fs: Arc::new(PosixFs),
         }
     }

@@ -31,6 +31,10 @@ pub struct TableCacheStats {
     pub misses: u64,
     /// Sum of [`Table::memory_usage`] over the open tables.
     pub memory_bytes: u64,
+    /// Bloom filter checks by point reads, over the open tables.
+    pub bloom_checked: u64,
+    /// Of those, the checks that ruled the table out (no block read).
+    pub bloom_useful: u64,
 }
 
 /// A bounded cache of open tables of one database directory.
@@ -134,17 +138,19 @@ impl TableCache {
 
     /// A snapshot of the counters. `memory_bytes` walks the open tables.
     pub fn stats(&self) -> TableCacheStats {
-        let memory_bytes = self
-            .tables
-            .iter()
-            .map(|(_, t)| t.memory_usage() as u64)
-            .sum();
-        TableCacheStats {
+        let mut st = TableCacheStats {
             open_tables: self.tables.len() as u64,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
-            memory_bytes,
+            ..TableCacheStats::default()
+        };
+        for (_, t) in self.tables.iter() {
+            st.memory_bytes += t.memory_usage() as u64;
+            let (checked, useful) = t.filter_stats();
+            st.bloom_checked += checked;
+            st.bloom_useful += useful;
         }
+        st
     }
 }
 

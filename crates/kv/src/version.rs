@@ -11,6 +11,7 @@ use crate::iterator::InternalIterator;
 use crate::key::{compare_internal, user_key, ValueKind};
 use crate::manifest::FileMeta;
 use crate::sstable::{Table, TableIterator};
+use crate::table_cache::TableCache;
 use std::cmp::Ordering;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
@@ -19,13 +20,13 @@ use std::sync::Arc;
 /// Number of levels (L0 holds overlapping tables straight from flushes).
 pub const NUM_LEVELS: usize = 7;
 
-/// A live table: its manifest record and its open reader. Dropping the last handle of a
-/// table marked obsolete deletes its file.
+/// A live table: its manifest record and the way to its reader (through the table cache,
+/// which bounds the number of open files). Dropping the last handle of a table marked
+/// obsolete deletes its file.
 pub struct TableHandle {
     /// What the manifest says about the table.
     pub meta: FileMeta,
-    /// The open table.
-    pub table: Arc<Table>,
+    tables: Arc<TableCache>,
     fs: Arc<dyn FileSystem>,
     path: PathBuf,
     obsolete: AtomicBool,
@@ -41,15 +42,25 @@ impl std::fmt::Debug for TableHandle {
 }
 
 impl TableHandle {
-    /// Wraps an open table living at `path`.
-    pub fn new(meta: FileMeta, table: Arc<Table>, fs: Arc<dyn FileSystem>, path: PathBuf) -> Self {
+    /// A handle of the table `meta` describes, living at `path`, opened through `tables`.
+    pub fn new(
+        meta: FileMeta,
+        tables: Arc<TableCache>,
+        fs: Arc<dyn FileSystem>,
+        path: PathBuf,
+    ) -> Self {
         TableHandle {
             meta,
-            table,
+            tables,
             fs,
             path,
             obsolete: AtomicBool::new(false),
         }
+    }
+
+    /// The open table (opened now if the table cache had closed it).
+    pub fn table(&self) -> Result<Arc<Table>> {
+        self.tables.get(self.meta.number, self.meta.file_size)
     }
 
     /// Marks the table as no longer part of the database: its file is deleted when the last
@@ -81,6 +92,7 @@ impl TableHandle {
 impl Drop for TableHandle {
     fn drop(&mut self) {
         if self.obsolete.load(AtomicOrdering::Acquire) {
+            self.tables.evict(self.meta.number);
             let r = self
                 .fs
                 .remove_file(&self.path)
@@ -153,12 +165,12 @@ impl Version {
         for (level, files) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in files.iter().filter(|t| t.covers(key)) {
-                    if let Some(hit) = t.table.get(key, seq)? {
+                    if let Some(hit) = t.table()?.get(key, seq)? {
                         return Ok(Some(hit));
                     }
                 }
             } else if let Some(t) = self.file_for_key(level, key) {
-                if let Some(hit) = t.table.get(key, seq)? {
+                if let Some(hit) = t.table()?.get(key, seq)? {
                     return Ok(Some(hit));
                 }
             }
@@ -174,10 +186,11 @@ impl Version {
     }
 
     /// Cursors over all tables, newest data first: one per L0 table, one per deeper level.
+    /// Tables are opened when the cursor first reaches them.
     pub fn iterators(&self) -> Vec<Box<dyn InternalIterator>> {
         let mut v: Vec<Box<dyn InternalIterator>> = self.levels[0]
             .iter()
-            .map(|t| Box::new(t.table.iter()) as Box<dyn InternalIterator>)
+            .map(|t| Box::new(LevelIterator::new(vec![t.clone()], true)) as _)
             .collect();
         for files in self.levels.iter().skip(1).filter(|l| !l.is_empty()) {
             v.push(Box::new(LevelIterator::new(files.clone(), true)));
@@ -260,21 +273,23 @@ impl LevelIterator {
         }
     }
 
-    fn open(&mut self, index: usize) -> Option<&mut TableIterator> {
+    /// Positions on table `index` (none if past the end) and returns its cursor.
+    fn open(&mut self, index: usize) -> Result<Option<&mut TableIterator>> {
         self.index = index;
-        self.current = self.files.get(index).map(|t| {
-            let it = t.table.iter();
-            // MERGE(cache): it.set_fill_cache(self.fill_cache);
-            let _ = self.fill_cache;
-            it
-        });
-        self.current.as_mut()
+        self.current = None;
+        if let Some(t) = self.files.get(index) {
+            let table: Arc<Table> = t.table()?;
+            let mut it = table.iter();
+            it.set_fill_cache(self.fill_cache);
+            self.current = Some(it);
+        }
+        Ok(self.current.as_mut())
     }
 
     /// Moves forward over tables until positioned at an entry or past the last table.
     fn skip_forward(&mut self) -> Result<()> {
         while self.current.as_ref().is_some_and(|c| !c.valid()) {
-            match self.open(self.index + 1) {
+            match self.open(self.index + 1)? {
                 Some(it) => it.seek_to_first()?,
                 None => break,
             }
@@ -288,7 +303,7 @@ impl LevelIterator {
                 self.current = None;
                 break;
             }
-            if let Some(it) = self.open(self.index - 1) {
+            if let Some(it) = self.open(self.index - 1)? {
                 it.seek_to_last()?;
             }
         }
@@ -301,14 +316,14 @@ impl InternalIterator for LevelIterator {
         self.current.as_ref().is_some_and(|c| c.valid())
     }
     fn seek_to_first(&mut self) -> Result<()> {
-        if let Some(it) = self.open(0) {
+        if let Some(it) = self.open(0)? {
             it.seek_to_first()?;
         }
         self.skip_forward()
     }
     fn seek_to_last(&mut self) -> Result<()> {
         if let Some(last) = self.files.len().checked_sub(1) {
-            if let Some(it) = self.open(last) {
+            if let Some(it) = self.open(last)? {
                 it.seek_to_last()?;
             }
         } else {
@@ -320,7 +335,7 @@ impl InternalIterator for LevelIterator {
         let i = self
             .files
             .partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
-        match self.open(i) {
+        match self.open(i)? {
             Some(it) => it.seek(target)?,
             None => return Ok(()),
         }

@@ -50,7 +50,7 @@ fn overwrites_and_deletes_are_compacted_away() {
             // A scattered order, so that every table overlaps every other.
             let k = (i * 7919) % KEYS;
             let key = format!("key{k:08}");
-            if round == 4 && k % 2 == 0 {
+            if round == 4 && k.is_multiple_of(2) {
                 db.delete(&key).expect("delete");
                 model.remove(key.as_bytes());
             } else {
@@ -111,7 +111,7 @@ fn iterator_keeps_its_view_while_compaction_replaces_its_files() {
     assert_eq!(it.key(), b"k000000");
 
     for i in 0..5000u32 {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             db.delete(format!("k{i:06}")).expect("delete");
         } else {
             db.put(format!("k{i:06}"), format!("new{i}")).expect("put");

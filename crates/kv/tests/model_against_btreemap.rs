@@ -9,6 +9,8 @@ use std::path::Path;
 use strata_kv::fs::{CrashMode, MemFs};
 use strata_kv::{Db, WriteBatch, WriteOptions};
 
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
 #[derive(Debug, Clone)]
 enum Op {
     Put(u16, Vec<u8>),
@@ -103,7 +105,7 @@ fn run(ops: Vec<Op>) {
     let mut db = Some(Db::open(dir, opts.clone()).expect("open"));
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     // Live snapshots and the model as of each.
-    let mut snaps: Vec<(strata_kv::Snapshot, BTreeMap<Vec<u8>, Vec<u8>>)> = Vec::new();
+    let mut snaps: Vec<(strata_kv::Snapshot, Model)> = Vec::new();
     for op in ops {
         let d = db.as_ref().expect("open db");
         match op {
