@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use strata_kv::batch::WriteBatch;
+use strata_kv::batch::{BatchEntry, WriteBatch};
 use strata_kv::fs::{FileSystem, PosixFs};
 use strata_kv::key::parse_internal_key;
 use strata_kv::manifest::VersionEdit;
@@ -135,13 +135,15 @@ fn wal(out: &mut impl Write, path: &Path, summary: bool) -> Result<()> {
                 rec.len()
             )?;
             for e in batch.iter() {
-                writeln!(
-                    out,
-                    "  {:?} {} => {}",
-                    e.kind,
-                    escape(e.key),
-                    escape(e.value)
-                )?;
+                match e {
+                    BatchEntry::Put { key, value } => {
+                        writeln!(out, "  Put {} => {}", escape(key), escape(value))?
+                    }
+                    BatchEntry::Delete { key } => writeln!(out, "  Delete {}", escape(key))?,
+                    BatchEntry::DeleteRange { start, end } => {
+                        writeln!(out, "  DeleteRange [{}, {})", escape(start), escape(end))?
+                    }
+                }
             }
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! sequence: fixed64 | count: fixed32 | entry*
-//! entry := kind: u8 (1 = put, 0 = delete) | key: varint len ++ bytes | [value: varint len ++ bytes]
+//! entry := kind: u8 (1 = put, 0 = delete, 2 = range delete)
+//!          | key: varint len ++ bytes | [value / range end: varint len ++ bytes]
 //! ```
 //!
 //! The sequence number is that of the first entry; entry `i` gets `sequence + i`. It is
@@ -15,6 +16,10 @@ use crate::error::{Error, Result};
 use crate::key::ValueKind;
 
 const HEADER_LEN: usize = 12;
+
+const TAG_DELETE: u8 = 0;
+const TAG_PUT: u8 = 1;
+const TAG_DELETE_RANGE: u8 = 2;
 
 /// An ordered list of puts and deletes committed atomically by [`crate::Db::write`]:
 /// after a crash either all of them are visible or none is.
@@ -32,13 +37,37 @@ impl Default for WriteBatch {
 
 /// One decoded batch entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchEntry<'a> {
-    /// Put or delete.
-    pub kind: ValueKind,
-    /// The key.
-    pub key: &'a [u8],
-    /// The value (empty for deletes).
-    pub value: &'a [u8],
+pub enum BatchEntry<'a> {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Delete `key`.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Delete every key in `[start, end)`.
+    DeleteRange {
+        /// First key deleted.
+        start: &'a [u8],
+        /// First key kept (exclusive end).
+        end: &'a [u8],
+    },
+}
+
+impl<'a> BatchEntry<'a> {
+    /// For puts and deletes: the point entry (kind, key, value) it makes in the memtable.
+    pub fn as_point(&self) -> Option<(ValueKind, &'a [u8], &'a [u8])> {
+        match *self {
+            BatchEntry::Put { key, value } => Some((ValueKind::Value, key, value)),
+            BatchEntry::Delete { key } => Some((ValueKind::Deletion, key, &[])),
+            BatchEntry::DeleteRange { .. } => None,
+        }
+    }
 }
 
 impl WriteBatch {
@@ -52,7 +81,7 @@ impl WriteBatch {
 
     /// Adds a put of `key` -> `value`.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> &mut Self {
-        self.rep.push(ValueKind::Value as u8);
+        self.rep.push(TAG_PUT);
         put_length_prefixed(&mut self.rep, key.as_ref());
         put_length_prefixed(&mut self.rep, value.as_ref());
         self.bump();
@@ -61,8 +90,18 @@ impl WriteBatch {
 
     /// Adds a delete of `key`.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> &mut Self {
-        self.rep.push(ValueKind::Deletion as u8);
+        self.rep.push(TAG_DELETE);
         put_length_prefixed(&mut self.rep, key.as_ref());
+        self.bump();
+        self
+    }
+
+    /// Adds a delete of every key in `[start, end)`: one entry, whatever the number of
+    /// keys. An empty range (`start >= end`) deletes nothing.
+    pub fn delete_range(&mut self, start: impl AsRef<[u8]>, end: impl AsRef<[u8]>) -> &mut Self {
+        self.rep.push(TAG_DELETE_RANGE);
+        put_length_prefixed(&mut self.rep, start.as_ref());
+        put_length_prefixed(&mut self.rep, end.as_ref());
         self.bump();
         self
     }
@@ -122,12 +161,12 @@ impl WriteBatch {
         let count = d.fixed32().ok_or_else(|| bad("no count"))?;
         let mut seen = 0u32;
         while !d.is_empty() {
-            let kind = d
-                .u8()
-                .and_then(ValueKind::from_u8)
-                .ok_or_else(|| bad("unknown entry kind"))?;
+            let tag = d.u8().ok_or_else(|| bad("truncated entry"))?;
+            if !matches!(tag, TAG_PUT | TAG_DELETE | TAG_DELETE_RANGE) {
+                return Err(bad(&format!("unknown entry kind {tag}")));
+            }
             d.length_prefixed().ok_or_else(|| bad("truncated key"))?;
-            if kind == ValueKind::Value {
+            if tag != TAG_DELETE {
                 d.length_prefixed().ok_or_else(|| bad("truncated value"))?;
             }
             seen = seen.checked_add(1).ok_or_else(|| bad("too many entries"))?;
@@ -159,13 +198,20 @@ impl<'a> Iterator for BatchIter<'a> {
     type Item = BatchEntry<'a>;
     fn next(&mut self) -> Option<BatchEntry<'a>> {
         // The encoding was built by us or validated by `decode`, so `None` only means the end.
-        let kind = ValueKind::from_u8(self.d.u8()?)?;
+        let tag = self.d.u8()?;
         let key = self.d.length_prefixed()?;
-        let value = match kind {
-            ValueKind::Value => self.d.length_prefixed()?,
-            ValueKind::Deletion => &[],
-        };
-        Some(BatchEntry { kind, key, value })
+        match tag {
+            TAG_PUT => Some(BatchEntry::Put {
+                key,
+                value: self.d.length_prefixed()?,
+            }),
+            TAG_DELETE => Some(BatchEntry::Delete { key }),
+            TAG_DELETE_RANGE => Some(BatchEntry::DeleteRange {
+                start: key,
+                end: self.d.length_prefixed()?,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -176,15 +222,34 @@ mod tests {
     #[test]
     fn encode_decode() {
         let mut b = WriteBatch::new();
-        b.put(b"k1", b"v1").delete(b"k2").put(b"", b"");
+        b.put(b"k1", b"v1")
+            .delete(b"k2")
+            .put(b"", b"")
+            .delete_range(b"a", b"c");
         b.set_sequence(42);
         let d = WriteBatch::decode(b.encoded(), "x.log", 0).unwrap();
         assert_eq!(d.sequence(), 42);
-        assert_eq!(d.len(), 3);
+        assert_eq!(d.len(), 4);
         let e: Vec<_> = d.iter().collect();
-        assert_eq!(e[0].key, b"k1");
-        assert_eq!(e[1].kind, ValueKind::Deletion);
-        assert_eq!(e[2].value, b"");
+        assert_eq!(
+            e[0],
+            BatchEntry::Put {
+                key: b"k1",
+                value: b"v1"
+            }
+        );
+        assert_eq!(e[1], BatchEntry::Delete { key: b"k2" });
+        assert_eq!(
+            e[2].as_point(),
+            Some((ValueKind::Value, &b""[..], &b""[..]))
+        );
+        assert_eq!(
+            e[3],
+            BatchEntry::DeleteRange {
+                start: b"a",
+                end: b"c"
+            }
+        );
         // Every truncation is detected.
         for i in 0..b.encoded().len() {
             assert!(WriteBatch::decode(&b.encoded()[..i], "x.log", 7).is_err());

@@ -27,6 +27,7 @@ use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
 use crate::options::{Options, WriteOptions};
+use crate::range_del::RangeTombstoneSet;
 use crate::sstable::TableBuilder;
 use crate::table_cache::{TableCache, TableCacheStats};
 use crate::version::{TableHandle, Version, NUM_LEVELS};
@@ -58,6 +59,33 @@ pub(crate) struct SuperVersion {
     /// Frozen memtables, newest first.
     pub(crate) imm: Vec<Arc<Memtable>>,
     pub(crate) version: Arc<Version>,
+    /// Range deletes of the frozen memtables and the version (the active memtable's are
+    /// added by each reader, since it still receives them).
+    pub(crate) frozen_range_tombstones: RangeTombstoneSet,
+}
+
+impl SuperVersion {
+    pub(crate) fn new(mem: Arc<Memtable>, imm: Vec<Arc<Memtable>>, version: Arc<Version>) -> Self {
+        let frozen_range_tombstones = version
+            .range_tombstones
+            .with(imm.iter().flat_map(|m| m.range_tombstones()));
+        SuperVersion {
+            mem,
+            imm,
+            version,
+            frozen_range_tombstones,
+        }
+    }
+
+    /// Every range delete a reader must apply.
+    pub(crate) fn range_tombstones(&self) -> RangeTombstoneSet {
+        let active = self.mem.range_tombstones();
+        if active.is_empty() {
+            self.frozen_range_tombstones.clone()
+        } else {
+            self.frozen_range_tombstones.with(active)
+        }
+    }
 }
 
 impl SuperVersion {
@@ -131,11 +159,11 @@ impl State {
     }
 
     fn refresh_super_version(&mut self) {
-        self.super_version = Arc::new(SuperVersion {
-            mem: self.mem.clone(),
-            imm: self.imm.iter().rev().map(|f| f.mem.clone()).collect(),
-            version: self.version.clone(),
-        });
+        self.super_version = Arc::new(SuperVersion::new(
+            self.mem.clone(),
+            self.imm.iter().rev().map(|f| f.mem.clone()).collect(),
+            self.version.clone(),
+        ));
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -164,7 +192,7 @@ enum Request {
 
 struct Pending {
     request: Mutex<Request>,
-    result: Mutex<Option<Result<()>>>,
+    result: Mutex<Option<Result<u64>>>,
 }
 
 #[derive(Default)]
@@ -369,6 +397,7 @@ impl Db {
         }
 
         let (old_manifest, mut mstate) = manifest::recover(fs.as_ref(), &dir)?;
+        let mut version = Version::default();
         let block_cache = Arc::new(BlockCache::new(opts.block_cache_size));
         let tables = Arc::new(TableCache::new(
             fs.clone(),
@@ -376,7 +405,6 @@ impl Db {
             opts.max_open_files,
             Some(block_cache.clone()),
         ));
-        let mut version = Version::default();
         for (level, files) in mstate.levels.iter().enumerate() {
             for meta in files.values() {
                 let handle = open_table(&tables, &fs, &dir, meta.clone())?;
@@ -403,6 +431,7 @@ impl Db {
         let mut last_seq = mstate.last_sequence;
         let mut mem = Arc::new(Memtable::new());
         let mut recovered_tables = Vec::new();
+        let mut recovered_tombstones = Vec::new();
         let mut damaged_tail: Option<(PathBuf, u64)> = None;
         for &number in &wals {
             let path = filename::wal_path(&dir, number);
@@ -418,19 +447,17 @@ impl Db {
                     ));
                 }
                 let batch = WriteBatch::decode(&record, &name, offset)?;
-                let mut seq = batch.sequence();
-                for e in batch.iter() {
-                    if seq > MAX_SEQUENCE {
-                        return Err(Error::corruption(&name, offset, "sequence number overflow"));
-                    }
-                    mem.add(seq, e.kind, e.key, e.value);
-                    seq += 1;
+                let end = batch.sequence().saturating_add(batch.len() as u64);
+                if end > MAX_SEQUENCE {
+                    return Err(Error::corruption(&name, offset, "sequence number overflow"));
                 }
-                last_seq = last_seq.max(seq.saturating_sub(1));
+                mem.apply_batch(&batch);
+                last_seq = last_seq.max(end.saturating_sub(1));
                 if mem.approximate_size() >= opts.write_buffer_size {
                     let number = next_file_number;
                     next_file_number += 1;
-                    recovered_tables.push(write_table(
+                    recovered_tombstones.extend(mem.range_tombstones());
+                    recovered_tables.extend(write_table(
                         fs.as_ref(),
                         &dir,
                         &opts,
@@ -450,7 +477,8 @@ impl Db {
         if !mem.is_empty() {
             let number = next_file_number;
             next_file_number += 1;
-            recovered_tables.push(write_table(fs.as_ref(), &dir, &opts, &mem, number, &[])?);
+            recovered_tombstones.extend(mem.range_tombstones());
+            recovered_tables.extend(write_table(fs.as_ref(), &dir, &opts, &mem, number, &[])?);
         }
         if !recovered_tables.is_empty() {
             tracing::info!(
@@ -478,8 +506,12 @@ impl Db {
             last_sequence: Some(last_seq),
             new_files: recovered_tables.iter().map(|m| (0, m.clone())).collect(),
             deleted_files: Vec::new(),
+            new_range_tombstones: recovered_tombstones,
+            deleted_range_tombstones: Vec::new(),
         };
         mstate.apply(&edit, "recovery", 0)?;
+        version.range_tombstones =
+            RangeTombstoneSet::new(mstate.range_tombstones.iter().cloned().collect());
         let manifest_writer =
             ManifestWriter::create(fs.as_ref(), &dir, manifest_number, &mstate.snapshot_edit())?;
         manifest::set_current(fs.as_ref(), &dir, manifest_number)?;
@@ -490,11 +522,7 @@ impl Db {
 
         let version = Arc::new(version);
         let mem = Arc::new(Memtable::new());
-        let super_version = Arc::new(SuperVersion {
-            mem: mem.clone(),
-            imm: Vec::new(),
-            version: version.clone(),
-        });
+        let super_version = Arc::new(SuperVersion::new(mem.clone(), Vec::new(), version.clone()));
         let inner = Arc::new(DbInner {
             dir,
             fs,
@@ -571,10 +599,31 @@ impl Db {
         if batch.is_empty() {
             return Ok(());
         }
-        self.inner.submit(Request::Write {
-            batch,
-            sync: opts.sync,
-        })
+        self.inner
+            .submit(Request::Write {
+                batch,
+                sync: opts.sync,
+            })
+            .map(|_| ())
+    }
+
+    /// Deletes every key in `[start, end)` with one range tombstone, whatever the number of
+    /// keys. Tables lying entirely inside the range (and older than the delete) are dropped
+    /// from the manifest at once, without rewriting, and their files deleted as soon as no
+    /// reader uses them; the rest of the deleted data is hidden from readers and removed by
+    /// compaction. Live snapshots older than the delete keep seeing the data.
+    pub fn delete_range(&self, start: impl AsRef<[u8]>, end: impl AsRef<[u8]>) -> Result<()> {
+        let (start, end) = (start.as_ref(), end.as_ref());
+        if start >= end {
+            return Ok(());
+        }
+        let mut b = WriteBatch::new();
+        b.delete_range(start, end);
+        let seq = self.inner.submit(Request::Write {
+            batch: b,
+            sync: false,
+        })?;
+        self.inner.drop_tables_in_range(start, end, seq)
     }
 
     /// The value of `key`, if any.
@@ -654,9 +703,16 @@ impl Db {
         let Some(deepest) = deepest else {
             return Ok(());
         };
-        // Push everything down to the deepest level that holds data in the range (at least
-        // L1, so that L0's overlapping tables are merged).
-        for level in 0..deepest.max(1) {
+        // Push everything down to the deepest level holding data in the range (L0 into L1
+        // at least), then rewrite that level in place, so that tombstones and versions no
+        // snapshot needs are dropped everywhere in the range.
+        let mut steps: Vec<(usize, bool)> = (0..deepest).map(|l| (l, false)).collect();
+        if deepest == 0 {
+            steps.push((0, false));
+        } else {
+            steps.push((deepest, true));
+        }
+        for (level, in_place) in steps {
             let (c, version) = {
                 let mut st = lock(&inner.state);
                 loop {
@@ -665,13 +721,17 @@ impl Db {
                     if inputs.is_empty() {
                         break (None, st.version.clone());
                     }
-                    let picked = picker::compaction_for(
-                        &st.version,
-                        level,
-                        inputs,
-                        &st.compacting,
-                        CompactionReason::Manual,
-                    );
+                    let picked = if in_place {
+                        picker::rewrite_in_place(level, inputs, &st.compacting)
+                    } else {
+                        picker::compaction_for(
+                            &st.version,
+                            level,
+                            inputs,
+                            &st.compacting,
+                            CompactionReason::Manual,
+                        )
+                    };
                     if let Some(c) = picked {
                         st.compacting.extend(c.input_numbers());
                         break (Some(c), st.version.clone());
@@ -859,7 +919,9 @@ fn open_table(
     Ok(TableHandle::new(meta, tables.clone(), fs.clone(), path))
 }
 
-/// Writes `mem` out as table `number` (synced, directory synced) and returns its metadata.
+/// Writes `mem`'s entries out as table `number` (synced, directory synced) and returns its
+/// metadata; `None` if the memtable holds no entry (only range deletes, which go to the
+/// manifest).
 /// Versions shadowed by a newer one that every reader sees instead are left out (as
 /// compaction does; tombstones stay, since older data may lie in deeper tables).
 fn write_table(
@@ -869,7 +931,10 @@ fn write_table(
     mem: &Memtable,
     number: u64,
     snapshots: &[u64],
-) -> Result<FileMeta> {
+) -> Result<Option<FileMeta>> {
+    if !mem.has_entries() {
+        return Ok(None);
+    }
     let path = filename::table_path(dir, number);
     let result = (|| {
         let file = fs
@@ -896,7 +961,7 @@ fn write_table(
         let props = builder.finish()?;
         fs.sync_dir(dir)
             .context(|| format!("syncing directory {}", dir.display()))?;
-        Ok(FileMeta {
+        Ok(Some(FileMeta {
             number,
             file_size: props.file_size,
             smallest: props.smallest_key,
@@ -905,7 +970,7 @@ fn write_table(
             largest_seq: props.largest_seq,
             num_entries: props.num_entries,
             num_deletions: props.num_deletions,
-        })
+        }))
     })();
     if result.is_err() {
         // Never leave a half-written table behind; it is not in the manifest anyway.
@@ -921,6 +986,7 @@ impl DbInner {
 
     fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
         let sv = self.super_version();
+        let tombstones = sv.range_tombstones();
         let found = match sv.mem.get(key, seq) {
             Some(hit) => Some(hit),
             None => match sv.imm.iter().find_map(|m| m.get(key, seq)) {
@@ -928,15 +994,16 @@ impl DbInner {
                 None => sv.version.get(key, seq)?,
             },
         };
-        Ok(match found {
-            Some((ValueKind::Value, v)) => Some(v),
-            _ => None,
-        })
+        let Some(found) = found else { return Ok(None) };
+        if found.kind != ValueKind::Value || tombstones.covering_seq(key, seq) > found.seq {
+            return Ok(None);
+        }
+        Ok(Some(found.value))
     }
 
     /// Queues a request and returns when it has been carried out, by us as leader or by
-    /// another leader on our behalf.
-    fn submit(&self, request: Request) -> Result<()> {
+    /// another leader on our behalf. For a write: the sequence number of its first entry.
+    fn submit(&self, request: Request) -> Result<u64> {
         let me = Arc::new(Pending {
             request: Mutex::new(request),
             result: Mutex::new(None),
@@ -977,14 +1044,17 @@ impl DbInner {
         for p in &group {
             q.pop_front();
             *lock(&p.result) = Some(match &result {
-                Ok(()) => Ok(()),
+                Ok(()) => Ok(match &*lock(&p.request) {
+                    Request::Write { batch, .. } => batch.sequence(),
+                    Request::Flush => 0,
+                }),
                 Err(e) => Err(e.duplicate()),
             });
         }
         drop(q);
         self.queue_cv.notify_all();
         let mine = lock(&me.result).take();
-        mine.unwrap_or(Ok(()))
+        mine.unwrap_or(Ok(0))
     }
 
     /// Leader only: appends the group's batches to the WAL, then to the memtable.
@@ -1031,9 +1101,7 @@ impl DbInner {
 
         for p in group {
             if let Request::Write { batch, .. } = &*lock(&p.request) {
-                for (s, e) in (batch.sequence()..).zip(batch.iter()) {
-                    mem.add(s, e.kind, e.key, e.value);
-                }
+                mem.apply_batch(batch);
             }
         }
         self.visible_seq
@@ -1223,7 +1291,16 @@ impl DbInner {
             number,
             &snapshots,
         )?;
-        let handle = Arc::new(open_table(&self.tables, &self.fs, &self.dir, meta.clone())?);
+        let handle = match &meta {
+            Some(m) => Some(Arc::new(open_table(
+                &self.tables,
+                &self.fs,
+                &self.dir,
+                m.clone(),
+            )?)),
+            None => None,
+        };
+        let tombstones = mem.range_tombstones();
 
         let mut manifest = lock(&self.manifest);
         let edit = {
@@ -1237,8 +1314,10 @@ impl DbInner {
                         .load(Ordering::Acquire)
                         .max(mem.largest_seq()),
                 ),
-                new_files: vec![(0, meta.clone())],
+                new_files: meta.iter().map(|m| (0, m.clone())).collect(),
                 deleted_files: Vec::new(),
+                new_range_tombstones: tombstones.clone(),
+                deleted_range_tombstones: Vec::new(),
             }
         };
         self.append_manifest(&mut manifest, &edit)?;
@@ -1246,20 +1325,24 @@ impl DbInner {
         {
             let mut st = lock(&self.state);
             st.manifest_state.apply(&edit, "flush", 0)?;
-            let v = st.version.with_table(0, handle);
+            let mut v = st.version.with_range_tombstones(&tombstones, &[]);
+            if let Some(h) = handle {
+                v = v.with_table(0, h);
+            }
             st.imm.pop_front();
             st.install_version(v, &self.opts);
         }
         drop(manifest);
         self.bg_cv.notify_all();
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        let bytes = meta.as_ref().map_or(0, |m| m.file_size);
         self.counters
             .flush_bytes_written
-            .fetch_add(meta.file_size, Ordering::Relaxed);
+            .fetch_add(bytes, Ordering::Relaxed);
         tracing::debug!(
             table = number,
-            bytes = meta.file_size,
-            entries = meta.num_entries,
+            bytes,
+            range_deletes = tombstones.len(),
             ms = started.elapsed().as_millis() as u64,
             "flushed memtable"
         );
@@ -1312,6 +1395,63 @@ impl DbInner {
                 Err(e) => self.set_bg_error(&e),
             }
         }
+    }
+
+    /// Drops, without rewriting, every table that lies inside `[start, end)`, holds only
+    /// data older than the range delete at `seq`, is not being compacted and holds nothing
+    /// a live snapshot can see.
+    fn drop_tables_in_range(&self, start: &[u8], end: &[u8], seq: u64) -> Result<()> {
+        let snapshots = self.snapshot_list();
+        let mut manifest = lock(&self.manifest);
+        let (edit, numbers, dropped) = {
+            let st = lock(&self.state);
+            let mut deleted = Vec::new();
+            let mut dropped = Vec::new();
+            for (level, files) in st.version.levels.iter().enumerate() {
+                for t in files {
+                    let inside = start <= t.smallest_user_key() && t.largest_user_key() < end;
+                    let seen_by_snapshot = snapshots
+                        .iter()
+                        .any(|&s| t.meta.smallest_seq <= s && s < seq);
+                    if inside
+                        && t.meta.largest_seq < seq
+                        && !seen_by_snapshot
+                        && !st.compacting.contains(&t.meta.number)
+                    {
+                        deleted.push((level as u32, t.meta.number));
+                        dropped.push(t.clone());
+                    }
+                }
+            }
+            if deleted.is_empty() {
+                return Ok(());
+            }
+            let numbers: Vec<u64> = deleted.iter().map(|(_, n)| *n).collect();
+            let edit = VersionEdit {
+                next_file_number: Some(st.next_file_number),
+                deleted_files: deleted,
+                ..VersionEdit::default()
+            };
+            (edit, numbers, dropped)
+        };
+        self.append_manifest(&mut manifest, &edit)?;
+        let mut st = lock(&self.state);
+        st.manifest_state.apply(&edit, "delete_range", 0)?;
+        for t in &dropped {
+            t.mark_obsolete();
+        }
+        let bytes: u64 = dropped.iter().map(|t| t.meta.file_size).sum();
+        let v = st.version.apply(&numbers, Vec::new());
+        st.install_version(v, &self.opts);
+        drop(st);
+        drop(manifest);
+        self.bg_cv.notify_all();
+        tracing::debug!(
+            tables = dropped.len(),
+            bytes,
+            "range delete dropped whole tables"
+        );
+        Ok(())
     }
 
     fn snapshot_list(&self) -> Vec<u64> {
@@ -1389,6 +1529,8 @@ impl DbInner {
         let mut manifest = lock(&self.manifest);
         let edit = {
             let st = lock(&self.state);
+            let numbers: Vec<u64> = deleted.iter().map(|(_, n)| *n).collect();
+            let after = st.version.apply(&numbers, added.clone());
             VersionEdit {
                 log_number: None,
                 next_file_number: Some(st.next_file_number),
@@ -1398,6 +1540,8 @@ impl DbInner {
                     .map(|(l, t)| (*l as u32, t.meta.clone()))
                     .collect(),
                 deleted_files: deleted.iter().map(|(l, n)| (*l as u32, *n)).collect(),
+                new_range_tombstones: Vec::new(),
+                deleted_range_tombstones: after.obsolete_range_tombstones(),
             }
         };
         if let Err(e) = self.append_manifest(&mut manifest, &edit) {
@@ -1420,7 +1564,10 @@ impl DbInner {
         if let Some(last) = c.inputs.iter().map(|t| t.largest_user_key()).max() {
             st.cursors[c.level] = last.to_vec();
         }
-        let v = st.version.apply(&numbers, added);
+        let v = st
+            .version
+            .apply(&numbers, added)
+            .with_range_tombstones(&[], &edit.deleted_range_tombstones);
         st.install_version(v, &self.opts);
         Ok(())
     }

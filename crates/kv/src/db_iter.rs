@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::iterator::InternalIterator;
 use crate::key::{parse_internal_key, seek_key, user_key, ValueKind};
 use crate::merge::MergingIterator;
+use crate::range_del::RangeTombstoneSet;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ enum Direction {
 pub struct DbIterator {
     /// Keeps the memtables and tables (and so their files) alive while the cursor lives.
     _sources: Arc<SuperVersion>,
+    /// Range deletes to apply (those newer than `seq` are ignored by lookups).
+    tombstones: RangeTombstoneSet,
     merged: MergingIterator,
     seq: u64,
     direction: Direction,
@@ -45,6 +48,7 @@ impl DbIterator {
     pub(crate) fn new(sources: Arc<SuperVersion>, seq: u64) -> Self {
         DbIterator {
             merged: MergingIterator::new(sources.iterators()),
+            tombstones: sources.range_tombstones(),
             _sources: sources,
             seq,
             direction: Direction::Forward,
@@ -140,6 +144,18 @@ impl DbIterator {
         self.find_prev()
     }
 
+    /// A version covered by a range delete visible to this iterator counts as deleted.
+    fn effective_kind(&self, user_key: &[u8], seq: u64, kind: ValueKind) -> ValueKind {
+        if kind == ValueKind::Value
+            && !self.tombstones.is_empty()
+            && self.tombstones.covering_seq(user_key, self.seq) > seq
+        {
+            ValueKind::Deletion
+        } else {
+            kind
+        }
+    }
+
     /// Forward: positions at the newest visible version of the first user key after
     /// `skip` (or at the cursor) that is not deleted.
     fn find_next(&mut self, skip: Option<&[u8]>) -> Result<()> {
@@ -149,7 +165,7 @@ impl DbIterator {
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
             let hidden = p.seq > self.seq || skip.as_deref().is_some_and(|s| p.user_key <= s);
             if !hidden {
-                match p.kind {
+                match self.effective_kind(p.user_key, p.seq, p.kind) {
                     ValueKind::Deletion => skip = Some(p.user_key.to_vec()),
                     ValueKind::Value => {
                         self.key.clear();
@@ -178,7 +194,7 @@ impl DbIterator {
                 if have_value && p.user_key < self.key.as_slice() {
                     break;
                 }
-                match p.kind {
+                match self.effective_kind(p.user_key, p.seq, p.kind) {
                     ValueKind::Deletion => have_value = false,
                     ValueKind::Value => {
                         self.key.clear();
@@ -378,11 +394,11 @@ mod tests {
         new.add(5, ValueKind::Value, b"c", b"c5");
         new.add(6, ValueKind::Value, b"d", b"d6");
         new.add(9, ValueKind::Value, b"e", b"future");
-        let sources = Arc::new(SuperVersion {
-            mem: new.clone(),
-            imm: vec![old.clone()],
-            version: Arc::new(crate::version::Version::default()),
-        });
+        let sources = Arc::new(SuperVersion::new(
+            new.clone(),
+            vec![old.clone()],
+            Arc::new(crate::version::Version::default()),
+        ));
         let mk = |seq| DbIterator::new(sources.clone(), seq);
         let mut it = mk(6);
         it.seek_to_first().unwrap();

@@ -62,6 +62,17 @@ pub fn seek_key(user_key: &[u8], seq: u64) -> Vec<u8> {
     internal_key(user_key, seq, ValueKind::FOR_SEEK)
 }
 
+/// The newest version of a key found by a point lookup in one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// Value or tombstone.
+    pub kind: ValueKind,
+    /// Sequence number of that version.
+    pub seq: u64,
+    /// The value (empty for a tombstone).
+    pub value: Vec<u8>,
+}
+
 /// A decoded internal key borrowing from its encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParsedKey<'a> {

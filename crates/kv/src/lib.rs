@@ -40,6 +40,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod merge;
 pub mod options;
+pub mod range_del;
 pub mod sstable;
 pub mod table_cache;
 pub mod version;

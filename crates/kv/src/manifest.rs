@@ -11,8 +11,9 @@ use crate::coding::{put_length_prefixed, put_varint32, put_varint64, Decoder};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{current_path, manifest_path, parse_file_name, temp_path, FileType};
 use crate::fs::FileSystem;
+use crate::range_del::RangeTombstone;
 use crate::wal::{LogReader, LogWriter, TailPolicy, MANIFEST_MAGIC};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 /// Number of levels of the LSM tree; levels are numbered `0..MAX_LEVELS`.
@@ -25,6 +26,8 @@ mod tag {
     pub const LAST_SEQUENCE: u64 = 3;
     pub const NEW_FILE: u64 = 4;
     pub const DELETED_FILE: u64 = 5;
+    pub const NEW_RANGE_TOMBSTONE: u64 = 6;
+    pub const DELETED_RANGE_TOMBSTONE: u64 = 7;
 }
 
 /// What the manifest knows about one table.
@@ -62,6 +65,10 @@ pub struct VersionEdit {
     pub new_files: Vec<(u32, FileMeta)>,
     /// Tables removed: (level, file number).
     pub deleted_files: Vec<(u32, u64)>,
+    /// Range deletes that moved out of a flushed memtable.
+    pub new_range_tombstones: Vec<RangeTombstone>,
+    /// Range deletes no longer needed (no table holds older data in their range).
+    pub deleted_range_tombstones: Vec<RangeTombstone>,
 }
 
 fn corrupt_edit(file_name: &str, offset: u64, pos: usize, what: &str) -> Error {
@@ -92,6 +99,14 @@ impl VersionEdit {
             put_varint64(&mut out, tag::DELETED_FILE);
             put_varint32(&mut out, *level);
             put_varint64(&mut out, *number);
+        }
+        for t in &self.deleted_range_tombstones {
+            put_varint64(&mut out, tag::DELETED_RANGE_TOMBSTONE);
+            t.encode_to(&mut out);
+        }
+        for t in &self.new_range_tombstones {
+            put_varint64(&mut out, tag::NEW_RANGE_TOMBSTONE);
+            t.encode_to(&mut out);
         }
         for (level, f) in &self.new_files {
             put_varint64(&mut out, tag::NEW_FILE);
@@ -144,6 +159,15 @@ impl VersionEdit {
                     let meta = decode_file_meta(&mut d).ok_or_else(|| bad("truncated new file"))?;
                     edit.new_files.push((level, meta));
                 }
+                tag::NEW_RANGE_TOMBSTONE | tag::DELETED_RANGE_TOMBSTONE => {
+                    let t_ = RangeTombstone::decode_from(&mut d)
+                        .ok_or_else(|| bad("truncated range tombstone"))?;
+                    if t == tag::NEW_RANGE_TOMBSTONE {
+                        edit.new_range_tombstones.push(t_);
+                    } else {
+                        edit.deleted_range_tombstones.push(t_);
+                    }
+                }
                 other => return Err(bad(&format!("unknown tag {other}"))),
             }
         }
@@ -186,6 +210,8 @@ pub struct ManifestState {
     pub last_sequence: u64,
     /// Live tables per level (`MAX_LEVELS` entries), keyed by file number.
     pub levels: Vec<BTreeMap<u64, FileMeta>>,
+    /// Live range deletes.
+    pub range_tombstones: BTreeSet<RangeTombstone>,
 }
 
 impl Default for ManifestState {
@@ -195,6 +221,7 @@ impl Default for ManifestState {
             next_file_number: 0,
             last_sequence: 0,
             levels: vec![BTreeMap::new(); MAX_LEVELS],
+            range_tombstones: BTreeSet::new(),
         }
     }
 }
@@ -250,6 +277,14 @@ impl ManifestState {
                 )));
             }
         }
+        for t in &edit.deleted_range_tombstones {
+            if !self.range_tombstones.contains(t) {
+                return Err(bad(format!(
+                    "deletes range tombstone @{} which is not live",
+                    t.seq
+                )));
+            }
+        }
         if let Some(v) = edit.log_number {
             self.log_number = v;
         }
@@ -265,6 +300,11 @@ impl ManifestState {
         for (level, meta) in &edit.new_files {
             self.levels[*level as usize].insert(meta.number, meta.clone());
         }
+        for t in &edit.deleted_range_tombstones {
+            self.range_tombstones.remove(t);
+        }
+        self.range_tombstones
+            .extend(edit.new_range_tombstones.iter().cloned());
         Ok(())
     }
 
@@ -282,6 +322,8 @@ impl ManifestState {
                 .flat_map(|(level, files)| files.values().map(move |f| (level as u32, f.clone())))
                 .collect(),
             deleted_files: Vec::new(),
+            new_range_tombstones: self.range_tombstones.iter().cloned().collect(),
+            deleted_range_tombstones: Vec::new(),
         }
     }
 

@@ -6,12 +6,13 @@
 
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::{self, compare_internal, internal_key, ValueKind};
+use crate::key::{self, compare_internal, internal_key, Lookup, ValueKind};
+use crate::range_del::RangeTombstone;
 use crossbeam_skiplist::SkipMap;
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// Bookkeeping bytes charged per entry on top of key and value (skiplist node, tower, Vecs).
 const ENTRY_OVERHEAD: usize = 64;
@@ -36,6 +37,8 @@ impl PartialOrd for MemKey {
 #[derive(Debug)]
 pub struct Memtable {
     map: SkipMap<MemKey, Vec<u8>>,
+    /// Range deletes received (few; readers copy them when they start).
+    range_tombstones: RwLock<Vec<RangeTombstone>>,
     size: AtomicUsize,
     largest_seq: AtomicU64,
 }
@@ -51,6 +54,7 @@ impl Memtable {
     pub fn new() -> Self {
         Memtable {
             map: SkipMap::new(),
+            range_tombstones: RwLock::new(Vec::new()),
             size: AtomicUsize::new(0),
             largest_seq: AtomicU64::new(0),
         }
@@ -67,12 +71,59 @@ impl Memtable {
         self.map.insert(MemKey(k), value.to_vec());
     }
 
-    /// The newest version of `user_key` with sequence number `<= seq`: its kind and value.
-    pub fn get(&self, user_key: &[u8], seq: u64) -> Option<(ValueKind, Vec<u8>)> {
+    /// Inserts every entry of a committed batch (its sequence number is set).
+    pub fn apply_batch(&self, batch: &crate::batch::WriteBatch) {
+        for (seq, e) in (batch.sequence()..).zip(batch.iter()) {
+            match e {
+                crate::batch::BatchEntry::DeleteRange { start, end } => {
+                    self.add_range_tombstone(seq, start, end)
+                }
+                other => {
+                    if let Some((kind, key, value)) = other.as_point() {
+                        self.add(seq, kind, key, value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a delete of `[start, end)` at `seq`.
+    pub fn add_range_tombstone(&self, seq: u64, start: &[u8], end: &[u8]) {
+        self.size.fetch_add(
+            start.len() + end.len() + ENTRY_OVERHEAD,
+            AtomicOrdering::Relaxed,
+        );
+        self.largest_seq.fetch_max(seq, AtomicOrdering::Relaxed);
+        let t = RangeTombstone {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            seq,
+        };
+        self.range_tombstones
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t);
+    }
+
+    /// The range deletes received so far.
+    pub fn range_tombstones(&self) -> Vec<RangeTombstone> {
+        self.range_tombstones
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The newest version of `user_key` with sequence number `<= seq` (range deletes are
+    /// the caller's to apply).
+    pub fn get(&self, user_key: &[u8], seq: u64) -> Option<Lookup> {
         let target = MemKey(key::seek_key(user_key, seq));
         let entry = self.map.lower_bound(Bound::Included(&target))?;
         let p = key::parse_internal_key(&entry.key().0)?;
-        (p.user_key == user_key).then(|| (p.kind, entry.value().clone()))
+        (p.user_key == user_key).then(|| Lookup {
+            kind: p.kind,
+            seq: p.seq,
+            value: entry.value().clone(),
+        })
     }
 
     /// Approximate memory used, in bytes.
@@ -85,9 +136,19 @@ impl Memtable {
         self.map.len()
     }
 
-    /// True if nothing was inserted.
+    /// True if the memtable holds point entries (puts or deletes).
+    pub fn has_entries(&self) -> bool {
+        !self.map.is_empty()
+    }
+
+    /// True if nothing was inserted (no entry, no range delete).
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+            && self
+                .range_tombstones
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
     }
 
     /// Largest sequence number inserted (0 if empty).
@@ -210,9 +271,16 @@ mod tests {
         m.add(2, ValueKind::Value, b"a", b"a2");
         m.add(3, ValueKind::Deletion, b"a", b"");
         m.add(4, ValueKind::Value, b"b", b"b4");
-        assert_eq!(m.get(b"a", 1), Some((ValueKind::Value, b"a1".to_vec())));
-        assert_eq!(m.get(b"a", 2), Some((ValueKind::Value, b"a2".to_vec())));
-        assert_eq!(m.get(b"a", 9).map(|x| x.0), Some(ValueKind::Deletion));
+        let v = |x: Option<Lookup>| x.map(|l| (l.kind, l.seq, l.value));
+        assert_eq!(
+            v(m.get(b"a", 1)),
+            Some((ValueKind::Value, 1, b"a1".to_vec()))
+        );
+        assert_eq!(
+            v(m.get(b"a", 2)),
+            Some((ValueKind::Value, 2, b"a2".to_vec()))
+        );
+        assert_eq!(m.get(b"a", 9).map(|x| x.kind), Some(ValueKind::Deletion));
         assert_eq!(m.get(b"b", 3), None);
         assert_eq!(m.get(b"c", 9), None);
         assert_eq!(m.get(b"", 9), None);

@@ -209,7 +209,7 @@ mod tests {
         let t2 = tc.get(7, size).unwrap();
         assert!(Arc::ptr_eq(&t1, &t2));
         assert_eq!(
-            t1.get(b"k00042", 5).unwrap(),
+            t1.get(b"k00042", 5).unwrap().map(|l| (l.kind, l.value)),
             Some((ValueKind::Value, b"v7-42".to_vec()))
         );
         assert!(t1.cache_id().is_some());
@@ -236,7 +236,7 @@ mod tests {
                 let n = i as u64 + 1;
                 let t = tc.get(n, *size).unwrap();
                 assert_eq!(
-                    t.get(b"k00003", 5).unwrap(),
+                    t.get(b"k00003", 5).unwrap().map(|l| (l.kind, l.value)),
                     Some((ValueKind::Value, format!("v{n}-3").into_bytes())),
                     "round {round} table {n}"
                 );
@@ -269,7 +269,7 @@ mod tests {
         }
         assert_eq!(n, 500);
         assert_eq!(
-            t.get(b"k00499", 5).unwrap(),
+            t.get(b"k00499", 5).unwrap().map(|l| (l.kind, l.value)),
             Some((ValueKind::Value, b"v3-499".to_vec()))
         );
         // The cache itself no longer finds it.
@@ -327,7 +327,10 @@ mod tests {
                         let table = tc.get(n, sizes[n as usize - 1]).unwrap();
                         let k = format!("k{:05}", i % 50);
                         assert_eq!(
-                            table.get(k.as_bytes(), 5).unwrap(),
+                            table
+                                .get(k.as_bytes(), 5)
+                                .unwrap()
+                                .map(|l| (l.kind, l.value)),
                             Some((ValueKind::Value, format!("v{n}-{}", i % 50).into_bytes()))
                         );
                     }

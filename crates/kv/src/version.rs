@@ -8,8 +8,9 @@
 use crate::error::{IoContext, Result};
 use crate::fs::FileSystem;
 use crate::iterator::InternalIterator;
-use crate::key::{compare_internal, user_key, ValueKind};
+use crate::key::{compare_internal, user_key, Lookup};
 use crate::manifest::FileMeta;
+use crate::range_del::{RangeTombstone, RangeTombstoneSet};
 use crate::sstable::{Table, TableIterator};
 use crate::table_cache::TableCache;
 use std::cmp::Ordering;
@@ -110,12 +111,15 @@ impl Drop for TableHandle {
 pub struct Version {
     /// `levels[0]` newest first (its tables overlap); deeper levels sorted by key, disjoint.
     pub levels: Vec<Vec<Arc<TableHandle>>>,
+    /// Range deletes that may still hide data in these tables.
+    pub range_tombstones: RangeTombstoneSet,
 }
 
 impl Default for Version {
     fn default() -> Self {
         Version {
             levels: vec![Vec::new(); NUM_LEVELS],
+            range_tombstones: RangeTombstoneSet::default(),
         }
     }
 }
@@ -147,6 +151,38 @@ impl Version {
         v
     }
 
+    /// A copy with range tombstones added and removed.
+    pub fn with_range_tombstones(
+        &self,
+        add: &[RangeTombstone],
+        remove: &[RangeTombstone],
+    ) -> Version {
+        let mut v = self.clone();
+        if !remove.is_empty() {
+            v.range_tombstones = v.range_tombstones.without(remove);
+        }
+        if !add.is_empty() {
+            v.range_tombstones = v.range_tombstones.with(add.iter().cloned());
+        }
+        v
+    }
+
+    /// Range tombstones no table needs any more: no table overlapping the range holds data
+    /// older than the tombstone.
+    pub fn obsolete_range_tombstones(&self) -> Vec<RangeTombstone> {
+        self.range_tombstones
+            .iter()
+            .filter(|t| {
+                !self.all_tables().any(|f| {
+                    f.meta.smallest_seq < t.seq
+                        && f.smallest_user_key() < t.end.as_slice()
+                        && t.start.as_slice() <= f.largest_user_key()
+                })
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Restores the level's invariant order.
     pub fn sort_level(&mut self, level: usize) {
         let files = &mut self.levels[level];
@@ -160,8 +196,9 @@ impl Version {
         }
     }
 
-    /// The newest version of `key` visible at `seq` among the tables.
-    pub fn get(&self, key: &[u8], seq: u64) -> Result<Option<(ValueKind, Vec<u8>)>> {
+    /// The newest version of `key` visible at `seq` among the tables (range tombstones are
+    /// the caller's to apply).
+    pub fn get(&self, key: &[u8], seq: u64) -> Result<Option<Lookup>> {
         for (level, files) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in files.iter().filter(|t| t.covers(key)) {

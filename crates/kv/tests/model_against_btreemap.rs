@@ -35,6 +35,8 @@ enum Op {
     CompactRange(u16, u16),
     /// Manual compaction of everything.
     CompactAll,
+    /// Range delete between two keys.
+    DeleteRange(u16, u16),
 }
 
 fn key(k: u16) -> Vec<u8> {
@@ -69,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::DropSnapshot),
         1 => (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Op::CompactRange(a, b)),
         1 => Just(Op::CompactAll),
+        3 => (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Op::DeleteRange(a, b)),
     ]
 }
 
@@ -181,6 +184,12 @@ fn run(ops: Vec<Op>) {
                 d.compact_range(lo..hi).expect("compact_range");
             }
             Op::CompactAll => d.compact_range::<&[u8]>(..).expect("compact all"),
+            Op::DeleteRange(a, b) => {
+                let (x, y) = (key(a), key(b));
+                let (lo, hi) = if x <= y { (x, y) } else { (y, x) };
+                d.delete_range(&lo, &hi).expect("delete_range");
+                model.retain(|k, _| !(*k >= lo && *k < hi));
+            }
             Op::Reopen => {
                 // Snapshots do not survive a reopen.
                 snaps.clear();

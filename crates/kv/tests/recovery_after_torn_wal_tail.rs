@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use strata_kv::batch::BatchEntry;
 use strata_kv::fs::{CrashMode, FileSystem, MemFs};
 use strata_kv::wal::{LogReader, WAL_MAGIC};
 use strata_kv::{Db, Options, WalRecoveryMode, WriteBatch, WriteOptions};
@@ -26,6 +27,10 @@ fn batch(i: usize) -> WriteBatch {
     if i > 2 {
         b.delete(format!("b{:02}-0", i - 2));
     }
+    if i > 5 {
+        // Keys b{i-5}-1 and b{i-5}-2 (if written) go in one range delete.
+        b.delete_range(format!("b{:02}-1", i - 5), format!("b{:02}-3", i - 5));
+    }
     b
 }
 
@@ -33,10 +38,17 @@ fn expected_after(n: usize) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut m = BTreeMap::new();
     for i in 0..n {
         for e in batch(i).iter() {
-            match e.kind {
-                strata_kv::key::ValueKind::Value => m.insert(e.key.to_vec(), e.value.to_vec()),
-                strata_kv::key::ValueKind::Deletion => m.remove(e.key),
-            };
+            match e {
+                BatchEntry::Put { key, value } => {
+                    m.insert(key.to_vec(), value.to_vec());
+                }
+                BatchEntry::Delete { key } => {
+                    m.remove(key);
+                }
+                BatchEntry::DeleteRange { start, end } => {
+                    m.retain(|k: &Vec<u8>, _| !(k.as_slice() >= start && k.as_slice() < end));
+                }
+            }
         }
     }
     m

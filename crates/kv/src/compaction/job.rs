@@ -125,8 +125,19 @@ fn merge(c: &Compaction, ctx: &JobContext<'_>, written: &mut Vec<PathBuf>) -> Re
             last_stripe = usize::MAX;
         }
         let s = stripe(p.seq, &ctx.snapshots);
+        // The newest snapshot of this stripe (or the latest state) sees the same versions
+        // as every reader of the stripe.
+        let stripe_top = ctx.snapshots.get(s).copied().unwrap_or(u64::MAX);
         let drop = if s == last_stripe {
             // A newer version in the same stripe hides this one from every reader.
+            true
+        } else if ctx
+            .version
+            .range_tombstones
+            .covering_seq(p.user_key, stripe_top)
+            > p.seq
+        {
+            // A range delete that every reader of this stripe sees covers it.
             true
         } else {
             // A tombstone no snapshot needs, with nothing below to hide, hides nothing.

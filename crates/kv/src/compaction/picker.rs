@@ -71,6 +71,27 @@ pub fn compaction_for(
     Some(c)
 }
 
+/// Builds a rewrite of `inputs` (tables of `level` >= 1) into the same level: how a manual
+/// compaction reclaims the space of tombstones and old versions in the deepest level,
+/// where no compaction from above reaches. `None` if any input is busy.
+pub fn rewrite_in_place(
+    level: usize,
+    inputs: Vec<Arc<TableHandle>>,
+    busy: &HashSet<u64>,
+) -> Option<Compaction> {
+    let c = Compaction {
+        level,
+        output_level: level,
+        inputs,
+        output_level_inputs: Vec::new(),
+        reason: CompactionReason::Manual,
+    };
+    if c.input_numbers().any(|n| busy.contains(&n)) {
+        return None;
+    }
+    Some(c)
+}
+
 /// The most urgent compaction that touches no busy table, if any level needs one.
 /// `cursors[level]` remembers where the last compaction of a level ended, so that levels
 /// are compacted round-robin across their key range (as LevelDB does).

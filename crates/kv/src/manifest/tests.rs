@@ -58,16 +58,39 @@ fn arb_edit() -> impl Strategy<Value = VersionEdit> {
         proptest::option::of(any::<u64>()),
         proptest::collection::vec((0..MAX_LEVELS as u32, arb_meta()), 0..5),
         proptest::collection::vec((0..MAX_LEVELS as u32, any::<u64>()), 0..5),
+        proptest::collection::vec(arb_tombstone(), 0..3),
+        proptest::collection::vec(arb_tombstone(), 0..3),
     )
         .prop_map(
-            |(log_number, next_file_number, last_sequence, new_files, deleted_files)| VersionEdit {
+            |(
                 log_number,
                 next_file_number,
                 last_sequence,
                 new_files,
                 deleted_files,
+                new_rt,
+                del_rt,
+            )| {
+                VersionEdit {
+                    log_number,
+                    next_file_number,
+                    last_sequence,
+                    new_files,
+                    deleted_files,
+                    new_range_tombstones: new_rt,
+                    deleted_range_tombstones: del_rt,
+                }
             },
         )
+}
+
+fn arb_tombstone() -> impl Strategy<Value = crate::range_del::RangeTombstone> {
+    (
+        proptest::collection::vec(any::<u8>(), 0..8),
+        proptest::collection::vec(any::<u8>(), 0..8),
+        any::<u64>(),
+    )
+        .prop_map(|(start, end, seq)| crate::range_del::RangeTombstone { start, end, seq })
 }
 
 proptest! {

@@ -8,7 +8,7 @@ use crate::cache::BlockCache;
 use crate::error::{Error, IoContext, Result};
 use crate::fs::RandomAccessFile;
 use crate::iterator::InternalIterator;
-use crate::key::{compare_internal, parse_internal_key, seek_key, user_key, ValueKind};
+use crate::key::{compare_internal, parse_internal_key, seek_key, user_key, Lookup};
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -223,9 +223,9 @@ impl Table {
     }
 
     /// The newest entry for `user_key` with sequence number `<= seq`: its kind (a
-    /// tombstone is `ValueKind::Deletion`) and value, or `None` if the table has no such
-    /// entry.
-    pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<(ValueKind, Vec<u8>)>> {
+    /// tombstone is `ValueKind::Deletion`), sequence number and value, or `None` if the
+    /// table has no such entry.
+    pub fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<Lookup>> {
         if !self.in_range(user_key) {
             return Ok(None);
         }
@@ -250,7 +250,11 @@ impl Table {
                     Error::corruption(&*self.file_name, handle.offset, "bad internal key")
                 })?;
                 if parsed.user_key == user_key {
-                    return Ok(Some((parsed.kind, it.value().to_vec())));
+                    return Ok(Some(Lookup {
+                        kind: parsed.kind,
+                        seq: parsed.seq,
+                        value: it.value().to_vec(),
+                    }));
                 }
                 return Ok(None);
             }
