@@ -38,6 +38,9 @@ enum InspectCommand {
     },
     /// A manifest (MANIFEST-*): every version edit.
     Manifest { file: PathBuf },
+    /// A database directory: opens it (recovering it if needed; the directory must not be
+    /// in use) and prints its levels, sizes, caches and counters.
+    DataDir { dir: PathBuf },
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
@@ -47,6 +50,16 @@ pub fn run(args: InspectArgs) -> Result<()> {
         InspectCommand::Sst { file, summary } => sst(&mut out, &file, summary)?,
         InspectCommand::Wal { file, summary } => wal(&mut out, &file, summary)?,
         InspectCommand::Manifest { file } => manifest(&mut out, &file)?,
+        InspectCommand::DataDir { dir } => {
+            let opts = strata_kv::Options {
+                create_if_missing: false,
+                ..strata_kv::Options::default()
+            };
+            let db = strata_kv::Db::open(&dir, opts)
+                .with_context(|| format!("opening database {}", dir.display()))?;
+            crate::report::print_stats(&mut out, &db.stats())?;
+            db.close()?;
+        }
     }
     out.flush()?;
     Ok(())
@@ -194,6 +207,24 @@ fn manifest(out: &mut impl Write, path: &Path) -> Result<()> {
         }
         for (level, n) in &edit.deleted_files {
             writeln!(out, "  delete L{level} table {n:06}")?;
+        }
+        for t in &edit.new_range_tombstones {
+            writeln!(
+                out,
+                "  add range delete [{}, {}) @{}",
+                escape(&t.start),
+                escape(&t.end),
+                t.seq
+            )?;
+        }
+        for t in &edit.deleted_range_tombstones {
+            writeln!(
+                out,
+                "  drop range delete [{}, {}) @{}",
+                escape(&t.start),
+                escape(&t.end),
+                t.seq
+            )?;
         }
     }
     Ok(())

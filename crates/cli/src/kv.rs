@@ -64,6 +64,17 @@ enum KvCommand {
     },
     /// Flush the memtable to a table.
     Flush,
+    /// Delete every key in [START, END) with one range tombstone.
+    DeleteRange { start: String, end: String },
+    /// Compact the tables holding keys in [--start, --end) (default: everything).
+    Compact {
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// Write a consistent copy of the database into a new directory (tables hard-linked).
+    Checkpoint { target: PathBuf },
     /// Print the engine's figures.
     Stats,
 }
@@ -141,27 +152,24 @@ fn command(db: &Db, command: KvCommand) -> Result<()> {
             eprintln!("loaded {n} entries");
         }
         KvCommand::Flush => db.flush()?,
-        KvCommand::Stats => {
-            let s = db.stats();
-            writeln!(out, "last_sequence        {}", s.last_sequence)?;
-            writeln!(out, "memtable_bytes       {}", s.memtable_bytes)?;
-            for (level, (files, bytes)) in s
-                .files_per_level
-                .iter()
-                .zip(&s.bytes_per_level)
-                .enumerate()
-                .filter(|(_, (f, _))| **f > 0)
-            {
-                writeln!(
-                    out,
-                    "L{level}                   {files} tables, {bytes} bytes"
-                )?;
-            }
-            writeln!(
-                out,
-                "tables_bytes         {}",
-                s.bytes_per_level.iter().sum::<u64>()
-            )?;
+        KvCommand::Stats => crate::report::print_stats(&mut out, &db.stats())?,
+        KvCommand::DeleteRange { start, end } => {
+            db.delete_range(unescape(&start)?, unescape(&end)?)?
+        }
+        KvCommand::Compact { start, end } => {
+            let lo = start.map(|s| unescape(&s)).transpose()?;
+            let hi = end.map(|s| unescape(&s)).transpose()?;
+            let range = (
+                lo.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Included),
+                hi.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+            );
+            db.compact_range::<Vec<u8>>(range)?;
+            crate::report::print_stats(&mut out, &db.stats())?;
+        }
+        KvCommand::Checkpoint { target } => {
+            db.checkpoint(&target)
+                .with_context(|| format!("checkpoint into {}", target.display()))?;
+            eprintln!("checkpoint written to {}", target.display());
         }
     }
     out.flush()?;

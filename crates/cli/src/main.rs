@@ -3,6 +3,7 @@
 mod bench;
 mod inspect;
 mod kv;
+mod report;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -32,6 +33,7 @@ fn main() -> std::process::ExitCode {
             EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,

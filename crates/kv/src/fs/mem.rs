@@ -342,6 +342,19 @@ impl FileSystem for MemFs {
         Ok(())
     }
 
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut s = lock(&self.state);
+        let f = s.files.get(from).cloned().ok_or_else(|| not_found(from))?;
+        if s.files.contains_key(to) {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "link target exists",
+            ));
+        }
+        s.files.insert(to.to_path_buf(), f);
+        Ok(())
+    }
+
     fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
         let s = lock(&self.state);
         if !s.dirs.contains(dir) {

@@ -98,6 +98,17 @@ impl FileSystem for PosixFs {
         fs::create_dir_all(dir)
     }
 
+    fn link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match fs::hard_link(from, to) {
+            Ok(()) => Ok(()),
+            // Another filesystem (EXDEV) or no hard links: copy instead.
+            Err(_) => {
+                fs::copy(from, to)?;
+                File::open(to)?.sync_all()
+            }
+        }
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
