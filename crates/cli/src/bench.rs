@@ -78,7 +78,7 @@ pub struct KvBenchArgs {
     /// Bloom filter bits per key (0: no filter).
     #[arg(long = "bloom_bits", default_value_t = 10)]
     pub bloom_bits: u32,
-    /// Block cache bytes; accepted for compatibility, the engine has no block cache yet.
+    /// Block cache bytes (-1: the engine's default, 32 MiB).
     #[arg(long = "cache_size", default_value_t = -1, allow_negative_numbers = true)]
     pub cache_size: i64,
     /// Memtable bytes before it is frozen and flushed.
@@ -641,6 +641,9 @@ fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<Db> {
     };
     opts.table.compression = cfg.compression_type;
     opts.table.bloom_bits_per_key = cfg.bloom_bits;
+    if let Ok(bytes) = usize::try_from(cfg.cache_size) {
+        opts.block_cache_size = bytes;
+    }
     Db::open(dir, opts).with_context(|| format!("opening database {}", dir.display()))
 }
 
@@ -775,13 +778,6 @@ fn print_header(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<()> {
             "WARNING: Optimization is disabled: benchmarks unnecessarily slow"
         )?;
     }
-    if cfg.cache_size >= 0 {
-        writeln!(
-            out,
-            "NOTE: --cache_size={} ignored: the engine has no block cache yet",
-            cfg.cache_size
-        )?;
-    }
     writeln!(out, "------------------------------------------------")?;
     Ok(())
 }
@@ -790,34 +786,14 @@ fn print_stats(db: &Db, dir: &Path, out: &mut dyn Write) -> Result<()> {
     let s = db.stats();
     writeln!(out, "------------------------------------------------")?;
     writeln!(out, "Engine stats (since the database was last opened):")?;
-    writeln!(out, "  Level  Files      Size(MiB)")?;
-    for (level, (files, bytes)) in s.files_per_level.iter().zip(&s.bytes_per_level).enumerate() {
-        if *files > 0 {
-            writeln!(out, "  L{level:<5} {files:>5} {:>14.1}", mib(*bytes))?;
-        }
+    let mut table = Vec::new();
+    crate::report::print_stats(&mut table, &s)?;
+    for line in String::from_utf8_lossy(&table).lines() {
+        writeln!(out, "  {line}")?;
     }
-    let total_files: usize = s.files_per_level.iter().sum();
-    let total_bytes: u64 = s.bytes_per_level.iter().sum();
-    writeln!(out, "  Total  {total_files:>5} {:>14.1}", mib(total_bytes))?;
     writeln!(
         out,
-        "  Memtables: active {:.1} MiB, {} immutable ({:.1} MiB)",
-        mib(s.memtable_bytes),
-        s.immutable_memtables,
-        mib(s.immutable_bytes)
-    )?;
-    writeln!(
-        out,
-        "  Written: user {:.1} MiB, WAL {:.1} MiB, flushes {:.1} MiB ({} flushes)",
-        mib(s.user_bytes_written),
-        mib(s.wal_bytes_written),
-        mib(s.flush_bytes_written),
-        s.flushes
-    )?;
-    writeln!(out, "  Write amplification: {:.2}", s.write_amplification())?;
-    writeln!(
-        out,
-        "  Writes: {} in {} write groups ({:.2} writes/group), {} WAL syncs",
+        "  writes/group             {} writes in {} groups ({:.2} per group), {} WAL syncs, {} flushes",
         s.writes,
         s.write_groups,
         if s.write_groups == 0 {
@@ -825,22 +801,9 @@ fn print_stats(db: &Db, dir: &Path, out: &mut dyn Write) -> Result<()> {
         } else {
             s.writes as f64 / s.write_groups as f64
         },
-        s.wal_syncs
+        s.wal_syncs,
+        s.flushes
     )?;
-    writeln!(
-        out,
-        "  Stalls: {} ({:.3} s)",
-        s.stalls,
-        s.stall_micros as f64 / 1e6
-    )?;
-    writeln!(
-        out,
-        "  Bloom filter: {} checks, {} useful",
-        s.bloom_checked, s.bloom_useful
-    )?;
-    if let Some(e) = &s.background_error {
-        writeln!(out, "  Background error: {e}")?;
-    }
     let (bytes, files) = dir_size(dir);
     writeln!(
         out,
