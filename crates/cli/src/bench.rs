@@ -1141,7 +1141,7 @@ mod tests {
         assert!(out.contains("readrandom   : "), "{out}");
         assert!(out.contains("(2000 of 2000 found)"), "{out}");
         assert!(out.contains("P99.9:"), "{out}");
-        assert!(out.contains("Write amplification"), "{out}");
+        assert!(out.contains("write amplification"), "{out}");
         assert!(out.contains("Peak RSS"), "{out}");
 
         // Reuse the database: fills are skipped, reads see fillsync's 2 entries.
