@@ -86,8 +86,13 @@ pub fn print_stats(out: &mut impl Write, s: &DbStats) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "bloom filters            {} checks, {} useful",
-        s.bloom_checked, s.bloom_useful
+        "bloom filters            {} checks, {} useful, {} false positives",
+        s.bloom_checked, s.bloom_useful, s.bloom_false_positives
+    )?;
+    writeln!(
+        out,
+        "read from tables         {:.2} MiB",
+        mib(s.table_bytes_read)
     )?;
     writeln!(out, "snapshots                {}", s.snapshots)?;
     if let Some(e) = &s.background_error {

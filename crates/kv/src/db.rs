@@ -306,6 +306,10 @@ pub struct DbStats {
     pub bloom_checked: u64,
     /// Bloom filter checks that ruled a table out (no block read).
     pub bloom_useful: u64,
+    /// Bloom filter checks that let a read through to a table without the key.
+    pub bloom_false_positives: u64,
+    /// Bytes read from table files (over the tables currently open).
+    pub table_bytes_read: u64,
     /// Block cache hits, misses and size.
     pub block_cache: BlockCacheStats,
     /// Open tables and the memory their indexes and filters take.
@@ -903,6 +907,8 @@ impl Db {
                 .sum(),
             bloom_checked: table_cache.bloom_checked,
             bloom_useful: table_cache.bloom_useful,
+            bloom_false_positives: table_cache.bloom_false_positives,
+            table_bytes_read: table_cache.bytes_read,
             block_cache: self.inner.block_cache.stats(),
             table_cache,
             background_error: st.bg_error.as_ref().map(|e| e.to_string()),

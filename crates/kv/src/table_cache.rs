@@ -35,6 +35,11 @@ pub struct TableCacheStats {
     pub bloom_checked: u64,
     /// Of those, the checks that ruled the table out (no block read).
     pub bloom_useful: u64,
+    /// Checks that let a read through to a table without the key.
+    pub bloom_false_positives: u64,
+    /// Bytes read from table files (blocks not found in the block cache), over the open
+    /// tables.
+    pub bytes_read: u64,
 }
 
 /// A bounded cache of open tables of one database directory.
@@ -149,6 +154,8 @@ impl TableCache {
             let (checked, useful) = t.filter_stats();
             st.bloom_checked += checked;
             st.bloom_useful += useful;
+            st.bloom_false_positives += t.filter_false_positives();
+            st.bytes_read += t.bytes_read();
         }
         st
     }

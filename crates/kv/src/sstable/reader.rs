@@ -37,6 +37,7 @@ pub struct Table {
     cache: Option<(Arc<BlockCache>, u64)>,
     filter_checked: AtomicU64,
     filter_useful: AtomicU64,
+    filter_false_positives: AtomicU64,
     bytes_read: AtomicU64,
 }
 
@@ -127,6 +128,7 @@ impl Table {
             cache,
             filter_checked: AtomicU64::new(0),
             filter_useful: AtomicU64::new(0),
+            filter_false_positives: AtomicU64::new(0),
             bytes_read: AtomicU64::new(bytes_read + FOOTER_LEN as u64),
         })
     }
@@ -184,6 +186,12 @@ impl Table {
             self.filter_checked.load(AtomicOrdering::Relaxed),
             self.filter_useful.load(AtomicOrdering::Relaxed),
         )
+    }
+
+    /// Point reads the filter let through although the table holds no entry for the key
+    /// (the filter's false positives, as seen by [`Table::get`]).
+    pub fn filter_false_positives(&self) -> u64 {
+        self.filter_false_positives.load(AtomicOrdering::Relaxed)
     }
 
     /// The data block at `handle`: from the block cache if it is there (unless `use` is
@@ -256,11 +264,20 @@ impl Table {
                         value: it.value().to_vec(),
                     }));
                 }
+                self.count_false_positive();
                 return Ok(None);
             }
             index_iter.next()?;
         }
+        self.count_false_positive();
         Ok(None)
+    }
+
+    fn count_false_positive(&self) {
+        if self.filter.is_some() {
+            self.filter_false_positives
+                .fetch_add(1, AtomicOrdering::Relaxed);
+        }
     }
 
     /// An iterator over all entries; it keeps the table alive. It reads data blocks
