@@ -1030,16 +1030,7 @@ fn write_table(
         let props = builder.finish()?;
         fs.sync_dir(dir)
             .context(|| format!("syncing directory {}", dir.display()))?;
-        Ok(Some(FileMeta {
-            number,
-            file_size: props.file_size,
-            smallest: props.smallest_key,
-            largest: props.largest_key,
-            smallest_seq: props.smallest_seq,
-            largest_seq: props.largest_seq,
-            num_entries: props.num_entries,
-            num_deletions: props.num_deletions,
-        }))
+        Ok(Some(FileMeta::from_properties(number, props)))
     })();
     if result.is_err() {
         // Never leave a half-written table behind; it is not in the manifest anyway.

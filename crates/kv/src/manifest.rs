@@ -51,6 +51,22 @@ pub struct FileMeta {
     pub num_deletions: u64,
 }
 
+impl FileMeta {
+    /// The record of table `number` just written, from the properties its builder returned.
+    pub fn from_properties(number: u64, props: crate::sstable::Properties) -> FileMeta {
+        FileMeta {
+            number,
+            file_size: props.file_size,
+            smallest: props.smallest_key,
+            largest: props.largest_key,
+            smallest_seq: props.smallest_seq,
+            largest_seq: props.largest_seq,
+            num_entries: props.num_entries,
+            num_deletions: props.num_deletions,
+        }
+    }
+}
+
 /// One change to the manifest state. Every field is optional; an edit sets the counters it
 /// carries, removes `deleted_files` and then adds `new_files`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -187,16 +187,7 @@ fn finish(o: Output) -> Result<FileMeta> {
     let props = o.builder.finish()?;
     tracing::trace!(table = o.number, path = %o.path.display(), bytes = props.file_size,
         "compaction output finished");
-    Ok(FileMeta {
-        number: o.number,
-        file_size: props.file_size,
-        smallest: props.smallest_key,
-        largest: props.largest_key,
-        smallest_seq: props.smallest_seq,
-        largest_seq: props.largest_seq,
-        num_entries: props.num_entries,
-        num_deletions: props.num_deletions,
-    })
+    Ok(FileMeta::from_properties(o.number, props))
 }
 
 #[cfg(test)]
