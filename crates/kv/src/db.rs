@@ -17,7 +17,7 @@
 use crate::batch::WriteBatch;
 use crate::cache::{BlockCache, BlockCacheStats};
 use crate::compaction::job::{self, JobContext};
-use crate::compaction::{picker, Compaction, CompactionReason};
+use crate::compaction::{picker, BusySet, Compaction, CompactionReason};
 use crate::db_iter::{DbIterator, Scan};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{self, FileType};
@@ -32,7 +32,7 @@ use crate::sstable::TableBuilder;
 use crate::table_cache::{TableCache, TableCacheStats};
 use crate::version::{TableHandle, Version, NUM_LEVELS};
 use crate::wal::{LogReader, LogWriter, WAL_MAGIC};
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -138,8 +138,8 @@ struct State {
     closing: bool,
     /// Closing without finishing queued flushes (a simulated crash).
     abandoned: bool,
-    /// Tables being compacted (inputs of running compactions).
-    compacting: HashSet<u64>,
+    /// Tables and output ranges of running compactions.
+    busy: BusySet,
     /// Per level: the largest user key of the last compaction, to go round-robin.
     cursors: Vec<Vec<u8>>,
 }
@@ -546,7 +546,7 @@ impl Db {
                 bg_error: None,
                 closing: false,
                 abandoned: false,
-                compacting: HashSet::new(),
+                busy: BusySet::default(),
                 cursors: vec![Vec::new(); NUM_LEVELS],
             }),
             bg_cv: Condvar::new(),
@@ -635,15 +635,15 @@ impl Db {
 
     /// The value of `key`, if any.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
-        let seq = self.inner.visible_seq.load(Ordering::Acquire);
-        self.inner.get_at(key.as_ref(), seq)
+        let (sv, seq) = self.inner.read_point();
+        self.inner.get_at(&sv, key.as_ref(), seq)
     }
 
     /// A cursor over the whole database at the current sequence number, not yet
     /// positioned: call `seek`, `seek_to_first` or `seek_to_last`.
     pub fn iter(&self) -> DbIterator {
-        let seq = self.inner.visible_seq.load(Ordering::Acquire);
-        DbIterator::new(self.inner.super_version(), seq)
+        let (sv, seq) = self.inner.read_point();
+        DbIterator::new(sv, seq)
     }
 
     /// The entries with keys in `range`, ascending. The view is consistent: writes made
@@ -692,13 +692,12 @@ impl Db {
         };
         let inner = &self.inner;
         let overlapping = |v: &Version, level: usize| -> Vec<Arc<TableHandle>> {
-            match hi {
-                Some(hi) => v.overlapping(level, lo, hi),
-                None => v.levels[level]
-                    .iter()
-                    .filter(|t| t.largest_user_key() >= lo)
-                    .cloned()
-                    .collect(),
+            // Unbounded above: up to the level's largest key, through `overlapping` so that
+            // L0's overlapping tables are taken together.
+            let top = v.levels[level].iter().map(|t| t.largest_user_key()).max();
+            match hi.or(top) {
+                Some(hi) if lo <= hi => v.overlapping(level, lo, hi),
+                _ => Vec::new(),
             }
         };
         let deepest = {
@@ -729,18 +728,18 @@ impl Db {
                         break (None, st.version.clone());
                     }
                     let picked = if in_place {
-                        picker::rewrite_in_place(level, inputs, &st.compacting)
+                        picker::rewrite_in_place(level, inputs, &st.busy)
                     } else {
                         picker::compaction_for(
                             &st.version,
                             level,
                             inputs,
-                            &st.compacting,
+                            &st.busy,
                             CompactionReason::Manual,
                         )
                     };
                     if let Some(c) = picked {
-                        st.compacting.extend(c.input_numbers());
+                        st.busy.add(&c);
                         break (Some(c), st.version.clone());
                     }
                     // Its tables are being compacted in the background: wait for that.
@@ -751,9 +750,7 @@ impl Db {
             let result = inner.run_compaction(&c, &version);
             {
                 let mut st = lock(&inner.state);
-                for n in c.input_numbers() {
-                    st.compacting.remove(&n);
-                }
+                st.busy.remove(&c);
             }
             inner.bg_cv.notify_all();
             result?;
@@ -1044,8 +1041,18 @@ impl DbInner {
         lock(&self.state).super_version.clone()
     }
 
-    fn get_at(&self, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
-        let sv = self.super_version();
+    /// The sources and the sequence number to read them at, taken together: everything up
+    /// to that number is in those sources (a flush or compaction after this moment cannot
+    /// take a version away from this reader).
+    fn read_point(&self) -> (Arc<SuperVersion>, u64) {
+        let st = lock(&self.state);
+        (
+            st.super_version.clone(),
+            self.visible_seq.load(Ordering::Acquire),
+        )
+    }
+
+    fn get_at(&self, sv: &SuperVersion, key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
         let tombstones = sv.range_tombstones();
         let found = match sv.mem.get(key, seq) {
             Some(hit) => Some(hit),
@@ -1223,7 +1230,10 @@ impl DbInner {
                 st = wait(&self.bg_cv, st);
                 continue;
             }
-            self.switch_memtable(&mut st)?;
+            // The switch does I/O (fsyncs): not under the lock readers take.
+            drop(st);
+            self.switch_memtable()?;
+            st = lock(&self.state);
         }
         if let Some(t) = stall_start {
             self.counters
@@ -1240,18 +1250,22 @@ impl DbInner {
 
     /// Leader only: freezes the memtable (if it holds anything) for the flush thread.
     fn freeze_memtable(&self) -> Result<()> {
-        let mut st = lock(&self.state);
-        st.check_writable()?;
-        if !st.mem.is_empty() {
-            self.switch_memtable(&mut st)?;
+        let empty = {
+            let st = lock(&self.state);
+            st.check_writable()?;
+            st.mem.is_empty()
+        };
+        if !empty {
+            self.switch_memtable()?;
         }
         Ok(())
     }
 
-    /// REQUIRES: leader, `state` held. Starts a new WAL segment and memtable and queues the
-    /// old memtable for flushing.
-    fn switch_memtable(&self, st: &mut State) -> Result<()> {
-        let number = st.new_file_number();
+    /// REQUIRES: leader (only the leader writes the WAL and switches memtables), `state`
+    /// not held. Syncs the current WAL segment, starts a new one and a new memtable, and
+    /// queues the old memtable for flushing.
+    fn switch_memtable(&self) -> Result<()> {
+        let number = lock(&self.state).new_file_number();
         let path = filename::wal_path(&self.dir, number);
         let result = (|| {
             let file = self
@@ -1265,13 +1279,18 @@ impl DbInner {
                 .sync_dir(&self.dir)
                 .context(|| format!("syncing directory {}", self.dir.display()))?;
             let mut wal = lock(&self.wal);
-            wal.writer.flush()?;
+            // The old segment must be durable before anything in the new one is: a synced
+            // write there must never stand after a hole in the log (recovery would refuse
+            // the damaged segment, or lose the writes before the synced one).
+            wal.writer.sync()?;
+            self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
             wal.writer = writer;
             Ok(())
         })();
+        let mut st = lock(&self.state);
         if let Err(e) = result {
             let _ = self.fs.remove_file(&path);
-            self.set_bg_error_locked(st, &e);
+            self.set_bg_error_locked(&mut st, &e);
             return Err(e);
         }
         let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
@@ -1428,14 +1447,10 @@ impl DbInner {
                         return;
                     }
                     if st.bg_error.is_none() && !self.opts.compaction.disable_auto {
-                        let picked = picker::pick(
-                            &st.version,
-                            &self.opts.compaction,
-                            &st.compacting,
-                            &st.cursors,
-                        );
+                        let picked =
+                            picker::pick(&st.version, &self.opts.compaction, &st.busy, &st.cursors);
                         if let Some(c) = picked {
-                            st.compacting.extend(c.input_numbers());
+                            st.busy.add(&c);
                             break (c, st.version.clone());
                         }
                     }
@@ -1445,9 +1460,7 @@ impl DbInner {
             let result = self.run_compaction(&c, &version);
             {
                 let mut st = lock(&self.state);
-                for n in c.input_numbers() {
-                    st.compacting.remove(&n);
-                }
+                st.busy.remove(&c);
             }
             self.bg_cv.notify_all();
             match result {
@@ -1464,7 +1477,7 @@ impl DbInner {
         let snapshots = self.snapshot_list();
         let mut manifest = lock(&self.manifest);
         let (edit, numbers, dropped) = {
-            let st = lock(&self.state);
+            let mut st = lock(&self.state);
             let mut deleted = Vec::new();
             let mut dropped = Vec::new();
             for (level, files) in st.version.levels.iter().enumerate() {
@@ -1476,7 +1489,7 @@ impl DbInner {
                     if inside
                         && t.meta.largest_seq < seq
                         && !seen_by_snapshot
-                        && !st.compacting.contains(&t.meta.number)
+                        && !st.busy.holds_table(t.meta.number)
                     {
                         deleted.push((level as u32, t.meta.number));
                         dropped.push(t.clone());
@@ -1487,6 +1500,8 @@ impl DbInner {
                 return Ok(());
             }
             let numbers: Vec<u64> = deleted.iter().map(|(_, n)| *n).collect();
+            // No compaction may pick them while the edit is being written.
+            st.busy.hold_tables(&numbers);
             let edit = VersionEdit {
                 next_file_number: Some(st.next_file_number),
                 deleted_files: deleted,
@@ -1494,8 +1509,10 @@ impl DbInner {
             };
             (edit, numbers, dropped)
         };
-        self.append_manifest(&mut manifest, &edit)?;
+        let appended = self.append_manifest(&mut manifest, &edit);
         let mut st = lock(&self.state);
+        st.busy.release_tables(&numbers);
+        appended?;
         st.manifest_state.apply(&edit, "delete_range", 0)?;
         for t in &dropped {
             t.mark_obsolete();
@@ -1518,8 +1535,8 @@ impl DbInner {
         lock(&self.snapshots).keys().copied().collect()
     }
 
-    /// Runs one compaction picked from `version` and installs its result. REQUIRES: its
-    /// tables are marked in `compacting`.
+    /// Runs one compaction picked from `version` and installs its result. REQUIRES: it is
+    /// marked in `busy`.
     fn run_compaction(&self, c: &Compaction, version: &Version) -> Result<()> {
         let started = Instant::now();
         let (deleted, added, output) = if c.is_trivial_move() {
@@ -1635,6 +1652,10 @@ impl DbInner {
     /// REQUIRES: `manifest` held. Appends `edit`, or starts a new manifest if this one is
     /// over its size limit.
     fn append_manifest(&self, manifest: &mut ManifestWriter, edit: &VersionEdit) -> Result<()> {
+        // Never write an edit that does not apply: the manifest would no longer open.
+        lock(&self.state)
+            .manifest_state
+            .check(edit, "pending edit", 0)?;
         if manifest.size() >= self.opts.max_manifest_size {
             self.roll_manifest(manifest, edit)
         } else {
@@ -1680,7 +1701,8 @@ impl Snapshot {
 
     /// The value of `key` as of the snapshot.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
-        self.inner.get_at(key.as_ref(), self.seq)
+        self.inner
+            .get_at(&self.inner.super_version(), key.as_ref(), self.seq)
     }
 
     /// A cursor over the snapshot (see [`Db::iter`]).

@@ -248,11 +248,9 @@ impl ManifestState {
         Self::default()
     }
 
-    /// Applies `edit`: sets the counters it carries, removes its deleted files, then adds
-    /// its new files. Deleting a file that is not at that level, adding a file number that
-    /// is already live (at any level), or a level out of range is [`Error::Corruption`]
-    /// naming `file_name` and `offset`; on error the state is unchanged.
-    pub fn apply(&mut self, edit: &VersionEdit, file_name: &str, offset: u64) -> Result<()> {
+    /// Checks that `edit` applies to this state (see [`ManifestState::apply`]) without
+    /// changing anything.
+    pub fn check(&self, edit: &VersionEdit, file_name: &str, offset: u64) -> Result<()> {
         let bad = |reason: String| {
             Error::corruption(
                 file_name,
@@ -260,7 +258,6 @@ impl ManifestState {
                 format!("inconsistent version edit: {reason}"),
             )
         };
-        // Validate everything first so that a failed edit changes nothing.
         let mut deleted = HashSet::new();
         for &(level, number) in &edit.deleted_files {
             let live = self
@@ -301,6 +298,16 @@ impl ManifestState {
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Applies `edit`: sets the counters it carries, removes its deleted files, then adds
+    /// its new files. Deleting a file that is not at that level, adding a file number that
+    /// is already live (at any level), or a level out of range is [`Error::Corruption`]
+    /// naming `file_name` and `offset`; on error the state is unchanged.
+    pub fn apply(&mut self, edit: &VersionEdit, file_name: &str, offset: u64) -> Result<()> {
+        // Validate everything first so that a failed edit changes nothing.
+        self.check(edit, file_name, offset)?;
         if let Some(v) = edit.log_number {
             self.log_number = v;
         }

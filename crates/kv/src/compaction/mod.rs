@@ -11,6 +11,7 @@ pub mod job;
 pub mod picker;
 
 use crate::version::TableHandle;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// One unit of compaction work.
@@ -56,6 +57,14 @@ impl Compaction {
             .map(|t| t.meta.number)
     }
 
+    /// The user-key range its outputs can cover in `output_level`.
+    pub fn output_range(&self) -> Option<(&[u8], &[u8])> {
+        let all = || self.inputs.iter().chain(&self.output_level_inputs);
+        let lo = all().map(|t| t.smallest_user_key()).min()?;
+        let hi = all().map(|t| t.largest_user_key()).max()?;
+        Some((lo, hi))
+    }
+
     /// Bytes of all input tables.
     pub fn input_bytes(&self) -> u64 {
         self.inputs
@@ -63,5 +72,71 @@ impl Compaction {
             .chain(&self.output_level_inputs)
             .map(|t| t.meta.file_size)
             .sum()
+    }
+}
+
+/// What running compactions (and range-delete table drops) hold: their input tables, and
+/// the key range each one writes into its output level. Two compactions may run at once
+/// only if they share no table and their outputs cannot overlap in a level, which keeps
+/// every level below L0 made of disjoint tables.
+#[derive(Debug, Default)]
+pub struct BusySet {
+    tables: HashSet<u64>,
+    outputs: Vec<(usize, Vec<u8>, Vec<u8>)>,
+}
+
+impl BusySet {
+    /// True if table `number` is held.
+    pub fn holds_table(&self, number: u64) -> bool {
+        self.tables.contains(&number)
+    }
+
+    /// True if `c` shares a table with, or writes a key range overlapping that of, a
+    /// running compaction.
+    pub fn conflicts(&self, c: &Compaction) -> bool {
+        if c.input_numbers().any(|n| self.tables.contains(&n)) {
+            return true;
+        }
+        let Some((lo, hi)) = c.output_range() else {
+            return false;
+        };
+        self.outputs.iter().any(|(level, l, h)| {
+            *level == c.output_level && l.as_slice() <= hi && lo <= h.as_slice()
+        })
+    }
+
+    /// Marks `c` as running.
+    pub fn add(&mut self, c: &Compaction) {
+        self.tables.extend(c.input_numbers());
+        if let Some((lo, hi)) = c.output_range() {
+            self.outputs
+                .push((c.output_level, lo.to_vec(), hi.to_vec()));
+        }
+    }
+
+    /// Marks `c` as finished.
+    pub fn remove(&mut self, c: &Compaction) {
+        for n in c.input_numbers() {
+            self.tables.remove(&n);
+        }
+        if let Some((lo, hi)) = c.output_range() {
+            if let Some(i) = self.outputs.iter().position(|(l, a, b)| {
+                *l == c.output_level && a.as_slice() == lo && b.as_slice() == hi
+            }) {
+                self.outputs.swap_remove(i);
+            }
+        }
+    }
+
+    /// Holds tables that are not part of a compaction (a range delete dropping them).
+    pub fn hold_tables(&mut self, numbers: &[u64]) {
+        self.tables.extend(numbers.iter().copied());
+    }
+
+    /// Releases what [`BusySet::hold_tables`] held.
+    pub fn release_tables(&mut self, numbers: &[u64]) {
+        for n in numbers {
+            self.tables.remove(n);
+        }
     }
 }

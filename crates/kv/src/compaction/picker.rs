@@ -1,9 +1,8 @@
 //! Choosing the next compaction by level score.
 
-use super::{Compaction, CompactionReason};
+use super::{BusySet, Compaction, CompactionReason};
 use crate::options::CompactionOptions;
 use crate::version::{TableHandle, Version, NUM_LEVELS};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Each level's compaction score; a level with a score >= 1 needs compaction. The last
@@ -53,7 +52,7 @@ pub fn compaction_for(
     v: &Version,
     level: usize,
     inputs: Vec<Arc<TableHandle>>,
-    busy: &HashSet<u64>,
+    busy: &BusySet,
     reason: CompactionReason,
 ) -> Option<Compaction> {
     let (lo, hi) = key_range(&inputs)?;
@@ -65,7 +64,7 @@ pub fn compaction_for(
         output_level_inputs,
         reason,
     };
-    if c.input_numbers().any(|n| busy.contains(&n)) {
+    if busy.conflicts(&c) {
         return None;
     }
     Some(c)
@@ -77,7 +76,7 @@ pub fn compaction_for(
 pub fn rewrite_in_place(
     level: usize,
     inputs: Vec<Arc<TableHandle>>,
-    busy: &HashSet<u64>,
+    busy: &BusySet,
 ) -> Option<Compaction> {
     let c = Compaction {
         level,
@@ -86,7 +85,7 @@ pub fn rewrite_in_place(
         output_level_inputs: Vec::new(),
         reason: CompactionReason::Manual,
     };
-    if c.input_numbers().any(|n| busy.contains(&n)) {
+    if busy.conflicts(&c) {
         return None;
     }
     Some(c)
@@ -98,7 +97,7 @@ pub fn rewrite_in_place(
 pub fn pick(
     v: &Version,
     opts: &CompactionOptions,
-    busy: &HashSet<u64>,
+    busy: &BusySet,
     cursors: &[Vec<u8>],
 ) -> Option<Compaction> {
     let scores = level_scores(v, opts);
@@ -119,7 +118,7 @@ pub fn pick(
         let start = files.partition_point(|t| t.largest_user_key() <= cursor);
         for i in (start..files.len()).chain(0..start) {
             let t = &files[i];
-            if busy.contains(&t.meta.number) {
+            if busy.holds_table(t.meta.number) {
                 continue;
             }
             if let Some(c) =
