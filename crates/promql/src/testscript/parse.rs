@@ -448,6 +448,20 @@ fn word(s: &str) -> (&str, &str) {
     (&s[..i], s[i..].trim_start())
 }
 
+fn is_command(line: &str) -> bool {
+    matches!(
+        word(line).0,
+        "load"
+            | "load_with_nhcb"
+            | "clear"
+            | "eval"
+            | "eval_fail"
+            | "eval_warn"
+            | "eval_info"
+            | "eval_ordered"
+    )
+}
+
 /// Parses a whole script.
 pub fn parse_script(text: &str) -> Result<Vec<Command>> {
     let lines: Vec<String> = text
@@ -472,7 +486,7 @@ pub fn parse_script(text: &str) -> Result<Vec<Command>> {
         }
         // The block: following non-empty lines.
         let mut block = Vec::new();
-        while i < lines.len() && !lines[i].is_empty() {
+        while i < lines.len() && !lines[i].is_empty() && !is_command(&lines[i]) {
             block.push((i + 1, lines[i].clone()));
             i += 1;
         }
