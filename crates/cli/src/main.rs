@@ -3,6 +3,7 @@
 mod bench;
 mod inspect;
 mod kv;
+mod promql_test;
 mod report;
 
 use anyhow::Result;
@@ -25,6 +26,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Benchmarks (db_bench compatible): `strata bench kv --benchmarks=fillrandom,readrandom`.
     Bench(bench::BenchArgs),
+    /// Run PromQL test scripts (Prometheus test-script language): `strata promql-test FILE...`.
+    PromqlTest(promql_test::PromqlTestArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +52,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Kv(args) => kv::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::PromqlTest(args) => promql_test::run(args),
     }
 }
 

@@ -1,0 +1,369 @@
+//! Aggregation operators (`sum`, `avg`, ..., `topk`, `count_values`, `limitk`, ...) with
+//! `by`/`without`.
+
+use std::collections::HashMap;
+
+use promql_parser::parser::token::*;
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::eval::Evaluator;
+use super::{EvalValue, Grid, StepSeries};
+use crate::error::{eval_err, Result};
+use crate::labels::{Labels, METRIC_NAME};
+
+/// Kahan-Neumaier compensated summation step, as Prometheus' `kahanSumInc`.
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Mean with overflow-safe fallback to an incremental mean, as Prometheus' `avg`.
+pub(crate) fn mean(vals: &[f64]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    let mut incremental = false;
+    let mut m = 0.0;
+    for (i, &v) in vals.iter().enumerate() {
+        let count = (i + 1) as f64;
+        if i == 0 {
+            sum = v;
+            continue;
+        }
+        if !incremental {
+            let (ns, nc) = kahan_inc(v, sum, c);
+            if !ns.is_infinite() {
+                sum = ns;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            m = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        let (nm, nc) = kahan_inc(v / count, q * m, q * c);
+        m = nm;
+        c = nc;
+    }
+    if incremental {
+        m + c
+    } else {
+        (sum + c) / vals.len() as f64
+    }
+}
+
+/// Variance as Prometheus computes it (Welford).
+pub(crate) fn variance(vals: &[f64]) -> f64 {
+    let (mut mean, mut acc) = (0.0, 0.0);
+    for (i, &v) in vals.iter().enumerate() {
+        let n = (i + 1) as f64;
+        let d = v - mean;
+        mean += d / n;
+        acc += d * (v - mean);
+    }
+    acc / vals.len() as f64
+}
+
+/// The φ-quantile of `vals` (sorted in place), as Prometheus' `quantile`.
+pub(crate) fn quantile(q: f64, vals: &mut [f64]) -> f64 {
+    if vals.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    vals.sort_by(|a, b| {
+        if a.is_nan() {
+            std::cmp::Ordering::Less
+        } else if b.is_nan() {
+            std::cmp::Ordering::Greater
+        } else {
+            a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)
+        }
+    });
+    let n = vals.len() as f64;
+    let rank = q * (n - 1.0);
+    let lo = rank.floor().max(0.0);
+    let hi = (lo + 1.0).min(n - 1.0);
+    let w = rank - rank.floor();
+    vals[lo as usize] * (1.0 - w) + vals[hi as usize] * w
+}
+
+/// Formats a float as Go's `strconv.FormatFloat(f, 'f', -1, 64)`.
+pub(crate) fn format_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
+    match m {
+        Some(LabelModifier::Include(ls)) => l.keep(&ls.labels),
+        Some(LabelModifier::Exclude(ls)) => {
+            let mut d = l.drop(&ls.labels);
+            d.remove(METRIC_NAME);
+            d
+        }
+        None => Labels::new(),
+    }
+}
+
+/// Evaluates an aggregation at every step.
+pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<EvalValue> {
+    let op = a.op.id();
+    let n = grid.len();
+    let mut param_s: Vec<f64> = Vec::new();
+    let mut param_str = String::new();
+    if let Some(p) = &a.param {
+        match ev.eval(p, grid)? {
+            EvalValue::Scalar(v) => param_s = v,
+            EvalValue::String(s) => param_str = s,
+            _ => return eval_err("aggregation parameter must be a scalar or string"),
+        }
+    }
+    let input = ev.eval_vector(&a.expr, grid)?;
+    // Group of each input series.
+    let mut group_of = Vec::with_capacity(input.len());
+    let mut groups: Vec<Labels> = Vec::new();
+    let mut gindex: HashMap<Labels, usize> = HashMap::new();
+    for s in &input {
+        let g = group_labels(&s.labels, &a.modifier);
+        let id = *gindex.entry(g.clone()).or_insert_with(|| {
+            groups.push(g);
+            groups.len() - 1
+        });
+        group_of.push(id);
+    }
+    let ng = groups.len();
+    match op {
+        T_TOPK | T_BOTTOMK | T_LIMITK | T_LIMIT_RATIO => {
+            return select_k(ev, op, input, &group_of, ng, &param_s, n);
+        }
+        T_COUNT_VALUES => {
+            if !is_valid_label_name(&param_str) {
+                return eval_err(format!("invalid label name {param_str:?}"));
+            }
+            let mut out: Vec<StepSeries> = Vec::new();
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for (s, &g) in input.iter().zip(&group_of) {
+                for i in 0..n {
+                    let Some(v) = s.vals[i] else { continue };
+                    let mut l = groups[g].clone();
+                    l.set(&param_str, &format_float(v));
+                    let idx = *index.entry(l.clone()).or_insert_with(|| {
+                        out.push(StepSeries {
+                            labels: l,
+                            drop_name: false,
+                            vals: vec![None; n],
+                        });
+                        out.len() - 1
+                    });
+                    let slot = &mut out[idx].vals[i];
+                    *slot = Some(slot.unwrap_or(0.0) + 1.0);
+                }
+            }
+            return Ok(EvalValue::Vector(out));
+        }
+        _ => {}
+    }
+    let mut out: Vec<StepSeries> = groups
+        .iter()
+        .map(|g| StepSeries {
+            labels: g.clone(),
+            drop_name: false,
+            vals: vec![None; n],
+        })
+        .collect();
+    for (s, &g) in input.iter().zip(&group_of) {
+        if s.drop_name {
+            out[g].drop_name = true;
+        }
+    }
+    let mut members: Vec<Vec<f64>> = vec![Vec::new(); ng];
+    for i in 0..n {
+        if i % 1024 == 0 {
+            ev.check()?;
+        }
+        members.iter_mut().for_each(Vec::clear);
+        for (s, &g) in input.iter().zip(&group_of) {
+            if let Some(v) = s.vals[i] {
+                members[g].push(v);
+            }
+        }
+        for (g, vals) in members.iter_mut().enumerate() {
+            if vals.is_empty() {
+                continue;
+            }
+            let r = match op {
+                T_SUM => {
+                    let (s, c) = vals
+                        .iter()
+                        .fold((0.0, 0.0), |(s, c), &v| kahan_inc(v, s, c));
+                    s + c
+                }
+                T_AVG => mean(vals),
+                T_COUNT => vals.len() as f64,
+                T_GROUP => 1.0,
+                T_MIN => vals
+                    .iter()
+                    .fold(f64::NAN, |m, &v| if m > v || m.is_nan() { v } else { m }),
+                T_MAX => vals
+                    .iter()
+                    .fold(f64::NAN, |m, &v| if m < v || m.is_nan() { v } else { m }),
+                T_STDVAR => variance(vals),
+                T_STDDEV => variance(vals).sqrt(),
+                T_QUANTILE => quantile(param_s.get(i).copied().unwrap_or(f64::NAN), vals),
+                _ => return eval_err(format!("unsupported aggregation {}", a.op)),
+            };
+            out[g].vals[i] = Some(r);
+        }
+    }
+    if op == T_QUANTILE {
+        if let Some(q) = param_s
+            .iter()
+            .find(|q| q.is_nan() || **q < 0.0 || **q > 1.0)
+        {
+            ev.warn(format!(
+                "PromQL warning: quantile value should be between 0 and 1, got {}",
+                format_float(*q)
+            ));
+        }
+    }
+    Ok(EvalValue::Vector(out))
+}
+
+/// True for a valid (legacy or UTF-8) label name.
+pub(crate) fn is_valid_label_name(s: &str) -> bool {
+    !s.is_empty()
+}
+
+fn select_k(
+    ev: &mut Evaluator<'_>,
+    op: TokenId,
+    input: Vec<StepSeries>,
+    group_of: &[usize],
+    ng: usize,
+    param: &[f64],
+    n: usize,
+) -> Result<EvalValue> {
+    let mut keep: Vec<Vec<bool>> = vec![vec![false; n]; input.len()];
+    let mut order: Vec<usize> = Vec::new();
+    for i in 0..n {
+        let p = param.get(i).copied().unwrap_or(f64::NAN);
+        if p.is_nan() {
+            return eval_err(if op == T_LIMIT_RATIO {
+                "Ratio value is NaN"
+            } else {
+                "Parameter value is NaN"
+            });
+        }
+        let mut per_group: Vec<Vec<usize>> = vec![Vec::new(); ng];
+        for (j, s) in input.iter().enumerate() {
+            if s.vals[i].is_some() {
+                per_group[group_of[j]].push(j);
+            }
+        }
+        for members in per_group {
+            let chosen: Vec<usize> = match op {
+                T_LIMIT_RATIO => {
+                    let r = p.clamp(-1.0, 1.0);
+                    if p.abs() > 1.0 {
+                        ev.warn(format!(
+                            "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+                            format_float(p),
+                            format_float(r)
+                        ));
+                    }
+                    members
+                        .into_iter()
+                        .filter(|&j| {
+                            let off = ratio_offset(&input[j].labels);
+                            if r >= 0.0 {
+                                off < r
+                            } else {
+                                off >= 1.0 + r
+                            }
+                        })
+                        .collect()
+                }
+                _ => {
+                    let k = if p >= 9.2e18 {
+                        usize::MAX
+                    } else if p < 1.0 {
+                        0
+                    } else {
+                        p as usize
+                    };
+                    if op == T_LIMITK {
+                        members.into_iter().take(k).collect()
+                    } else {
+                        let val = |j: usize| input[j].vals[i].unwrap_or(f64::NAN);
+                        let mut m = members;
+                        // Stable sort: ties keep input order; NaN always sorts last.
+                        m.sort_by(|&x, &y| {
+                            let (a, b) = (val(x), val(y));
+                            match (a.is_nan(), b.is_nan()) {
+                                (true, true) => std::cmp::Ordering::Equal,
+                                (true, false) => std::cmp::Ordering::Greater,
+                                (false, true) => std::cmp::Ordering::Less,
+                                _ if op == T_TOPK => {
+                                    b.partial_cmp(&a).unwrap_or(std::cmp::Ordering::Equal)
+                                }
+                                _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+                            }
+                        });
+                        m.truncate(k);
+                        m
+                    }
+                }
+            };
+            for j in chosen {
+                if !keep[j].iter().any(|x| *x) {
+                    order.push(j);
+                }
+                keep[j][i] = true;
+            }
+        }
+    }
+    let mut input: Vec<Option<StepSeries>> = input.into_iter().map(Some).collect();
+    let mut out = Vec::new();
+    for j in order {
+        if let Some(mut s) = input[j].take() {
+            for (i, v) in s.vals.iter_mut().enumerate() {
+                if !keep[j][i] {
+                    *v = None;
+                }
+            }
+            out.push(s);
+        }
+    }
+    Ok(EvalValue::Vector(out))
+}
+
+/// Where a series falls in `[0, 1)` for `limit_ratio`: a stable hash of its labels.
+fn ratio_offset(l: &Labels) -> f64 {
+    // FNV-1a over "name\xffvalue\xff" pairs.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in l.iter() {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    (h % (1u64 << 53)) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,165 @@
+//! `histogram_quantile` over classic histograms (series with an `le` label).
+
+use std::collections::HashMap;
+
+use promql_parser::parser::Call;
+
+use super::arg;
+use crate::engine::aggregate::format_float;
+use crate::engine::eval::Evaluator;
+use crate::engine::{Grid, StepSeries};
+use crate::error::{eval_err, Result};
+use crate::labels::Labels;
+
+fn parse_le(s: &str) -> Option<f64> {
+    match s.trim() {
+        "+Inf" | "Inf" | "+inf" | "inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        t => t.parse().ok(),
+    }
+}
+
+fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
+    if a == b {
+        return true;
+    }
+    let sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || sum < f64::MIN_POSITIVE {
+        return diff < eps * f64::MIN_POSITIVE;
+    }
+    diff / sum.min(f64::MAX) < eps
+}
+
+/// Prometheus' `BucketQuantile`; returns the value and whether monotonicity was forced.
+fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return (f64::NAN, false);
+    }
+    // Coalesce equal upper bounds.
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for &(ub, n) in b.iter() {
+        match c.last_mut() {
+            Some(last) if last.0 == ub => last.1 += n,
+            _ => c.push((ub, n)),
+        }
+    }
+    let mut forced = false;
+    let mut prev = c[0].1;
+    for x in c.iter_mut().skip(1) {
+        if x.1 == prev {
+            continue;
+        }
+        if almost_equal(prev, x.1, 1e-12) {
+            x.1 = prev;
+            continue;
+        }
+        if x.1 < prev {
+            x.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = x.1;
+    }
+    if c.len() < 2 {
+        return (f64::NAN, forced);
+    }
+    let obs = c[c.len() - 1].1;
+    if obs == 0.0 || obs.is_nan() {
+        return (f64::NAN, forced);
+    }
+    let mut rank = q * obs;
+    let idx = c[..c.len() - 1].partition_point(|x| x.1 < rank);
+    if idx == c.len() - 1 {
+        return (c[c.len() - 2].0, forced);
+    }
+    if idx == 0 && c[0].0 <= 0.0 {
+        return (c[0].0, forced);
+    }
+    let end = c[idx].0;
+    let mut count = c[idx].1;
+    let mut start = 0.0;
+    if idx > 0 {
+        start = c[idx - 1].0;
+        count -= c[idx - 1].1;
+        rank -= c[idx - 1].1;
+    }
+    (start + (end - start) * (rank / count), forced)
+}
+
+/// `histogram_quantile(φ, buckets)`.
+pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeries>> {
+    if c.func.name != "histogram_quantile" {
+        return eval_err("histogram_fraction over classic buckets is not supported yet");
+    }
+    let q = ev.eval_scalar(arg(c, 0)?, grid)?;
+    let v = ev.eval_vector(arg(c, 1)?, grid)?;
+    let n = grid.len();
+    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for (j, s) in v.iter().enumerate() {
+        let Some(le) = s.labels.get("le").and_then(parse_le) else {
+            ev.warn(format!(
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                s.labels.get("le").unwrap_or(""),
+                s.labels.name().unwrap_or("")
+            ));
+            continue;
+        };
+        let mut key = s.labels.clone();
+        key.remove("le");
+        key.remove(crate::labels::METRIC_NAME);
+        let g = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push((le, j));
+    }
+    if let Some(bad) = q.iter().find(|x| x.is_nan() || **x < 0.0 || **x > 1.0) {
+        if !groups.is_empty() {
+            ev.warn(format!(
+                "PromQL warning: quantile value should be between 0 and 1, got {}",
+                format_float(*bad)
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for (labels, members) in groups {
+        let mut vals = vec![None; n];
+        for (i, slot) in vals.iter_mut().enumerate() {
+            let mut b: Vec<(f64, f64)> = members
+                .iter()
+                .filter_map(|&(le, j)| v[j].vals[i].map(|c| (le, c)))
+                .collect();
+            if b.is_empty() {
+                continue;
+            }
+            let (r, forced) = bucket_quantile(q[i], &mut b);
+            if forced {
+                ev.info(format!(
+                    "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                    v[members[0].1].labels.name().unwrap_or("")
+                ));
+            }
+            *slot = Some(r);
+        }
+        if vals.iter().any(Option::is_some) {
+            out.push(StepSeries {
+                labels,
+                drop_name: false,
+                vals,
+            });
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,131 @@
+//! PromQL functions, grouped by what they work on.
+
+pub mod histogram;
+pub mod labels;
+pub mod math;
+pub mod over_time;
+pub mod rate;
+pub mod sort;
+pub mod time;
+
+use promql_parser::parser::{Call, Expr};
+
+use super::eval::Evaluator;
+use super::{EvalValue, Grid, RangeArg, StepSeries};
+use crate::error::{eval_err, Result};
+use crate::labels::Labels;
+use crate::value::Sample;
+
+/// Strips parentheses.
+pub(crate) fn unwrap_paren(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unwrap_paren(&p.expr),
+        _ => e,
+    }
+}
+
+/// The `i`-th argument.
+pub(crate) fn arg(c: &Call, i: usize) -> Result<&Expr> {
+    match c.args.args.get(i) {
+        Some(a) => Ok(a),
+        None => eval_err(format!("missing argument {} of {}", i + 1, c.func.name)),
+    }
+}
+
+/// Applies `f` to every window of a range vector; `drop_name` as Prometheus per function.
+pub(crate) fn over_windows(
+    ev: &mut Evaluator<'_>,
+    ra: &RangeArg,
+    drop_name: bool,
+    mut f: impl FnMut(&mut Evaluator<'_>, &Labels, &[Sample], usize) -> Option<f64>,
+) -> Result<Vec<StepSeries>> {
+    let n = ra.ends.len();
+    let mut out = Vec::with_capacity(ra.series.len());
+    for s in &ra.series {
+        ev.check()?;
+        let mut vals = vec![None; n];
+        let mut any = false;
+        for (i, slot) in vals.iter_mut().enumerate() {
+            let w = ra.window(s, i);
+            if w.is_empty() {
+                continue;
+            }
+            *slot = f(ev, &s.labels, w, i);
+            any |= slot.is_some();
+        }
+        if any {
+            out.push(StepSeries {
+                labels: s.labels.clone(),
+                drop_name,
+                vals,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Maps each value of an instant vector, dropping `__name__`.
+pub(crate) fn map_values(mut v: Vec<StepSeries>, f: impl Fn(f64, usize) -> f64) -> Vec<StepSeries> {
+    for s in &mut v {
+        s.drop_name = true;
+        for (i, x) in s.vals.iter_mut().enumerate() {
+            if let Some(val) = x {
+                *val = f(*val, i);
+            }
+        }
+    }
+    v
+}
+
+/// Evaluates a function call at every step.
+pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
+    let name = c.func.name;
+    let n = grid.len();
+    if let Some(f) = math::simple(name) {
+        let v = ev.eval_vector(arg(c, 0)?, grid)?;
+        return Ok(EvalValue::Vector(map_values(v, |x, _| f(x))));
+    }
+    if let Some(v) = rate::call(ev, c, grid)? {
+        return Ok(EvalValue::Vector(v));
+    }
+    if let Some(v) = over_time::call(ev, c, grid)? {
+        return Ok(EvalValue::Vector(v));
+    }
+    if let Some(v) = time::call(ev, c, grid)? {
+        return Ok(v);
+    }
+    match name {
+        "pi" => Ok(EvalValue::Scalar(vec![std::f64::consts::PI; n])),
+        "vector" => {
+            let s = ev.eval_scalar(arg(c, 0)?, grid)?;
+            Ok(EvalValue::Vector(vec![StepSeries {
+                labels: Labels::new(),
+                drop_name: false,
+                vals: s.into_iter().map(Some).collect(),
+            }]))
+        }
+        "scalar" => {
+            let v = ev.eval_vector(arg(c, 0)?, grid)?;
+            let mut out = vec![f64::NAN; n];
+            for (i, o) in out.iter_mut().enumerate() {
+                let mut it = v.iter().filter_map(|s| s.vals[i]);
+                if let (Some(x), None) = (it.next(), it.next()) {
+                    *o = x;
+                }
+            }
+            Ok(EvalValue::Scalar(out))
+        }
+        "round" | "clamp" | "clamp_min" | "clamp_max" => {
+            math::call(ev, c, grid).map(EvalValue::Vector)
+        }
+        "label_replace" | "label_join" => labels::call(ev, c, grid).map(EvalValue::Vector),
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
+            sort::call(ev, c, grid).map(EvalValue::Vector)
+        }
+        "absent" | "absent_over_time" => labels::absent(ev, c, grid).map(EvalValue::Vector),
+        "histogram_quantile" | "histogram_fraction" => {
+            histogram::call(ev, c, grid).map(EvalValue::Vector)
+        }
+        _ => eval_err(format!("function {name:?} is not supported yet")),
+    }
+}

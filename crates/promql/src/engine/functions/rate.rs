@@ -1,0 +1,181 @@
+//! Counter and gauge change functions over range vectors: `rate`, `irate`, `increase`,
+//! `delta`, `idelta`, `deriv`, `predict_linear`, `resets`, `changes`.
+
+use promql_parser::parser::Call;
+
+use super::{arg, over_windows};
+use crate::engine::aggregate::kahan_inc;
+use crate::engine::eval::Evaluator;
+use crate::engine::{Grid, StepSeries};
+use crate::error::Result;
+use crate::labels::Labels;
+use crate::value::Sample;
+
+/// Prometheus' `extrapolatedRate` over the window `(start, end]`.
+fn extrapolated(
+    w: &[Sample],
+    start: i64,
+    end: i64,
+    range_s: f64,
+    counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if w.len() < 2 {
+        return None;
+    }
+    let first = w[0];
+    let last = w[w.len() - 1];
+    let mut result = last.v - first.v;
+    if counter {
+        let mut prev = 0.0;
+        for s in w {
+            if s.v < prev {
+                result += prev;
+            }
+            prev = s.v;
+        }
+    }
+    let mut to_start = (first.t - start) as f64 / 1000.0;
+    let mut to_end = (end - last.t) as f64 / 1000.0;
+    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let avg = sampled / (w.len() - 1) as f64;
+    let threshold = avg * 1.1;
+    if to_start >= threshold {
+        to_start = avg / 2.0;
+    }
+    if counter {
+        let mut to_zero = to_start;
+        if result > 0.0 && first.v >= 0.0 {
+            to_zero = sampled * (first.v / result);
+        }
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if is_rate {
+        factor /= range_s;
+    }
+    Some(result * factor)
+}
+
+/// Least-squares fit of `w` with x relative to `intercept_t`, as Prometheus.
+pub(crate) fn linear_regression(w: &[Sample], intercept_t: i64) -> (f64, f64) {
+    let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
+        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    let init = w[0].v;
+    let mut const_y = true;
+    for (i, s) in w.iter().enumerate() {
+        if const_y && i > 0 && s.v != init {
+            const_y = false;
+        }
+        n += 1.0;
+        let x = (s.t - intercept_t) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(s.v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * s.v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    if const_y {
+        if init.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, init);
+    }
+    sx += cx;
+    sy += cy;
+    sxy += cxy;
+    sx2 += cx2;
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+fn non_counter_info(ev: &mut Evaluator<'_>, l: &Labels) {
+    if let Some(name) = l.name() {
+        if !["_total", "_sum", "_count", "_bucket"]
+            .iter()
+            .any(|s| name.ends_with(s))
+        {
+            ev.info(format!(
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}"
+            ));
+        }
+    }
+}
+
+/// Evaluates `c` if it is one of this module's functions.
+pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<StepSeries>>> {
+    let name = c.func.name;
+    let m_arg = match name {
+        "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "predict_linear"
+        | "resets" | "changes" => arg(c, 0)?,
+        _ => return Ok(None),
+    };
+    let ra = ev.eval_matrix(m_arg, grid)?;
+    let range = ra.range;
+    let range_s = range as f64 / 1000.0;
+    let ends = ra.ends.clone();
+    let out = match name {
+        "rate" | "increase" | "delta" => {
+            let counter = name != "delta";
+            let is_rate = name == "rate";
+            over_windows(ev, &ra, true, |ev, l, w, i| {
+                if counter {
+                    non_counter_info(ev, l);
+                }
+                extrapolated(w, ends[i] - range, ends[i], range_s, counter, is_rate)
+            })?
+        }
+        "irate" | "idelta" => over_windows(ev, &ra, true, |_, _, w, _| {
+            if w.len() < 2 {
+                return None;
+            }
+            let (prev, last) = (w[w.len() - 2], w[w.len() - 1]);
+            if name == "idelta" {
+                return Some(last.v - prev.v);
+            }
+            let d = if last.v < prev.v {
+                last.v
+            } else {
+                last.v - prev.v
+            };
+            let dt = (last.t - prev.t) as f64 / 1000.0;
+            if dt == 0.0 {
+                return None;
+            }
+            Some(d / dt)
+        })?,
+        "deriv" => over_windows(ev, &ra, true, |_, _, w, _| {
+            if w.len() < 2 {
+                return None;
+            }
+            Some(linear_regression(w, w[0].t).0)
+        })?,
+        "predict_linear" => {
+            let secs = ev.eval_scalar(arg(c, 1)?, grid)?;
+            over_windows(ev, &ra, true, |_, _, w, i| {
+                if w.len() < 2 {
+                    return None;
+                }
+                let (slope, icpt) = linear_regression(w, grid.ts(i));
+                Some(slope * secs[i] + icpt)
+            })?
+        }
+        "resets" => over_windows(ev, &ra, true, |_, _, w, _| {
+            Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64)
+        })?,
+        _ => over_windows(ev, &ra, true, |_, _, w, _| {
+            Some(
+                w.windows(2)
+                    .filter(|p| !(p[1].v == p[0].v || (p[1].v.is_nan() && p[0].v.is_nan())))
+                    .count() as f64,
+            )
+        })?,
+    };
+    Ok(Some(out))
+}

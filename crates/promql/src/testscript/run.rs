@@ -1,0 +1,425 @@
+//! Running test scripts against the engine over a [`MemStore`].
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::parse::{parse_script, Command, EvalCmd, Expect, Matcher, Point};
+use crate::engine::{Engine, QueryResult};
+use crate::error::{Error, Result};
+use crate::labels::{Labels, METRIC_NAME};
+use crate::queryable::MemStore;
+use crate::value::{stale_nan, Sample, Value};
+
+/// The outcome of one `eval`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalOutcome {
+    /// Result and expectations matched.
+    Passed,
+    /// Mismatch (the message says what differed).
+    Failed(String),
+    /// Not run (the message says why: native-histogram samples).
+    Skipped(String),
+}
+
+/// Per-file counts and details.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileReport {
+    /// File name.
+    pub name: String,
+    /// Evals that passed.
+    pub passed: usize,
+    /// Evals that failed.
+    pub failed: usize,
+    /// Evals skipped.
+    pub skipped: usize,
+    /// `line: message` of each failure.
+    pub failures: Vec<String>,
+    /// `line: reason` of each skip.
+    pub skips: Vec<String>,
+}
+
+/// Runs a script file.
+pub fn run_file(path: &Path) -> Result<FileReport> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Script {
+        file: path.display().to_string(),
+        line: 0,
+        msg: e.to_string(),
+    })?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    run_script(&name, &text)
+}
+
+/// Almost-equal as Prometheus' test framework (relative epsilon 1e-6; NaN equals NaN).
+pub fn almost_equal(a: f64, b: f64) -> bool {
+    const EPS: f64 = 1e-6;
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || sum < f64::MIN_POSITIVE {
+        return diff < EPS * f64::MIN_POSITIVE;
+    }
+    diff / sum.min(f64::MAX) < EPS
+}
+
+fn mentions(query: &str, name: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    query.match_indices(name).any(|(i, _)| {
+        let before = query[..i].chars().next_back();
+        let after = query[i + name.len()..].chars().next();
+        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
+    })
+}
+
+/// Runs a script given as text.
+pub fn run_script(name: &str, text: &str) -> Result<FileReport> {
+    let cmds = parse_script(text).map_err(|e| match e {
+        Error::Script { line, msg, .. } => Error::Script {
+            file: name.to_string(),
+            line,
+            msg,
+        },
+        e => e,
+    })?;
+    let mut store = MemStore::new();
+    let engine = Engine::default();
+    let mut hist_names: HashSet<String> = HashSet::new();
+    let mut rep = FileReport {
+        name: name.to_string(),
+        ..Default::default()
+    };
+    for cmd in cmds {
+        match cmd {
+            Command::Clear => {
+                store.clear();
+                hist_names.clear();
+            }
+            Command::Load {
+                interval,
+                series,
+                with_nhcb,
+                ..
+            } => {
+                for s in series {
+                    let name = s.labels.name().unwrap_or("").to_string();
+                    if with_nhcb {
+                        if let Some(base) = name.strip_suffix("_bucket") {
+                            hist_names.insert(base.to_string());
+                        }
+                    }
+                    let mut samples = Vec::new();
+                    for (k, p) in s.points.iter().enumerate() {
+                        let t = interval * k as i64;
+                        match p {
+                            Point::Value(v) => samples.push(Sample { t, v: *v }),
+                            Point::Stale => samples.push(Sample { t, v: stale_nan() }),
+                            Point::Omitted => {}
+                            Point::Histogram => {
+                                hist_names.insert(name.clone());
+                            }
+                        }
+                    }
+                    store.append(s.labels, &samples);
+                }
+            }
+            Command::Eval(e) => {
+                let hist = hist_names
+                    .iter()
+                    .find(|n| !n.is_empty() && mentions(&e.query, n));
+                let outcome = if e.has_histograms {
+                    EvalOutcome::Skipped("expects native-histogram samples {{...}}".into())
+                } else if let Some(h) = hist {
+                    EvalOutcome::Skipped(format!(
+                        "queries {h:?}, loaded with native-histogram samples"
+                    ))
+                } else {
+                    run_eval(&engine, &store, &e)
+                };
+                match outcome {
+                    EvalOutcome::Passed => rep.passed += 1,
+                    EvalOutcome::Failed(m) => {
+                        rep.failed += 1;
+                        rep.failures
+                            .push(format!("line {}: {}: {m}", e.line, e.query));
+                    }
+                    EvalOutcome::Skipped(m) => {
+                        rep.skipped += 1;
+                        rep.skips.push(format!("line {}: {m}", e.line));
+                    }
+                }
+            }
+        }
+    }
+    Ok(rep)
+}
+
+fn msg_matches(m: &Option<Matcher>, text: &str) -> bool {
+    match m {
+        None => true,
+        Some(Matcher::Msg(s)) => text == s,
+        Some(Matcher::Regex(r)) => regex::Regex::new(r)
+            .map(|re| re.is_match(text))
+            .unwrap_or(false),
+    }
+}
+
+fn check_annotations(
+    kind: &str,
+    expects: &[&Option<Matcher>],
+    no: bool,
+    got: &[String],
+) -> Option<String> {
+    if no && !got.is_empty() {
+        return Some(format!("unexpected {kind} annotations: {got:?}"));
+    }
+    for m in expects {
+        if !got.iter().any(|g| msg_matches(m, g)) {
+            return Some(format!("expected {kind} annotation {m:?}, got {got:?}"));
+        }
+    }
+    if !expects.is_empty() {
+        for g in got {
+            if !expects.iter().any(|m| msg_matches(m, g)) {
+                return Some(format!("unexpected {kind} annotation {g:?}"));
+            }
+        }
+    }
+    None
+}
+
+/// Runs one eval and checks it.
+pub fn run_eval(engine: &Engine, store: &MemStore, e: &EvalCmd) -> EvalOutcome {
+    let res = if e.range {
+        engine.range_query(store, &e.query, e.start, e.end, e.step)
+    } else {
+        engine.instant_query(store, &e.query, e.start)
+    };
+    let fail: Vec<&Option<Matcher>> = e
+        .expects
+        .iter()
+        .filter_map(|x| {
+            if let Expect::Fail(m) = x {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let res = match res {
+        Err(err) => {
+            let text = match &err {
+                Error::Parse(m) => m.clone(),
+                other => other.to_string(),
+            };
+            if fail.is_empty() {
+                return EvalOutcome::Failed(format!("unexpected error: {err}"));
+            }
+            for m in &fail {
+                if !msg_matches(m, &text) {
+                    return EvalOutcome::Failed(format!("error {text:?} does not match {m:?}"));
+                }
+            }
+            return EvalOutcome::Passed;
+        }
+        Ok(r) => r,
+    };
+    if !fail.is_empty() {
+        return EvalOutcome::Failed(format!("expected error, got {:?}", short(&res.value)));
+    }
+    let warns: Vec<&Option<Matcher>> = e
+        .expects
+        .iter()
+        .filter_map(|x| {
+            if let Expect::Warn(m) = x {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let infos: Vec<&Option<Matcher>> = e
+        .expects
+        .iter()
+        .filter_map(|x| {
+            if let Expect::Info(m) = x {
+                Some(m)
+            } else {
+                None
+            }
+        })
+        .collect();
+    if let Some(m) = check_annotations(
+        "warn",
+        &warns,
+        e.expects.contains(&Expect::NoWarn),
+        &res.warnings,
+    ) {
+        return EvalOutcome::Failed(m);
+    }
+    if let Some(m) = check_annotations(
+        "info",
+        &infos,
+        e.expects.contains(&Expect::NoInfo),
+        &res.infos,
+    ) {
+        return EvalOutcome::Failed(m);
+    }
+    match compare(e, &res) {
+        None => EvalOutcome::Passed,
+        Some(m) => EvalOutcome::Failed(m),
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = format!("{v:?}");
+    if s.len() > 300 {
+        format!("{}...", &s[..300])
+    } else {
+        s
+    }
+}
+
+fn fmt_points(p: &[Point]) -> String {
+    p.iter()
+        .map(|x| match x {
+            Point::Value(v) => format!("{v}"),
+            Point::Stale => "stale".into(),
+            Point::Omitted => "_".into(),
+            Point::Histogram => "{{}}".into(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn compare(e: &EvalCmd, res: &QueryResult) -> Option<String> {
+    let ordered = e.expects.contains(&Expect::Ordered);
+    match &res.value {
+        Value::String(s) => {
+            for x in &e.expects {
+                if let Expect::String(want) = x {
+                    return (want != s).then(|| format!("expected string {want:?}, got {s:?}"));
+                }
+            }
+            Some(format!("unexpected string result {s:?}"))
+        }
+        Value::Scalar { v, .. } => match e.scalar {
+            Some(want) if almost_equal(want, *v) => None,
+            Some(want) => Some(format!("expected scalar {want}, got {v}")),
+            None => Some(format!("unexpected scalar result {v}")),
+        },
+        Value::Vector(got) => {
+            if e.scalar.is_some() {
+                return Some("expected scalar, got vector".into());
+            }
+            if got.len() != e.series.len() {
+                return Some(format!(
+                    "expected {} series, got {}: {}",
+                    e.series.len(),
+                    got.len(),
+                    got.iter()
+                        .map(|g| format!("{} {}", g.labels, g.v))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            for (k, want) in e.series.iter().enumerate() {
+                let Some(pos) = got.iter().position(|g| g.labels == want.labels) else {
+                    return Some(format!("missing series {}", want.labels));
+                };
+                if ordered && pos != k {
+                    return Some(format!(
+                        "series {} at position {pos}, expected {k}",
+                        want.labels
+                    ));
+                }
+                let g = &got[pos];
+                match want.points.as_slice() {
+                    [Point::Value(w)] if almost_equal(*w, g.v) => {}
+                    p => {
+                        return Some(format!(
+                            "{}: expected {}, got {}",
+                            want.labels,
+                            fmt_points(p),
+                            g.v
+                        ))
+                    }
+                }
+            }
+            None
+        }
+        Value::Matrix(got) => {
+            if got.len() != e.series.len() {
+                return Some(format!(
+                    "expected {} series, got {}: {}",
+                    e.series.len(),
+                    got.len(),
+                    got.iter()
+                        .map(|g| g.labels.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            let (start, step) = if e.range {
+                (e.start, e.step)
+            } else {
+                match e.expects.iter().find_map(|x| {
+                    if let Expect::RangeVector { start, step, .. } = x {
+                        Some((*start, *step))
+                    } else {
+                        None
+                    }
+                }) {
+                    Some(x) => x,
+                    None => return Some("got a range vector without 'expect range vector'".into()),
+                }
+            };
+            for want in &e.series {
+                let Some(g) = got.iter().find(|g| g.labels == want.labels) else {
+                    return Some(format!("missing series {}", want.labels));
+                };
+                let mut expected: Vec<(i64, f64)> = Vec::new();
+                for (k, p) in want.points.iter().enumerate() {
+                    let t = start + step * k as i64;
+                    match p {
+                        Point::Value(v) => expected.push((t, *v)),
+                        Point::Stale => expected.push((t, stale_nan())),
+                        _ => {}
+                    }
+                }
+                let ok = expected.len() == g.samples.len()
+                    && expected
+                        .iter()
+                        .zip(&g.samples)
+                        .all(|((t, v), s)| *t == s.t && almost_equal(*v, s.v));
+                if !ok {
+                    let got_s: Vec<String> = g
+                        .samples
+                        .iter()
+                        .map(|s| format!("{}@{}", s.v, s.t / 1000))
+                        .collect();
+                    return Some(format!(
+                        "{}: expected {}, got {}",
+                        want.labels,
+                        fmt_points(&want.points),
+                        got_s.join(" ")
+                    ));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Labels with the metric name removed (for callers comparing without names).
+pub fn without_name(l: &Labels) -> Labels {
+    let mut l = l.clone();
+    l.remove(METRIC_NAME);
+    l
+}
