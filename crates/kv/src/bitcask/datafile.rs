@@ -234,6 +234,7 @@ pub fn scan(
     };
     let mut pos = FILE_HEADER_SIZE as u64;
     'scan: while pos < len {
+        let mut surely_tail = false;
         let bad: String = 'rec: {
             let Some(hb) = r.slice(pos, RECORD_HEADER_SIZE).map_err(io)? else {
                 break 'rec "truncated record header".into();
@@ -246,13 +247,16 @@ pub fn scan(
             }
             if h.is_batch() {
                 let hb = hb.to_vec();
-                let group_start = pos + RECORD_HEADER_SIZE as u64;
-                let Some(group) = r.slice(group_start, h.value_len as usize).map_err(io)? else {
-                    break 'rec "batch runs past the end of the file".into();
-                };
                 if !crc_ok(&hb) {
                     break 'rec "batch header checksum mismatch".into();
                 }
+                let group_start = pos + RECORD_HEADER_SIZE as u64;
+                let Some(group) = r.slice(group_start, h.value_len as usize).map_err(io)? else {
+                    // A checksum-valid batch header whose group runs past the end: a batch
+                    // cut short by a crash. Nothing can follow it.
+                    surely_tail = true;
+                    break 'rec "batch runs past the end of the file".into();
+                };
                 let group = group.to_vec();
                 let Some(recs) = parse_group(&group, group_start, h.key_len) else {
                     break 'rec "damaged record inside a batch".into();
@@ -301,7 +305,11 @@ pub fn scan(
             continue 'scan;
         };
         // Damage at `pos`.
-        let next = next_valid(&mut r, pos).map_err(io)?;
+        let next = if surely_tail && tolerate_tail {
+            None
+        } else {
+            next_valid(&mut r, pos).map_err(io)?
+        };
         match next {
             None if tolerate_tail => {
                 out.good_len = pos;
