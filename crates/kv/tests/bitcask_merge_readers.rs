@@ -119,3 +119,49 @@ fn merge_while_readers_run_never_misses_a_live_key() {
     assert_eq!(reopened.stats().keys, KEYS);
     assert_eq!(reopened.stats().files as usize, data_files + 1);
 }
+
+/// The same on the real filesystem, where a read handle's length is fixed when it is
+/// opened: merges (background and explicit) and reopens keep every key.
+#[test]
+fn merges_on_disk_keep_every_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = BitcaskOptions {
+        max_file_size: 16 * 1024,
+        merge_trigger: MergeTrigger {
+            auto: true,
+            min_dead_ratio: 0.2,
+            min_dead_bytes: 4096,
+        },
+        merge_check_interval: Duration::from_millis(1),
+        ..BitcaskOptions::default()
+    };
+    let mut model = std::collections::BTreeMap::new();
+    for round in 0..4u64 {
+        let db = Bitcask::open(dir.path(), opts.clone()).expect("open");
+        for i in 0..3000u64 {
+            let k = (i * 7 + round) % KEYS;
+            if i % 11 == 0 {
+                db.delete(key(k)).expect("delete");
+                model.remove(&key(k).into_bytes());
+            } else {
+                db.put(key(k), value(k, round * 10_000 + i)).expect("put");
+                model.insert(
+                    key(k).into_bytes(),
+                    value(k, round * 10_000 + i).into_bytes(),
+                );
+            }
+        }
+        if round % 2 == 1 {
+            db.merge().expect("merge");
+        }
+        let got: std::collections::BTreeMap<_, _> =
+            db.iter().collect::<Result<_, _>>().expect("iter");
+        assert_eq!(got, model, "round {round}");
+        assert!(db.stats().last_merge_error.is_none());
+        db.close().expect("close");
+    }
+    let db = Bitcask::open(dir.path(), opts).expect("open");
+    let got: std::collections::BTreeMap<_, _> = db.iter().collect::<Result<_, _>>().expect("iter");
+    assert_eq!(got, model);
+    assert!(db.recovery_report().files_from_hints > 0);
+}

@@ -193,7 +193,10 @@ fn skip_and_report_skips_the_damage_and_keeps_the_rest() {
     assert!(skipped[0].len > 0 && skipped[0].len < 100);
     // Every key whose latest record is elsewhere is intact.
     let got = contents(&db);
-    let same = model.iter().filter(|(k, v)| got.get(*k) == Some(*v)).count();
+    let same = model
+        .iter()
+        .filter(|(k, v)| got.get(*k) == Some(*v))
+        .count();
     assert!(same >= model.len() - 2, "{same} of {}", model.len());
 }
 

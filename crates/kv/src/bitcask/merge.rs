@@ -230,6 +230,20 @@ fn write_outputs(
             return Ok(None);
         }
         let len = f.file.len();
+        let expect = inner
+            .read_index()
+            .stats
+            .get(&f.id)
+            .map_or(0, |s| s.total + FILE_HEADER_SIZE as u64);
+        if len < expect {
+            // Never merge from a handle that sees less than the keydir accounts for: the
+            // records beyond would be dropped as dead.
+            return Err(crate::error::Error::corruption(
+                f.name(),
+                len,
+                format!("file is {len} bytes, its records need {expect}"),
+            ));
+        }
         read += len;
         let out = scan(f, len, false, inner.opts.corruption, |r| {
             let here = KeydirEntry::new(f.id, r.offset, r.size, r.seq, r.tombstone);

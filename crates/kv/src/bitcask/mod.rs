@@ -209,6 +209,13 @@ impl Inner {
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if w.active.is_some() {
             self.sync_active(w)?;
+            // The file is immutable from now on: reopen it so that its read handle knows its
+            // final length (a handle may fix the length when it is opened), for merges.
+            let sealed = DataFile::open(&self.fs, &self.dir, w.active_id)
+                .map_err(|e| self.set_read_only(&e))?;
+            self.write_index()
+                .files
+                .insert(w.active_id, Arc::new(sealed));
         }
         let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
         let path = data_path(&self.dir, id);
