@@ -19,7 +19,7 @@ const BATCHES: usize = 12;
 /// state after `n` batches is unique for each `n`. Batch 0 mod 3 is a single put.
 fn batch(i: usize) -> WriteBatch {
     let mut b = WriteBatch::new();
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         b.put("last", format!("{i}"));
         return b;
     }
@@ -119,7 +119,7 @@ fn torn_unsynced_tail_keeps_every_synced_write() {
         let db = Bitcask::open(dir, o.clone()).expect("open");
         let mut last_synced = 0;
         for i in 0..BATCHES {
-            let sync = (i + seed as usize) % 4 == 0;
+            let sync = (i + seed as usize).is_multiple_of(4);
             db.write(batch(i), WriteOptions { sync }).expect("write");
             if sync {
                 last_synced = i + 1;

@@ -51,27 +51,31 @@ fn restart_time_with_and_without_hint_files() {
         s.keydir_bytes_per_key
     );
 
-    let t = Instant::now();
-    let db = Bitcask::open(dir.path(), opts.clone()).expect("reopen");
-    let with_hints = t.elapsed();
-    let r = db.recovery_report().clone();
-    assert_eq!(db.stats().keys, n);
-    db.close().expect("close");
-    assert!(r.files_from_hints > 0);
-
+    // Each variant is opened three times; the best time is reported (the first open also
+    // pays for page faults of the freshly freed keydir memory, the page cache, etc.).
+    let time_open = |expect_hints: bool| {
+        let mut best = std::time::Duration::MAX;
+        let mut report = None;
+        for _ in 0..3 {
+            let t = Instant::now();
+            let db = Bitcask::open(dir.path(), opts.clone()).expect("reopen");
+            best = best.min(t.elapsed());
+            assert_eq!(db.stats().keys, n);
+            let r = db.recovery_report().clone();
+            assert_eq!(r.files_from_hints > 0, expect_hints);
+            report = Some(r);
+            db.close().expect("close");
+        }
+        (best, report.expect("report"))
+    };
+    let (with_hints, r) = time_open(true);
     for e in std::fs::read_dir(dir.path()).expect("ls") {
         let p = e.expect("entry").path();
         if p.extension().is_some_and(|x| x == "hint") {
             std::fs::remove_file(p).expect("rm hint");
         }
     }
-    let t = Instant::now();
-    let db = Bitcask::open(dir.path(), opts).expect("reopen without hints");
-    let without = t.elapsed();
-    let r2 = db.recovery_report().clone();
-    assert_eq!(db.stats().keys, n);
-    assert_eq!(r2.files_from_hints, 0);
-    db.close().expect("close");
+    let (without, r2) = time_open(false);
     println!(
         "bitcask restart: with hint files {with_hints:.2?} ({} files from hints), \
          without (scan) {without:.2?} ({} files scanned); speed-up {:.1}x",

@@ -318,8 +318,8 @@ pub fn decode_record(b: &[u8], verify: bool) -> Result<Record<'_>, String> {
 }
 
 /// One hint entry: where the latest record of a key is in the data file beside it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HintEntry {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HintEntry<'a> {
     /// Sequence number of the record.
     pub seq: u64,
     /// True if the record is a tombstone.
@@ -329,7 +329,7 @@ pub struct HintEntry {
     /// Offset of the record in the data file.
     pub record_offset: u64,
     /// The key.
-    pub key: Vec<u8>,
+    pub key: &'a [u8],
 }
 
 /// Appends a hint entry.
@@ -353,17 +353,38 @@ pub fn encode_hint(
     dst[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Decodes a whole hint file (header, entries, footer). Any problem (short, bad CRC, no
-/// footer, count or data length mismatch) is returned as `Err(offset, reason)`: the caller
-/// falls back to scanning the data file.
+/// Checks a whole hint file (header, entries, footer) and returns its entry count. Any
+/// problem (short, bad CRC, no footer, count or data length mismatch) is returned as
+/// `Err(offset, reason)`: the caller falls back to scanning the data file.
+pub fn check_hint_file(b: &[u8], file_id: u32, data_len: u64) -> Result<u64, (u64, String)> {
+    decode_file_header(b, HINT_MAGIC, file_id).map_err(|e| (0, format!("{e:?}")))?;
+    walk_hints(b, data_len, &mut |_| {})
+}
+
+/// Calls `f` on every entry of a hint file that passed [`check_hint_file`].
+pub fn for_each_hint(b: &[u8], data_len: u64, mut f: impl FnMut(HintEntry<'_>)) {
+    let _ = walk_hints(b, data_len, &mut f);
+}
+
+/// Checks a hint file and, only if all of it is valid, calls `f` on every entry.
 pub fn decode_hint_file(
     b: &[u8],
     file_id: u32,
     data_len: u64,
-) -> Result<Vec<HintEntry>, (u64, String)> {
-    decode_file_header(b, HINT_MAGIC, file_id).map_err(|e| (0, format!("{e:?}")))?;
+    f: impl FnMut(HintEntry<'_>),
+) -> Result<u64, (u64, String)> {
+    let n = check_hint_file(b, file_id, data_len)?;
+    for_each_hint(b, data_len, f);
+    Ok(n)
+}
+
+fn walk_hints(
+    b: &[u8],
+    data_len: u64,
+    f: &mut dyn FnMut(HintEntry<'_>),
+) -> Result<u64, (u64, String)> {
     let mut pos = FILE_HEADER_SIZE;
-    let mut out = Vec::new();
+    let mut count = 0u64;
     loop {
         let at = pos as u64;
         let h = b
@@ -384,26 +405,29 @@ pub fn decode_hint_file(
         let record_offset = get_fixed64(&entry[21..]).unwrap_or(0);
         pos = end;
         if flags == FLAG_END {
-            if seq != out.len() as u64 || record_offset != data_len || pos != b.len() {
+            if seq != count || record_offset != data_len || pos != b.len() {
                 return Err((
                     at,
                     "hint footer does not match the entries or data file".into(),
                 ));
             }
-            return Ok(out);
+            return Ok(count);
         }
         if flags & !FLAG_TOMBSTONE != 0 {
             return Err((at, format!("unknown hint flags {flags:#x}")));
         }
-        if record_offset + record_size as u64 > data_len {
-            return Err((at, "hint points past the end of the data file".into()));
+        if record_offset + record_size as u64 > data_len
+            || (record_size as usize) < RECORD_HEADER_SIZE + key_len
+        {
+            return Err((at, "hint points outside the data file".into()));
         }
-        out.push(HintEntry {
+        count += 1;
+        f(HintEntry {
             seq,
             tombstone: flags & FLAG_TOMBSTONE != 0,
             record_size,
             record_offset,
-            key: entry[HINT_HEADER_SIZE..].to_vec(),
+            key: &entry[HINT_HEADER_SIZE..],
         });
     }
 }
@@ -466,13 +490,16 @@ mod tests {
         encode_hint(&mut b, 5, 0, b"a", 30, 24);
         encode_hint(&mut b, 6, FLAG_TOMBSTONE, b"b", 22, 54);
         encode_hint(&mut b, 2, FLAG_END, b"", 0, 76);
-        let e = decode_hint_file(&b, 3, 76).unwrap();
-        assert_eq!(e.len(), 2);
-        assert!(e[1].tombstone);
-        assert!(decode_hint_file(&b, 3, 77).is_err());
-        assert!(decode_hint_file(&b, 4, 76).is_err());
+        let mut e = Vec::new();
+        let n = decode_hint_file(&b, 3, 76, |h| e.push((h.key.to_vec(), h.tombstone))).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(e, vec![(b"a".to_vec(), false), (b"b".to_vec(), true)]);
+        assert!(decode_hint_file(&b, 3, 77, |_| ()).is_err());
+        assert!(decode_hint_file(&b, 4, 76, |_| ()).is_err());
         for cut in 0..b.len() {
-            assert!(decode_hint_file(&b[..cut], 3, 76).is_err());
+            let mut called = false;
+            assert!(decode_hint_file(&b[..cut], 3, 76, |_| called = true).is_err());
+            assert!(!called, "nothing is applied from a bad hint file");
         }
     }
 

@@ -4,8 +4,9 @@
 
 use super::datafile::{scan, DataFile, SkippedRange};
 use super::format::{
-    data_path, decode_file_header, decode_hint_file, decode_merge_commit, hint_path, merge_path,
-    parse_file_name, tmp_path, BitcaskFile, HeaderError, DATA_MAGIC, FILE_HEADER_SIZE, KIND_WRITER,
+    check_hint_file, data_path, decode_file_header, decode_merge_commit, for_each_hint, hint_path,
+    merge_path, parse_file_name, tmp_path, BitcaskFile, HeaderError, DATA_MAGIC, FILE_HEADER_SIZE,
+    KIND_WRITER,
 };
 use super::keydir::{Keydir, KeydirEntry};
 use super::options::BitcaskOptions;
@@ -145,27 +146,32 @@ pub(crate) fn recover(dir: &Path, opts: &BitcaskOptions) -> Result<Recovered> {
             remove(fs.as_ref(), &p)?;
             continue;
         }
+        if len == FILE_HEADER_SIZE as u64 && kind == Some(KIND_WRITER) {
+            // An active file that never received a record: nothing to keep.
+            let p = df.path.clone();
+            drop(df);
+            remove(fs.as_ref(), &p)?;
+            continue;
+        }
         let hp = hint_path(dir, id);
         let mut from_hint = false;
         if fs.exists(&hp) {
-            let hint = fs
-                .read_file(&hp)
-                .map_err(|e| (0, e.to_string()))
-                .and_then(|b| decode_hint_file(&b, id, len));
+            let bytes = fs.read_file(&hp).map_err(|e| (0, e.to_string()));
+            let hint = bytes.and_then(|b| {
+                let n = check_hint_file(&b, id, len)?;
+                // The hint file knows how many keys follow: spare the keydir its rehashing.
+                keydir.map.reserve(n as usize);
+                for_each_hint(&b, len, |e| {
+                    max_seq = max_seq.max(e.seq);
+                    keydir.add_bytes(id, e.record_size as u64, false);
+                    let entry =
+                        KeydirEntry::new(id, e.record_offset, e.record_size, e.seq, e.tombstone);
+                    keydir.apply(e.key, entry);
+                });
+                Ok(n)
+            });
             match hint {
-                Ok(entries) => {
-                    for e in entries {
-                        max_seq = max_seq.max(e.seq);
-                        keydir.add_bytes(id, e.record_size as u64, false);
-                        let entry = KeydirEntry::new(
-                            id,
-                            e.record_offset,
-                            e.record_size,
-                            e.seq,
-                            e.tombstone,
-                        );
-                        keydir.apply(&e.key, entry);
-                    }
+                Ok(_) => {
                     from_hint = true;
                     report.files_from_hints += 1;
                 }
