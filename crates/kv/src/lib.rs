@@ -1,5 +1,7 @@
 //! `strata-kv`: Strata's embeddable ordered key-value engine, a log-structured merge tree
-//! in the tradition of LevelDB and RocksDB.
+//! in the tradition of LevelDB and RocksDB, and a second engine, [`bitcask`], a
+//! hash-indexed append-only log for few keys with many updates. Both implement
+//! [`engine::KvEngine`].
 //!
 //! Writes go to a write-ahead log ([`wal`]) and a sorted in-memory table ([`memtable`]); full
 //! memtables are frozen and flushed by a background thread into immutable sorted tables
@@ -25,12 +27,14 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod bitcask;
 pub mod cache;
 pub mod checksum;
 pub mod coding;
 pub mod compaction;
 pub mod db;
 pub mod db_iter;
+pub mod engine;
 pub mod error;
 pub mod filename;
 pub mod fs;
@@ -49,6 +53,7 @@ pub mod wal;
 pub use batch::WriteBatch;
 pub use db::{Db, DbStats, Snapshot};
 pub use db_iter::{DbIterator, Scan};
+pub use engine::{open_engine, EngineKind, KvEngine};
 pub use error::{Error, Result};
 pub use options::{
     CompactionOptions, CompressionType, Options, ReadOptions, TableOptions, WalRecoveryMode,
