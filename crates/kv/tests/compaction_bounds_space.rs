@@ -66,6 +66,10 @@ fn overwrites_and_deletes_are_compacted_away() {
     let on_disk = table_bytes(&fs);
     let amp = on_disk as f64 / logical as f64;
     let stats = db.stats();
+    eprintln!(
+        "space amplification {amp:.3} ({on_disk} bytes of tables, {logical} logical, {written} written); write amplification {:.2}",
+        stats.write_amplification()
+    );
     assert!(stats.compactions > 0, "{stats:?}");
     assert!(
         amp < 1.5,
