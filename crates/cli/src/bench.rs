@@ -1,7 +1,11 @@
-//! `strata bench kv ...`: a benchmark of the LSM engine compatible with LevelDB's and
+//! `strata bench kv ...`: a benchmark of the key-value engines compatible with LevelDB's and
 //! RocksDB's `db_bench`: the same flag names (`--num`, `--value_size`, `--benchmarks=...`),
 //! the same key and value generation, the same benchmark semantics and the same report line,
 //! so that figures can be compared side by side.
+//!
+//! `--engine lsm` (the default) measures the LSM tree ([`Db`]); `--engine bitcask` the
+//! hash-indexed log ([`Bitcask`]), on which `readseq` is a full pass in unspecified order
+//! and the benchmarks that need key order (`readreverse`, `seekrandom`) are skipped.
 
 use anyhow::{bail, Context, Result};
 use clap::builder::BoolishValueParser;
@@ -10,6 +14,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
+use strata_kv::bitcask::format::{self as bitcask_format, BitcaskFile};
+use strata_kv::bitcask::{Bitcask, BitcaskOptions};
 use strata_kv::filename::parse_file_name;
 use strata_kv::{CompressionType, Db, Options, WriteBatch, WriteOptions};
 
@@ -40,8 +46,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
 pub enum Engine {
     /// The log-structured merge tree of `strata-kv`.
     Lsm,
-    /// A log-structured hash table (not available yet).
+    /// The hash-indexed log of `strata-kv` (Bitcask): no key order.
     Bitcask,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Lsm => "lsm",
+            Engine::Bitcask => "bitcask",
+        }
+    }
 }
 
 /// The default `--benchmarks`, in db_bench's order.
@@ -84,7 +99,7 @@ pub struct KvBenchArgs {
     /// Memtable bytes before it is frozen and flushed.
     #[arg(long = "write_buffer_size", default_value_t = 64 << 20)]
     pub write_buffer_size: usize,
-    /// fsync the WAL on every write.
+    /// fsync on every write (lsm: the WAL; bitcask: the active data file).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false",
           action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub sync: bool,
@@ -107,7 +122,7 @@ pub struct KvBenchArgs {
     /// Seed of the random number generators.
     #[arg(long, default_value_t = 301)]
     pub seed: u64,
-    /// Storage engine.
+    /// Storage engine (bitcask: readseq is unordered, readreverse and seekrandom are skipped).
     #[arg(long, value_enum, default_value = "lsm")]
     pub engine: Engine,
 }
@@ -178,6 +193,11 @@ impl Benchmark {
         }
     }
 
+    /// Needs an engine that keeps keys in order (skipped on Bitcask).
+    fn needs_order(self) -> bool {
+        matches!(self, Benchmark::ReadReverse | Benchmark::SeekRandom)
+    }
+
     /// Needs a fresh, empty database (db_bench's `fresh_db`).
     fn fresh_db(self) -> bool {
         matches!(
@@ -215,7 +235,7 @@ pub struct BenchResult {
     pub found: u64,
     /// Wall time from the first thread's start to the last thread's end.
     pub elapsed: Duration,
-    /// Skipped because of --use_existing_db.
+    /// Skipped (because of --use_existing_db, or because the engine keeps no key order).
     pub skipped: bool,
 }
 
@@ -478,9 +498,41 @@ impl ThreadStats {
     }
 }
 
+/// The open database of a run: either engine.
+enum BenchDb {
+    Lsm(Db),
+    Bitcask(Bitcask),
+}
+
+impl BenchDb {
+    #[inline]
+    fn write(&self, batch: WriteBatch, opts: WriteOptions) -> strata_kv::Result<()> {
+        match self {
+            BenchDb::Lsm(db) => db.write(batch, opts),
+            BenchDb::Bitcask(db) => db.write(batch, opts),
+        }
+    }
+
+    #[inline]
+    fn get(&self, key: &[u8]) -> strata_kv::Result<Option<Vec<u8>>> {
+        match self {
+            BenchDb::Lsm(db) => db.get(key),
+            BenchDb::Bitcask(db) => db.get(key),
+        }
+    }
+
+    fn close(self) -> Result<()> {
+        match self {
+            BenchDb::Lsm(db) => db.close(),
+            BenchDb::Bitcask(db) => db.close(),
+        }
+        .context("closing database")
+    }
+}
+
 /// What one thread of a benchmark needs.
 struct Ctx<'a> {
-    db: &'a Db,
+    db: &'a BenchDb,
     cfg: &'a KvBenchArgs,
     pool: &'a ValuePool,
     /// Operations (entries or lookups) this thread does.
@@ -552,13 +604,13 @@ fn read_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
     Ok(())
 }
 
-fn seek_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
+fn seek_random(db: &Db, ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
     let mut key = vec![0u8; ctx.cfg.key_size];
     for _ in 0..ctx.reads {
         fill_key(&mut key, ctx.rng.uniform(ctx.cfg.num));
         let t = st.op_start();
         // As LevelDB's db_bench: a new iterator per seek.
-        let mut it = ctx.db.iter();
+        let mut it = db.iter();
         it.seek(&key)?;
         let hit = it.valid() && it.key() == key.as_slice();
         if hit {
@@ -571,8 +623,8 @@ fn seek_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
     Ok(())
 }
 
-fn read_sequential(ctx: &mut Ctx<'_>, st: &mut ThreadStats, reverse: bool) -> Result<()> {
-    let mut it = ctx.db.iter();
+fn read_sequential(db: &Db, ctx: &mut Ctx<'_>, st: &mut ThreadStats, reverse: bool) -> Result<()> {
+    let mut it = db.iter();
     let t = st.op_start();
     if reverse {
         it.seek_to_last()?;
@@ -596,26 +648,92 @@ fn read_sequential(ctx: &mut Ctx<'_>, st: &mut ThreadStats, reverse: bool) -> Re
     Ok(())
 }
 
+/// Bitcask's `readseq`: one pass over every live entry in the keydir's (unspecified)
+/// order, values read as the pass goes; the first operation includes taking the snapshot.
+fn read_unordered(db: &Bitcask, ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
+    let mut t = st.op_start();
+    let mut it = db.iter();
+    let mut i = 0;
+    while i < ctx.reads {
+        let Some(item) = it.next() else {
+            break;
+        };
+        let (k, v) = item?;
+        st.bytes += (k.len() + v.len()) as u64;
+        st.op_done(t, 1);
+        i += 1;
+        t = st.op_start();
+    }
+    st.found = i;
+    Ok(())
+}
+
 fn run_thread(bench: Benchmark, mut ctx: Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
-    match bench {
-        Benchmark::FillSeq => do_write(&mut ctx, st, true),
-        Benchmark::FillRandom | Benchmark::Overwrite | Benchmark::FillSync => {
+    let db = ctx.db;
+    match (bench, db) {
+        (Benchmark::FillSeq, _) => do_write(&mut ctx, st, true),
+        (Benchmark::FillRandom | Benchmark::Overwrite | Benchmark::FillSync, _) => {
             do_write(&mut ctx, st, false)
         }
-        Benchmark::ReadRandom => read_random(&mut ctx, st),
-        Benchmark::SeekRandom => seek_random(&mut ctx, st),
-        Benchmark::ReadSeq => read_sequential(&mut ctx, st, false),
-        Benchmark::ReadReverse => read_sequential(&mut ctx, st, true),
-        Benchmark::DeleteRandom => do_delete(&mut ctx, st),
+        (Benchmark::ReadRandom, _) => read_random(&mut ctx, st),
+        (Benchmark::SeekRandom, BenchDb::Lsm(db)) => seek_random(db, &mut ctx, st),
+        (Benchmark::ReadSeq, BenchDb::Lsm(db)) => read_sequential(db, &mut ctx, st, false),
+        (Benchmark::ReadSeq, BenchDb::Bitcask(db)) => read_unordered(db, &mut ctx, st),
+        (Benchmark::ReadReverse, BenchDb::Lsm(db)) => read_sequential(db, &mut ctx, st, true),
+        (Benchmark::SeekRandom | Benchmark::ReadReverse, BenchDb::Bitcask(_)) => {
+            bail!("{} needs an ordered engine", bench.name())
+        }
+        (Benchmark::DeleteRandom, _) => do_delete(&mut ctx, st),
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // The driver.
 
+/// True if `name` is a file of the LSM engine.
+fn lsm_owns(name: &str) -> bool {
+    parse_file_name(name).is_some()
+}
+
+/// True if `name` is a file of the Bitcask engine: `NNNNNN.data`, `.hint`, `.merge`, their
+/// `.tmp` forms, and `LOCK` (docs/format/bitcask.md). Other `*.tmp` files are not its own.
+fn bitcask_owns(name: &str) -> bool {
+    match bitcask_format::parse_file_name(name) {
+        Some(BitcaskFile::Temp) => name
+            .strip_suffix(".tmp")
+            .and_then(bitcask_format::parse_file_name)
+            .is_some_and(|f| {
+                matches!(
+                    f,
+                    BitcaskFile::Data(_) | BitcaskFile::Hint(_) | BitcaskFile::Merge(_)
+                )
+            }),
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// True if `dir` holds a Bitcask data file.
+fn bitcask_exists(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            matches!(
+                e.file_name()
+                    .to_str()
+                    .and_then(bitcask_format::parse_file_name),
+                Some(BitcaskFile::Data(_))
+            )
+        })
+    })
+}
+
 /// Removes the engine's files from `dir` (and `dir` if it is then empty), like LevelDB's
 /// `DestroyDB`: files the engine does not own are left alone.
-fn destroy_db(dir: &Path) -> Result<()> {
+fn destroy_db(dir: &Path, engine: Engine) -> Result<()> {
+    let owns = match engine {
+        Engine::Lsm => lsm_owns,
+        Engine::Bitcask => bitcask_owns,
+    };
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -624,7 +742,7 @@ fn destroy_db(dir: &Path) -> Result<()> {
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        if name.to_str().and_then(parse_file_name).is_some() {
+        if name.to_str().is_some_and(owns) {
             std::fs::remove_file(entry.path())
                 .with_context(|| format!("removing {}", entry.path().display()))?;
         }
@@ -633,7 +751,16 @@ fn destroy_db(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<Db> {
+fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<BenchDb> {
+    if cfg.engine == Engine::Bitcask {
+        let opts = BitcaskOptions {
+            create_if_missing: create,
+            ..BitcaskOptions::default()
+        };
+        return Bitcask::open(dir, opts)
+            .map(BenchDb::Bitcask)
+            .with_context(|| format!("opening bitcask store {}", dir.display()));
+    }
     let mut opts = Options {
         create_if_missing: create,
         write_buffer_size: cfg.write_buffer_size,
@@ -644,7 +771,9 @@ fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<Db> {
     if let Ok(bytes) = usize::try_from(cfg.cache_size) {
         opts.block_cache_size = bytes;
     }
-    Db::open(dir, opts).with_context(|| format!("opening database {}", dir.display()))
+    Db::open(dir, opts)
+        .map(BenchDb::Lsm)
+        .with_context(|| format!("opening database {}", dir.display()))
 }
 
 /// Sum of the sizes of the files under `dir`.
@@ -752,26 +881,48 @@ fn print_header(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<()> {
         "RawSize:    {:.1} MB (estimated)",
         (cfg.key_size + cfg.value_size) as f64 * num / 1048576.0
     )?;
-    writeln!(
-        out,
-        "FileSize:   {:.1} MB (estimated)",
-        (cfg.key_size as f64 + cfg.value_size as f64 * cfg.compression_ratio) * num / 1048576.0
-    )?;
-    let compression = match cfg.compression_type {
-        CompressionType::None => "None",
-        CompressionType::Lz4 => "LZ4",
-        CompressionType::Zstd => "ZSTD",
-    };
-    writeln!(out, "Compression: {compression}")?;
-    writeln!(
-        out,
-        "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{})",
-        cfg.write_buffer_size,
-        cfg.bloom_bits,
-        cfg.threads,
-        cfg.batch_size,
-        if cfg.sync { ", sync" } else { "" }
-    )?;
+    match cfg.engine {
+        Engine::Lsm => {
+            writeln!(
+                out,
+                "FileSize:   {:.1} MB (estimated)",
+                (cfg.key_size as f64 + cfg.value_size as f64 * cfg.compression_ratio) * num
+                    / 1048576.0
+            )?;
+            let compression = match cfg.compression_type {
+                CompressionType::None => "None",
+                CompressionType::Lz4 => "LZ4",
+                CompressionType::Zstd => "ZSTD",
+            };
+            writeln!(out, "Compression: {compression}")?;
+            writeln!(
+                out,
+                "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{})",
+                cfg.write_buffer_size,
+                cfg.bloom_bits,
+                cfg.threads,
+                cfg.batch_size,
+                if cfg.sync { ", sync" } else { "" }
+            )?;
+        }
+        Engine::Bitcask => {
+            // Values are stored as written: the file size is the raw size.
+            writeln!(
+                out,
+                "FileSize:   {:.1} MB (estimated)",
+                (cfg.key_size + cfg.value_size) as f64 * num / 1048576.0
+            )?;
+            writeln!(out, "Compression: None (bitcask stores values as written)")?;
+            writeln!(
+                out,
+                "Engine:     bitcask (threads {}, batch_size {}{}; --write_buffer_size, \
+                 --compression_type, --bloom_bits and --cache_size are ignored)",
+                cfg.threads,
+                cfg.batch_size,
+                if cfg.sync { ", sync" } else { "" }
+            )?;
+        }
+    }
     if cfg!(debug_assertions) {
         writeln!(
             out,
@@ -782,7 +933,30 @@ fn print_header(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-fn print_stats(db: &Db, dir: &Path, out: &mut dyn Write) -> Result<()> {
+fn print_stats(db: &BenchDb, dir: &Path, out: &mut dyn Write) -> Result<()> {
+    match db {
+        BenchDb::Lsm(db) => print_lsm_stats(db, out)?,
+        BenchDb::Bitcask(db) => {
+            writeln!(out, "------------------------------------------------")?;
+            writeln!(out, "Engine stats (since the database was last opened):")?;
+            let mut table = Vec::new();
+            crate::kv::print_bitcask_stats(&mut table, &db.stats())?;
+            for line in String::from_utf8_lossy(&table).lines() {
+                writeln!(out, "  {line}")?;
+            }
+        }
+    }
+    let (bytes, files) = dir_size(dir);
+    writeln!(
+        out,
+        "DB size on disk: {:.1} MiB in {files} files ({})",
+        mib(bytes),
+        dir.display()
+    )?;
+    Ok(())
+}
+
+fn print_lsm_stats(db: &Db, out: &mut dyn Write) -> Result<()> {
     let s = db.stats();
     writeln!(out, "------------------------------------------------")?;
     writeln!(out, "Engine stats (since the database was last opened):")?;
@@ -804,20 +978,10 @@ fn print_stats(db: &Db, dir: &Path, out: &mut dyn Write) -> Result<()> {
         s.wal_syncs,
         s.flushes
     )?;
-    let (bytes, files) = dir_size(dir);
-    writeln!(
-        out,
-        "DB size on disk: {:.1} MiB in {files} files ({})",
-        mib(bytes),
-        dir.display()
-    )?;
     Ok(())
 }
 
 fn validate(cfg: &KvBenchArgs) -> Result<Vec<Benchmark>> {
-    if cfg.engine == Engine::Bitcask {
-        bail!("engine \"bitcask\" is not available yet (only --engine lsm)");
-    }
     let benches = parse_benchmarks(&cfg.benchmarks)?;
     if cfg.key_size == 0 {
         bail!("--key_size must be at least 1");
@@ -855,12 +1019,22 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
     print_header(cfg, out)?;
     out.flush()?;
 
+    if cfg.engine == Engine::Bitcask && dir.join("CURRENT").exists() {
+        bail!(
+            "{} holds an LSM database (CURRENT); use another --db for --engine bitcask",
+            dir.display()
+        );
+    }
     if cfg.use_existing_db {
-        if !dir.join("CURRENT").exists() {
+        let exists = match cfg.engine {
+            Engine::Lsm => dir.join("CURRENT").exists(),
+            Engine::Bitcask => bitcask_exists(&dir),
+        };
+        if !exists {
             bail!("no database in {} (--use_existing_db)", dir.display());
         }
     } else {
-        destroy_db(&dir)?;
+        destroy_db(&dir, cfg.engine)?;
     }
     let mut db = Some(open_db(cfg, &dir, !cfg.use_existing_db)?);
     let pool = ValuePool::new(cfg.seed, cfg.compression_ratio, cfg.value_size);
@@ -869,6 +1043,18 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
 
     for bench in benches {
         let name = bench.name();
+        if bench.needs_order() && cfg.engine == Engine::Bitcask {
+            writeln!(out, "{name:<12} : skipped (bitcask keeps no key order)")?;
+            results.push(BenchResult {
+                name,
+                ops: 0,
+                bytes: 0,
+                found: 0,
+                elapsed: Duration::ZERO,
+                skipped: true,
+            });
+            continue;
+        }
         if bench.fresh_db() {
             if cfg.use_existing_db {
                 writeln!(out, "{name:<12} : skipped (--use_existing_db is true)")?;
@@ -883,9 +1069,9 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
                 continue;
             }
             if let Some(d) = db.take() {
-                d.close().context("closing database")?;
+                d.close()?;
             }
-            destroy_db(&dir)?;
+            destroy_db(&dir, cfg.engine)?;
             db = Some(open_db(cfg, &dir, true)?);
         }
         let Some(dbr) = db.as_ref() else {
@@ -968,6 +1154,7 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
             Benchmark::ReadRandom | Benchmark::SeekRandom => {
                 format!("({found} of {} found)", reads * cfg.threads as u64)
             }
+            Benchmark::ReadSeq if cfg.engine == Engine::Bitcask => "(unordered)".to_string(),
             _ => String::new(),
         };
         if !message.is_empty() {
@@ -1001,7 +1188,7 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
 
     if let Some(d) = db.take() {
         print_stats(&d, &dir, out)?;
-        d.close().context("closing database")?;
+        d.close()?;
         let (bytes, files) = dir_size(&dir);
         writeln!(
             out,
@@ -1089,22 +1276,41 @@ mod tests {
         }
     }
 
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: KvBenchArgs,
+    }
+
     #[test]
     fn unknown_benchmark_and_engine_are_errors() {
+        use clap::Parser;
         assert!(parse_benchmarks("fillseq,nope").is_err());
         assert_eq!(
             parse_benchmarks("fillseq,readrandom").unwrap(),
             vec![Benchmark::FillSeq, Benchmark::ReadRandom]
         );
-        let cfg = KvBenchArgs {
-            engine: Engine::Bitcask,
-            ..KvBenchArgs::default()
-        };
-        let err = run_kv(&cfg, &mut Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("not available yet"), "{err}");
+        assert!(Cli::try_parse_from(["t", "--engine", "btree"]).is_err());
+        assert_eq!(
+            Cli::try_parse_from(["t", "--engine", "bitcask"])
+                .unwrap()
+                .args
+                .engine,
+            Engine::Bitcask
+        );
+        assert_eq!(Cli::try_parse_from(["t"]).unwrap().args.engine, Engine::Lsm);
     }
 
     fn run_small(benchmarks: &str, threads: usize, dir: &Path) -> (Vec<BenchResult>, String) {
+        run_small_on(Engine::Lsm, benchmarks, threads, dir)
+    }
+
+    fn run_small_on(
+        engine: Engine,
+        benchmarks: &str,
+        threads: usize,
+        dir: &Path,
+    ) -> (Vec<BenchResult>, String) {
         let cfg = KvBenchArgs {
             benchmarks: benchmarks.to_string(),
             num: 2000,
@@ -1112,6 +1318,7 @@ mod tests {
             histogram: true,
             db: Some(dir.to_path_buf()),
             write_buffer_size: 64 << 10, // a few flushes
+            engine,
             ..KvBenchArgs::default()
         };
         let mut out = Vec::new();
@@ -1159,6 +1366,121 @@ mod tests {
     }
 
     #[test]
+    fn all_benchmarks_run_on_bitcask() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let all = "fillseq,readrandom,readseq,readreverse,seekrandom,overwrite,deleterandom,\
+                   fillrandom,fillsync";
+        let (r, out) = run_small_on(Engine::Bitcask, all, 1, &dir);
+        assert_eq!(r.len(), 9);
+        let by = |n: &str| r.iter().find(|x| x.name == n).unwrap().clone();
+        assert_eq!(by("fillseq").ops, 2000);
+        assert_eq!(by("fillseq").bytes, 2000 * (16 + 100));
+        assert!(!by("fillseq").skipped);
+        assert_eq!(by("readrandom").ops, 2000);
+        assert_eq!(by("readrandom").found, 2000, "all keys found after fillseq");
+        assert_eq!(by("readseq").ops, 2000, "a full pass over every entry");
+        assert_eq!(by("readseq").bytes, 2000 * (16 + 100));
+        for name in ["readreverse", "seekrandom"] {
+            assert!(by(name).skipped, "{name}");
+            assert_eq!(by(name).ops, 0, "{name}");
+            assert!(
+                out.contains(&format!(
+                    "{name:<12} : skipped (bitcask keeps no key order)"
+                )),
+                "{out}"
+            );
+        }
+        assert_eq!(by("overwrite").ops, 2000);
+        assert_eq!(by("deleterandom").ops, 2000);
+        assert_eq!(by("deleterandom").bytes, 0);
+        assert_eq!(by("fillrandom").ops, 2000);
+        assert_eq!(by("fillsync").ops, 2);
+        assert!(out.contains("Engine:     bitcask ("), "{out}");
+        assert!(out.contains("--write_buffer_size"), "{out}");
+        assert!(out.contains("(2000 of 2000 found)"), "{out}");
+        assert!(out.contains("(unordered)"), "{out}");
+        assert!(out.contains("P99.9:"), "{out}");
+        assert!(out.contains("keydir"), "{out}");
+        assert!(out.contains("bytes per key"), "{out}");
+        assert!(out.contains("DB size on disk"), "{out}");
+        assert!(out.contains("Peak RSS"), "{out}");
+        assert!(!out.contains("write amplification"), "{out}");
+
+        // Reuse the store: fills are skipped, a pass sees fillsync's 2 entries.
+        let cfg = KvBenchArgs {
+            benchmarks: "fillseq,readseq".into(),
+            num: 2000,
+            use_existing_db: true,
+            db: Some(dir.clone()),
+            engine: Engine::Bitcask,
+            ..KvBenchArgs::default()
+        };
+        let mut out = Vec::new();
+        let r = run_kv(&cfg, &mut out).unwrap();
+        assert!(r[0].skipped);
+        assert_eq!(r[1].ops, 2);
+
+        // An LSM database is not reused (or destroyed) as a Bitcask store, and vice versa
+        // the store is no LSM database.
+        let lsm = tmp.path().join("lsm");
+        run_small("fillseq", 1, &lsm);
+        let cfg = KvBenchArgs {
+            benchmarks: "fillseq".into(),
+            num: 10,
+            db: Some(lsm.clone()),
+            engine: Engine::Bitcask,
+            ..KvBenchArgs::default()
+        };
+        let err = run_kv(&cfg, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("holds an LSM database"), "{err}");
+        assert!(lsm.join("CURRENT").exists());
+        let cfg = KvBenchArgs {
+            benchmarks: "readseq".into(),
+            num: 10,
+            use_existing_db: true,
+            db: Some(dir.clone()),
+            engine: Engine::Lsm,
+            ..KvBenchArgs::default()
+        };
+        let err = run_kv(&cfg, &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("no database"), "{err}");
+    }
+
+    #[test]
+    fn destroy_removes_only_engine_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let bitcask = [
+            "000001.data",
+            "000002.data",
+            "000002.hint",
+            "000003.merge",
+            "000004.data.tmp",
+            "000004.hint.tmp",
+            "LOCK",
+        ];
+        let foreign = ["notes.txt", "x.tmp", "1.data.bak", "CURRENT", "000005.log"];
+        for name in bitcask.iter().chain(&foreign) {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        destroy_db(dir, Engine::Bitcask).unwrap();
+        for name in bitcask {
+            assert!(!dir.join(name).exists(), "{name} removed");
+        }
+        for name in foreign {
+            assert!(dir.join(name).exists(), "{name} kept");
+        }
+        // The LSM's destroy leaves Bitcask's files alone (and vice versa, above).
+        std::fs::write(dir.join("000009.data"), b"x").unwrap();
+        destroy_db(dir, Engine::Lsm).unwrap();
+        assert!(dir.join("000009.data").exists());
+        assert!(dir.join("notes.txt").exists());
+        assert!(!dir.join("CURRENT").exists());
+        assert!(!dir.join("000005.log").exists());
+    }
+
+    #[test]
     fn threads_share_the_database() {
         let tmp = tempfile::tempdir().unwrap();
         let (r, _) = run_small("fillseq,readrandom,readseq", 2, tmp.path());
@@ -1166,5 +1488,11 @@ mod tests {
         assert_eq!(r[1].ops, 4000);
         assert_eq!(r[1].found, 4000);
         assert_eq!(r[2].ops, 4000, "each thread scans the 2000 entries");
+
+        let tmp = tempfile::tempdir().unwrap();
+        let (r, _) = run_small_on(Engine::Bitcask, "fillseq,readrandom,readseq", 2, tmp.path());
+        assert_eq!(r[0].ops, 4000);
+        assert_eq!(r[1].found, 4000);
+        assert_eq!(r[2].ops, 4000, "each thread passes over the 2000 entries");
     }
 }
