@@ -54,7 +54,10 @@ fn checkpoint_during_writes_holds_everything_acknowledged_before_it() {
     // (both go on numbering new files from the same counter).
     let db_dir = dir.path().join("db");
     let mut shared = 0;
-    for e in std::fs::read_dir(&target).expect("ls").filter_map(|e| e.ok()) {
+    for e in std::fs::read_dir(&target)
+        .expect("ls")
+        .filter_map(|e| e.ok())
+    {
         if !e.file_name().to_string_lossy().ends_with(".sst") {
             continue;
         }
