@@ -358,9 +358,15 @@ fn expand_token(tok: &str, out: &mut Vec<Point>) -> Option<()> {
         out.push(Point::Stale);
         return Some(());
     }
-    if let Some(v) = parse_float(tok) {
-        out.push(Point::Value(v));
-        return Some(());
+    // `0x10` in a series description is `0` repeated, not hex (as in Prometheus' lexer).
+    let repeated = tok.rfind('x').is_some_and(|x| {
+        x > 0 && x + 1 < tok.len() && tok[x + 1..].bytes().all(|b| b.is_ascii_digit())
+    });
+    if !repeated {
+        if let Some(v) = parse_float(tok) {
+            out.push(Point::Value(v));
+            return Some(());
+        }
     }
     let x = tok.rfind('x')?;
     let times: usize = tok[x + 1..].parse().ok()?;

@@ -126,12 +126,10 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeri
         groups[g].1.push((le, j));
     }
     if let Some(bad) = q.iter().find(|x| x.is_nan() || **x < 0.0 || **x > 1.0) {
-        if !groups.is_empty() {
-            ev.warn(format!(
-                "PromQL warning: quantile value should be between 0 and 1, got {}",
-                format_float(*bad)
-            ));
-        }
+        ev.warn(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}",
+            format_float(*bad)
+        ));
     }
     let mut out = Vec::new();
     for (labels, members) in groups {
