@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use strata_promql::testscript::run_file;
 
 /// Evals of the shared scripts known to pass. Raise, never lower.
-const MIN_SHARED_PASSED: usize = 720;
+const MIN_SHARED_PASSED: usize = 747;
 
 fn scripts(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)

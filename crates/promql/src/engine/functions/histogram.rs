@@ -31,22 +31,13 @@ fn almost_equal(a: f64, b: f64, eps: f64) -> bool {
     diff / sum.min(f64::MAX) < eps
 }
 
-/// Prometheus' `BucketQuantile`; returns the value and whether monotonicity was forced.
-fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
-    if q.is_nan() {
-        return (f64::NAN, false);
-    }
-    if q < 0.0 {
-        return (f64::NEG_INFINITY, false);
-    }
-    if q > 1.0 {
-        return (f64::INFINITY, false);
-    }
+/// Sorts, checks for a `+Inf` bucket, coalesces equal bounds and forces monotonicity.
+/// `None` when there is no `+Inf` bucket; the flag says whether monotonicity was forced.
+fn prepare_buckets(b: &mut [(f64, f64)]) -> Option<(Vec<(f64, f64)>, bool)> {
     b.sort_by(|x, y| x.0.partial_cmp(&y.0).unwrap_or(std::cmp::Ordering::Equal));
     if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
-        return (f64::NAN, false);
+        return None;
     }
-    // Coalesce equal upper bounds.
     let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
     for &(ub, n) in b.iter() {
         match c.last_mut() {
@@ -71,6 +62,23 @@ fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
         }
         prev = x.1;
     }
+    Some((c, forced))
+}
+
+/// Prometheus' `BucketQuantile`; returns the value and whether monotonicity was forced.
+fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
+    if q.is_nan() {
+        return (f64::NAN, false);
+    }
+    if q < 0.0 {
+        return (f64::NEG_INFINITY, false);
+    }
+    if q > 1.0 {
+        return (f64::INFINITY, false);
+    }
+    let Some((c, forced)) = prepare_buckets(b) else {
+        return (f64::NAN, false);
+    };
     if c.len() < 2 {
         return (f64::NAN, forced);
     }
@@ -97,13 +105,87 @@ fn bucket_quantile(q: f64, b: &mut [(f64, f64)]) -> (f64, bool) {
     (start + (end - start) * (rank / count), forced)
 }
 
-/// `histogram_quantile(φ, buckets)`.
-pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeries>> {
-    if c.func.name != "histogram_quantile" {
-        return eval_err("histogram_fraction over classic buckets is not supported yet");
+/// Prometheus' `BucketFraction`: the fraction of observations in `[lower, upper]`,
+/// interpolating linearly within finite buckets. The lowest bucket starts at 0 when its
+/// upper bound is positive (as for quantiles); a bound inside an infinitely wide bucket
+/// (the lowest, below a non-positive bound, or the `+Inf` one) takes none of it.
+fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
+    let Some((c, _)) = prepare_buckets(b) else {
+        return f64::NAN;
+    };
+    let count = c[c.len() - 1].1;
+    if count == 0.0 || count.is_nan() || lower.is_nan() || upper.is_nan() {
+        return f64::NAN;
     }
+    if lower >= upper {
+        return 0.0;
+    }
+    let (mut rank, mut lower_rank, mut upper_rank) = (0.0, 0.0, 0.0);
+    let (mut lower_set, mut upper_set) = (false, false);
+    for (i, &(ub, n)) in c.iter().enumerate() {
+        let lb = if i > 0 {
+            c[i - 1].0
+        } else if ub > 0.0 {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let interpolate = |v: f64| {
+            if lb == f64::NEG_INFINITY {
+                n
+            } else if ub == f64::INFINITY {
+                rank
+            } else {
+                rank + (n - rank) * (v - lb) / (ub - lb)
+            }
+        };
+        if !lower_set && lb >= lower {
+            lower_rank = rank;
+            lower_set = true;
+        }
+        if !upper_set && lb >= upper {
+            upper_rank = rank;
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        if !lower_set && lb < lower && ub > lower {
+            lower_rank = interpolate(lower);
+            lower_set = true;
+        }
+        if !upper_set && lb < upper && ub > upper {
+            upper_rank = interpolate(upper);
+            upper_set = true;
+        }
+        if lower_set && upper_set {
+            break;
+        }
+        rank = n;
+    }
+    if !lower_set || lower_rank > count {
+        lower_rank = count;
+    }
+    if !upper_set || upper_rank > count {
+        upper_rank = count;
+    }
+    (upper_rank - lower_rank) / count
+}
+
+/// `histogram_quantile(φ, buckets)` and `histogram_fraction(lower, upper, buckets)`.
+pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeries>> {
+    let fraction = match c.func.name {
+        "histogram_quantile" => false,
+        "histogram_fraction" => true,
+        other => return eval_err(format!("{other} over classic buckets is not supported")),
+    };
     let q = ev.eval_scalar(arg(c, 0)?, grid)?;
-    let v = ev.eval_vector(arg(c, 1)?, grid)?;
+    let upper = if fraction {
+        Some(ev.eval_scalar(arg(c, 1)?, grid)?)
+    } else {
+        None
+    };
+    let v = ev.eval_vector(arg(c, if fraction { 2 } else { 1 })?, grid)?;
     let n = grid.len();
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -125,7 +207,10 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeri
         });
         groups[g].1.push((le, j));
     }
-    if let Some(bad) = q.iter().find(|x| x.is_nan() || **x < 0.0 || **x > 1.0) {
+    if let Some(bad) = q
+        .iter()
+        .find(|x| !fraction && (x.is_nan() || **x < 0.0 || **x > 1.0))
+    {
         ev.warn(format!(
             "PromQL warning: quantile value should be between 0 and 1, got {}",
             format_float(*bad)
@@ -140,6 +225,10 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeri
                 .filter_map(|&(le, j)| v[j].vals[i].map(|c| (le, c)))
                 .collect();
             if b.is_empty() {
+                continue;
+            }
+            if let Some(upper) = &upper {
+                *slot = Some(bucket_fraction(q[i], upper[i], &mut b));
                 continue;
             }
             let (r, forced) = bucket_quantile(q[i], &mut b);
