@@ -155,8 +155,8 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
             return select_k(ev, op, input, &group_of, ng, &param_s, n);
         }
         T_COUNT_VALUES => {
-            if !is_valid_label_name(&param_str) {
-                return eval_err(format!("invalid label name {param_str:?}"));
+            if let Some(q) = ev.invalid_label_name(&param_str) {
+                return eval_err(format!("invalid label name {q}"));
             }
             let mut out: Vec<StepSeries> = Vec::new();
             let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -248,10 +248,6 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
 }
 
 /// True for a valid (legacy or UTF-8) label name.
-pub(crate) fn is_valid_label_name(s: &str) -> bool {
-    !s.is_empty()
-}
-
 fn select_k(
     ev: &mut Evaluator<'_>,
     op: TokenId,

@@ -1,5 +1,6 @@
 //! Expression dispatch, selectors and subqueries.
 
+use std::collections::HashMap;
 use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
 
@@ -26,6 +27,9 @@ pub struct Evaluator<'a> {
     pub warnings: Vec<String>,
     /// Info annotations.
     pub infos: Vec<String>,
+    /// String literals of the query that Prometheus decodes to invalid UTF-8 (see
+    /// [`crate::engine::literals`]).
+    pub invalid_utf8: HashMap<String, Vec<u8>>,
 }
 
 /// Milliseconds of a `SystemTime` (negative before the epoch).
@@ -63,7 +67,19 @@ impl<'a> Evaluator<'a> {
             samples: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
+            invalid_utf8: HashMap::new(),
         }
+    }
+
+    /// `None` if `name` is a valid label name (non-empty valid UTF-8), else the name
+    /// quoted as Prometheus shows it.
+    pub fn invalid_label_name(&self, name: &str) -> Option<String> {
+        if name.is_empty() {
+            return Some("\"\"".into());
+        }
+        self.invalid_utf8
+            .get(name)
+            .map(|b| crate::engine::literals::go_quote(b))
     }
 
     /// Fails if the query ran out of time or was cancelled.

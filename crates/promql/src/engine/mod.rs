@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod binary;
 pub mod eval;
 pub mod functions;
+pub mod literals;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -237,6 +238,7 @@ impl Engine {
             Instant::now() + self.opts.timeout,
             cancel.clone(),
         );
+        ev.invalid_utf8 = literals::invalid_utf8_literals(query);
         let out = ev.eval(&expr, grid)?;
         let value = match out {
             EvalValue::String(s) => {

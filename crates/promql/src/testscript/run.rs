@@ -1,13 +1,15 @@
 //! Running test scripts against the engine over a [`MemStore`].
 
-use std::collections::HashSet;
 use std::path::Path;
 
-use super::parse::{parse_script, Command, EvalCmd, Expect, Matcher, Point};
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::{Expr, Offset, VectorSelector};
+
+use super::parse::{parse_script, Command, EvalCmd, Expect, Matcher as MsgMatcher, Point};
 use crate::engine::{Engine, QueryResult};
 use crate::error::{Error, Result};
 use crate::labels::{Labels, METRIC_NAME};
-use crate::queryable::MemStore;
+use crate::queryable::{matches, MemStore};
 use crate::value::{stale_nan, Sample, Value};
 
 /// The outcome of one `eval`.
@@ -69,13 +71,95 @@ pub fn almost_equal(a: f64, b: f64) -> bool {
     diff / sum.min(f64::MAX) < EPS
 }
 
-fn mentions(query: &str, name: &str) -> bool {
-    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    query.match_indices(name).any(|(i, _)| {
-        let before = query[..i].chars().next_back();
-        let after = query[i + name.len()..].chars().next();
-        !before.is_some_and(is_ident) && !after.is_some_and(is_ident)
-    })
+/// Native-histogram samples the runner cannot load: series labels and sample times (ms).
+type HistSeries = Vec<(Labels, Vec<i64>)>;
+
+/// Lookback of the default engine (ms).
+const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        None => 0,
+    }
+}
+
+/// Collects each selector's matcher sets (one per `or` alternative) with a conservative
+/// window `[lo, hi]` of sample times it can read, given the outer window.
+fn collect_selectors(expr: &Expr, lo: i64, hi: i64, out: &mut Vec<(Vec<Matcher>, i64, i64)>) {
+    match expr {
+        Expr::Aggregate(a) => {
+            collect_selectors(&a.expr, lo, hi, out);
+            if let Some(p) = &a.param {
+                collect_selectors(p, lo, hi, out);
+            }
+        }
+        Expr::Unary(u) => collect_selectors(&u.expr, lo, hi, out),
+        Expr::Binary(b) => {
+            collect_selectors(&b.lhs, lo, hi, out);
+            collect_selectors(&b.rhs, lo, hi, out);
+        }
+        Expr::Paren(p) => collect_selectors(&p.expr, lo, hi, out),
+        Expr::Call(c) => {
+            for x in &c.args.args {
+                collect_selectors(x, lo, hi, out);
+            }
+        }
+        Expr::Subquery(sq) => {
+            let (lo, hi) = if sq.at.is_some() {
+                (i64::MIN / 4, i64::MAX / 4)
+            } else {
+                let off = offset_ms(&sq.offset);
+                (lo - off - sq.range.as_millis() as i64, hi - off)
+            };
+            collect_selectors(&sq.expr, lo, hi, out);
+        }
+        Expr::VectorSelector(vs) => push_selector(vs, lo - LOOKBACK_MS, hi, out),
+        Expr::MatrixSelector(ms) => {
+            push_selector(&ms.vs, lo - ms.range.as_millis() as i64, hi, out)
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+fn push_selector(vs: &VectorSelector, lo: i64, hi: i64, out: &mut Vec<(Vec<Matcher>, i64, i64)>) {
+    let (lo, hi) = if vs.at.is_some() {
+        (i64::MIN / 4, i64::MAX / 4)
+    } else {
+        let off = offset_ms(&vs.offset);
+        (lo - off, hi - off)
+    };
+    let mut base = vs.matchers.matchers.clone();
+    if let Some(n) = &vs.name {
+        base.push(Matcher::new(MatchOp::Equal, METRIC_NAME, n));
+    }
+    if vs.matchers.or_matchers.is_empty() {
+        out.push((base, lo, hi));
+    } else {
+        for group in &vs.matchers.or_matchers {
+            let mut ms = base.clone();
+            ms.extend(group.iter().cloned());
+            out.push((ms, lo, hi));
+        }
+    }
+}
+
+/// The first native-histogram series whose histogram samples a selector of the eval reads.
+fn selected_histogram<'a>(e: &EvalCmd, hist: &'a HistSeries) -> Option<&'a Labels> {
+    if hist.is_empty() {
+        return None;
+    }
+    let expr = promql_parser::parser::parse(&e.query).ok()?;
+    let end = if e.range { e.end } else { e.start };
+    let mut sel = Vec::new();
+    collect_selectors(&expr, e.start, end, &mut sel);
+    hist.iter()
+        .find(|(h, ts)| {
+            sel.iter()
+                .any(|(ms, lo, hi)| matches(h, ms) && ts.iter().any(|t| (*lo..=*hi).contains(t)))
+        })
+        .map(|(h, _)| h)
 }
 
 /// Runs a script given as text.
@@ -90,7 +174,9 @@ pub fn run_script(name: &str, text: &str) -> Result<FileReport> {
     })?;
     let mut store = MemStore::new();
     let engine = Engine::default();
-    let mut hist_names: HashSet<String> = HashSet::new();
+    // Labels of the series holding native-histogram samples (including the NHCB series
+    // `load_with_nhcb` derives from classic `_bucket` series), which the store lacks.
+    let mut hist_series: HistSeries = Vec::new();
     let mut rep = FileReport {
         name: name.to_string(),
         ..Default::default()
@@ -99,7 +185,7 @@ pub fn run_script(name: &str, text: &str) -> Result<FileReport> {
         match cmd {
             Command::Clear => {
                 store.clear();
-                hist_names.clear();
+                hist_series.clear();
             }
             Command::Load {
                 interval,
@@ -108,12 +194,20 @@ pub fn run_script(name: &str, text: &str) -> Result<FileReport> {
                 ..
             } => {
                 for s in series {
-                    let name = s.labels.name().unwrap_or("").to_string();
                     if with_nhcb {
-                        if let Some(base) = name.strip_suffix("_bucket") {
-                            hist_names.insert(base.to_string());
+                        if let Some(base) = s.labels.name().and_then(|n| n.strip_suffix("_bucket"))
+                        {
+                            let mut l = s.labels.clone();
+                            l.remove("le");
+                            l.set(METRIC_NAME, base);
+                            let ts = (0..s.points.len() as i64).map(|k| interval * k);
+                            match hist_series.iter_mut().find(|(x, _)| *x == l) {
+                                Some((_, v)) => v.extend(ts),
+                                None => hist_series.push((l, ts.collect())),
+                            }
                         }
                     }
+                    let mut hist_ts = Vec::new();
                     let mut samples = Vec::new();
                     for (k, p) in s.points.iter().enumerate() {
                         let t = interval * k as i64;
@@ -121,24 +215,24 @@ pub fn run_script(name: &str, text: &str) -> Result<FileReport> {
                             Point::Value(v) => samples.push(Sample { t, v: *v }),
                             Point::Stale => samples.push(Sample { t, v: stale_nan() }),
                             Point::Omitted => {}
-                            Point::Histogram => {
-                                hist_names.insert(name.clone());
-                            }
+                            Point::Histogram => hist_ts.push(t),
+                        }
+                    }
+                    if !hist_ts.is_empty() {
+                        match hist_series.iter_mut().find(|(x, _)| *x == s.labels) {
+                            Some((_, v)) => v.extend(hist_ts),
+                            None => hist_series.push((s.labels.clone(), hist_ts)),
                         }
                     }
                     store.append(s.labels, &samples);
                 }
             }
             Command::Eval(e) => {
-                let hist = hist_names
-                    .iter()
-                    .find(|n| !n.is_empty() && mentions(&e.query, n));
+                let hist = selected_histogram(&e, &hist_series);
                 let outcome = if e.has_histograms {
                     EvalOutcome::Skipped("expects native-histogram samples {{...}}".into())
                 } else if let Some(h) = hist {
-                    EvalOutcome::Skipped(format!(
-                        "queries {h:?}, loaded with native-histogram samples"
-                    ))
+                    EvalOutcome::Skipped(format!("selects {h}, which has native-histogram samples"))
                 } else {
                     run_eval(&engine, &store, &e)
                 };
@@ -160,11 +254,11 @@ pub fn run_script(name: &str, text: &str) -> Result<FileReport> {
     Ok(rep)
 }
 
-fn msg_matches(m: &Option<Matcher>, text: &str) -> bool {
+fn msg_matches(m: &Option<MsgMatcher>, text: &str) -> bool {
     match m {
         None => true,
-        Some(Matcher::Msg(s)) => text == s,
-        Some(Matcher::Regex(r)) => regex::Regex::new(r)
+        Some(MsgMatcher::Msg(s)) => text == s,
+        Some(MsgMatcher::Regex(r)) => regex::Regex::new(r)
             .map(|re| re.is_match(text))
             .unwrap_or(false),
     }
@@ -172,7 +266,7 @@ fn msg_matches(m: &Option<Matcher>, text: &str) -> bool {
 
 fn check_annotations(
     kind: &str,
-    expects: &[&Option<Matcher>],
+    expects: &[&Option<MsgMatcher>],
     no: bool,
     got: &[String],
 ) -> Option<String> {
@@ -201,7 +295,7 @@ pub fn run_eval(engine: &Engine, store: &MemStore, e: &EvalCmd) -> EvalOutcome {
     } else {
         engine.instant_query(store, &e.query, e.start)
     };
-    let fail: Vec<&Option<Matcher>> = e
+    let fail: Vec<&Option<MsgMatcher>> = e
         .expects
         .iter()
         .filter_map(|x| {
@@ -233,7 +327,7 @@ pub fn run_eval(engine: &Engine, store: &MemStore, e: &EvalCmd) -> EvalOutcome {
     if !fail.is_empty() {
         return EvalOutcome::Failed(format!("expected error, got {:?}", short(&res.value)));
     }
-    let warns: Vec<&Option<Matcher>> = e
+    let warns: Vec<&Option<MsgMatcher>> = e
         .expects
         .iter()
         .filter_map(|x| {
@@ -244,7 +338,7 @@ pub fn run_eval(engine: &Engine, store: &MemStore, e: &EvalCmd) -> EvalOutcome {
             }
         })
         .collect();
-    let infos: Vec<&Option<Matcher>> = e
+    let infos: Vec<&Option<MsgMatcher>> = e
         .expects
         .iter()
         .filter_map(|x| {

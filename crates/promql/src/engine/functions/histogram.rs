@@ -189,7 +189,22 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeri
     let n = grid.len();
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
+    // Series equal but for their names may not meet at a step (Prometheus' check).
+    let mut seen: HashMap<Labels, usize> = HashMap::new();
     for (j, s) in v.iter().enumerate() {
+        let mut without_name = s.labels.clone();
+        without_name.remove(crate::labels::METRIC_NAME);
+        if let Some(&k) = seen.get(&without_name) {
+            if v[k]
+                .vals
+                .iter()
+                .zip(&s.vals)
+                .any(|(a, b)| a.is_some() && b.is_some())
+            {
+                return eval_err("vector cannot contain metrics with the same labelset");
+            }
+        }
+        seen.insert(without_name, j);
         let Some(le) = s.labels.get("le").and_then(parse_le) else {
             ev.warn(format!(
                 "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",

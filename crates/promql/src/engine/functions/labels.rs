@@ -25,7 +25,7 @@ fn string_arg(ev: &mut Evaluator<'_>, c: &Call, i: usize, grid: Grid) -> Result<
 pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeries>> {
     let mut v = ev.eval_vector(arg(c, 0)?, grid)?;
     let dst = string_arg(ev, c, 1, grid)?;
-    if dst.is_empty() {
+    if ev.invalid_label_name(&dst).is_some() {
         return eval_err(format!(
             "invalid destination label name in {}(): {dst}",
             c.func.name
@@ -98,18 +98,15 @@ pub fn absent(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSe
     };
     let mut labels = Labels::new();
     if let Some(vs) = vs {
-        let mut dup: Vec<String> = Vec::new();
-        for m in &vs.matchers.matchers {
+        // A label with several matchers (of any kind) is left out, as in Prometheus.
+        let ms = &vs.matchers.matchers;
+        for m in ms {
             if m.name == METRIC_NAME || m.op != MatchOp::Equal {
                 continue;
             }
-            if labels.get(&m.name).is_some() {
-                dup.push(m.name.clone());
+            if ms.iter().filter(|x| x.name == m.name).count() == 1 {
+                labels.set(&m.name, &m.value);
             }
-            labels.set(&m.name, &m.value);
-        }
-        for d in dup {
-            labels.remove(&d);
         }
     }
     let vals: Vec<Option<f64>> = present
