@@ -1,0 +1,119 @@
+//! The sample limit, the timeout and cancellation, over a `MemStore`.
+
+use std::time::Duration;
+
+use promql_parser::label::Matcher;
+use strata_promql::engine::{CancelHandle, Grid};
+use strata_promql::{Engine, EngineOptions, Error, Labels, MemStore, Queryable, Sample, Series};
+
+/// Three series `m{i="0".."2"}` with samples every 10s over 0..=100s.
+fn store() -> MemStore {
+    let mut s = MemStore::new();
+    for i in 0..3 {
+        let mut l = Labels::new();
+        l.set("__name__", "m");
+        l.set("i", &i.to_string());
+        let samples: Vec<Sample> = (0..=10)
+            .map(|k| Sample {
+                t: k * 10_000,
+                v: k as f64,
+            })
+            .collect();
+        s.append(l, &samples);
+    }
+    s
+}
+
+fn engine(max_samples: usize, timeout: Duration) -> Engine {
+    Engine::new(EngineOptions {
+        max_samples,
+        timeout,
+        ..EngineOptions::default()
+    })
+}
+
+#[test]
+fn sample_limit_is_enforced() {
+    let st = store();
+    // 3 series × 11 samples are loaded for the range query.
+    let e = engine(32, Duration::from_secs(60));
+    let r = e.range_query(&st, "m", 0, 100_000, 10_000);
+    assert!(matches!(r, Err(Error::TooManySamples)), "{r:?}");
+    let e = engine(33, Duration::from_secs(60));
+    let r = e.range_query(&st, "m", 0, 100_000, 10_000).unwrap();
+    assert!(r.warnings.is_empty());
+    // Instant queries count the samples they load the same way: the window
+    // `(0s, 100s]` holds 10 samples of each series.
+    let e = engine(29, Duration::from_secs(60));
+    let r = e.instant_query(&st, "sum_over_time(m[100s])", 100_000);
+    assert!(matches!(r, Err(Error::TooManySamples)), "{r:?}");
+    let e = engine(30, Duration::from_secs(60));
+    assert!(e
+        .instant_query(&st, "sum_over_time(m[100s])", 100_000)
+        .is_ok());
+}
+
+/// A store that sleeps or cancels a query while selecting.
+struct Hook<'a> {
+    inner: MemStore,
+    sleep: Duration,
+    cancel: Option<&'a CancelHandle>,
+}
+
+impl Queryable for Hook<'_> {
+    fn select(&self, m: &[Matcher], mint: i64, maxt: i64) -> strata_promql::Result<Vec<Series>> {
+        std::thread::sleep(self.sleep);
+        if let Some(c) = self.cancel {
+            c.cancel();
+        }
+        self.inner.select(m, mint, maxt)
+    }
+    fn label_names(&self) -> strata_promql::Result<Vec<String>> {
+        self.inner.label_names()
+    }
+    fn label_values(&self, name: &str) -> strata_promql::Result<Vec<String>> {
+        self.inner.label_values(name)
+    }
+}
+
+#[test]
+fn timeout_is_enforced() {
+    let st = Hook {
+        inner: store(),
+        sleep: Duration::from_millis(20),
+        cancel: None,
+    };
+    let e = engine(50_000_000, Duration::from_millis(5));
+    let r = e.range_query(&st, "sum(rate(m[30s]))", 0, 100_000, 10_000);
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    let e = engine(50_000_000, Duration::from_secs(60));
+    assert!(e
+        .range_query(&st, "sum(rate(m[30s]))", 0, 100_000, 10_000)
+        .is_ok());
+}
+
+#[test]
+fn cancellation_stops_the_query() {
+    let cancel = CancelHandle::default();
+    let st = Hook {
+        inner: store(),
+        sleep: Duration::ZERO,
+        cancel: Some(&cancel),
+    };
+    let e = engine(50_000_000, Duration::from_secs(60));
+    let grid = Grid {
+        start: 0,
+        end: 100_000,
+        step: 10_000,
+    };
+    let r = e.query(&st, "m + m", grid, false, &cancel);
+    assert!(matches!(r, Err(Error::Canceled)), "{r:?}");
+    // A handle nobody cancels lets the same query finish.
+    let st = Hook {
+        inner: store(),
+        sleep: Duration::ZERO,
+        cancel: None,
+    };
+    let r = e.query(&st, "m + m", grid, false, &CancelHandle::default());
+    assert_eq!(r.map(|r| r.warnings.len()).ok(), Some(0));
+}
