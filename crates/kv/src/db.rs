@@ -363,17 +363,7 @@ impl Db {
             fs.create_dir_all(&dir)
                 .context(|| format!("creating {}", dir.display()))?;
         }
-        let lock_path = filename::lock_path(&dir);
-        let file_lock = fs.lock(&lock_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked(dir.clone())
-            } else {
-                Error::Io {
-                    context: format!("locking {}", lock_path.display()),
-                    source: e,
-                }
-            }
-        })?;
+        let file_lock = crate::fs::lock_directory(fs.as_ref(), &dir)?;
 
         let current = filename::current_path(&dir);
         if fs.exists(&current) {

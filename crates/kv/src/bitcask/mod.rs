@@ -480,17 +480,7 @@ impl Bitcask {
             fs.create_dir_all(&dir)
                 .context(|| format!("creating {}", dir.display()))?;
         }
-        let lock_path = dir.join("LOCK");
-        let file_lock = fs.lock(&lock_path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::WouldBlock {
-                Error::Locked(dir.clone())
-            } else {
-                Error::Io {
-                    context: format!("locking {}", lock_path.display()),
-                    source: e,
-                }
-            }
-        })?;
+        let file_lock = crate::fs::lock_directory(fs.as_ref(), &dir)?;
         let rec = recovery::recover(&dir, &opts)?;
         tracing::info!(dir = %dir.display(), keys = rec.keydir.live_keys(),
             from_hints = rec.report.files_from_hints, scanned = rec.report.files_scanned,

@@ -90,3 +90,19 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
         file.read_at(0, file.len() as usize)
     }
 }
+
+/// Takes the exclusive `LOCK` file of a database directory: [`crate::Error::Locked`] if
+/// another process (or another open database in this one) holds it.
+pub(crate) fn lock_directory(fs: &dyn FileSystem, dir: &Path) -> crate::Result<Box<dyn FileLock>> {
+    let lock_path = crate::filename::lock_path(dir);
+    fs.lock(&lock_path).map_err(|e| {
+        if e.kind() == io::ErrorKind::WouldBlock {
+            crate::Error::Locked(dir.to_path_buf())
+        } else {
+            crate::Error::Io {
+                context: format!("locking {}", lock_path.display()),
+                source: e,
+            }
+        }
+    })
+}
