@@ -21,5 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
+pub mod labels;
 
 pub use chunk::{Chunk, ChunkError, XorAppender, XorChunk};
+pub use labels::{Label, LabelError, LabelLimits, Labels, METRIC_NAME};
