@@ -8,6 +8,13 @@
 //!
 //! ```
 //! use strata_tsdb::chunk::XorAppender;
+//! use strata_tsdb::labels::Labels;
+//! use strata_tsdb::matcher::{MatchOp, Matcher};
+//!
+//! let series = Labels::from_pairs([("__name__", "up"), ("job", "node")])?;
+//! let m = Matcher::new(MatchOp::RegexMatch, "job", "node|prometheus")?;
+//! assert!(m.matches(series.get("job")));
+//! assert_eq!(m.set_matches(), Some(&["node".to_string(), "prometheus".to_string()][..]));
 //!
 //! let mut app = XorAppender::new();
 //! app.append(1_000, 1.0)?;
@@ -22,6 +29,8 @@
 
 pub mod chunk;
 pub mod labels;
+pub mod matcher;
 
 pub use chunk::{Chunk, ChunkError, XorAppender, XorChunk};
 pub use labels::{Label, LabelError, LabelLimits, Labels, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher, MatcherError};
