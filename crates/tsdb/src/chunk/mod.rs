@@ -1,0 +1,156 @@
+//! Chunks: compressed runs of `(timestamp, value)` samples of one series.
+//!
+//! Every chunk's bytes start with an encoding byte ([`Encoding`]) that names the encoding
+//! *and its version*: a change to an encoding's layout gets a new byte, never a reinterpretation
+//! of an old one. [`Chunk`] dispatches on it, so callers that store or read chunks do not
+//! care which encoding they hold. Today there is one encoding, [`Encoding::Xor`] (Gorilla
+//! delta-of-delta timestamps and XOR-ed float values, [`xor`]); native histograms will add
+//! more. The byte layout is documented in `docs/format/chunk.md`.
+//!
+//! A chunk does not order samples: it stores any timestamps in the order they were
+//! appended. Rejecting out-of-order or duplicate samples is the head's job.
+
+pub mod bstream;
+pub mod xor;
+
+pub use xor::{XorAppender, XorChunk, XorIterator};
+
+/// Errors of chunk encoding and decoding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// The bytes are not a well-formed chunk: truncated, or a field out of range.
+    #[error("corrupt chunk at byte {offset}: {reason}")]
+    Corrupt {
+        /// Byte offset in the chunk where the problem was found.
+        offset: usize,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The encoding byte names no encoding this build understands.
+    #[error("unknown chunk encoding {0:#04x}")]
+    UnknownEncoding(u8),
+    /// The chunk holds the most samples its header can count.
+    #[error("chunk is full ({max} samples)")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl ChunkError {
+    pub(crate) fn corrupt(offset: usize, reason: impl Into<String>) -> Self {
+        ChunkError::Corrupt {
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result alias of this module.
+pub type Result<T, E = ChunkError> = std::result::Result<T, E>;
+
+/// The encoding byte at offset 0 of every chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// Gorilla-style float chunk, version 1 (the same number as Prometheus' `EncXOR`).
+    Xor = 1,
+}
+
+impl Encoding {
+    /// The encoding named by `b`, if this build knows it.
+    pub fn from_u8(b: u8) -> Option<Encoding> {
+        match b {
+            1 => Some(Encoding::Xor),
+            _ => None,
+        }
+    }
+}
+
+/// A chunk of any encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Chunk {
+    /// A [`XorChunk`].
+    Xor(XorChunk),
+}
+
+impl Chunk {
+    /// Wraps stored bytes, dispatching on the encoding byte. Checks the header only; sample
+    /// data is checked as it is iterated.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Chunk> {
+        let b = *bytes
+            .first()
+            .ok_or_else(|| ChunkError::corrupt(0, "empty chunk (no encoding byte)"))?;
+        match Encoding::from_u8(b) {
+            Some(Encoding::Xor) => Ok(Chunk::Xor(XorChunk::from_bytes(bytes)?)),
+            None => Err(ChunkError::UnknownEncoding(b)),
+        }
+    }
+
+    /// The chunk's encoding.
+    pub fn encoding(&self) -> Encoding {
+        match self {
+            Chunk::Xor(_) => Encoding::Xor,
+        }
+    }
+
+    /// The encoded bytes, encoding byte included.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Xor(c) => c.bytes(),
+        }
+    }
+
+    /// Number of samples, from the header.
+    pub fn num_samples(&self) -> usize {
+        match self {
+            Chunk::Xor(c) => c.num_samples(),
+        }
+    }
+
+    /// The samples in append order; an `Err` (after which the iterator ends) if the bytes are
+    /// corrupt.
+    pub fn iter(&self) -> impl Iterator<Item = Result<(i64, f64)>> + '_ {
+        match self {
+            Chunk::Xor(c) => c.iter(),
+        }
+    }
+}
+
+impl From<XorChunk> for Chunk {
+    fn from(c: XorChunk) -> Self {
+        Chunk::Xor(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_dispatches_on_encoding_byte() {
+        let mut app = XorAppender::new();
+        app.append(1, 2.0).expect("append");
+        let chunk = Chunk::from_bytes(app.chunk().bytes().to_vec()).expect("valid");
+        assert_eq!(chunk.encoding(), Encoding::Xor);
+        assert_eq!(chunk.num_samples(), 1);
+        assert_eq!(chunk.bytes()[0], Encoding::Xor as u8);
+        let samples: Vec<_> = chunk.iter().collect::<Result<_>>().expect("decodes");
+        assert_eq!(samples, vec![(1, 2.0)]);
+    }
+
+    #[test]
+    fn unknown_encoding_and_empty_bytes_are_errors() {
+        assert_eq!(
+            Chunk::from_bytes(vec![0x7f, 0, 0]),
+            Err(ChunkError::UnknownEncoding(0x7f))
+        );
+        assert!(matches!(
+            Chunk::from_bytes(Vec::new()),
+            Err(ChunkError::Corrupt { offset: 0, .. })
+        ));
+    }
+}
