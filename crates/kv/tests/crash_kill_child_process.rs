@@ -1,7 +1,8 @@
 //! Crash test with a real process: a child writes batches and reports each acknowledged one;
 //! the parent kills it with SIGKILL at a random moment (often during a flush), reopens the
 //! database and checks that every acknowledged batch is there, whole, and that no batch is
-//! partially visible. `STRATA_CRASH_CYCLES` sets the number of cycles (default 12).
+//! partially visible. `STRATA_CRASH_CYCLES` sets the number of cycles (default 12),
+//! `STRATA_CRASH_SEED` the seed of the kill moments.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -97,7 +98,11 @@ fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
         .unwrap_or(12);
     let dir = tempfile::tempdir().expect("tempdir");
     let exe = std::env::current_exe().expect("test binary");
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    // STRATA_CRASH_SEED varies the kill moments between runs (scripts/torture.sh).
+    let mut rng = std::env::var("STRATA_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(0x9e37_79b9_7f4a_7c15u64, |s| s | 1);
     let mut last_next = 0;
     for cycle in 0..cycles {
         rng ^= rng << 13;
