@@ -30,7 +30,9 @@
 pub mod chunk;
 pub mod labels;
 pub mod matcher;
+pub mod postings;
 
 pub use chunk::{Chunk, ChunkError, XorAppender, XorChunk};
 pub use labels::{Label, LabelError, LabelLimits, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use postings::{select, MemPostings, PostingsIndex, PostingsList, SeriesRef};
