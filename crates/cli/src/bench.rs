@@ -542,8 +542,13 @@ struct Ctx<'a> {
     rng: Rng,
 }
 
-fn do_write(ctx: &mut Ctx<'_>, st: &mut ThreadStats, seq: bool) -> Result<()> {
-    let mut gen = ctx.pool.generator();
+/// Writes `ctx.num` entries in batches of `--batch_size`, timing each batch; `add` puts
+/// entry `i` (its key buffer given) into the batch.
+fn write_batches(
+    ctx: &mut Ctx<'_>,
+    st: &mut ThreadStats,
+    mut add: impl FnMut(&mut Ctx<'_>, &mut ThreadStats, &mut WriteBatch, &mut Vec<u8>, u64),
+) -> Result<()> {
     let mut key = vec![0u8; ctx.cfg.key_size];
     let per_batch = ctx.cfg.batch_size.max(1);
     let opts = WriteOptions { sync: ctx.sync };
@@ -552,14 +557,7 @@ fn do_write(ctx: &mut Ctx<'_>, st: &mut ThreadStats, seq: bool) -> Result<()> {
         let n = per_batch.min(ctx.num - i);
         let mut batch = WriteBatch::new();
         for j in 0..n {
-            let k = if seq {
-                i + j
-            } else {
-                ctx.rng.uniform(ctx.cfg.num)
-            };
-            fill_key(&mut key, k);
-            batch.put(&key, gen.generate(ctx.cfg.value_size));
-            st.bytes += (ctx.cfg.key_size + ctx.cfg.value_size) as u64;
+            add(ctx, st, &mut batch, &mut key, i + j);
         }
         let t = st.op_start();
         ctx.db.write(batch, opts)?;
@@ -569,24 +567,21 @@ fn do_write(ctx: &mut Ctx<'_>, st: &mut ThreadStats, seq: bool) -> Result<()> {
     Ok(())
 }
 
+fn do_write(ctx: &mut Ctx<'_>, st: &mut ThreadStats, seq: bool) -> Result<()> {
+    let mut gen = ctx.pool.generator();
+    write_batches(ctx, st, |ctx, st, batch, key, i| {
+        let k = if seq { i } else { ctx.rng.uniform(ctx.cfg.num) };
+        fill_key(key, k);
+        batch.put(&key, gen.generate(ctx.cfg.value_size));
+        st.bytes += (ctx.cfg.key_size + ctx.cfg.value_size) as u64;
+    })
+}
+
 fn do_delete(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
-    let mut key = vec![0u8; ctx.cfg.key_size];
-    let per_batch = ctx.cfg.batch_size.max(1);
-    let opts = WriteOptions { sync: ctx.sync };
-    let mut i = 0;
-    while i < ctx.num {
-        let n = per_batch.min(ctx.num - i);
-        let mut batch = WriteBatch::new();
-        for _ in 0..n {
-            fill_key(&mut key, ctx.rng.uniform(ctx.cfg.num));
-            batch.delete(&key);
-        }
-        let t = st.op_start();
-        ctx.db.write(batch, opts)?;
-        st.op_done(t, n);
-        i += n;
-    }
-    Ok(())
+    write_batches(ctx, st, |ctx, _, batch, key, _| {
+        fill_key(key, ctx.rng.uniform(ctx.cfg.num));
+        batch.delete(&key);
+    })
 }
 
 fn read_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {

@@ -288,6 +288,14 @@ fn check_annotations(
     None
 }
 
+/// The message matchers of one kind of `expect` line of an eval.
+fn expects<'a>(
+    e: &'a EvalCmd,
+    pick: impl Fn(&'a Expect) -> Option<&'a Option<MsgMatcher>>,
+) -> Vec<&'a Option<MsgMatcher>> {
+    e.expects.iter().filter_map(pick).collect()
+}
+
 /// Runs one eval and checks it.
 pub fn run_eval(engine: &Engine, store: &MemStore, e: &EvalCmd) -> EvalOutcome {
     let res = if e.range {
@@ -295,17 +303,10 @@ pub fn run_eval(engine: &Engine, store: &MemStore, e: &EvalCmd) -> EvalOutcome {
     } else {
         engine.instant_query(store, &e.query, e.start)
     };
-    let fail: Vec<&Option<MsgMatcher>> = e
-        .expects
-        .iter()
-        .filter_map(|x| {
-            if let Expect::Fail(m) = x {
-                Some(m)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let fail = expects(e, |x| match x {
+        Expect::Fail(m) => Some(m),
+        _ => None,
+    });
     let res = match res {
         Err(err) => {
             let text = match &err {
@@ -327,28 +328,14 @@ pub fn run_eval(engine: &Engine, store: &MemStore, e: &EvalCmd) -> EvalOutcome {
     if !fail.is_empty() {
         return EvalOutcome::Failed(format!("expected error, got {:?}", short(&res.value)));
     }
-    let warns: Vec<&Option<MsgMatcher>> = e
-        .expects
-        .iter()
-        .filter_map(|x| {
-            if let Expect::Warn(m) = x {
-                Some(m)
-            } else {
-                None
-            }
-        })
-        .collect();
-    let infos: Vec<&Option<MsgMatcher>> = e
-        .expects
-        .iter()
-        .filter_map(|x| {
-            if let Expect::Info(m) = x {
-                Some(m)
-            } else {
-                None
-            }
-        })
-        .collect();
+    let warns = expects(e, |x| match x {
+        Expect::Warn(m) => Some(m),
+        _ => None,
+    });
+    let infos = expects(e, |x| match x {
+        Expect::Info(m) => Some(m),
+        _ => None,
+    });
     if let Some(m) = check_annotations(
         "warn",
         &warns,
