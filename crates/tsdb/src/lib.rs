@@ -28,11 +28,22 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
+pub mod db;
+pub mod error;
+mod head;
+mod index;
+pub mod keys;
 pub mod labels;
 pub mod matcher;
 pub mod postings;
+pub mod querier;
+pub mod wal;
 
 pub use chunk::{Chunk, ChunkError, XorAppender, XorChunk};
+pub use db::{Appender, CommitStats, Options, Tsdb, TsdbStats, DAY_MS};
+pub use error::{Error, Result};
 pub use labels::{Label, LabelError, LabelLimits, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use postings::{select, MemPostings, PostingsIndex, PostingsList, SeriesRef};
+pub use querier::{Querier, Series};
+pub use wal::FsyncPolicy;

@@ -1,0 +1,1178 @@
+//! [`Tsdb`]: the time-series store: the head, its WAL, flushes to time partitions in
+//! `strata-kv`, retention and deletion.
+//!
+//! Write path: [`Appender::commit`] resolves each label set to a series (creating it in
+//! the head and logging it once), logs the batch's samples in one WAL record (fsynced per
+//! [`FsyncPolicy`]), then appends them to the series' open chunks. A flush (every
+//! [`Options::flush_span_ms`] of data, [`Options::flush_max_samples`] samples, on close, or
+//! on demand) cuts every series' chunks, rotates the WAL (the new segment starts with a
+//! checkpoint of the live series), writes the chunks, the series' labels and postings of
+//! partitions new to them in `strata-kv` with a mark of the last WAL segment covered, and
+//! only then deletes the covered segments. Retention then drops whole expired partitions.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use strata_kv::coding::{put_varint64, Decoder};
+use strata_kv::{Db, WriteBatch, WriteOptions};
+
+use crate::chunk::{Chunk, XorAppender};
+use crate::error::{show_key, Error, Result};
+use crate::head::{self, Appended, Head, MemSeries};
+use crate::index::PartitionIndex;
+use crate::keys;
+use crate::labels::{LabelLimits, Labels};
+use crate::matcher::Matcher;
+use crate::postings::{self, PostingsIndex, SeriesRef, ALL_POSTINGS_KEY};
+use crate::querier::Querier;
+use crate::wal::{self, FsyncPolicy, RefSample, Wal};
+
+/// One day in milliseconds.
+pub const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Configuration of a [`Tsdb`].
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Data older than the newest sample minus this is dropped, a whole partition at a
+    /// time, and samples older than the oldest kept partition are rejected. Default 15 days.
+    pub retention_ms: i64,
+    /// Also drop the oldest partitions while the key-value store is larger than this.
+    pub max_bytes: Option<u64>,
+    /// Width of a time partition. Fixed when the store is created (later values are
+    /// ignored). Default one day.
+    pub partition_ms: i64,
+    /// When the WAL is fsynced. Default every 1000 ms.
+    pub wal_fsync: FsyncPolicy,
+    /// A head chunk is closed after this many samples. Default 240.
+    pub max_chunk_samples: usize,
+    /// Flush when the head's unpersisted data spans this much time. Default 2 hours.
+    pub flush_span_ms: i64,
+    /// Flush when the head holds this many unpersisted samples. Default 20 million.
+    pub flush_max_samples: u64,
+    /// Run flushes, WAL syncs and retention on a background thread. Without it they
+    /// happen only when called (tests).
+    pub background: bool,
+    /// Bounds on label sets built by [`Appender::add_pairs`].
+    pub label_limits: LabelLimits,
+    /// Options of the key-value store (its `fs` is also used for the WAL).
+    pub kv: strata_kv::Options,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let mut kv = strata_kv::Options::default();
+        kv.table.compression = strata_kv::CompressionType::Zstd;
+        Options {
+            retention_ms: 15 * DAY_MS,
+            max_bytes: None,
+            partition_ms: DAY_MS,
+            wal_fsync: FsyncPolicy::IntervalMs(1000),
+            max_chunk_samples: 240,
+            flush_span_ms: 2 * 3600 * 1000,
+            flush_max_samples: 20_000_000,
+            background: true,
+            label_limits: LabelLimits::default(),
+            kv,
+        }
+    }
+}
+
+/// What a commit did with its samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Samples stored (in order or not).
+    pub appended: u64,
+    /// Of those, samples at or before their series' last timestamp.
+    pub out_of_order: u64,
+    /// Samples rejected as older than retention.
+    pub too_old: u64,
+    /// Series created by the commit.
+    pub new_series: u64,
+}
+
+/// Figures of a [`Tsdb`], like Prometheus' `/api/v1/status/tsdb`.
+#[derive(Debug, Clone, Default)]
+pub struct TsdbStats {
+    /// Series in the head (active).
+    pub head_series: u64,
+    /// Samples in the head not yet persisted.
+    pub head_samples: u64,
+    /// Chunks in the head (open and closed).
+    pub head_chunks: u64,
+    /// Approximate bytes of memory held by head series.
+    pub head_memory_bytes: u64,
+    /// Time partitions on disk.
+    pub partitions: u64,
+    /// Samples persisted in partitions.
+    pub persisted_samples: u64,
+    /// Chunks persisted in partitions.
+    pub persisted_chunks: u64,
+    /// Bytes of persisted chunks (before the key-value store's block compression).
+    pub persisted_chunk_bytes: u64,
+    /// Series entries in partition indexes (a series counts once per partition).
+    pub partition_series: u64,
+    /// Bytes on disk: key-value tables and WAL segments.
+    pub disk_bytes: u64,
+    /// Bytes of WAL segments.
+    pub wal_bytes: u64,
+    /// `disk_bytes` of the key-value tables divided by `persisted_samples`.
+    pub bytes_per_sample: f64,
+    /// Oldest and newest sample timestamps held (ms), if any.
+    pub min_time: Option<i64>,
+    /// See `min_time`.
+    pub max_time: Option<i64>,
+    /// Samples appended since open.
+    pub samples_appended: u64,
+    /// Out-of-order (or duplicate-timestamp) samples appended since open.
+    pub out_of_order_samples: u64,
+    /// Samples rejected as too old since open.
+    pub too_old_samples: u64,
+    /// Flushes since open.
+    pub flushes: u64,
+    /// Head series per metric name, largest first (top 10).
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    /// Distinct values per label name in the head, largest first (top 10).
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    /// Head series per label pair `name=value`, largest first (top 10).
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
+    /// Bytes of label values per label name in the head, largest first (top 10).
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    appended: AtomicU64,
+    ooo: AtomicU64,
+    too_old: AtomicU64,
+    flushes: AtomicU64,
+    head_samples: AtomicU64,
+}
+
+pub(crate) struct Inner {
+    pub opts: Options,
+    pub part_ms: i64,
+    pub kv: Db,
+    pub head: Head,
+    /// The WAL; its lock also serializes commits with the start of a flush.
+    wal: Mutex<Wal>,
+    flush_lock: Mutex<()>,
+    next_ref: AtomicU64,
+    next_seq: AtomicU64,
+    /// Newest sample timestamp ever seen.
+    pub max_t: AtomicI64,
+    /// Oldest timestamp of unpersisted head data.
+    head_min_t: AtomicI64,
+    /// Samples before this are rejected.
+    min_valid_t: AtomicI64,
+    pub partitions: RwLock<BTreeSet<i64>>,
+    counters: Counters,
+    failed: Mutex<Option<String>>,
+    closed: AtomicBool,
+    /// Tells the background thread to stop.
+    stopping: AtomicBool,
+    wake: (Mutex<bool>, Condvar),
+    wal_dir: PathBuf,
+}
+
+fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The time-series store. Cheap to share across threads (`&Tsdb` is enough for appending
+/// and querying); closing flushes the head.
+pub struct Tsdb {
+    inner: Arc<Inner>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Tsdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tsdb")
+            .field("dir", &self.inner.wal_dir.parent())
+            .finish()
+    }
+}
+
+fn read_u64(kv: &Db, key: &[u8]) -> Result<Option<u64>> {
+    Ok(match kv.get(key)? {
+        None => None,
+        Some(v) => Some(
+            strata_kv::coding::get_fixed64(&v).ok_or_else(|| Error::Corruption {
+                location: format!("key {}", show_key(key)),
+                offset: 0,
+                reason: format!("meta value of {} bytes, expected 8", v.len()),
+            })?,
+        ),
+    })
+}
+
+fn fixed64(v: u64) -> Vec<u8> {
+    v.to_le_bytes().to_vec()
+}
+
+impl Tsdb {
+    /// Opens (creating if needed) the store in `dir`: `dir/kv` holds the key-value store,
+    /// `dir/wal` the WAL, which is replayed into the head.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Tsdb> {
+        let dir = dir.as_ref();
+        if opts.partition_ms <= 0 || opts.retention_ms <= 0 || opts.max_chunk_samples == 0 {
+            return Err(Error::InvalidArgument(
+                "partition_ms, retention_ms and max_chunk_samples must be positive".into(),
+            ));
+        }
+        let fs = Arc::clone(&opts.kv.fs);
+        let kv = Db::open(dir.join("kv"), opts.kv.clone())?;
+
+        if let Some(v) = read_u64(&kv, keys::META_FORMAT)? {
+            if v != u64::from(keys::FORMAT_VERSION) {
+                return Err(Error::Kv(strata_kv::Error::UnsupportedVersion {
+                    file: dir.join("kv").display().to_string(),
+                    version: v as u32,
+                }));
+            }
+        } else {
+            kv.put(keys::META_FORMAT, fixed64(u64::from(keys::FORMAT_VERSION)))?;
+        }
+        let part_ms = match read_u64(&kv, b"Mpartition_ms")? {
+            Some(v) if v > 0 && v <= i64::MAX as u64 => v as i64,
+            Some(v) => {
+                return Err(Error::Corruption {
+                    location: "key Mpartition_ms".into(),
+                    offset: 0,
+                    reason: format!("partition width {v}"),
+                })
+            }
+            None => {
+                kv.write(
+                    {
+                        let mut b = WriteBatch::new();
+                        b.put(b"Mpartition_ms", fixed64(opts.partition_ms as u64));
+                        b
+                    },
+                    WriteOptions { sync: true },
+                )?;
+                opts.partition_ms
+            }
+        };
+        let next_ref = read_u64(&kv, keys::META_NEXT_REF)?.unwrap_or(1);
+        let wal_persisted = read_u64(&kv, keys::META_WAL_PERSISTED)?.unwrap_or(0);
+        let next_seq = read_u64(&kv, keys::META_NEXT_SEQ)?.unwrap_or(1);
+        let max_t = read_u64(&kv, keys::META_MAX_TIME)?.map_or(i64::MIN, |v| v as i64);
+        let partitions = list_partitions(&kv)?;
+
+        // Replay the WAL into a fresh head.
+        let wal_dir = dir.join("wal");
+        fs.create_dir_all(&wal_dir).map_err(|e| {
+            Error::Kv(strata_kv::Error::Io {
+                context: format!("creating {}", wal_dir.display()),
+                source: e,
+            })
+        })?;
+        let segs = wal::list_segments(fs.as_ref(), &wal_dir)?;
+        let head = Head::default();
+        let mut max_ref = next_ref.saturating_sub(1);
+        let mut max_seen = max_t;
+        let mut head_min = i64::MAX;
+        let mut replayed = 0u64;
+        let mut unknown = 0u64;
+        wal::replay(fs.as_ref(), &wal_dir, &segs, |seg, rec| {
+            match rec {
+                wal::Record::Series(list) => {
+                    for (r, labels) in list {
+                        max_ref = max_ref.max(r);
+                        let h = labels.stable_hash();
+                        head.insert(r, labels, h);
+                    }
+                }
+                wal::Record::Samples(samples) if seg > wal_persisted => {
+                    for s in samples {
+                        let Some(series) = head.get(s.r) else {
+                            unknown += 1;
+                            continue;
+                        };
+                        head::lock(&series).append(s.t, s.v, part_ms, opts.max_chunk_samples);
+                        max_seen = max_seen.max(s.t);
+                        head_min = head_min.min(s.t);
+                        replayed += 1;
+                    }
+                }
+                wal::Record::Samples(_) => {}
+            }
+            Ok(())
+        })?;
+        if unknown > 0 {
+            tracing::warn!(unknown, "WAL samples of unknown series skipped");
+        }
+        let next_segment = segs.last().map_or(1, |s| s + 1);
+        let wal = Wal::create(Arc::clone(&fs), &wal_dir, next_segment)?;
+        tracing::info!(
+            dir = %dir.display(),
+            series = head.num_series(),
+            samples = replayed,
+            partitions = partitions.len(),
+            "tsdb opened"
+        );
+
+        let inner = Arc::new(Inner {
+            part_ms,
+            kv,
+            head,
+            wal: Mutex::new(wal),
+            flush_lock: Mutex::new(()),
+            next_ref: AtomicU64::new(max_ref + 1),
+            next_seq: AtomicU64::new(next_seq),
+            max_t: AtomicI64::new(max_seen),
+            head_min_t: AtomicI64::new(head_min),
+            min_valid_t: AtomicI64::new(i64::MIN),
+            partitions: RwLock::new(partitions),
+            counters: Counters::default(),
+            failed: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            wake: (Mutex::new(false), Condvar::new()),
+            wal_dir,
+            opts,
+        });
+        inner.counters.head_samples.store(replayed, Relaxed);
+        inner.apply_retention()?;
+        let worker = if inner.opts.background {
+            let bg = Arc::clone(&inner);
+            Some(
+                std::thread::Builder::new()
+                    .name("strata-tsdb".into())
+                    .spawn(move || bg.background())
+                    .map_err(|e| {
+                        Error::Kv(strata_kv::Error::Io {
+                            context: "starting the tsdb background thread".into(),
+                            source: e,
+                        })
+                    })?,
+            )
+        } else {
+            None
+        };
+        Ok(Tsdb {
+            inner,
+            worker: Mutex::new(worker),
+        })
+    }
+
+    /// A new appender: add samples, then commit them as one batch.
+    pub fn appender(&self) -> Appender<'_> {
+        Appender {
+            db: self,
+            entries: Vec::new(),
+        }
+    }
+
+    /// A querier over `[mint, maxt]` (inclusive, ms).
+    pub fn querier(&self, mint: i64, maxt: i64) -> Querier {
+        Querier::new(Arc::clone(&self.inner), mint, maxt)
+    }
+
+    /// The options in effect (with the stored partition width).
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// Persists the head now.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
+    /// Drops expired partitions now (also done after each flush).
+    pub fn apply_retention(&self) -> Result<()> {
+        self.inner.apply_retention()
+    }
+
+    /// Deletes the samples in `[mint, maxt]` of the series selected by `matchers`. The head
+    /// is flushed first; samples appended while the deletion runs may survive it.
+    pub fn delete_series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64> {
+        self.inner.flush()?;
+        self.inner.delete_series(matchers, mint, maxt)
+    }
+
+    /// Figures about the store.
+    pub fn stats(&self) -> Result<TsdbStats> {
+        self.inner.stats()
+    }
+
+    /// The key-value store underneath (for its own figures).
+    pub fn kv(&self) -> &Db {
+        &self.inner.kv
+    }
+
+    /// Flushes the head, stops the background thread and closes the store.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if self.inner.stopping.swap(true, Relaxed) {
+            return Ok(());
+        }
+        self.inner.notify();
+        if let Some(h) = guard(&self.worker).take() {
+            let _ = h.join();
+        }
+        let flushed = if guard(&self.inner.failed).is_none() {
+            self.inner.flush()
+        } else {
+            Ok(())
+        };
+        let synced = guard(&self.inner.wal).sync();
+        self.inner.closed.store(true, Relaxed);
+        flushed.and(synced)
+    }
+
+    /// Stops without flushing or syncing, as a killed process would (for recovery tests):
+    /// the next open must recover everything from the WAL.
+    pub fn abandon(self) {
+        self.inner.stopping.store(true, Relaxed);
+        self.inner.closed.store(true, Relaxed);
+        self.inner.notify();
+        if let Some(h) = guard(&self.worker).take() {
+            let _ = h.join();
+        }
+        let inner = Arc::clone(&self.inner);
+        drop(self); // `stopping` is set: Drop does nothing.
+        if let Ok(inner) = Arc::try_unwrap(inner) {
+            inner.kv.abandon();
+        }
+    }
+}
+
+impl Drop for Tsdb {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(error = %e, "closing the tsdb failed");
+        }
+    }
+}
+
+/// Collects samples and commits them as one batch (one WAL record).
+pub struct Appender<'a> {
+    db: &'a Tsdb,
+    entries: Vec<(Labels, Vec<(i64, f64)>)>,
+}
+
+impl Appender<'_> {
+    /// Adds one sample.
+    pub fn add(&mut self, labels: Labels, t: i64, v: f64) {
+        match self.entries.last_mut() {
+            Some((l, s)) if *l == labels => s.push((t, v)),
+            _ => self.entries.push((labels, vec![(t, v)])),
+        }
+    }
+
+    /// Adds samples of one series.
+    pub fn add_series(&mut self, labels: Labels, samples: &[(i64, f64)]) {
+        self.entries.push((labels, samples.to_vec()));
+    }
+
+    /// Adds one sample of the series with these label pairs, checked against
+    /// [`Options::label_limits`].
+    pub fn add_pairs<N: Into<String>, V: Into<String>>(
+        &mut self,
+        pairs: impl IntoIterator<Item = (N, V)>,
+        t: i64,
+        v: f64,
+    ) -> Result<()> {
+        let labels = Labels::from_pairs_with_limits(pairs, &self.db.inner.opts.label_limits)?;
+        self.add(labels, t, v);
+        Ok(())
+    }
+
+    /// Samples added so far.
+    pub fn len(&self) -> usize {
+        self.entries.iter().map(|(_, s)| s.len()).sum()
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Logs the batch and applies it to the head. When this returns `Ok` the samples are
+    /// as durable as [`Options::wal_fsync`] promises.
+    pub fn commit(self) -> Result<CommitStats> {
+        self.db.inner.commit(self.entries)
+    }
+}
+
+impl Inner {
+    fn check_writable(&self) -> Result<()> {
+        if self.closed.load(Relaxed) {
+            return Err(Error::Closed);
+        }
+        if let Some(why) = guard(&self.failed).as_ref() {
+            return Err(Error::ReadOnly(why.clone()));
+        }
+        Ok(())
+    }
+
+    fn fail(&self, e: &Error) {
+        let mut f = guard(&self.failed);
+        if f.is_none() {
+            tracing::error!(error = %e, "tsdb is now read-only");
+            *f = Some(e.to_string());
+        }
+    }
+
+    fn notify(&self) {
+        *guard(&self.wake.0) = true;
+        self.wake.1.notify_all();
+    }
+
+    fn commit(&self, entries: Vec<(Labels, Vec<(i64, f64)>)>) -> Result<CommitStats> {
+        let mut stats = CommitStats::default();
+        if entries.is_empty() {
+            return Ok(stats);
+        }
+        let mut wal = guard(&self.wal);
+        self.check_writable()?;
+        let min_valid = self.min_valid_t.load(Relaxed);
+        let mut new_series: Vec<(SeriesRef, Labels)> = Vec::new();
+        let mut targets = Vec::with_capacity(entries.len());
+        let mut samples = Vec::new();
+        for (labels, list) in entries {
+            let h = labels.stable_hash();
+            let (r, series) = match self.head.find(&labels, h) {
+                Some(found) => found,
+                None => {
+                    let r = self.next_ref.fetch_add(1, Relaxed);
+                    new_series.push((r, labels.clone()));
+                    (r, self.head.insert(r, labels, h))
+                }
+            };
+            let before = samples.len();
+            for (t, v) in list {
+                if t < min_valid {
+                    stats.too_old += 1;
+                } else {
+                    samples.push(RefSample { r, t, v });
+                }
+            }
+            targets.push((series, before..samples.len()));
+        }
+        stats.new_series = new_series.len() as u64;
+        let sync = self.opts.wal_fsync == FsyncPolicy::Always;
+        let logged = (|| {
+            if !new_series.is_empty() {
+                let refs: Vec<(SeriesRef, &Labels)> =
+                    new_series.iter().map(|(r, l)| (*r, l)).collect();
+                wal.log(&wal::encode_series(&refs), false)?;
+            }
+            if !samples.is_empty() {
+                wal.log(&wal::encode_samples(&samples), sync)?;
+            } else if sync {
+                wal.sync()?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = logged {
+            self.fail(&e);
+            return Err(e);
+        }
+        let (mut max_t, mut min_t) = (i64::MIN, i64::MAX);
+        for (series, range) in targets {
+            let mut s = head::lock(&series);
+            for smp in &samples[range] {
+                if s.append(smp.t, smp.v, self.part_ms, self.opts.max_chunk_samples)
+                    == Appended::OutOfOrder
+                {
+                    stats.out_of_order += 1;
+                }
+                max_t = max_t.max(smp.t);
+                min_t = min_t.min(smp.t);
+            }
+        }
+        drop(wal);
+        stats.appended = samples.len() as u64;
+        self.max_t.fetch_max(max_t, Relaxed);
+        self.head_min_t.fetch_min(min_t, Relaxed);
+        self.counters.appended.fetch_add(stats.appended, Relaxed);
+        self.counters.ooo.fetch_add(stats.out_of_order, Relaxed);
+        self.counters.too_old.fetch_add(stats.too_old, Relaxed);
+        let held = self
+            .counters
+            .head_samples
+            .fetch_add(stats.appended, Relaxed)
+            + stats.appended;
+        if self.opts.background && self.flush_due(held) {
+            self.notify();
+        }
+        Ok(stats)
+    }
+
+    fn flush_due(&self, held: u64) -> bool {
+        let span = self
+            .max_t
+            .load(Relaxed)
+            .saturating_sub(self.head_min_t.load(Relaxed));
+        held >= self.opts.flush_max_samples || (held > 0 && span >= self.opts.flush_span_ms)
+    }
+
+    fn background(self: Arc<Self>) {
+        let tick = match self.opts.wal_fsync {
+            FsyncPolicy::IntervalMs(ms) => Duration::from_millis(ms.max(1)),
+            _ => Duration::from_secs(1),
+        };
+        let mut last_sync = Instant::now();
+        loop {
+            {
+                let woken = guard(&self.wake.0);
+                let (mut woken, _) = self
+                    .wake
+                    .1
+                    .wait_timeout_while(woken, tick, |w| !*w)
+                    .unwrap_or_else(PoisonError::into_inner);
+                *woken = false;
+            }
+            if self.stopping.load(Relaxed) {
+                return;
+            }
+            if guard(&self.failed).is_some() {
+                continue;
+            }
+            if last_sync.elapsed() >= tick {
+                last_sync = Instant::now();
+                if let Err(e) = guard(&self.wal).sync() {
+                    self.fail(&e);
+                    continue;
+                }
+            }
+            if self.flush_due(self.counters.head_samples.load(Relaxed)) {
+                if let Err(e) = self.flush() {
+                    tracing::error!(error = %e, "background flush failed");
+                }
+            }
+        }
+    }
+
+    /// Persists everything the head holds (see the module docs).
+    pub(crate) fn flush(&self) -> Result<()> {
+        let _one = guard(&self.flush_lock);
+        let seq = self.next_seq.fetch_add(1, Relaxed);
+        // 1. Under the commit lock: cut chunks, retire idle series, rotate the WAL.
+        let mut work: Vec<(Arc<Mutex<MemSeries>>, usize)> = Vec::new();
+        let covered_segment;
+        {
+            let mut wal = guard(&self.wal);
+            self.check_writable()?;
+            let mut gone = Vec::new();
+            let mut live: Vec<(SeriesRef, Labels)> = Vec::new();
+            for series in self.head.all() {
+                let mut s = head::lock(&series);
+                s.close_open();
+                s.close_ooo(self.part_ms);
+                if !s.dirty && s.closed.is_empty() {
+                    s.idle_flushes += 1;
+                    if s.idle_flushes >= 2 {
+                        gone.push((s.r, s.labels.clone()));
+                        continue;
+                    }
+                } else {
+                    s.idle_flushes = 0;
+                }
+                s.dirty = false;
+                live.push((s.r, s.labels.clone()));
+                if !s.closed.is_empty() {
+                    let n = s.closed.len();
+                    drop(s);
+                    work.push((series, n));
+                }
+            }
+            self.head.remove(&gone);
+            let rotated = wal.rotate().and_then(|closed| {
+                for part in live.chunks(10_000) {
+                    let refs: Vec<(SeriesRef, &Labels)> =
+                        part.iter().map(|(r, l)| (*r, l)).collect();
+                    wal.log(&wal::encode_series(&refs), false)?;
+                }
+                wal.sync()?;
+                Ok(closed)
+            });
+            covered_segment = match rotated {
+                Ok(c) => c,
+                Err(e) => {
+                    self.fail(&e);
+                    return Err(e);
+                }
+            };
+            self.counters.head_samples.store(0, Relaxed);
+            self.head_min_t.store(i64::MAX, Relaxed);
+        }
+
+        // 2. Without blocking commits: write the cut chunks to the key-value store.
+        let res = self.persist(&work, seq, covered_segment);
+        if let Err(e) = res {
+            self.fail(&e);
+            return Err(e);
+        }
+        // 3. Drop what is now persisted, then the WAL segments that held it.
+        for (series, n) in &work {
+            head::lock(series).closed.drain(..*n);
+        }
+        guard(&self.wal).remove_upto(covered_segment)?;
+        self.counters.flushes.fetch_add(1, Relaxed);
+        self.apply_retention()
+    }
+
+    fn persist(
+        &self,
+        work: &[(Arc<Mutex<MemSeries>>, usize)],
+        seq: u64,
+        covered_segment: u64,
+    ) -> Result<()> {
+        #[derive(Default)]
+        struct PartStats {
+            samples: i64,
+            chunks: i64,
+            bytes: i64,
+            series: i64,
+        }
+        let mut batch = WriteBatch::new();
+        let mut postings: BTreeMap<i64, BTreeMap<(String, String), Vec<SeriesRef>>> =
+            BTreeMap::new();
+        let mut pstats: BTreeMap<i64, PartStats> = BTreeMap::new();
+        let mut value = Vec::new();
+        for (series, n) in work {
+            let (r, labels, chunks, known) = {
+                let s = head::lock(series);
+                (
+                    s.r,
+                    s.labels.clone(),
+                    s.closed[..*n].to_vec(),
+                    s.persisted_parts.clone(),
+                )
+            };
+            let mut new_parts = Vec::new();
+            for c in &chunks {
+                let prio = seq * 2 + u64::from(c.ooo);
+                value.clear();
+                keys::put_i64(&mut value, c.maxt);
+                value.extend_from_slice(c.chunk.bytes());
+                batch.put(keys::chunk_key(c.part, r, c.mint, prio), &value);
+                let st = pstats.entry(c.part).or_default();
+                st.samples += c.chunk.num_samples() as i64;
+                st.chunks += 1;
+                st.bytes += c.chunk.bytes().len() as i64;
+                if !known.contains(&c.part) && !new_parts.contains(&c.part) {
+                    new_parts.push(c.part);
+                    st.series += 1;
+                    batch.put(keys::series_key(c.part, r), labels.encode());
+                    let lists = postings.entry(c.part).or_default();
+                    let (an, av) = ALL_POSTINGS_KEY;
+                    lists
+                        .entry((an.to_string(), av.to_string()))
+                        .or_default()
+                        .push(r);
+                    for l in &labels {
+                        lists
+                            .entry((l.name.clone(), l.value.clone()))
+                            .or_default()
+                            .push(r);
+                    }
+                }
+            }
+            if !new_parts.is_empty() {
+                head::lock(series).persisted_parts.extend(new_parts);
+            }
+            if batch.encoded_size() > 8 << 20 {
+                self.kv
+                    .write(std::mem::take(&mut batch), WriteOptions { sync: false })?;
+            }
+        }
+        for (part, lists) in &postings {
+            for ((name, val), refs) in lists {
+                let mut refs = refs.clone();
+                refs.sort_unstable();
+                refs.dedup();
+                batch.put(
+                    keys::postings_key(*part, name, val, seq),
+                    keys::encode_postings(&refs),
+                );
+            }
+        }
+        for (part, st) in &pstats {
+            batch.put(
+                keys::stats_key(*part, seq),
+                encode_stats(&[st.samples, st.chunks, st.bytes, st.series]),
+            );
+        }
+        batch.put(keys::META_NEXT_REF, fixed64(self.next_ref.load(Relaxed)));
+        batch.put(keys::META_NEXT_SEQ, fixed64(seq + 1));
+        batch.put(keys::META_WAL_PERSISTED, fixed64(covered_segment));
+        batch.put(
+            keys::META_MAX_TIME,
+            fixed64(self.max_t.load(Relaxed) as u64),
+        );
+        self.kv.write(batch, WriteOptions { sync: true })?;
+        let mut parts = self
+            .partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        parts.extend(pstats.keys());
+        Ok(())
+    }
+
+    /// Drops partitions past retention (by time, then by size).
+    pub(crate) fn apply_retention(&self) -> Result<()> {
+        let max_t = self.max_t.load(Relaxed);
+        if max_t == i64::MIN {
+            return Ok(());
+        }
+        let cutoff = max_t.saturating_sub(self.opts.retention_ms);
+        let oldest_kept = cutoff.div_euclid(self.part_ms);
+        self.min_valid_t
+            .store(oldest_kept.saturating_mul(self.part_ms), Relaxed);
+        let mut drop_parts: Vec<i64> = {
+            let parts = self
+                .partitions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            parts.range(..oldest_kept).copied().collect()
+        };
+        if let Some(max) = self.opts.max_bytes {
+            let parts: Vec<i64> = self
+                .partitions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .copied()
+                .collect();
+            let mut size = self.kv.stats().table_bytes();
+            let mut i = drop_parts.len();
+            // Keep at least the newest partition.
+            while size > max && i + 1 < parts.len() {
+                let p = parts[i];
+                drop_parts.push(p);
+                size = size.saturating_sub(self.partition_bytes(p));
+                i += 1;
+            }
+            if let Some(&newest_dropped) = drop_parts.last() {
+                let bound = (newest_dropped + 1).saturating_mul(self.part_ms);
+                self.min_valid_t.fetch_max(bound, Relaxed);
+            }
+        }
+        for p in drop_parts {
+            let start = keys::partition_prefix(p);
+            let end = keys::prefix_end(&start);
+            self.kv.delete_range(&start, &end)?;
+            self.kv.compact_range(start.as_slice()..end.as_slice())?;
+            self.partitions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&p);
+            tracing::info!(partition = p, "dropped an expired partition");
+        }
+        Ok(())
+    }
+
+    /// Approximate bytes of a partition (from its stats fragments).
+    fn partition_bytes(&self, part: i64) -> u64 {
+        self.partition_stats(&self.kv.snapshot(), part)
+            .map(|s| s[2].max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    /// Sum of a partition's stats fragments: samples, chunks, chunk bytes, series.
+    pub(crate) fn partition_stats(
+        &self,
+        snap: &strata_kv::Snapshot,
+        part: i64,
+    ) -> Result<[i64; 4]> {
+        let mut sum = [0i64; 4];
+        for item in snap.prefix(keys::sub_prefix(part, keys::STATS)) {
+            let (k, v) = item?;
+            let vals = decode_stats(&v).ok_or_else(|| Error::Corruption {
+                location: format!("key {}", show_key(&k)),
+                offset: 0,
+                reason: "malformed stats fragment".into(),
+            })?;
+            for (s, v) in sum.iter_mut().zip(vals) {
+                *s += v;
+            }
+        }
+        Ok(sum)
+    }
+
+    fn delete_series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64> {
+        let _one = guard(&self.flush_lock);
+        self.check_writable()?;
+        // A head series may lose its labels and postings in a partition: let the next
+        // flush write them again if it has data there (rewriting them is harmless).
+        for r in postings::select(&self.head.postings, matchers) {
+            if let Some(s) = self.head.get(r) {
+                head::lock(&s).persisted_parts.clear();
+            }
+        }
+        let snap = self.kv.snapshot();
+        let parts = self.partitions_overlapping(mint, maxt);
+        let mut deleted_total = 0u64;
+        for part in parts {
+            let seq = self.next_seq.fetch_add(1, Relaxed);
+            let idx = PartitionIndex::new(&snap, part);
+            let refs = postings::select(&idx, matchers);
+            idx.take_error()?;
+            let mut batch = WriteBatch::new();
+            let mut removed: BTreeMap<(String, String), Vec<SeriesRef>> = BTreeMap::new();
+            let (mut d_samples, mut d_chunks, mut d_bytes, mut d_series) = (0i64, 0i64, 0i64, 0i64);
+            for r in refs {
+                let Some(labels) = idx.labels(r)? else {
+                    continue;
+                };
+                let mut remaining = 0;
+                for item in snap.prefix(keys::chunk_series_prefix(part, r)) {
+                    let (k, v) = item?;
+                    let (_, cmint, prio) = parse_chunk(&k)?;
+                    let (cmaxt, chunk) = decode_chunk_value(&k, r, &v)?;
+                    if cmaxt < mint || cmint > maxt {
+                        remaining += 1;
+                        continue;
+                    }
+                    let samples: Vec<(i64, f64)> = chunk
+                        .iter()
+                        .collect::<std::result::Result<_, _>>()
+                        .map_err(|e| chunk_error(&k, r, e))?;
+                    let kept: Vec<(i64, f64)> = samples
+                        .iter()
+                        .copied()
+                        .filter(|(t, _)| *t < mint || *t > maxt)
+                        .collect();
+                    let gone = (samples.len() - kept.len()) as i64;
+                    if gone == 0 {
+                        remaining += 1;
+                        continue;
+                    }
+                    deleted_total += gone as u64;
+                    d_samples -= gone;
+                    d_bytes -= chunk.bytes().len() as i64;
+                    batch.delete(&k);
+                    if kept.is_empty() {
+                        d_chunks -= 1;
+                        continue;
+                    }
+                    let mut app = XorAppender::new();
+                    for (t, v) in &kept {
+                        app.append(*t, *v).map_err(|e| chunk_error(&k, r, e))?;
+                    }
+                    let bytes = app.chunk().bytes();
+                    d_bytes += bytes.len() as i64;
+                    let mut value = Vec::with_capacity(8 + bytes.len());
+                    keys::put_i64(&mut value, kept[kept.len() - 1].0);
+                    value.extend_from_slice(bytes);
+                    batch.put(keys::chunk_key(part, r, kept[0].0, prio), value);
+                    remaining += 1;
+                }
+                if remaining == 0 {
+                    d_series -= 1;
+                    batch.delete(keys::series_key(part, r));
+                    let (an, av) = ALL_POSTINGS_KEY;
+                    removed
+                        .entry((an.to_string(), av.to_string()))
+                        .or_default()
+                        .push(r);
+                    for l in &labels {
+                        removed
+                            .entry((l.name.clone(), l.value.clone()))
+                            .or_default()
+                            .push(r);
+                    }
+                }
+            }
+            for ((name, val), mut dead) in removed {
+                dead.sort_unstable();
+                let prefix = keys::postings_prefix(part, &name, &val);
+                let current = idx.postings(&name, &val).unwrap_or_default();
+                idx.take_error()?;
+                for item in snap.prefix(&prefix) {
+                    let (k, _) = item?;
+                    batch.delete(k);
+                }
+                let left = postings::subtract(&current, &dead);
+                if !left.is_empty() {
+                    batch.put(
+                        keys::postings_key(part, &name, &val, seq),
+                        keys::encode_postings(&left),
+                    );
+                }
+            }
+            if d_samples != 0 || d_series != 0 {
+                batch.put(
+                    keys::stats_key(part, seq),
+                    encode_stats(&[d_samples, d_chunks, d_bytes, d_series]),
+                );
+            }
+            batch.put(keys::META_NEXT_SEQ, fixed64(seq + 1));
+            self.kv.write(batch, WriteOptions { sync: true })?;
+        }
+        Ok(deleted_total)
+    }
+
+    /// Partitions holding data of `[mint, maxt]`, ascending.
+    pub(crate) fn partitions_overlapping(&self, mint: i64, maxt: i64) -> Vec<i64> {
+        if mint > maxt {
+            return Vec::new();
+        }
+        let lo = mint.div_euclid(self.part_ms);
+        let hi = maxt.div_euclid(self.part_ms);
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .range(lo..=hi)
+            .copied()
+            .collect()
+    }
+
+    fn stats(&self) -> Result<TsdbStats> {
+        let mut st = TsdbStats::default();
+        let mut by_name: HashMap<String, u64> = HashMap::new();
+        let mut by_pair: HashMap<(String, String), u64> = HashMap::new();
+        let mut min_t = i64::MAX;
+        for series in self.head.all() {
+            let s = head::lock(&series);
+            st.head_series += 1;
+            st.head_samples += s.num_samples() as u64;
+            st.head_chunks += (s.closed.len() + usize::from(s.open.is_some())) as u64;
+            st.head_memory_bytes += s.memory_bytes() as u64;
+            if let Some(c) = s.closed.first() {
+                min_t = min_t.min(c.mint);
+            }
+            if let Some(o) = &s.open {
+                min_t = min_t.min(o.mint);
+            }
+            if let Some((t, _)) = s.ooo.first_key_value() {
+                min_t = min_t.min(*t);
+            }
+            if let Some(name) = s.labels.metric_name() {
+                *by_name.entry(name.to_string()).or_default() += 1;
+            }
+            for l in &s.labels {
+                *by_pair
+                    .entry((l.name.clone(), l.value.clone()))
+                    .or_default() += 1;
+            }
+        }
+        let mut values_per_name: HashMap<String, u64> = HashMap::new();
+        let mut bytes_per_name: HashMap<String, u64> = HashMap::new();
+        for ((n, v), count) in &by_pair {
+            *values_per_name.entry(n.clone()).or_default() += 1;
+            *bytes_per_name.entry(n.clone()).or_default() += v.len() as u64 * count;
+        }
+        st.series_count_by_metric_name = top(by_name);
+        st.label_value_count_by_label_name = top(values_per_name);
+        st.memory_in_bytes_by_label_name = top(bytes_per_name);
+        st.series_count_by_label_value_pair = top(by_pair
+            .into_iter()
+            .map(|((n, v), c)| (format!("{n}={v}"), c)));
+
+        let parts: Vec<i64> = self
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect();
+        st.partitions = parts.len() as u64;
+        let snap = self.kv.snapshot();
+        for p in &parts {
+            let [samples, chunks, bytes, series] = self.partition_stats(&snap, *p)?;
+            st.persisted_samples += samples.max(0) as u64;
+            st.persisted_chunks += chunks.max(0) as u64;
+            st.persisted_chunk_bytes += bytes.max(0) as u64;
+            st.partition_series += series.max(0) as u64;
+        }
+        if let Some(p) = parts.first() {
+            min_t = min_t.min(p.saturating_mul(self.part_ms));
+        }
+        let max_t = self.max_t.load(Relaxed);
+        if max_t != i64::MIN {
+            st.max_time = Some(max_t);
+            st.min_time = Some(min_t.min(max_t));
+        }
+        let table_bytes = self.kv.stats().table_bytes();
+        st.wal_bytes = guard(&self.wal).disk_bytes();
+        st.disk_bytes = table_bytes + st.wal_bytes;
+        if st.persisted_samples > 0 {
+            st.bytes_per_sample = table_bytes as f64 / st.persisted_samples as f64;
+        }
+        st.samples_appended = self.counters.appended.load(Relaxed);
+        st.out_of_order_samples = self.counters.ooo.load(Relaxed);
+        st.too_old_samples = self.counters.too_old.load(Relaxed);
+        st.flushes = self.counters.flushes.load(Relaxed);
+        Ok(st)
+    }
+}
+
+fn top(counts: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
+    let mut v: Vec<(String, u64)> = counts.into_iter().collect();
+    v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    v.truncate(10);
+    v
+}
+
+fn encode_stats(vals: &[i64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &v in vals {
+        put_varint64(&mut out, ((v << 1) ^ (v >> 63)) as u64);
+    }
+    out
+}
+
+fn decode_stats(src: &[u8]) -> Option<[i64; 4]> {
+    let mut d = Decoder::new(src);
+    let mut out = [0i64; 4];
+    for o in &mut out {
+        let v = d.varint64()?;
+        *o = ((v >> 1) as i64) ^ -((v & 1) as i64);
+    }
+    d.is_empty().then_some(out)
+}
+
+/// The partitions present in `kv`, found by hopping from one partition prefix to the next.
+fn list_partitions(kv: &Db) -> Result<BTreeSet<i64>> {
+    let mut out = BTreeSet::new();
+    let mut it = kv.iter();
+    it.seek(&[keys::PARTITION])?;
+    while it.valid() {
+        let Some(p) = keys::partition_of_key(it.key()) else {
+            break;
+        };
+        out.insert(p);
+        it.seek(&keys::prefix_end(&keys::partition_prefix(p)))?;
+    }
+    Ok(out)
+}
+
+pub(crate) fn chunk_error(key: &[u8], r: SeriesRef, e: crate::chunk::ChunkError) -> Error {
+    Error::Chunk {
+        key: show_key(key),
+        series: r,
+        source: e,
+    }
+}
+
+pub(crate) fn parse_chunk(key: &[u8]) -> Result<(SeriesRef, i64, u64)> {
+    keys::parse_chunk_key(key).ok_or_else(|| Error::Corruption {
+        location: format!("key {}", show_key(key)),
+        offset: 0,
+        reason: "malformed chunk key".into(),
+    })
+}
+
+/// Splits a chunk value into its maxt and chunk.
+pub(crate) fn decode_chunk_value(key: &[u8], r: SeriesRef, v: &[u8]) -> Result<(i64, Chunk)> {
+    let maxt = keys::get_i64(v).ok_or_else(|| Error::Corruption {
+        location: format!("key {}", show_key(key)),
+        offset: 0,
+        reason: "chunk value shorter than its header".into(),
+    })?;
+    let chunk = Chunk::from_bytes(v[8..].to_vec()).map_err(|e| chunk_error(key, r, e))?;
+    Ok((maxt, chunk))
+}
