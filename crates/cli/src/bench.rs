@@ -29,6 +29,8 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Benchmark the key-value engine, db_bench style (flags spelled as in db_bench).
     Kv(KvBenchArgs),
+    /// Benchmark the time-series store: ingest, bytes per sample, memory per series.
+    Tsdb(crate::bench_tsdb::TsdbBenchArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -38,6 +40,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let mut out = stdout.lock();
             run_kv(&a, &mut out).map(|_| ())
         }
+        BenchCommand::Tsdb(a) => crate::bench_tsdb::run_tsdb(&a, &mut std::io::stdout().lock()),
     }
 }
 

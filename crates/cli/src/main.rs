@@ -1,6 +1,7 @@
 //! `strata`: the command-line face of Strata.
 
 mod bench;
+mod bench_tsdb;
 mod inspect;
 mod kv;
 mod promql_test;

@@ -1,0 +1,385 @@
+//! `strata bench tsdb`: a seeded node_exporter-like workload ingested through the embedded
+//! API, reporting ingest samples/s, bytes per sample on disk and memory per active series.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+use strata_tsdb::{Labels, Options, Tsdb};
+
+use crate::bench::Rng;
+
+#[derive(Debug, Clone, Args)]
+pub struct TsdbBenchArgs {
+    /// Hosts (scrape targets).
+    #[arg(long, default_value_t = 100)]
+    pub hosts: u32,
+    /// Series per host (node_exporter exposes a few hundred to a thousand).
+    #[arg(long, default_value_t = 200)]
+    pub series_per_host: u32,
+    /// Scrape interval in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub interval: u32,
+    /// Hours of data.
+    #[arg(long, default_value_t = 6.0)]
+    pub hours: f64,
+    /// Every this many hours, `--churn` of the hosts are replaced by new ones.
+    #[arg(long, default_value_t = 2.0)]
+    pub churn_every_hours: f64,
+    /// Fraction of hosts replaced at each churn.
+    #[arg(long, default_value_t = 0.1)]
+    pub churn: f64,
+    /// Concurrent writers (hosts are split among them).
+    #[arg(long, default_value_t = 2)]
+    pub threads: u32,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Directory for the store (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub db: Option<PathBuf>,
+}
+
+/// The kind of a generated series, with the shape of its values.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Integer counter (bytes, packets): busy or mostly idle.
+    CounterBytes(bool),
+    /// Counter of seconds with 0.01 resolution (cpu time), growing by about this many
+    /// hundredths per scrape.
+    CounterSeconds(u32),
+    /// Gauge random-walking with two decimals (load averages, temperatures).
+    GaugeDecimal,
+    /// Integer gauge random-walking in 4 KiB steps (memory, filesystem bytes).
+    GaugePages,
+    /// Never changes (boot time, info metrics).
+    Constant,
+    /// Cumulative histogram bucket: increments shrink with the bucket's index.
+    Bucket(u8),
+}
+
+/// One host's series: labels and generator state.
+struct HostSeries {
+    labels: Vec<Labels>,
+    kinds: Vec<Kind>,
+    values: Vec<f64>,
+}
+
+const MODES: [&str; 8] = [
+    "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
+];
+const LE: [&str; 8] = ["0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "+Inf"];
+
+fn host_series(host: u64, per_host: u32, rng: &mut Rng) -> Result<HostSeries> {
+    let instance = format!("host-{host}:9100");
+    let mut labels = Vec::new();
+    let mut kinds = Vec::new();
+    let mut values = Vec::new();
+    let mut push = |pairs: Vec<(&str, String)>, kind: Kind, v: f64| -> Result<()> {
+        let mut all = vec![
+            ("instance", instance.clone()),
+            ("job", "node".to_string()),
+        ];
+        all.extend(pairs);
+        labels.push(Labels::from_pairs(all)?);
+        kinds.push(kind);
+        values.push(v);
+        Ok(())
+    };
+    let mut i = 0u32;
+    let mut cpu = 0u32;
+    while i < per_host {
+        let block = i / 8;
+        match block % 6 {
+            0 => {
+                for (m, mode) in MODES.iter().enumerate() {
+                    push(
+                        vec![
+                            ("__name__", "node_cpu_seconds_total".into()),
+                            ("cpu", cpu.to_string()),
+                            ("mode", (*mode).into()),
+                        ],
+                        // idle ~ 14 s, system/user ~ 0.5 s, iowait/softirq ~ 0.05 s per 15 s.
+                        Kind::CounterSeconds(match m {
+                            0 => 1400,
+                            6 | 7 => 50,
+                            1 | 4 => 5,
+                            _ => 0,
+                        }),
+                        (rng.uniform(1_000_000) as f64) / 100.0,
+                    )?;
+                }
+                cpu += 1;
+            }
+            1 => {
+                for dev in 0..8 {
+                    push(
+                        vec![
+                            ("__name__", "node_network_receive_bytes_total".into()),
+                            ("device", format!("eth{}", block / 6 * 8 + dev)),
+                        ],
+                        Kind::CounterBytes(dev < 2),
+                        rng.uniform(1 << 40) as f64,
+                    )?;
+                }
+            }
+            2 => {
+                for (j, name) in [
+                    "node_load1",
+                    "node_load5",
+                    "node_load15",
+                    "node_hwmon_temp_celsius",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    for k in 0..2 {
+                        push(
+                            vec![
+                                ("__name__", (*name).into()),
+                                ("sensor", format!("s{}", block / 6 * 8 + j as u32 * 2 + k)),
+                            ],
+                            Kind::GaugeDecimal,
+                            (rng.uniform(400) as f64) / 100.0,
+                        )?;
+                    }
+                }
+            }
+            3 => {
+                for k in 0..8 {
+                    push(
+                        vec![
+                            ("__name__", "node_filesystem_avail_bytes".into()),
+                            ("mountpoint", format!("/mnt/{}", block / 6 * 8 + k)),
+                        ],
+                        Kind::GaugePages,
+                        (rng.uniform(1 << 28) * 4096) as f64,
+                    )?;
+                }
+            }
+            4 => {
+                for (k, name) in [
+                    "node_boot_time_seconds",
+                    "node_memory_MemTotal_bytes",
+                    "node_uname_info",
+                    "node_exporter_build_info",
+                    "node_cpu_count",
+                    "node_os_info",
+                    "node_time_zone_offset_seconds",
+                    "node_filesystem_size_bytes",
+                ]
+                .iter()
+                .enumerate()
+                {
+                    push(
+                        vec![
+                            ("__name__", (*name).into()),
+                            ("c", (block / 6 * 8 + k as u32).to_string()),
+                        ],
+                        Kind::Constant,
+                        1.6e9 + rng.uniform(1_000_000) as f64,
+                    )?;
+                }
+            }
+            _ => {
+                for (b, le) in LE.iter().enumerate() {
+                    push(
+                        vec![
+                            ("__name__", "http_request_duration_seconds_bucket".into()),
+                            ("handler", format!("/api/{}", block / 6)),
+                            ("le", (*le).into()),
+                        ],
+                        Kind::Bucket(b as u8),
+                        0.0,
+                    )?;
+                }
+            }
+        }
+        i += 8;
+    }
+    Ok(HostSeries {
+        labels,
+        kinds,
+        values,
+    })
+}
+
+fn step(kind: Kind, v: f64, rng: &mut Rng) -> f64 {
+    match kind {
+        Kind::CounterBytes(busy) => {
+            // Idle interfaces see a packet now and then; busy ones steady traffic with
+            // noise and the odd burst.
+            let inc = if !busy {
+                if rng.uniform(4) == 0 { 60 * (1 + rng.uniform(4)) } else { 0 }
+            } else if rng.uniform(50) == 0 {
+                rng.uniform(50_000_000)
+            } else {
+                150_000 + rng.uniform(100_000)
+            };
+            v + inc as f64
+        }
+        Kind::CounterSeconds(rate) => {
+            // Around `rate` hundredths per scrape, +-20%; quiet modes rarely move.
+            let inc = if rate == 0 {
+                u64::from(rng.uniform(20) == 0)
+            } else {
+                u64::from(rate) * 8 / 10 + rng.uniform(u64::from(rate) * 4 / 10 + 1)
+            };
+            ((v * 100.0).round() + inc as f64) / 100.0
+        }
+        Kind::GaugeDecimal => {
+            let d = rng.uniform(21) as f64 - 10.0;
+            (((v * 100.0).round() + d).max(0.0)) / 100.0
+        }
+        Kind::GaugePages => {
+            // Filesystems and memory change in bursts, not every scrape.
+            if rng.uniform(3) == 0 {
+                let d = rng.uniform(2001) as f64 - 1000.0;
+                (v + d * 4096.0).max(0.0)
+            } else {
+                v
+            }
+        }
+        Kind::Constant => v,
+        Kind::Bucket(b) => v + rng.uniform(u64::from(20 * (u32::from(b) + 1))) as f64,
+    }
+}
+
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
+    let (dir, _tmp) = match &args.db {
+        Some(d) => (d.clone(), None),
+        None => {
+            let t = tempfile::tempdir().context("creating a temporary directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let db = Tsdb::open(&dir, Options::default())
+        .with_context(|| format!("opening the tsdb in {}", dir.display()))?;
+    let steps = (args.hours * 3600.0 / f64::from(args.interval)) as u64;
+    let churn_steps = ((args.churn_every_hours * 3600.0 / f64::from(args.interval)) as u64).max(1);
+    let threads = args.threads.clamp(1, args.hosts.max(1));
+    let start_ms: i64 = 1_700_000_000_000;
+    writeln!(
+        out,
+        "tsdb bench: {} hosts x {} series, {}s interval, {} h ({} scrapes), churn {:.0}% every {} h, {} writers",
+        args.hosts,
+        args.series_per_host,
+        args.interval,
+        args.hours,
+        steps,
+        args.churn * 100.0,
+        args.churn_every_hours,
+        threads
+    )?;
+    let began = Instant::now();
+    let total: u64 = std::thread::scope(|scope| -> Result<u64> {
+        let mut handles = Vec::new();
+        for w in 0..threads {
+            let db = &db;
+            handles.push(scope.spawn(move || -> Result<u64> {
+                let mut rng = Rng::new(args.seed ^ (u64::from(w) << 32));
+                let my_hosts: Vec<u32> = (0..args.hosts).filter(|h| h % threads == w).collect();
+                let mut gens = Vec::new();
+                for &h in &my_hosts {
+                    gens.push(host_series(u64::from(h), args.series_per_host, &mut rng)?);
+                }
+                let mut generation = vec![0u64; my_hosts.len()];
+                let mut n = 0u64;
+                for s in 0..steps {
+                    if s > 0 && s % churn_steps == 0 {
+                        for (i, &h) in my_hosts.iter().enumerate() {
+                            if (rng.uniform(1_000_000) as f64) < args.churn * 1e6 {
+                                generation[i] += 1;
+                                let id = u64::from(h) + generation[i] * u64::from(args.hosts);
+                                gens[i] = host_series(id, args.series_per_host, &mut rng)?;
+                            }
+                        }
+                    }
+                    let t0 = start_ms + (s * u64::from(args.interval) * 1000) as i64;
+                    for g in gens.iter_mut() {
+                        // Scrapes are a few milliseconds late, differently each time.
+                        let t = t0 + rng.uniform(5) as i64;
+                        let mut app = db.appender();
+                        for i in 0..g.labels.len() {
+                            g.values[i] = step(g.kinds[i], g.values[i], &mut rng);
+                            app.add(g.labels[i].clone(), t, g.values[i]);
+                        }
+                        n += app.commit()?.appended;
+                    }
+                }
+                Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h
+                .join()
+                .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
+        }
+        Ok(total)
+    })?;
+    let ingest = began.elapsed();
+    let stats_before = db.stats()?;
+    let flush_began = Instant::now();
+    db.flush()?;
+    db.kv().compact_range::<&[u8]>(..)?;
+    let settle = flush_began.elapsed();
+    let st = db.stats()?;
+    let table_bytes = db.kv().stats().table_bytes();
+    let rss = peak_rss();
+    db.close()?;
+    let on_disk = dir_bytes(&dir);
+    let rate = total as f64 / ingest.as_secs_f64();
+    writeln!(out, "ingest       : {total} samples in {:.2} s = {:.0} samples/s", ingest.as_secs_f64(), rate)?;
+    writeln!(out, "flush+compact: {:.2} s", settle.as_secs_f64())?;
+    writeln!(
+        out,
+        "disk         : {} bytes in tables, {} in the directory after close; {:.3} bytes/sample (tables), {:.3} (directory); chunks alone {:.3}",
+        table_bytes,
+        on_disk,
+        table_bytes as f64 / total as f64,
+        on_disk as f64 / total as f64,
+        st.persisted_chunk_bytes as f64 / st.persisted_samples.max(1) as f64,
+    )?;
+    writeln!(
+        out,
+        "head         : {} active series before the final flush, {:.0} bytes/series (head estimate)",
+        stats_before.head_series,
+        stats_before.head_memory_bytes as f64 / stats_before.head_series.max(1) as f64
+    )?;
+    if let Some(rss) = rss {
+        writeln!(
+            out,
+            "memory       : peak RSS {:.1} MiB = {:.0} bytes per active series",
+            rss as f64 / (1 << 20) as f64,
+            rss as f64 / stats_before.head_series.max(1) as f64
+        )?;
+    }
+    writeln!(
+        out,
+        "stored       : {} samples, {} chunks, {} partitions, {} out-of-order",
+        st.persisted_samples, st.persisted_chunks, st.partitions, st.out_of_order_samples
+    )?;
+    Ok(())
+}
