@@ -77,10 +77,7 @@ fn host_series(host: u64, per_host: u32, rng: &mut Rng) -> Result<HostSeries> {
     let mut kinds = Vec::new();
     let mut values = Vec::new();
     let mut push = |pairs: Vec<(&str, String)>, kind: Kind, v: f64| -> Result<()> {
-        let mut all = vec![
-            ("instance", instance.clone()),
-            ("job", "node".to_string()),
-        ];
+        let mut all = vec![("instance", instance.clone()), ("job", "node".to_string())];
         all.extend(pairs);
         labels.push(Labels::from_pairs(all)?);
         kinds.push(kind);
@@ -211,7 +208,11 @@ fn step(kind: Kind, v: f64, rng: &mut Rng) -> f64 {
             // Idle interfaces see a packet now and then; busy ones steady traffic with
             // noise and the odd burst.
             let inc = if !busy {
-                if rng.uniform(4) == 0 { 60 * (1 + rng.uniform(4)) } else { 0 }
+                if rng.uniform(4) == 0 {
+                    60 * (1 + rng.uniform(4))
+                } else {
+                    0
+                }
             } else if rng.uniform(50) == 0 {
                 rng.uniform(50_000_000)
             } else {
@@ -345,14 +346,39 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
     db.flush()?;
     db.kv().compact_range::<&[u8]>(..)?;
     let settle = flush_began.elapsed();
+    let gorilla_tables = db.kv().stats().table_bytes();
+    let compact_began = Instant::now();
+    let cst = db.compact()?;
+    db.kv().compact_range::<&[u8]>(..)?;
+    let compact_time = compact_began.elapsed();
     let st = db.stats()?;
     let table_bytes = db.kv().stats().table_bytes();
     let rss = peak_rss();
     db.close()?;
     let on_disk = dir_bytes(&dir);
     let rate = total as f64 / ingest.as_secs_f64();
-    writeln!(out, "ingest       : {total} samples in {:.2} s = {:.0} samples/s", ingest.as_secs_f64(), rate)?;
-    writeln!(out, "flush+compact: {:.2} s", settle.as_secs_f64())?;
+    writeln!(
+        out,
+        "ingest       : {total} samples in {:.2} s = {:.0} samples/s",
+        ingest.as_secs_f64(),
+        rate
+    )?;
+    writeln!(
+        out,
+        "flush        : {:.2} s; {:.3} bytes/sample in tables before partition compaction",
+        settle.as_secs_f64(),
+        gorilla_tables as f64 / total as f64
+    )?;
+    writeln!(
+        out,
+        "compaction   : {:.2} s, {} partitions, chunks {} -> {}, chunk bytes {} -> {}",
+        compact_time.as_secs_f64(),
+        cst.partitions,
+        cst.chunks_before,
+        cst.chunks_after,
+        cst.bytes_before,
+        cst.bytes_after
+    )?;
     writeln!(
         out,
         "disk         : {} bytes in tables, {} in the directory after close; {:.3} bytes/sample (tables), {:.3} (directory); chunks alone {:.3}",

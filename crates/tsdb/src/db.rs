@@ -159,9 +159,9 @@ pub(crate) struct Inner {
     pub head: Head,
     /// The WAL; its lock also serializes commits with the start of a flush.
     wal: Mutex<Wal>,
-    flush_lock: Mutex<()>,
+    pub(crate) flush_lock: Mutex<()>,
     next_ref: AtomicU64,
-    next_seq: AtomicU64,
+    pub(crate) next_seq: AtomicU64,
     /// Newest sample timestamp ever seen.
     pub max_t: AtomicI64,
     /// Oldest timestamp of unpersisted head data.
@@ -178,7 +178,7 @@ pub(crate) struct Inner {
     wal_dir: PathBuf,
 }
 
-fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -384,6 +384,13 @@ impl Tsdb {
         self.inner.flush()
     }
 
+    /// Flushes the head, then compacts every partition written since its last compaction
+    /// (including the newest: new data then starts small chunks again).
+    pub fn compact(&self) -> Result<crate::compact::CompactStats> {
+        self.inner.flush()?;
+        self.inner.compact_partitions(i64::MAX)
+    }
+
     /// Drops expired partitions now (also done after each flush).
     pub fn apply_retention(&self) -> Result<()> {
         self.inner.apply_retention()
@@ -505,7 +512,7 @@ impl Appender<'_> {
 }
 
 impl Inner {
-    fn check_writable(&self) -> Result<()> {
+    pub(crate) fn check_writable(&self) -> Result<()> {
         if self.closed.load(Relaxed) {
             return Err(Error::Closed);
         }
@@ -649,6 +656,14 @@ impl Inner {
             if self.flush_due(self.counters.head_samples.load(Relaxed)) {
                 if let Err(e) = self.flush() {
                     tracing::error!(error = %e, "background flush failed");
+                    continue;
+                }
+                // Partitions before the one of the oldest unpersisted sample and before
+                // the newest one no longer receive in-order data.
+                let newest = self.max_t.load(Relaxed).div_euclid(self.part_ms);
+                let unpersisted = self.head_min_t.load(Relaxed).div_euclid(self.part_ms);
+                if let Err(e) = self.compact_partitions(newest.min(unpersisted)) {
+                    tracing::error!(error = %e, "background compaction failed");
                 }
             }
         }
@@ -1117,7 +1132,7 @@ fn top(counts: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
     v
 }
 
-fn encode_stats(vals: &[i64]) -> Vec<u8> {
+pub(crate) fn encode_stats(vals: &[i64]) -> Vec<u8> {
     let mut out = Vec::new();
     for &v in vals {
         put_varint64(&mut out, ((v << 1) ^ (v >> 63)) as u64);

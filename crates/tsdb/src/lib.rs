@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod chunk;
+pub mod compact;
 pub mod db;
 pub mod error;
 mod head;
@@ -40,6 +41,7 @@ pub mod querier;
 pub mod wal;
 
 pub use chunk::{Chunk, ChunkError, XorAppender, XorChunk};
+pub use compact::CompactStats;
 pub use db::{Appender, CommitStats, Options, Tsdb, TsdbStats, DAY_MS};
 pub use error::{Error, Result};
 pub use labels::{Label, LabelError, LabelLimits, Labels, METRIC_NAME};

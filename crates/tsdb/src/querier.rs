@@ -36,7 +36,7 @@ impl Series {
 }
 
 /// Samples of one source, with its rank.
-type Ranked = (u64, Vec<(i64, f64)>);
+pub(crate) type Ranked = (u64, Vec<(i64, f64)>);
 
 /// Ranks of head data: above every persisted chunk (whose ranks are `2 * seq + 1` at most).
 const HEAD_RANK: u64 = 1 << 62;
@@ -246,7 +246,7 @@ fn decode_in_range(chunk: &crate::chunk::XorChunk, mint: i64, maxt: i64) -> Vec<
 }
 
 /// Merges ranked sources: ascending time, one sample per timestamp, the highest rank wins.
-fn merge_ranked(mut sources: Vec<Ranked>) -> Vec<(i64, f64)> {
+pub(crate) fn merge_ranked(mut sources: Vec<Ranked>) -> Vec<(i64, f64)> {
     sources.retain(|(_, s)| !s.is_empty());
     match sources.len() {
         0 => return Vec::new(),

@@ -70,6 +70,7 @@ enum Op {
     Append(Vec<(usize, i64, u8, f64)>),
     Advance(i64),
     Flush,
+    Compact,
     Reopen,
     Crash,
     Delete(usize, i64, i64),
@@ -85,6 +86,7 @@ fn op() -> impl Strategy<Value = Op> {
         .prop_map(Op::Append),
         3 => (0i64..700).prop_map(Op::Advance),
         2 => Just(Op::Flush),
+        1 => Just(Op::Compact),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
         1 => (0usize..8, -3_000i64..500, 0i64..2_000).prop_map(|(m, a, l)| Op::Delete(m, a, l)),
@@ -206,6 +208,10 @@ fn run(ops: Vec<Op>) {
             Op::Flush => {
                 d.flush().expect("flush");
                 st.retention();
+            }
+            Op::Compact => {
+                d.compact().expect("compact");
+                st.retention(); // compact flushes first
             }
             Op::Reopen => {
                 db.take().expect("db").close().expect("close");

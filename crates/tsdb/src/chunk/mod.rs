@@ -11,6 +11,7 @@
 //! appended. Rejecting out-of-order or duplicate samples is the head's job.
 
 pub mod bstream;
+pub mod decimal;
 pub mod xor;
 
 pub use xor::{XorAppender, XorChunk, XorIterator};
@@ -57,6 +58,9 @@ pub type Result<T, E = ChunkError> = std::result::Result<T, E>;
 pub enum Encoding {
     /// Gorilla-style float chunk, version 1 (the same number as Prometheus' `EncXOR`).
     Xor = 1,
+    /// Decimal conversion, delta coding and zstd ([`decimal`]), version 1: the encoding of
+    /// compacted partitions.
+    Decimal = 2,
 }
 
 impl Encoding {
@@ -64,17 +68,25 @@ impl Encoding {
     pub fn from_u8(b: u8) -> Option<Encoding> {
         match b {
             1 => Some(Encoding::Xor),
+            2 => Some(Encoding::Decimal),
             _ => None,
         }
     }
 }
 
 /// A chunk of any encoding.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Chunk {
     /// A [`XorChunk`].
     Xor(XorChunk),
+    /// A [`decimal`] chunk, decoded when wrapped (it is one zstd frame).
+    Decimal {
+        /// The encoded bytes.
+        bytes: Vec<u8>,
+        /// The decoded samples.
+        samples: Vec<(i64, f64)>,
+    },
 }
 
 impl Chunk {
@@ -86,6 +98,10 @@ impl Chunk {
             .ok_or_else(|| ChunkError::corrupt(0, "empty chunk (no encoding byte)"))?;
         match Encoding::from_u8(b) {
             Some(Encoding::Xor) => Ok(Chunk::Xor(XorChunk::from_bytes(bytes)?)),
+            Some(Encoding::Decimal) => {
+                let samples = decimal::decode(&bytes)?;
+                Ok(Chunk::Decimal { bytes, samples })
+            }
             None => Err(ChunkError::UnknownEncoding(b)),
         }
     }
@@ -94,6 +110,7 @@ impl Chunk {
     pub fn encoding(&self) -> Encoding {
         match self {
             Chunk::Xor(_) => Encoding::Xor,
+            Chunk::Decimal { .. } => Encoding::Decimal,
         }
     }
 
@@ -101,6 +118,7 @@ impl Chunk {
     pub fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Xor(c) => c.bytes(),
+            Chunk::Decimal { bytes, .. } => bytes,
         }
     }
 
@@ -108,14 +126,35 @@ impl Chunk {
     pub fn num_samples(&self) -> usize {
         match self {
             Chunk::Xor(c) => c.num_samples(),
+            Chunk::Decimal { samples, .. } => samples.len(),
         }
     }
 
     /// The samples in append order; an `Err` (after which the iterator ends) if the bytes are
     /// corrupt.
-    pub fn iter(&self) -> impl Iterator<Item = Result<(i64, f64)>> + '_ {
+    pub fn iter(&self) -> ChunkIter<'_> {
         match self {
-            Chunk::Xor(c) => c.iter(),
+            Chunk::Xor(c) => ChunkIter::Xor(c.iter()),
+            Chunk::Decimal { samples, .. } => ChunkIter::Decoded(samples.iter()),
+        }
+    }
+}
+
+/// Iterator over a [`Chunk`]'s samples.
+#[derive(Debug)]
+pub enum ChunkIter<'a> {
+    /// Decoding a XOR chunk.
+    Xor(XorIterator<'a>),
+    /// Over samples decoded up front.
+    Decoded(std::slice::Iter<'a, (i64, f64)>),
+}
+
+impl Iterator for ChunkIter<'_> {
+    type Item = Result<(i64, f64)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            ChunkIter::Xor(it) => it.next(),
+            ChunkIter::Decoded(it) => it.next().map(|s| Ok(*s)),
         }
     }
 }

@@ -1,0 +1,230 @@
+//! Partition compaction: once a partition stops receiving in-order data, its many small
+//! Gorilla chunks (one per flush, plus out-of-order ones) are rewritten as one chunk per
+//! label set and up to [`MAX_COMPACTED_SAMPLES`] samples, merged (the newest write of a
+//! timestamp wins), in whichever encoding is smaller: [`crate::chunk::decimal`] (decimal
+//! conversion + delta + zstd) or Gorilla XOR. Series that came back to the head under a
+//! new reference are folded into their oldest reference, and the postings fragments into
+//! one list per label pair.
+//!
+//! Crash safety: each batch replaces whole series (old chunks deleted, the new one written,
+//! atomically); the last batch replaces postings and stats and marks the partition
+//! compacted. A crash in between leaves a partition that reads the same and is compacted
+//! again.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering::Relaxed;
+
+use strata_kv::{WriteBatch, WriteOptions};
+
+use crate::chunk::{decimal, XorAppender};
+use crate::db::{chunk_error, decode_chunk_value, encode_stats, guard, parse_chunk, Inner};
+use crate::error::{show_key, Error, Result};
+use crate::keys;
+use crate::labels::Labels;
+use crate::postings::{SeriesRef, ALL_POSTINGS_KEY};
+use crate::querier::merge_ranked;
+
+/// Most samples in one compacted chunk: a day of 15 s scrapes fits in one.
+pub const MAX_COMPACTED_SAMPLES: usize = 8192;
+
+/// zstd level of compacted chunks: compaction runs once per partition, so spend CPU.
+const ZSTD_LEVEL: i32 = 9;
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Partitions rewritten.
+    pub partitions: u64,
+    /// Series written.
+    pub series: u64,
+    /// Chunks before and after.
+    pub chunks_before: u64,
+    /// See `chunks_before`.
+    pub chunks_after: u64,
+    /// Chunk bytes before and after.
+    pub bytes_before: u64,
+    /// See `bytes_before`.
+    pub bytes_after: u64,
+}
+
+/// Meta key of a partition: the sequence of its last compaction.
+fn compacted_key(part: i64) -> Vec<u8> {
+    keys::sub_prefix(part, b'k')
+}
+
+/// The smaller encoding of `samples`.
+fn best_encoding(samples: &[(i64, f64)]) -> Result<Vec<u8>> {
+    let dec = decimal::encode(samples, ZSTD_LEVEL).map_err(|e| chunk_error(b"", 0, e))?;
+    if dec.len() <= samples.len() {
+        // Under a byte per sample: Gorilla cannot beat it.
+        return Ok(dec);
+    }
+    let mut app = XorAppender::new();
+    for &(t, v) in samples {
+        if app.append(t, v).is_err() {
+            return Ok(dec);
+        }
+    }
+    let xor = app.into_chunk().into_bytes();
+    Ok(if xor.len() < dec.len() { xor } else { dec })
+}
+
+impl Inner {
+    /// Whether `part` received writes since its last compaction.
+    fn is_dirty(&self, snap: &strata_kv::Snapshot, part: i64) -> Result<bool> {
+        let key = compacted_key(part);
+        let done = match snap.get(&key)? {
+            Some(v) => strata_kv::coding::get_fixed64(&v).ok_or_else(|| Error::Corruption {
+                location: format!("key {}", show_key(&key)),
+                offset: 0,
+                reason: "malformed compaction mark".into(),
+            })?,
+            None => 0,
+        };
+        let mut it = snap.iter();
+        let prefix = keys::sub_prefix(part, keys::STATS);
+        it.seek_for_prev(&keys::prefix_end(&prefix))?;
+        if !it.valid() || !it.key().starts_with(&prefix) {
+            return Ok(false);
+        }
+        let last = keys::get_u64(&it.key()[prefix.len()..]).unwrap_or(0);
+        Ok(last > done)
+    }
+
+    /// Compacts dirty partitions: those before `before` (exclusive).
+    pub(crate) fn compact_partitions(&self, before: i64) -> Result<CompactStats> {
+        let _one = guard(&self.flush_lock);
+        self.check_writable()?;
+        let mut total = CompactStats::default();
+        let parts: Vec<i64> = self.partitions_overlapping(i64::MIN, i64::MAX);
+        for part in parts.into_iter().filter(|p| *p < before) {
+            let snap = self.kv.snapshot();
+            if !self.is_dirty(&snap, part)? {
+                continue;
+            }
+            let st = self.compact_partition(&snap, part)?;
+            tracing::info!(
+                partition = part,
+                series = st.series,
+                chunks_before = st.chunks_before,
+                chunks_after = st.chunks_after,
+                bytes_before = st.bytes_before,
+                bytes_after = st.bytes_after,
+                "compacted a partition"
+            );
+            total.partitions += 1;
+            total.series += st.series;
+            total.chunks_before += st.chunks_before;
+            total.chunks_after += st.chunks_after;
+            total.bytes_before += st.bytes_before;
+            total.bytes_after += st.bytes_after;
+        }
+        Ok(total)
+    }
+
+    fn compact_partition(&self, snap: &strata_kv::Snapshot, part: i64) -> Result<CompactStats> {
+        let seq = self.next_seq.fetch_add(1, Relaxed);
+        let mut st = CompactStats::default();
+        // Label set -> its references, oldest first.
+        let mut groups: BTreeMap<Labels, Vec<SeriesRef>> = BTreeMap::new();
+        for item in snap.prefix(keys::sub_prefix(part, keys::SERIES)) {
+            let (k, v) = item?;
+            let bad = |reason: String| Error::Corruption {
+                location: format!("key {}", show_key(&k)),
+                offset: 0,
+                reason,
+            };
+            let r = keys::parse_series_key(&k).ok_or_else(|| bad("malformed series key".into()))?;
+            let labels = Labels::decode(&v).map_err(|e| bad(e.to_string()))?;
+            groups.entry(labels).or_default().push(r);
+        }
+        let mut batch = WriteBatch::new();
+        let mut lists: BTreeMap<(String, String), Vec<SeriesRef>> = BTreeMap::new();
+        let mut samples_total = 0i64;
+        for (labels, mut refs) in groups {
+            refs.sort_unstable();
+            let keep = refs[0];
+            let mut sources = Vec::new();
+            for &r in &refs {
+                for item in snap.prefix(keys::chunk_series_prefix(part, r)) {
+                    let (k, v) = item?;
+                    let (_, _, rank) = parse_chunk(&k)?;
+                    let (_, chunk) = decode_chunk_value(&k, r, &v)?;
+                    st.chunks_before += 1;
+                    st.bytes_before += chunk.bytes().len() as u64;
+                    let samples = chunk
+                        .iter()
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| chunk_error(&k, r, e))?;
+                    sources.push((rank, samples));
+                    batch.delete(&k);
+                }
+                if r != keep {
+                    batch.delete(keys::series_key(part, r));
+                }
+            }
+            let merged = merge_ranked(sources);
+            if merged.is_empty() {
+                batch.delete(keys::series_key(part, keep));
+                continue;
+            }
+            st.series += 1;
+            samples_total += merged.len() as i64;
+            let mut value = Vec::new();
+            for piece in merged.chunks(MAX_COMPACTED_SAMPLES) {
+                let bytes = best_encoding(piece)?;
+                value.clear();
+                keys::put_i64(&mut value, piece[piece.len() - 1].0);
+                value.extend_from_slice(&bytes);
+                batch.put(keys::chunk_key(part, keep, piece[0].0, seq * 2), &value);
+                st.chunks_after += 1;
+                st.bytes_after += bytes.len() as u64;
+            }
+            let (an, av) = ALL_POSTINGS_KEY;
+            lists.entry((an.into(), av.into())).or_default().push(keep);
+            for l in &labels {
+                lists
+                    .entry((l.name.clone(), l.value.clone()))
+                    .or_default()
+                    .push(keep);
+            }
+            if batch.encoded_size() > 8 << 20 {
+                self.kv
+                    .write(std::mem::take(&mut batch), WriteOptions { sync: false })?;
+            }
+        }
+        for sub in [keys::POSTINGS, keys::STATS] {
+            for item in snap.prefix(keys::sub_prefix(part, sub)) {
+                let (k, _) = item?;
+                batch.delete(k);
+            }
+        }
+        for ((name, value), mut refs) in lists {
+            refs.sort_unstable();
+            batch.put(
+                keys::postings_key(part, &name, &value, seq),
+                keys::encode_postings(&refs),
+            );
+        }
+        batch.put(
+            keys::stats_key(part, seq),
+            encode_stats(&[
+                samples_total,
+                st.chunks_after as i64,
+                st.bytes_after as i64,
+                st.series as i64,
+            ]),
+        );
+        batch.put(compacted_key(part), seq.to_le_bytes());
+        batch.put(keys::META_NEXT_SEQ, (seq + 1).to_le_bytes());
+        self.kv.write(batch, WriteOptions { sync: true })?;
+        // References folded away lost their labels and postings here: head series must
+        // write theirs again with their next data in this partition.
+        for series in self.head.all() {
+            crate::head::lock(&series)
+                .persisted_parts
+                .retain(|p| *p != part);
+        }
+        Ok(st)
+    }
+}
