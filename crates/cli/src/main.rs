@@ -6,6 +6,7 @@ mod inspect;
 mod kv;
 mod promql_test;
 mod report;
+mod serve;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the server: Prometheus remote write and HTTP query API, data in ./data.
+    Serve(serve::ServeArgs),
     /// Read and write the embedded key-value engine directly.
     Kv(kv::KvArgs),
     /// Print and verify on-disk files (tables, WAL segments, manifests).
@@ -34,7 +37,8 @@ enum Command {
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("STRATA_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_env("STRATA_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("warn,strata_server=info,strata_tsdb=info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -50,6 +54,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Kv(args) => kv::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),

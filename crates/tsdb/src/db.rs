@@ -58,6 +58,9 @@ pub struct Options {
     pub background: bool,
     /// Bounds on label sets built by [`Appender::add_pairs`].
     pub label_limits: LabelLimits,
+    /// Most series in the head (the cardinality limit): samples that would create a series
+    /// beyond it are rejected and counted in [`CommitStats::series_limited`].
+    pub max_series: Option<usize>,
     /// Options of the key-value store (its `fs` is also used for the WAL).
     pub kv: strata_kv::Options,
 }
@@ -76,6 +79,7 @@ impl Default for Options {
             flush_max_samples: 20_000_000,
             background: true,
             label_limits: LabelLimits::default(),
+            max_series: None,
             kv,
         }
     }
@@ -92,6 +96,8 @@ pub struct CommitStats {
     pub too_old: u64,
     /// Series created by the commit.
     pub new_series: u64,
+    /// Samples rejected because their series would pass [`Options::max_series`].
+    pub series_limited: u64,
 }
 
 /// Figures of a [`Tsdb`], like Prometheus' `/api/v1/status/tsdb`.
@@ -374,6 +380,11 @@ impl Tsdb {
         Querier::new(Arc::clone(&self.inner), mint, maxt)
     }
 
+    /// Series in the head (active series).
+    pub fn head_series(&self) -> usize {
+        self.inner.head.num_series()
+    }
+
     /// The options in effect (with the stored partition width).
     pub fn options(&self) -> &Options {
         &self.inner.opts
@@ -550,6 +561,14 @@ impl Inner {
             let h = labels.stable_hash();
             let (r, series) = match self.head.find(&labels, h) {
                 Some(found) => found,
+                None if self
+                    .opts
+                    .max_series
+                    .is_some_and(|max| self.head.num_series() >= max) =>
+                {
+                    stats.series_limited += list.len() as u64;
+                    continue;
+                }
                 None => {
                     let r = self.next_ref.fetch_add(1, Relaxed);
                     new_series.push((r, labels.clone()));

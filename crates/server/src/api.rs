@@ -1,0 +1,425 @@
+//! The Prometheus HTTP API: queries, series, labels, status. Responses follow Prometheus'
+//! JSON shape exactly: sample values as strings (`"+Inf"`, `"NaN"`), times as Unix
+//! seconds, `warnings`/`infos` when the engine reports any.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, Method};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use promql_parser::parser::Expr;
+use serde_json::{json, Map, Value as J};
+use strata_promql::{QueryResult, Value};
+use strata_tsdb::{Labels, Matcher};
+
+use crate::error::ApiError;
+use crate::params::{parse_duration, Params};
+use crate::queryable::{convert_matchers, TsdbQueryable};
+use crate::AppState;
+
+/// Prometheus' cap on points per series of a range query.
+const MAX_POINTS: i64 = 11_000;
+
+/// Formats a sample value as Prometheus does (Go's `'f', -1` formatting).
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+fn time_json(ms: i64) -> J {
+    // Exact: ms / 1000 with up to three decimals.
+    let s = if ms % 1000 == 0 {
+        format!("{}", ms / 1000)
+    } else {
+        format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
+            .trim_end_matches('0')
+            .to_string()
+    };
+    serde_json::from_str(&s).unwrap_or(J::Null)
+}
+
+fn labels_json<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> J {
+    let mut m = Map::new();
+    for (k, v) in pairs {
+        m.insert(k.to_string(), J::String(v.to_string()));
+    }
+    J::Object(m)
+}
+
+fn success(data: J, warnings: &[String], infos: &[String]) -> Response {
+    let mut body = Map::new();
+    body.insert("status".into(), J::String("success".into()));
+    body.insert("data".into(), data);
+    if !warnings.is_empty() {
+        body.insert("warnings".into(), json!(warnings));
+    }
+    if !infos.is_empty() {
+        body.insert("infos".into(), json!(infos));
+    }
+    Json(J::Object(body)).into_response()
+}
+
+/// The request's parameters: URL query, plus the form body of a POST.
+pub(crate) fn params(
+    method: &Method,
+    headers: &HeaderMap,
+    query: Option<String>,
+    body: &[u8],
+) -> Params {
+    let is_form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form = (*method == Method::POST && is_form).then_some(body);
+    Params::parse(query.as_deref(), form)
+}
+
+fn result_json(r: &QueryResult) -> J {
+    match &r.value {
+        Value::Scalar { t, v } => {
+            json!({"resultType": "scalar", "result": [time_json(*t), format_value(*v)]})
+        }
+        Value::String(s) => json!({"resultType": "string", "result": [J::Null, s]}),
+        Value::Vector(v) => {
+            let res: Vec<J> = v
+                .iter()
+                .map(|e| json!({"metric": labels_json(e.labels.iter()), "value": [time_json(e.t), format_value(e.v)]}))
+                .collect();
+            json!({"resultType": "vector", "result": res})
+        }
+        Value::Matrix(m) => {
+            let res: Vec<J> = m
+                .iter()
+                .map(|s| {
+                    let values: Vec<J> = s
+                        .samples
+                        .iter()
+                        .map(|p| json!([time_json(p.t), format_value(p.v)]))
+                        .collect();
+                    json!({"metric": labels_json(s.labels.iter()), "values": values})
+                })
+                .collect();
+            json!({"resultType": "matrix", "result": res})
+        }
+    }
+}
+
+async fn run_query(
+    state: Arc<AppState>,
+    query: String,
+    start: i64,
+    end: i64,
+    step: i64,
+    instant: bool,
+) -> Result<Response, ApiError> {
+    let _permit = state
+        .query_slots
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable("server is shutting down"))?;
+    let began = Instant::now();
+    let st = Arc::clone(&state);
+    let res = tokio::task::spawn_blocking(move || {
+        let q = TsdbQueryable { db: &st.tsdb };
+        if instant {
+            st.engine.instant_query(&q, &query, start)
+        } else {
+            st.engine.range_query(&q, &query, start, end, step)
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("query task failed: {e}")))?;
+    state.metrics.observe_query(began.elapsed(), res.is_ok());
+    let r = res.map_err(ApiError::from_promql)?;
+    Ok(success(result_json(&r), &r.warnings, &r.infos))
+}
+
+/// `GET|POST /api/v1/query`.
+pub async fn query(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let p = params(&method, &headers, q, &body);
+    let expr = p
+        .get("query")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing or empty"))?
+        .to_string();
+    let now = chrono::Utc::now().timestamp_millis();
+    let t = p.time("time", now)?;
+    run_query(state, expr, t, t, 1, true).await
+}
+
+/// `GET|POST /api/v1/query_range`.
+pub async fn query_range(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let p = params(&method, &headers, q, &body);
+    let expr = p
+        .get("query")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing or empty"))?
+        .to_string();
+    let start = p
+        .get("start")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))
+        .and_then(|_| p.time("start", 0))?;
+    let end = p
+        .get("end")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"end\": missing"))
+        .and_then(|_| p.time("end", 0))?;
+    if end < start {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"end\": end timestamp must not be before start time",
+        ));
+    }
+    let step = p
+        .get("step")
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"step\": missing"))
+        .and_then(|s| {
+            parse_duration(s)
+                .map_err(|e| ApiError::bad_data(format!("invalid parameter \"step\": {e}")))
+        })?;
+    if step <= 0 {
+        return Err(ApiError::bad_data(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end - start) / step > MAX_POINTS {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    run_query(state, expr, start, end, step, false).await
+}
+
+/// Parses `match[]` selectors into matcher sets.
+fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    let mut out = Vec::new();
+    for s in p.all("match[]") {
+        let expr = promql_parser::parser::parse(s)
+            .map_err(|e| ApiError::bad_data(format!("invalid parameter \"match[]\": {e}")))?;
+        let Expr::VectorSelector(vs) = expr else {
+            return Err(ApiError::bad_data(format!(
+                "invalid parameter \"match[]\": {s:?} is not a series selector"
+            )));
+        };
+        let mut ms = vs.matchers.matchers.clone();
+        if let Some(name) = &vs.name {
+            if !ms.iter().any(|m| m.name == "__name__") {
+                ms.push(promql_parser::label::Matcher::new(
+                    promql_parser::label::MatchOp::Equal,
+                    "__name__",
+                    name,
+                ));
+            }
+        }
+        if !vs.matchers.or_matchers.is_empty() {
+            for alt in &vs.matchers.or_matchers {
+                out.push(convert_matchers(alt).map_err(|e| ApiError::bad_data(e.to_string()))?);
+            }
+            continue;
+        }
+        out.push(convert_matchers(&ms).map_err(|e| ApiError::bad_data(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+fn range(p: &Params) -> Result<(i64, i64), ApiError> {
+    Ok((p.time("start", i64::MIN / 2)?, p.time("end", i64::MAX / 2)?))
+}
+
+/// `GET|POST /api/v1/series`.
+pub async fn series(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let p = params(&method, &headers, q, &body);
+    let sets = selectors(&p)?;
+    if sets.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let (start, end) = range(&p)?;
+    let limit = p
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let st = Arc::clone(&state);
+    let all = tokio::task::spawn_blocking(move || -> Result<Vec<Labels>, ApiError> {
+        let q = st.tsdb.querier(start, end);
+        let mut all = std::collections::BTreeSet::new();
+        for ms in &sets {
+            all.extend(q.series(ms)?);
+        }
+        Ok(all.into_iter().collect())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let mut warnings = Vec::new();
+    let n = all.len();
+    let data: Vec<J> = all
+        .iter()
+        .take(limit.unwrap_or(usize::MAX))
+        .map(|l| labels_json(l.iter().map(|x| (x.name.as_str(), x.value.as_str()))))
+        .collect();
+    if limit.is_some_and(|l| n > l) {
+        warnings.push("results truncated due to limit".to_string());
+    }
+    Ok(success(J::Array(data), &warnings, &[]))
+}
+
+async fn names_or_values(
+    state: Arc<AppState>,
+    p: Params,
+    name: Option<String>,
+) -> Result<Response, ApiError> {
+    let sets = selectors(&p)?;
+    let (start, end) = range(&p)?;
+    let limit = p
+        .get("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0);
+    let st = Arc::clone(&state);
+    let mut out = tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
+        let q = st.tsdb.querier(start, end);
+        let mut all = std::collections::BTreeSet::new();
+        let sets = if sets.is_empty() {
+            vec![Vec::new()]
+        } else {
+            sets
+        };
+        for ms in &sets {
+            match &name {
+                Some(n) => all.extend(q.label_values(n, ms)?),
+                None => all.extend(q.label_names(ms)?),
+            }
+        }
+        Ok(all.into_iter().collect())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let mut warnings = Vec::new();
+    if let Some(l) = limit {
+        if out.len() > l {
+            out.truncate(l);
+            warnings.push("results truncated due to limit".to_string());
+        }
+    }
+    Ok(success(json!(out), &warnings, &[]))
+}
+
+/// `GET|POST /api/v1/labels`.
+pub async fn labels(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let p = params(&method, &headers, q, &body);
+    names_or_values(state, p, None).await
+}
+
+/// `GET /api/v1/label/<name>/values`.
+pub async fn label_values(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    // UTF-8 names may come escaped as `U__...` (Prometheus 3); plain names are the norm.
+    if !strata_tsdb::labels::is_valid_label_name(&name) {
+        return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+    }
+    let p = Params::parse(q.as_deref(), None);
+    names_or_values(state, p, Some(name)).await
+}
+
+fn top_json(v: &[(String, u64)]) -> J {
+    J::Array(
+        v.iter()
+            .map(|(n, c)| json!({"name": n, "value": c}))
+            .collect(),
+    )
+}
+
+/// `GET /api/v1/status/tsdb`.
+pub async fn status_tsdb(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let st = Arc::clone(&state);
+    let s = tokio::task::spawn_blocking(move || st.tsdb.stats())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let data = json!({
+        "headStats": {
+            "numSeries": s.head_series,
+            "numLabelPairs": s.series_count_by_label_value_pair.len(),
+            "chunkCount": s.head_chunks,
+            "minTime": s.min_time.unwrap_or(0),
+            "maxTime": s.max_time.unwrap_or(0),
+        },
+        "seriesCountByMetricName": top_json(&s.series_count_by_metric_name),
+        "labelValueCountByLabelName": top_json(&s.label_value_count_by_label_name),
+        "memoryInBytesByLabelName": top_json(&s.memory_in_bytes_by_label_name),
+        "seriesCountByLabelValuePair": top_json(&s.series_count_by_label_value_pair),
+    });
+    Ok(success(data, &[], &[]))
+}
+
+/// `GET /api/v1/status/buildinfo`.
+pub async fn buildinfo() -> Response {
+    success(
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "revision": "",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "rust",
+        }),
+        &[],
+        &[],
+    )
+}
+
+/// `GET /api/v1/metadata`: Strata keeps no metric metadata yet; an empty map, as Prometheus
+/// answers for unknown metrics.
+pub async fn metadata() -> Response {
+    success(json!({}), &[], &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_and_times_format_as_prometheus() {
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(0.1), "0.1");
+        assert_eq!(format_value(f64::INFINITY), "+Inf");
+        assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(format_value(f64::NAN), "NaN");
+        assert_eq!(format_value(1e21), "1000000000000000000000");
+        assert_eq!(time_json(1_435_781_451_781).to_string(), "1435781451.781");
+        assert_eq!(time_json(1_435_781_451_000).to_string(), "1435781451");
+        assert_eq!(time_json(1_435_781_451_500).to_string(), "1435781451.5");
+    }
+}

@@ -1,0 +1,286 @@
+//! `strata-server`: Strata over HTTP. Prometheus remote write, the Prometheus HTTP query
+//! API (PromQL by `strata-promql` over `strata-tsdb`), health and metrics. Safe by default:
+//! loopback only, an optional bearer token, bounded requests and queries.
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+
+pub mod api;
+pub mod error;
+pub mod metrics;
+pub mod params;
+pub mod prompb;
+pub mod queryable;
+pub mod write;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use strata_promql::{Engine, EngineOptions};
+use strata_tsdb::{LabelLimits, Tsdb};
+use tokio::sync::Semaphore;
+
+/// Bounds on requests and queries.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body (compressed), bytes.
+    pub max_body_bytes: usize,
+    /// Largest decompressed remote-write/read body, bytes (checked before decompressing).
+    pub max_decompressed_bytes: usize,
+    /// Most series in one write request.
+    pub max_series_per_request: usize,
+    /// Most samples in one write request.
+    pub max_samples_per_request: usize,
+    /// Most labels per series.
+    pub max_labels_per_series: usize,
+    /// Longest label name, bytes.
+    pub max_label_name_len: usize,
+    /// Longest label value, bytes.
+    pub max_label_value_len: usize,
+    /// Most active series (cardinality limit); `None` for no limit.
+    pub max_active_series: Option<usize>,
+    /// Most samples a query may hold.
+    pub max_query_samples: usize,
+    /// Query time limit.
+    pub query_timeout: Duration,
+    /// Queries run at once; more wait.
+    pub max_concurrent_queries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 32 << 20,
+            max_decompressed_bytes: 256 << 20,
+            max_series_per_request: 1_000_000,
+            max_samples_per_request: 10_000_000,
+            max_labels_per_series: 64,
+            max_label_name_len: 1024,
+            max_label_value_len: 4096,
+            max_active_series: None,
+            max_query_samples: 50_000_000,
+            query_timeout: Duration::from_secs(120),
+            max_concurrent_queries: 20,
+        }
+    }
+}
+
+/// Server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (the store is in it).
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Retention, ms.
+    pub retention_ms: i64,
+    /// Bearer token required on every endpoint but health checks, if set.
+    pub auth_token: Option<String>,
+    /// PromQL lookback delta, ms.
+    pub lookback_delta_ms: i64,
+    /// WAL fsync policy.
+    pub wal_fsync: strata_tsdb::FsyncPolicy,
+    /// Bounds.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 9490)),
+            retention_ms: 15 * strata_tsdb::DAY_MS,
+            auth_token: None,
+            lookback_delta_ms: 5 * 60 * 1000,
+            wal_fsync: strata_tsdb::FsyncPolicy::IntervalMs(1000),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The label bounds of ingestion.
+    pub fn label_limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_labels: self.limits.max_labels_per_series,
+            max_name_len: self.limits.max_label_name_len,
+            max_value_len: self.limits.max_label_value_len,
+        }
+    }
+
+    /// Store options for this configuration.
+    pub fn tsdb_options(&self) -> strata_tsdb::Options {
+        strata_tsdb::Options {
+            retention_ms: self.retention_ms,
+            wal_fsync: self.wal_fsync,
+            label_limits: self.label_limits(),
+            max_series: self.limits.max_active_series,
+            ..strata_tsdb::Options::default()
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The store.
+    pub tsdb: Tsdb,
+    /// The PromQL engine.
+    pub engine: Engine,
+    /// The configuration.
+    pub config: Config,
+    /// Counters.
+    pub metrics: metrics::Metrics,
+    /// Query slots.
+    pub query_slots: Arc<Semaphore>,
+}
+
+impl AppState {
+    /// State over an open store.
+    pub fn new(tsdb: Tsdb, config: Config) -> Self {
+        let engine = Engine::new(EngineOptions {
+            lookback_delta_ms: config.lookback_delta_ms,
+            max_samples: config.limits.max_query_samples,
+            timeout: config.limits.query_timeout,
+            ..EngineOptions::default()
+        });
+        AppState {
+            tsdb,
+            engine,
+            query_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_queries.max(1))),
+            config,
+            metrics: metrics::Metrics::default(),
+        }
+    }
+}
+
+async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.config.auth_token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "missing or wrong bearer token",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Compares secrets without an early exit that would leak their common prefix length.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
+    let st = Arc::clone(&state);
+    match tokio::task::spawn_blocking(move || st.metrics.render(&st.tsdb)).await {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The HTTP routes over `state`.
+pub fn router(state: Arc<AppState>) -> Router {
+    let api = Router::new()
+        .route("/api/v1/write", post(write::remote_write))
+        .route("/api/v1/query", get(api::query).post(api::query))
+        .route(
+            "/api/v1/query_range",
+            get(api::query_range).post(api::query_range),
+        )
+        .route("/api/v1/series", get(api::series).post(api::series))
+        .route("/api/v1/labels", get(api::labels).post(api::labels))
+        .route("/api/v1/label/{name}/values", get(api::label_values))
+        .route("/api/v1/status/tsdb", get(api::status_tsdb))
+        .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route("/api/v1/metadata", get(api::metadata))
+        .route("/metrics", get(metrics_handler))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
+    Router::new()
+        .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
+        .route("/-/ready", get(|| async { "Strata is Ready.\n" }))
+        .merge(api)
+        .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
+        .with_state(state)
+}
+
+/// Errors of starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store failed to open or close.
+    #[error("store: {0}")]
+    Tsdb(#[from] strata_tsdb::Error),
+    /// Binding or serving failed.
+    #[error("listening on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the store, serves until `shutdown` resolves, then finishes in-flight requests and
+/// closes the store (flushing the head). `on_listening` gets the bound address.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let dir = config.data_dir.join("tsdb");
+    let opts = config.tsdb_options();
+    let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(dir, opts))
+        .await
+        .map_err(|e| ServeError::Io {
+            addr: config.listen,
+            source: std::io::Error::other(e.to_string()),
+        })??;
+    let addr = config.listen;
+    let state = Arc::new(AppState::new(tsdb, config));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Io { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServeError::Io { addr, source })?;
+    tracing::info!(addr = %local, "listening");
+    on_listening(local);
+    axum::serve(listener, router(Arc::clone(&state)))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServeError::Io { addr, source })?;
+    tracing::info!("shutting down: flushing the store");
+    // In-flight requests are done; close the store if nobody else holds it.
+    match Arc::try_unwrap(state) {
+        Ok(state) => tokio::task::spawn_blocking(move || state.tsdb.close())
+            .await
+            .map_err(|e| ServeError::Io {
+                addr,
+                source: std::io::Error::other(e.to_string()),
+            })??,
+        Err(_) => tracing::warn!("store still referenced at shutdown; it closes when dropped"),
+    }
+    Ok(())
+}

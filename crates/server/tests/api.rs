@@ -1,0 +1,267 @@
+//! The server end to end through its router: remote write in, Prometheus API out, with
+//! the limits and the token enforced.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use prost::Message;
+use serde_json::Value;
+use strata_server::prompb::{Label, Sample, TimeSeries, WriteRequest};
+use strata_server::{router, AppState, Config};
+use strata_tsdb::Tsdb;
+use tower::ServiceExt;
+
+fn state(dir: &std::path::Path, config: Config) -> Arc<AppState> {
+    let mut opts = config.tsdb_options();
+    opts.background = false;
+    let tsdb = Tsdb::open(dir, opts).unwrap();
+    Arc::new(AppState::new(tsdb, config))
+}
+
+fn series(pairs: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+    TimeSeries {
+        labels: pairs
+            .iter()
+            .map(|(n, v)| Label {
+                name: n.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        samples: samples
+            .iter()
+            .map(|&(timestamp, value)| Sample { value, timestamp })
+            .collect(),
+        ..TimeSeries::default()
+    }
+}
+
+fn write_body(ts: Vec<TimeSeries>) -> Vec<u8> {
+    let raw = WriteRequest {
+        timeseries: ts,
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    snap::raw::Encoder::new().compress_vec(&raw).unwrap()
+}
+
+async fn send(app: &axum::Router, req: Request<Body>) -> (StatusCode, String) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn write_req(body: Vec<u8>) -> Request<Body> {
+    Request::post("/api/v1/write")
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .header(header::CONTENT_ENCODING, "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn remote_write_then_query_series_and_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), Config::default());
+    let app = router(Arc::clone(&st));
+
+    let t0 = 1_700_000_000_000i64;
+    let body = write_body(vec![
+        series(
+            &[("__name__", "up"), ("job", "node"), ("instance", "a")],
+            &[(t0, 1.0), (t0 + 15_000, 1.0)],
+        ),
+        series(
+            &[("__name__", "up"), ("job", "node"), ("instance", "b")],
+            &[(t0, 0.0)],
+        ),
+        series(
+            &[("__name__", "http_requests_total"), ("job", "api")],
+            &[(t0, 10.0), (t0 + 15_000, 25.0), (t0 + 30_000, 40.0)],
+        ),
+    ]);
+    let (status, msg) = send(&app, write_req(body)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{msg}");
+
+    // Instant query.
+    let (status, body) = send(&app, get("/api/v1/query?query=sum(up)&time=1700000015")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["resultType"], "vector");
+    assert_eq!(
+        v["data"]["result"][0]["value"],
+        serde_json::json!([1700000015, "1"])
+    );
+
+    // Range query via POST form.
+    let req = Request::post("/api/v1/query_range")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(
+            "query=rate(http_requests_total%5B1m%5D)&start=1700000030&end=1700000030&step=15s",
+        ))
+        .unwrap();
+    let (status, body) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["resultType"], "matrix");
+    assert_eq!(v["data"]["result"][0]["metric"]["job"], "api");
+    // 30 over 30 s, extrapolated by half an interval towards the window start: 37.5 / 60 s.
+    assert_eq!(v["data"]["result"][0]["values"][0][1], "0.625");
+
+    // Series, labels, values.
+    let (_, body) = send(
+        &app,
+        get("/api/v1/series?match[]=up%7Binstance%3D%22b%22%7D"),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::json!([{"__name__": "up", "instance": "b", "job": "node"}])
+    );
+    let (_, body) = send(&app, get("/api/v1/labels")).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"],
+        serde_json::json!(["__name__", "instance", "job"])
+    );
+    let (_, body) = send(&app, get("/api/v1/label/job/values")).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"], serde_json::json!(["api", "node"]));
+    let (_, body) = send(&app, get("/api/v1/status/tsdb")).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["headStats"]["numSeries"], 3);
+
+    // Errors in Prometheus' shape.
+    let (status, body) = send(&app, get("/api/v1/query?query=sum(")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["errorType"], "bad_data");
+    let (status, _) = send(
+        &app,
+        get("/api/v1/query_range?query=up&start=10&end=5&step=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = send(
+        &app,
+        get("/api/v1/query_range?query=up&start=0&end=100000&step=1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "too many points");
+
+    // Metrics count what came in.
+    let (status, body) = send(&app, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("strata_samples_ingested_total 6"), "{body}");
+    assert!(body.contains("strata_head_series 3"), "{body}");
+}
+
+#[tokio::test]
+async fn bad_writes_are_refused_and_the_valid_part_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.limits.max_decompressed_bytes = 1 << 20;
+    let st = state(dir.path(), config);
+    let app = router(Arc::clone(&st));
+
+    // Wrong encoding / content type.
+    let req = Request::post("/api/v1/write")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let req = Request::post("/api/v1/write")
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from("x"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // Not snappy, and snappy declaring far more than the limit.
+    assert_eq!(
+        send(&app, write_req(b"\xff\xff\xff\xff\x0fgarbage".to_vec()))
+            .await
+            .0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        send(&app, write_req(b"\x05ab".to_vec())).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    // Snappy around garbage protobuf.
+    let junk = snap::raw::Encoder::new()
+        .compress_vec(&[0x0a, 0xff, 0xff, 0xff, 0x7f])
+        .unwrap();
+    assert_eq!(send(&app, write_req(junk)).await.0, StatusCode::BAD_REQUEST);
+
+    // One invalid series among valid ones: 400, the valid ones stored.
+    let body = write_body(vec![
+        series(&[("__name__", "ok"), ("a", "1")], &[(1000, 1.0)]),
+        series(&[("__name__", "bad"), ("0invalid", "x")], &[(1000, 1.0)]),
+        series(&[("no_name", "x")], &[(1000, 1.0)]),
+    ]);
+    let (status, msg) = send(&app, write_req(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(msg.contains("0invalid"), "{msg}");
+    let (_, body) = send(
+        &app,
+        get("/api/v1/series?match[]=%7B__name__%3D~%22.%2B%22%7D"),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"], serde_json::json!([{"__name__": "ok", "a": "1"}]));
+}
+
+#[tokio::test]
+async fn the_token_guards_everything_but_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        auth_token: Some("s3cret".into()),
+        ..Config::default()
+    };
+    let st = state(dir.path(), config);
+    let app = router(Arc::clone(&st));
+    assert_eq!(send(&app, get("/-/healthy")).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, get("/api/v1/labels")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, get("/metrics")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let req = Request::get("/api/v1/labels")
+        .header(header::AUTHORIZATION, "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::UNAUTHORIZED);
+    let req = Request::get("/api/v1/labels")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&app, write_req(write_body(vec![]))).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn bodies_past_the_limit_get_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.limits.max_body_bytes = 1024;
+    let st = state(dir.path(), config);
+    let app = router(Arc::clone(&st));
+    let (status, _) = send(&app, write_req(vec![0u8; 4096])).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+}
