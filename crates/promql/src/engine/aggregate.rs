@@ -247,7 +247,9 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
     Ok(EvalValue::Vector(out))
 }
 
-/// True for a valid (legacy or UTF-8) label name.
+/// `topk`, `bottomk`, `limitk` and `limit_ratio`: which input series each group keeps at
+/// each step. The output keeps input series whole (labels untouched), ordered by group and,
+/// within a group, by rank at the first step where the series is kept.
 fn select_k(
     ev: &mut Evaluator<'_>,
     op: TokenId,
@@ -351,15 +353,16 @@ fn select_k(
     Ok(EvalValue::Vector(out))
 }
 
-/// Where a series falls in `[0, 1)` for `limit_ratio`: a stable hash of its labels.
-fn ratio_offset(l: &Labels) -> f64 {
-    // FNV-1a over "name\xffvalue\xff" pairs.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+/// Where a series falls in `[0, 1]` for `limit_ratio`: Prometheus' `Labels.Hash()` (XXH64
+/// of `name 0xff value 0xff ...`) over the largest u64, so the same series are picked as by
+/// Prometheus, on every run and every step.
+pub(crate) fn ratio_offset(l: &Labels) -> f64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
     for (k, v) in l.iter() {
-        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.update(k.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
     }
-    (h % (1u64 << 53)) as f64 / (1u64 << 53) as f64
+    h.digest() as f64 / u64::MAX as f64
 }

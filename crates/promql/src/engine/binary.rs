@@ -240,6 +240,8 @@ fn vector_vector(
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
 
     let mut out: Vec<StepSeries> = Vec::new();
+    // Match group that wrote each output series at the current step (duplicate detection).
+    let mut out_sig: Vec<usize> = Vec::new();
     let mut out_index: HashMap<(usize, usize), usize> = HashMap::new();
     let mut by_labels: HashMap<Labels, usize> = HashMap::new();
     let mut one_at = vec![usize::MAX; nsig];
@@ -247,6 +249,12 @@ fn vector_vector(
     for i in 0..n {
         if i % 1024 == 0 {
             ev.check()?;
+        }
+        // Prometheus short-circuits a step where either side is empty, before any
+        // duplicate check.
+        if !many.iter().any(|s| s.vals[i].is_some()) || !one.iter().any(|s| s.vals[i].is_some())
+        {
+            continue;
         }
         one_at.iter_mut().for_each(|x| *x = usize::MAX);
         for (j, s) in one.iter().enumerate() {
@@ -258,7 +266,9 @@ fn vector_vector(
                 let side = if swap { "left" } else { "right" };
                 return Err(Error::Eval(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    signature(&s.labels, matching), one[one_at[sig]].labels, s.labels
+                    signature(&s.labels, matching).prom_string(),
+                    s.labels.prom_string(),
+                    one[one_at[sig]].labels.prom_string()
                 )));
             }
             one_at[sig] = j;
@@ -271,6 +281,10 @@ fn vector_vector(
             if j == usize::MAX {
                 continue;
             }
+            let Some(ov) = one[j].vals[i] else { continue };
+            let (lv, rv) = if swap { (ov, mv) } else { (mv, ov) };
+            // A pair a comparison filters out still counts as a match (Prometheus checks
+            // cardinality before filtering).
             if one_to_one {
                 if many_seen[sig] {
                     return eval_err(
@@ -279,8 +293,6 @@ fn vector_vector(
                 }
                 many_seen[sig] = true;
             }
-            let Some(ov) = one[j].vals[i] else { continue };
-            let (lv, rv) = if swap { (ov, mv) } else { (mv, ov) };
             let Some(res) = elem(op, lv, rv, return_bool, lv) else {
                 continue;
             };
@@ -307,6 +319,7 @@ fn vector_vector(
                                 drop_name,
                                 vals: vec![None; n],
                             });
+                            out_sig.push(usize::MAX);
                             by_labels.insert(labels, out.len() - 1);
                             out.len() - 1
                         }
@@ -316,11 +329,14 @@ fn vector_vector(
                 }
             };
             if out[idx].vals[i].is_some() {
-                return eval_err(
-                    "multiple matches for labels: grouping labels must ensure unique matches",
-                );
+                return eval_err(if out_sig[idx] == sig {
+                    "multiple matches for labels: grouping labels must ensure unique matches"
+                } else {
+                    "vector cannot contain metrics with the same labelset"
+                });
             }
             out[idx].vals[i] = Some(res);
+            out_sig[idx] = sig;
         }
     }
     Ok(out)

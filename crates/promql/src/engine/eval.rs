@@ -40,6 +40,19 @@ fn system_time_ms(t: &SystemTime) -> i64 {
     }
 }
 
+/// Number of samples a value holds.
+fn points(v: &EvalValue) -> usize {
+    match v {
+        EvalValue::Scalar(s) => s.len(),
+        EvalValue::String(_) => 0,
+        EvalValue::Vector(vs) => vs
+            .iter()
+            .map(|s| s.vals.iter().filter(|x| x.is_some()).count())
+            .sum(),
+        EvalValue::Matrix(m) => m.series.iter().map(|s| s.samples.len()).sum(),
+    }
+}
+
 /// Offset in ms (negative offsets look into the future).
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
     match o {
@@ -127,8 +140,25 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates `expr` at every step of `grid`.
+    ///
+    /// Sample accounting tracks what is held at once, as Prometheus: while a node is
+    /// evaluated its inputs count; once it has its result, the inputs are released and the
+    /// result's points count instead.
     pub fn eval(&mut self, expr: &Expr, grid: Grid) -> Result<EvalValue> {
         self.check()?;
+        // Every column is `grid.len()` long; one longer than the whole budget cannot be
+        // held, whatever it contains.
+        if grid.len() > self.opts.max_samples {
+            return Err(Error::TooManySamples);
+        }
+        let held = self.samples;
+        let v = self.eval_node(expr, grid)?;
+        self.samples = held;
+        self.account(points(&v))?;
+        Ok(v)
+    }
+
+    fn eval_node(&mut self, expr: &Expr, grid: Grid) -> Result<EvalValue> {
         match expr {
             Expr::NumberLiteral(n) => Ok(EvalValue::Scalar(vec![n.val; grid.len()])),
             Expr::StringLiteral(s) => Ok(EvalValue::String(s.val.clone())),
@@ -304,7 +334,10 @@ impl<'a> Evaluator<'a> {
         let lookback = self.opts.lookback_delta_ms;
         let series = self.select(vs, mint - lookback + 1, maxt)?;
         let mut out = Vec::with_capacity(series.len());
-        for s in series {
+        for (k, s) in series.into_iter().enumerate() {
+            if k % 256 == 255 {
+                self.check()?;
+            }
             let mut vals = vec![None; n];
             let mut any = false;
             for (i, &t) in times.iter().enumerate() {

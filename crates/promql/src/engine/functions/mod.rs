@@ -123,6 +123,13 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
             sort::call(ev, c, grid).map(EvalValue::Vector)
         }
         "absent" | "absent_over_time" => labels::absent(ev, c, grid).map(EvalValue::Vector),
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            // They read native histograms only and skip float samples without a word, as
+            // Prometheus does; the store holds floats only.
+            ev.eval_vector(arg(c, 0)?, grid)?;
+            Ok(EvalValue::Vector(Vec::new()))
+        }
         "histogram_quantile" | "histogram_fraction" => {
             histogram::call(ev, c, grid).map(EvalValue::Vector)
         }
