@@ -1,7 +1,7 @@
 //! Binary operators: arithmetic, comparison (with and without `bool`), set operators, and
 //! vector matching (`on`/`ignoring`, `group_left`/`group_right`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::token::*;
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
@@ -240,8 +240,8 @@ fn vector_vector(
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
 
     let mut out: Vec<StepSeries> = Vec::new();
-    // Match group that wrote each output series at the current step (duplicate detection).
-    let mut out_sig: Vec<usize> = Vec::new();
+    // (match group, output series) pairs seen at the current step.
+    let mut group_results: HashSet<(usize, usize)> = HashSet::new();
     let mut out_index: HashMap<(usize, usize), usize> = HashMap::new();
     let mut by_labels: HashMap<Labels, usize> = HashMap::new();
     let mut one_at = vec![usize::MAX; nsig];
@@ -264,16 +264,20 @@ fn vector_vector(
             let sig = osig[j];
             if one_at[sig] != usize::MAX {
                 let side = if swap { "left" } else { "right" };
+                // The two series in string order, so the message is the same on every run.
+                let mut dupl = [s.labels.prom_string(), one[one_at[sig]].labels.prom_string()];
+                dupl.sort();
                 return Err(Error::Eval(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
                     signature(&s.labels, matching).prom_string(),
-                    s.labels.prom_string(),
-                    one[one_at[sig]].labels.prom_string()
+                    dupl[0],
+                    dupl[1]
                 )));
             }
             one_at[sig] = j;
         }
         many_seen.iter_mut().for_each(|x| *x = false);
+        group_results.clear();
         for (k, s) in many.iter().enumerate() {
             let Some(mv) = s.vals[i] else { continue };
             let sig = msig[k];
@@ -293,9 +297,6 @@ fn vector_vector(
                 }
                 many_seen[sig] = true;
             }
-            let Some(res) = elem(op, lv, rv, return_bool, lv) else {
-                continue;
-            };
             let idx = match out_index.get(&(k, j)) {
                 Some(&x) => x,
                 None => {
@@ -319,7 +320,6 @@ fn vector_vector(
                                 drop_name,
                                 vals: vec![None; n],
                             });
-                            out_sig.push(usize::MAX);
                             by_labels.insert(labels, out.len() - 1);
                             out.len() - 1
                         }
@@ -328,16 +328,22 @@ fn vector_vector(
                     idx
                 }
             };
+            // Within a match group the result labels must differ, filtered pairs included.
+            if !one_to_one && !group_results.insert((sig, idx)) {
+                return eval_err(
+                    "multiple matches for labels: grouping labels must ensure unique matches",
+                );
+            }
+            let Some(res) = elem(op, lv, rv, return_bool, lv) else {
+                continue;
+            };
             if out[idx].vals[i].is_some() {
-                return eval_err(if out_sig[idx] == sig {
-                    "multiple matches for labels: grouping labels must ensure unique matches"
-                } else {
-                    "vector cannot contain metrics with the same labelset"
-                });
+                return eval_err("vector cannot contain metrics with the same labelset");
             }
             out[idx].vals[i] = Some(res);
-            out_sig[idx] = sig;
         }
     }
+    // Pairs filtered out at every step leave empty series behind.
+    out.retain(|s| s.vals.iter().any(Option::is_some));
     Ok(out)
 }

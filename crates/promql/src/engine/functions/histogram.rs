@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use promql_parser::parser::Call;
 
 use super::arg;
-use crate::engine::aggregate::format_float;
+use crate::engine::aggregate::format_go_g;
 use crate::engine::eval::Evaluator;
 use crate::engine::{Grid, StepSeries};
 use crate::error::{eval_err, Result};
@@ -228,7 +228,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeri
     {
         ev.warn(format!(
             "PromQL warning: quantile value should be between 0 and 1, got {}",
-            format_float(*bad)
+            format_go_g(*bad)
         ));
     }
     let mut out = Vec::new();

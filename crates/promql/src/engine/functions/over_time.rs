@@ -98,7 +98,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
                     ev.warn(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}",
-                        crate::engine::aggregate::format_float(q)
+                        crate::engine::aggregate::format_go_g(q)
                     ));
                 }
                 quantile(q, &mut values(w))
