@@ -112,7 +112,7 @@ pub(crate) fn format_float(v: f64) -> String {
 }
 
 /// Formats a float as Go's `%g`/`%v` (shortest digits; exponent form below 1e-4 or from
-/// 1e21 on, with a signed two-digit exponent), as Prometheus' annotation messages do.
+/// 1e6 on, with a signed two-digit exponent), as Prometheus' messages do.
 pub(crate) fn format_go_g(v: f64) -> String {
     if !v.is_finite() {
         return format_float(v);
@@ -120,7 +120,7 @@ pub(crate) fn format_go_g(v: f64) -> String {
     let e = format!("{v:e}");
     let (mant, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    if (-4..21).contains(&exp) {
+    if (-4..6).contains(&exp) {
         format!("{v}")
     } else {
         let sign = if exp < 0 { '-' } else { '+' };
