@@ -124,7 +124,10 @@ fn limit_errors_read_like_prometheus() {
         Error::TooManySamples.to_string(),
         "query processing would load too many samples into memory in query execution"
     );
-    assert_eq!(Error::Timeout.to_string(), "query timed out in query execution");
+    assert_eq!(
+        Error::Timeout.to_string(),
+        "query timed out in query execution"
+    );
     assert_eq!(
         Error::Canceled.to_string(),
         "query was canceled in query execution"

@@ -326,7 +326,10 @@ fn select_k(
         // ±2^63, the bounds of Go's int64.
         const INT64_BOUND: f64 = 9_223_372_036_854_775_808.0;
         if min <= -INT64_BOUND {
-            return eval_err(format!("Scalar value {} underflows int64", format_go_g(min)));
+            return eval_err(format!(
+                "Scalar value {} underflows int64",
+                format_go_g(min)
+            ));
         }
         if max >= INT64_BOUND {
             return eval_err(format!("Scalar value {} overflows int64", format_go_g(max)));

@@ -252,8 +252,7 @@ fn vector_vector(
         }
         // Prometheus short-circuits a step where either side is empty, before any
         // duplicate check.
-        if !many.iter().any(|s| s.vals[i].is_some()) || !one.iter().any(|s| s.vals[i].is_some())
-        {
+        if !many.iter().any(|s| s.vals[i].is_some()) || !one.iter().any(|s| s.vals[i].is_some()) {
             continue;
         }
         one_at.iter_mut().for_each(|x| *x = usize::MAX);
@@ -265,7 +264,10 @@ fn vector_vector(
             if one_at[sig] != usize::MAX {
                 let side = if swap { "left" } else { "right" };
                 // The two series in string order, so the message is the same on every run.
-                let mut dupl = [s.labels.prom_string(), one[one_at[sig]].labels.prom_string()];
+                let mut dupl = [
+                    s.labels.prom_string(),
+                    one[one_at[sig]].labels.prom_string(),
+                ];
                 dupl.sort();
                 return Err(Error::Eval(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",

@@ -167,12 +167,13 @@ fn keeps_order(expr: &promql_parser::parser::Expr) -> bool {
         Expr::Unary(u) => keeps_order(&u.expr),
         Expr::Call(c) => match c.func.name {
             "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => true,
-            "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" | "sgn"
-            | "sin" | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh"
-            | "asinh" | "acosh" | "atanh" | "deg" | "rad" | "round" | "clamp" | "clamp_min"
-            | "clamp_max" | "label_replace" | "label_join" | "minute" | "hour"
-            | "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "month"
-            | "year" => c.args.args.first().is_some_and(|a| keeps_order(a)),
+            "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" | "sgn" | "sin"
+            | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh"
+            | "acosh" | "atanh" | "deg" | "rad" | "round" | "clamp" | "clamp_min" | "clamp_max"
+            | "label_replace" | "label_join" | "minute" | "hour" | "day_of_month"
+            | "day_of_week" | "day_of_year" | "days_in_month" | "month" | "year" => {
+                c.args.args.first().is_some_and(|a| keeps_order(a))
+            }
             _ => false,
         },
         Expr::Aggregate(a) => matches!(a.op.id(), T_TOPK | T_BOTTOMK),

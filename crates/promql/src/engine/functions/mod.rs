@@ -133,7 +133,10 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
             let b = ev.eval_scalar(arg(c, 1)?, grid)?;
             let max = name == "max_of";
             Ok(EvalValue::Scalar(
-                a.iter().zip(&b).map(|(&x, &y)| go_max_min(x, y, max)).collect(),
+                a.iter()
+                    .zip(&b)
+                    .map(|(&x, &y)| go_max_min(x, y, max))
+                    .collect(),
             ))
         }
         "vector" => {

@@ -114,13 +114,19 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
                 let (sf, tf) = (ps[0][i], ps[1][i]);
                 if sf <= 0.0 || sf >= 1.0 {
                     bad_factor.get_or_insert_with(|| {
-                        format!("invalid smoothing factor. Expected: 0 < sf < 1, got: {}", go_f(sf))
+                        format!(
+                            "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+                            go_f(sf)
+                        )
                     });
                     return None;
                 }
                 if tf <= 0.0 || tf >= 1.0 {
                     bad_factor.get_or_insert_with(|| {
-                        format!("invalid trend factor. Expected: 0 < tf < 1, got: {}", go_f(tf))
+                        format!(
+                            "invalid trend factor. Expected: 0 < tf < 1, got: {}",
+                            go_f(tf)
+                        )
                     });
                     return None;
                 }
