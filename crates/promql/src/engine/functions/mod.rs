@@ -173,7 +173,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
             ev.eval_vector(arg(c, 0)?, grid)?;
             Ok(EvalValue::Vector(Vec::new()))
         }
-        "histogram_quantile" | "histogram_fraction" => {
+        "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
             histogram::call(ev, c, grid).map(EvalValue::Vector)
         }
         _ => eval_err(format!("function {name:?} is not supported yet")),

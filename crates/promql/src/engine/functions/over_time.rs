@@ -104,6 +104,10 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
                 quantile(q, &mut values(w))
             }
             "mad_over_time" => {
+                // A NaN makes the median, and so the deviation, undefined.
+                if w.iter().any(|x| x.v.is_nan()) {
+                    return Some(f64::NAN);
+                }
                 let mut v = values(w);
                 let med = quantile(0.5, &mut v);
                 let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
