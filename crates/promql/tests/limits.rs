@@ -220,3 +220,24 @@ fn lookback_delta_is_configurable() {
     let r = e.instant_query(&st, "m", 129_999).unwrap();
     assert!(matches!(&r.value, strata_promql::Value::Vector(v) if v.len() == 3));
 }
+
+#[test]
+fn step_slots_bound_memory_of_sparse_range_queries() {
+    // 3 series × 11 samples, but a range query at 1s steps holds 3 × 401 slots.
+    let st = store();
+    let e = Engine::new(EngineOptions {
+        max_step_slots: 1_000,
+        ..EngineOptions::default()
+    });
+    let r = e.range_query(&st, "m", 0, 400_000, 1_000);
+    assert!(matches!(r, Err(Error::TooManyStepSlots)), "{r:?}");
+    assert_eq!(
+        Error::TooManyStepSlots.to_string(),
+        "query processing would hold too many series × steps in memory in query execution"
+    );
+    let e = Engine::new(EngineOptions {
+        max_step_slots: 1_203,
+        ..EngineOptions::default()
+    });
+    assert!(e.range_query(&st, "m", 0, 400_000, 1_000).is_ok());
+}

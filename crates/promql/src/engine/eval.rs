@@ -23,6 +23,8 @@ pub struct Evaluator<'a> {
     deadline: Instant,
     cancel: CancelHandle,
     samples: usize,
+    /// Per-step slots held (see [`EngineOptions::max_step_slots`]).
+    slots: usize,
     /// Warning annotations.
     pub warnings: Vec<String>,
     /// Info annotations.
@@ -78,6 +80,7 @@ impl<'a> Evaluator<'a> {
             deadline,
             cancel,
             samples: 0,
+            slots: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
             invalid_utf8: HashMap::new(),
@@ -111,6 +114,15 @@ impl<'a> Evaluator<'a> {
         self.samples = self.samples.saturating_add(n);
         if self.samples > self.opts.max_samples {
             return Err(Error::TooManySamples);
+        }
+        Ok(())
+    }
+
+    /// Accounts `n` more per-step slots held; fails past the limit.
+    pub fn account_slots(&mut self, n: usize) -> Result<()> {
+        self.slots = self.slots.saturating_add(n);
+        if self.slots > self.opts.max_step_slots {
+            return Err(Error::TooManyStepSlots);
         }
         Ok(())
     }
@@ -151,10 +163,14 @@ impl<'a> Evaluator<'a> {
         if grid.len() > self.opts.max_samples {
             return Err(Error::TooManySamples);
         }
-        let held = self.samples;
+        let (held, held_slots) = (self.samples, self.slots);
         let v = self.eval_node(expr, grid)?;
         self.samples = held;
+        self.slots = held_slots;
         self.account(points(&v))?;
+        if let EvalValue::Vector(vs) = &v {
+            self.account_slots(vs.len().saturating_mul(grid.len()))?;
+        }
         Ok(v)
     }
 
@@ -333,6 +349,8 @@ impl<'a> Evaluator<'a> {
         };
         let lookback = self.opts.lookback_delta_ms;
         let series = self.select(vs, mint - lookback + 1, maxt)?;
+        // Checked before the columns are allocated.
+        self.account_slots(series.len().saturating_mul(n))?;
         let mut out = Vec::with_capacity(series.len());
         for (k, s) in series.into_iter().enumerate() {
             if k % 256 == 255 {

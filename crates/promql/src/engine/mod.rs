@@ -32,6 +32,11 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// Step of subqueries without an explicit step (default 1m).
     pub default_subquery_step_ms: i64,
+    /// Most per-step slots (series × steps, filled or not) the instant vectors of a query
+    /// may hold at once (default 200,000,000, about 3.2 GB). Instant vectors are dense
+    /// per-step columns, so a range query over many short-lived series costs memory for
+    /// every step, beyond the points `max_samples` counts as Prometheus does.
+    pub max_step_slots: usize,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +46,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
+            max_step_slots: 200_000_000,
         }
     }
 }
