@@ -302,6 +302,22 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Selects the series matching all `matchers` with samples in `[mint, maxt]`, sorted by
+    /// labels, stale markers kept; the samples count against the limit.
+    pub(crate) fn select_matchers(
+        &mut self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>> {
+        let mut out = self.q.select(matchers, mint, maxt)?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let n: usize = out.iter().map(|s| s.samples.len()).sum();
+        self.account(n)?;
+        self.check()?;
+        Ok(out)
+    }
+
     /// Selects the series of `vs` with samples in `[mint, maxt]`, stale markers kept.
     fn select(&mut self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<Series>> {
         let mut base: Vec<Matcher> = vs.matchers.matchers.clone();
@@ -349,6 +365,20 @@ impl<'a> Evaluator<'a> {
         };
         let lookback = self.opts.lookback_delta_ms;
         let series = self.select(vs, mint - lookback + 1, maxt)?;
+        self.sample_at(series, &times, timestamps)
+    }
+
+    /// The value of each series at each of `times`: its latest sample within the lookback
+    /// delta, none if that is a staleness marker (or its timestamp in seconds, with
+    /// `timestamps`).
+    pub(crate) fn sample_at(
+        &mut self,
+        series: Vec<Series>,
+        times: &[i64],
+        timestamps: bool,
+    ) -> Result<Vec<StepSeries>> {
+        let n = times.len();
+        let lookback = self.opts.lookback_delta_ms;
         // Checked before the columns are allocated.
         self.account_slots(series.len().saturating_mul(n))?;
         let mut out = Vec::with_capacity(series.len());

@@ -1,6 +1,7 @@
 //! PromQL functions, grouped by what they work on.
 
 pub mod histogram;
+pub mod info;
 pub mod labels;
 pub mod math;
 pub mod over_time;
@@ -165,6 +166,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             sort::call(ev, c, grid).map(EvalValue::Vector)
         }
+        "info" => info::call(ev, c, grid).map(EvalValue::Vector),
         "absent" | "absent_over_time" => labels::absent(ev, c, grid).map(EvalValue::Vector),
         "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
         | "histogram_stdvar" => {
