@@ -13,6 +13,9 @@ pub enum Error {
     /// The query would hold more samples in memory than allowed.
     #[error("query processing would load too many samples into memory in query execution")]
     TooManySamples,
+    /// The query would hold more series × steps in memory than allowed.
+    #[error("query processing would hold too many series × steps in memory in query execution")]
+    TooManyStepSlots,
     /// The query ran past its deadline.
     #[error("query timed out in query execution")]
     Timeout,

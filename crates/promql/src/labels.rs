@@ -107,6 +107,31 @@ impl Labels {
     }
 }
 
+impl Labels {
+    /// Prometheus' `Labels.String()`, used in its error messages: every label, the name
+    /// too, inside braces (`{__name__="up", job="a"}`); names outside the legacy charset
+    /// are quoted.
+    pub fn prom_string(&self) -> String {
+        let legacy = |n: &str| {
+            let mut cs = n.chars();
+            cs.next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && cs.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let parts: Vec<String> = self
+            .iter()
+            .map(|(k, v)| {
+                if legacy(k) {
+                    format!("{k}={v:?}")
+                } else {
+                    format!("{k:?}={v:?}")
+                }
+            })
+            .collect();
+        format!("{{{}}}", parts.join(", "))
+    }
+}
+
 impl fmt::Display for Labels {
     /// Prometheus notation: `name{a="1", b="2"}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -117,3 +117,127 @@ fn cancellation_stops_the_query() {
     let r = e.query(&st, "m + m", grid, false, &CancelHandle::default());
     assert_eq!(r.map(|r| r.warnings.len()).ok(), Some(0));
 }
+
+#[test]
+fn limit_errors_read_like_prometheus() {
+    assert_eq!(
+        Error::TooManySamples.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
+    assert_eq!(
+        Error::Timeout.to_string(),
+        "query timed out in query execution"
+    );
+    assert_eq!(
+        Error::Canceled.to_string(),
+        "query was canceled in query execution"
+    );
+}
+
+#[test]
+fn sample_limit_counts_subquery_and_intermediate_results() {
+    let st = store();
+    // Nothing is selected beyond 33 samples, but the subquery holds 3 series × 101
+    // inner steps (0s..100s every 1s) of `m` at once.
+    let q = "max_over_time(m[100s:1s])";
+    let e = engine(300, Duration::from_secs(60));
+    let r = e.instant_query(&st, q, 100_000);
+    assert!(matches!(r, Err(Error::TooManySamples)), "{r:?}");
+    let e = engine(1_000, Duration::from_secs(60));
+    assert!(e.instant_query(&st, q, 100_000).is_ok());
+    // A grid longer than the whole budget is refused before anything is allocated.
+    let e = engine(1_000, Duration::from_secs(60));
+    let r = e.range_query(&st, "vector(1)", 0, 10_000_000, 1);
+    assert!(matches!(r, Err(Error::TooManySamples)), "{r:?}");
+}
+
+/// Many series with many samples, so that one range query runs long enough to be stopped
+/// in the middle of an evaluator loop.
+fn big_store() -> MemStore {
+    let mut s = MemStore::new();
+    for i in 0..100 {
+        let l = Labels::from_pairs([("__name__", "big_total".to_string()), ("i", i.to_string())]);
+        let samples: Vec<Sample> = (0..20_000)
+            .map(|k| Sample {
+                t: k * 10_000,
+                v: k as f64,
+            })
+            .collect();
+        s.append(l, &samples);
+    }
+    s
+}
+
+const BIG_QUERY: &str = "sum(rate(big_total[5m])) + sum(increase(big_total[10m]))";
+
+#[test]
+fn cancellation_from_another_thread_stops_a_running_query() {
+    let st = big_store();
+    let e = engine(50_000_000, Duration::from_secs(600));
+    let grid = Grid {
+        start: 0,
+        end: 200_000_000,
+        step: 10_000,
+    };
+    let cancel = CancelHandle::default();
+    let started = std::time::Instant::now();
+    let r = std::thread::scope(|s| {
+        let c = cancel.clone();
+        s.spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            c.cancel();
+        });
+        e.query(&st, BIG_QUERY, grid, false, &cancel)
+    });
+    assert!(matches!(r, Err(Error::Canceled)), "{r:?}");
+    // Stopped promptly, not after finishing the work.
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn timeout_stops_a_running_query() {
+    let st = big_store();
+    let e = engine(50_000_000, Duration::from_millis(30));
+    let r = e.range_query(&st, BIG_QUERY, 0, 200_000_000, 10_000);
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+}
+
+#[test]
+fn lookback_delta_is_configurable() {
+    let st = store();
+    // The last sample is at 100s: visible at 150s with the default 5m lookback, not with 30s.
+    let r = Engine::default().instant_query(&st, "m", 150_000).unwrap();
+    assert!(matches!(&r.value, strata_promql::Value::Vector(v) if v.len() == 3));
+    let e = Engine::new(EngineOptions {
+        lookback_delta_ms: 30_000,
+        ..EngineOptions::default()
+    });
+    let r = e.instant_query(&st, "m", 150_000).unwrap();
+    assert!(matches!(&r.value, strata_promql::Value::Vector(v) if v.is_empty()));
+    // 30s after the sample is already out: the window is left-open.
+    let r = e.instant_query(&st, "m", 130_000).unwrap();
+    assert!(matches!(&r.value, strata_promql::Value::Vector(v) if v.is_empty()));
+    let r = e.instant_query(&st, "m", 129_999).unwrap();
+    assert!(matches!(&r.value, strata_promql::Value::Vector(v) if v.len() == 3));
+}
+
+#[test]
+fn step_slots_bound_memory_of_sparse_range_queries() {
+    // 3 series × 11 samples, but a range query at 1s steps holds 3 × 401 slots.
+    let st = store();
+    let e = Engine::new(EngineOptions {
+        max_step_slots: 1_000,
+        ..EngineOptions::default()
+    });
+    let r = e.range_query(&st, "m", 0, 400_000, 1_000);
+    assert!(matches!(r, Err(Error::TooManyStepSlots)), "{r:?}");
+    assert_eq!(
+        Error::TooManyStepSlots.to_string(),
+        "query processing would hold too many series × steps in memory in query execution"
+    );
+    let e = Engine::new(EngineOptions {
+        max_step_slots: 1_203,
+        ..EngineOptions::default()
+    });
+    assert!(e.range_query(&st, "m", 0, 400_000, 1_000).is_ok());
+}

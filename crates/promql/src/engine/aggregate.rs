@@ -111,6 +111,33 @@ pub(crate) fn format_float(v: f64) -> String {
     }
 }
 
+/// Formats a float as Go's `%g`/`%v` (shortest digits; exponent form below 1e-4 or from
+/// 1e6 on, with a signed two-digit exponent), as Prometheus' messages do.
+pub(crate) fn format_go_g(v: f64) -> String {
+    if !v.is_finite() {
+        return format_float(v);
+    }
+    let e = format!("{v:e}");
+    let (mant, exp) = e.split_once('e').unwrap_or((e.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format!("{v}")
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mant}e{sign}{:02}", exp.abs())
+    }
+}
+
+/// Go's `math.Max`/`math.Min` over the parameter's steps: NaN if any step is NaN.
+fn param_range(p: &[f64]) -> (f64, f64) {
+    if p.iter().any(|x| x.is_nan()) {
+        return (f64::NAN, f64::NAN);
+    }
+    let min = p.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max)
+}
+
 fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
     match m {
         Some(LabelModifier::Include(ls)) => l.keep(&ls.labels),
@@ -234,20 +261,31 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
         }
     }
     if op == T_QUANTILE {
-        if let Some(q) = param_s
-            .iter()
-            .find(|q| q.is_nan() || **q < 0.0 || **q > 1.0)
-        {
+        // One warning per kind of bad value over the whole range, as Prometheus.
+        let (min, max) = param_range(&param_s);
+        let mut bad = Vec::new();
+        if param_s.iter().any(|q| q.is_nan()) {
+            bad.push(f64::NAN);
+        }
+        if max > 1.0 {
+            bad.push(max);
+        }
+        if min < 0.0 {
+            bad.push(min);
+        }
+        for q in bad {
             ev.warn(format!(
                 "PromQL warning: quantile value should be between 0 and 1, got {}",
-                format_float(*q)
+                format_go_g(q)
             ));
         }
     }
     Ok(EvalValue::Vector(out))
 }
 
-/// True for a valid (legacy or UTF-8) label name.
+/// `topk`, `bottomk`, `limitk` and `limit_ratio`: which input series each group keeps at
+/// each step. The output keeps input series whole (labels untouched), ordered by group and,
+/// within a group, by rank at the first step where the series is kept.
 fn select_k(
     ev: &mut Evaluator<'_>,
     op: TokenId,
@@ -257,17 +295,53 @@ fn select_k(
     param: &[f64],
     n: usize,
 ) -> Result<EvalValue> {
+    // Parameter checks over the whole range, before any series is looked at, as Prometheus.
+    let (min, max) = param_range(param);
+    if op == T_LIMIT_RATIO {
+        if min == 0.0 && max == 0.0 {
+            return Ok(EvalValue::Vector(Vec::new()));
+        }
+        if min.is_nan() {
+            return eval_err("Ratio value is NaN");
+        }
+        if max > 1.0 {
+            ev.warn(format!(
+                "PromQL warning: ratio value should be between -1 and 1, got {}, capping to 1",
+                format_go_g(max)
+            ));
+        }
+        if min < -1.0 {
+            ev.warn(format!(
+                "PromQL warning: ratio value should be between -1 and 1, got {}, capping to -1",
+                format_go_g(min)
+            ));
+        }
+    } else {
+        if max < 1.0 {
+            return Ok(EvalValue::Vector(Vec::new()));
+        }
+        if min.is_nan() {
+            return eval_err("Parameter value is NaN");
+        }
+        // ±2^63, the bounds of Go's int64.
+        const INT64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+        if min <= -INT64_BOUND {
+            return eval_err(format!(
+                "Scalar value {} underflows int64",
+                format_go_g(min)
+            ));
+        }
+        if max >= INT64_BOUND {
+            return eval_err(format!("Scalar value {} overflows int64", format_go_g(max)));
+        }
+    }
     let mut keep: Vec<Vec<bool>> = vec![vec![false; n]; input.len()];
     let mut order: Vec<usize> = Vec::new();
     for i in 0..n {
-        let p = param.get(i).copied().unwrap_or(f64::NAN);
-        if p.is_nan() {
-            return eval_err(if op == T_LIMIT_RATIO {
-                "Ratio value is NaN"
-            } else {
-                "Parameter value is NaN"
-            });
+        if i % 1024 == 0 {
+            ev.check()?;
         }
+        let p = param.get(i).copied().unwrap_or(f64::NAN);
         let mut per_group: Vec<Vec<usize>> = vec![Vec::new(); ng];
         for (j, s) in input.iter().enumerate() {
             if s.vals[i].is_some() {
@@ -278,13 +352,6 @@ fn select_k(
             let chosen: Vec<usize> = match op {
                 T_LIMIT_RATIO => {
                     let r = p.clamp(-1.0, 1.0);
-                    if p.abs() > 1.0 {
-                        ev.warn(format!(
-                            "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
-                            format_float(p),
-                            format_float(r)
-                        ));
-                    }
                     members
                         .into_iter()
                         .filter(|&j| {
@@ -298,13 +365,7 @@ fn select_k(
                         .collect()
                 }
                 _ => {
-                    let k = if p >= 9.2e18 {
-                        usize::MAX
-                    } else if p < 1.0 {
-                        0
-                    } else {
-                        p as usize
-                    };
+                    let k = if p < 1.0 { 0 } else { p as usize };
                     if op == T_LIMITK {
                         members.into_iter().take(k).collect()
                     } else {
@@ -351,15 +412,16 @@ fn select_k(
     Ok(EvalValue::Vector(out))
 }
 
-/// Where a series falls in `[0, 1)` for `limit_ratio`: a stable hash of its labels.
-fn ratio_offset(l: &Labels) -> f64 {
-    // FNV-1a over "name\xffvalue\xff" pairs.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+/// Where a series falls in `[0, 1]` for `limit_ratio`: Prometheus' `Labels.Hash()` (XXH64
+/// of `name 0xff value 0xff ...`) over the largest u64, so the same series are picked as by
+/// Prometheus, on every run and every step.
+pub(crate) fn ratio_offset(l: &Labels) -> f64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
     for (k, v) in l.iter() {
-        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.update(k.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
     }
-    (h % (1u64 << 53)) as f64 / (1u64 << 53) as f64
+    h.digest() as f64 / u64::MAX as f64
 }

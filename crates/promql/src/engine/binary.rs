@@ -1,7 +1,7 @@
 //! Binary operators: arithmetic, comparison (with and without `bool`), set operators, and
 //! vector matching (`on`/`ignoring`, `group_left`/`group_right`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use promql_parser::parser::token::*;
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
@@ -117,16 +117,24 @@ pub fn eval(ev: &mut Evaluator<'_>, b: &BinaryExpr, grid: Grid) -> Result<EvalVa
                 T_LAND | T_LOR | T_LUNLESS => {
                     Ok(EvalValue::Vector(set_op(op, l, r, &matching, grid.len())))
                 }
-                _ => Ok(EvalValue::Vector(vector_vector(
-                    ev,
-                    op,
-                    return_bool,
-                    l,
-                    r,
-                    &matching,
-                    &card,
-                    grid.len(),
-                )?)),
+                _ => {
+                    let fill = b
+                        .modifier
+                        .as_ref()
+                        .map(|m| (m.fill_values.lhs, m.fill_values.rhs))
+                        .unwrap_or((None, None));
+                    Ok(EvalValue::Vector(vector_vector(
+                        ev,
+                        op,
+                        return_bool,
+                        l,
+                        r,
+                        &matching,
+                        &card,
+                        fill,
+                        grid.len(),
+                    )?))
+                }
             }
         }
         _ => eval_err("binary expression must contain only scalar and instant vector types"),
@@ -212,6 +220,35 @@ fn set_op(
     out
 }
 
+/// The labels of a result of `many op one` (sides after any `group_right` swap), as
+/// Prometheus' `resultMetric`: the many side's labels, narrowed to the matching labels
+/// for one-to-one matching, plus the `group_x` labels taken from the one side.
+fn result_labels(
+    many: &Labels,
+    one: &Labels,
+    matching: &Option<LabelModifier>,
+    one_to_one: bool,
+    include: &[String],
+) -> Labels {
+    let mut labels = many.clone();
+    if one_to_one {
+        match matching {
+            Some(LabelModifier::Include(ls)) => labels = labels.keep(&ls.labels),
+            Some(LabelModifier::Exclude(ls)) => labels = labels.drop(&ls.labels),
+            None => {}
+        }
+    }
+    for name in include {
+        labels.set(name, one.get(name).unwrap_or(""));
+    }
+    labels
+}
+
+/// Vector-to-vector arithmetic and comparison with `on`/`ignoring`, `group_left`/
+/// `group_right`, and the experimental `fill`/`fill_left`/`fill_right` values that stand
+/// in for a missing partner. Fill values apply to the sides as Prometheus evaluates them,
+/// after `group_right` swaps them: the right fill replaces a missing "one" series, the
+/// left fill a missing "many" series.
 #[allow(clippy::too_many_arguments)]
 fn vector_vector(
     ev: &mut Evaluator<'_>,
@@ -221,8 +258,10 @@ fn vector_vector(
     r: Vec<StepSeries>,
     matching: &Option<LabelModifier>,
     card: &VectorMatchCardinality,
+    fill: (Option<f64>, Option<f64>),
     n: usize,
 ) -> Result<Vec<StepSeries>> {
+    let (fill_lhs, fill_rhs) = fill;
     let swap = matches!(card, VectorMatchCardinality::OneToMany(_));
     let include: Vec<String> = match card {
         VectorMatchCardinality::OneToMany(ls) | VectorMatchCardinality::ManyToOne(ls) => {
@@ -240,13 +279,25 @@ fn vector_vector(
     let one_to_one = matches!(card, VectorMatchCardinality::OneToOne);
 
     let mut out: Vec<StepSeries> = Vec::new();
+    // (match group, output series) pairs seen at the current step.
+    let mut group_results: HashSet<(usize, usize)> = HashSet::new();
+    // Match groups that produced a pair (filtered or not) at the current step.
+    let mut matched = vec![false; nsig];
+    // Output series of each (many, one) pair, `usize::MAX` standing for a fill value.
     let mut out_index: HashMap<(usize, usize), usize> = HashMap::new();
     let mut by_labels: HashMap<Labels, usize> = HashMap::new();
     let mut one_at = vec![usize::MAX; nsig];
-    let mut many_seen = vec![false; nsig];
     for i in 0..n {
         if i % 1024 == 0 {
             ev.check()?;
+        }
+        // Prometheus short-circuits a step where a side is empty (both, with fill values),
+        // before any duplicate check.
+        let many_any = many.iter().any(|s| s.vals[i].is_some());
+        let one_any = one.iter().any(|s| s.vals[i].is_some());
+        let no_fill = fill_lhs.is_none() && fill_rhs.is_none();
+        if (!many_any && !one_any) || ((!many_any || !one_any) && no_fill) {
+            continue;
         }
         one_at.iter_mut().for_each(|x| *x = usize::MAX);
         for (j, s) in one.iter().enumerate() {
@@ -256,49 +307,66 @@ fn vector_vector(
             let sig = osig[j];
             if one_at[sig] != usize::MAX {
                 let side = if swap { "left" } else { "right" };
+                // The two series in string order, so the message is the same on every run.
+                let mut dupl = [
+                    s.labels.prom_string(),
+                    one[one_at[sig]].labels.prom_string(),
+                ];
+                dupl.sort();
                 return Err(Error::Eval(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    signature(&s.labels, matching), one[one_at[sig]].labels, s.labels
+                    signature(&s.labels, matching).prom_string(),
+                    dupl[0],
+                    dupl[1]
                 )));
             }
             one_at[sig] = j;
         }
-        many_seen.iter_mut().for_each(|x| *x = false);
+        matched.iter_mut().for_each(|x| *x = false);
+        group_results.clear();
+        // Pairs: (many index or MAX, one index or MAX, many value, one value, group).
+        let mut pairs: Vec<(usize, usize, f64, f64, usize)> = Vec::new();
         for (k, s) in many.iter().enumerate() {
             let Some(mv) = s.vals[i] else { continue };
             let sig = msig[k];
             let j = one_at[sig];
-            if j == usize::MAX {
-                continue;
-            }
-            if one_to_one {
-                if many_seen[sig] {
-                    return eval_err(
-                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                    );
-                }
-                many_seen[sig] = true;
-            }
-            let Some(ov) = one[j].vals[i] else { continue };
-            let (lv, rv) = if swap { (ov, mv) } else { (mv, ov) };
-            let Some(res) = elem(op, lv, rv, return_bool, lv) else {
-                continue;
+            let ov = match (j, fill_rhs) {
+                (usize::MAX, None) => continue,
+                (usize::MAX, Some(f)) => f,
+                (j, _) => one[j].vals[i].unwrap_or(f64::NAN),
             };
+            pairs.push((k, j, mv, ov, sig));
+        }
+        if let Some(f) = fill_lhs {
+            let mut paired = vec![false; nsig];
+            for &(_, _, _, _, sig) in &pairs {
+                paired[sig] = true;
+            }
+            for (j, s) in one.iter().enumerate() {
+                if let Some(ov) = s.vals[i] {
+                    if !paired[osig[j]] {
+                        pairs.push((usize::MAX, j, f, ov, osig[j]));
+                    }
+                }
+            }
+        }
+        for (k, j, mv, ov, sig) in pairs {
+            let (lv, rv) = if swap { (ov, mv) } else { (mv, ov) };
             let idx = match out_index.get(&(k, j)) {
-                Some(&x) => x,
-                None => {
-                    let mut labels = many[k].labels.clone();
-                    if one_to_one {
-                        match matching {
-                            Some(LabelModifier::Include(ls)) => labels = labels.keep(&ls.labels),
-                            Some(LabelModifier::Exclude(ls)) => labels = labels.drop(&ls.labels),
-                            None => {}
-                        }
-                    }
-                    for name in &include {
-                        let v = one[j].labels.get(name).unwrap_or("").to_string();
-                        labels.set(name, &v);
-                    }
+                Some(&x) if k != usize::MAX && j != usize::MAX => x,
+                _ => {
+                    // A fill value stands in with just the matching labels of its partner.
+                    let many_l = if k == usize::MAX {
+                        signature(&one[j].labels, matching)
+                    } else {
+                        many[k].labels.clone()
+                    };
+                    let one_l = if j == usize::MAX {
+                        signature(&many_l, matching)
+                    } else {
+                        one[j].labels.clone()
+                    };
+                    let labels = result_labels(&many_l, &one_l, matching, one_to_one, &include);
                     let idx = match by_labels.get(&labels) {
                         Some(&x) => x,
                         None => {
@@ -315,13 +383,31 @@ fn vector_vector(
                     idx
                 }
             };
-            if out[idx].vals[i].is_some() {
+            // A pair a comparison filters out still counts as a match (Prometheus checks
+            // cardinality before filtering).
+            if one_to_one {
+                if matched[sig] {
+                    return eval_err(
+                        "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                    );
+                }
+                matched[sig] = true;
+            } else if !group_results.insert((sig, idx)) {
+                // Within a match group the result labels must differ.
                 return eval_err(
                     "multiple matches for labels: grouping labels must ensure unique matches",
                 );
             }
+            let Some(res) = elem(op, lv, rv, return_bool, lv) else {
+                continue;
+            };
+            if out[idx].vals[i].is_some() {
+                return eval_err("vector cannot contain metrics with the same labelset");
+            }
             out[idx].vals[i] = Some(res);
         }
     }
+    // Pairs filtered out at every step leave empty series behind.
+    out.retain(|s| s.vals.iter().any(Option::is_some));
     Ok(out)
 }

@@ -23,6 +23,8 @@ pub struct Evaluator<'a> {
     deadline: Instant,
     cancel: CancelHandle,
     samples: usize,
+    /// Per-step slots held (see [`EngineOptions::max_step_slots`]).
+    slots: usize,
     /// Warning annotations.
     pub warnings: Vec<String>,
     /// Info annotations.
@@ -37,6 +39,19 @@ fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_millis() as i64,
         Err(e) => -(e.duration().as_millis() as i64),
+    }
+}
+
+/// Number of samples a value holds.
+fn points(v: &EvalValue) -> usize {
+    match v {
+        EvalValue::Scalar(s) => s.len(),
+        EvalValue::String(_) => 0,
+        EvalValue::Vector(vs) => vs
+            .iter()
+            .map(|s| s.vals.iter().filter(|x| x.is_some()).count())
+            .sum(),
+        EvalValue::Matrix(m) => m.series.iter().map(|s| s.samples.len()).sum(),
     }
 }
 
@@ -65,6 +80,7 @@ impl<'a> Evaluator<'a> {
             deadline,
             cancel,
             samples: 0,
+            slots: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
             invalid_utf8: HashMap::new(),
@@ -102,6 +118,15 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
+    /// Accounts `n` more per-step slots held; fails past the limit.
+    pub fn account_slots(&mut self, n: usize) -> Result<()> {
+        self.slots = self.slots.saturating_add(n);
+        if self.slots > self.opts.max_step_slots {
+            return Err(Error::TooManyStepSlots);
+        }
+        Ok(())
+    }
+
     /// Adds a warning annotation.
     pub fn warn(&mut self, msg: String) {
         if !self.warnings.contains(&msg) {
@@ -127,8 +152,29 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates `expr` at every step of `grid`.
+    ///
+    /// Sample accounting tracks what is held at once, as Prometheus: while a node is
+    /// evaluated its inputs count; once it has its result, the inputs are released and the
+    /// result's points count instead.
     pub fn eval(&mut self, expr: &Expr, grid: Grid) -> Result<EvalValue> {
         self.check()?;
+        // Every column is `grid.len()` long; one longer than the whole budget cannot be
+        // held, whatever it contains.
+        if grid.len() > self.opts.max_samples {
+            return Err(Error::TooManySamples);
+        }
+        let (held, held_slots) = (self.samples, self.slots);
+        let v = self.eval_node(expr, grid)?;
+        self.samples = held;
+        self.slots = held_slots;
+        self.account(points(&v))?;
+        if let EvalValue::Vector(vs) = &v {
+            self.account_slots(vs.len().saturating_mul(grid.len()))?;
+        }
+        Ok(v)
+    }
+
+    fn eval_node(&mut self, expr: &Expr, grid: Grid) -> Result<EvalValue> {
         match expr {
             Expr::NumberLiteral(n) => Ok(EvalValue::Scalar(vec![n.val; grid.len()])),
             Expr::StringLiteral(s) => Ok(EvalValue::String(s.val.clone())),
@@ -256,6 +302,22 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// Selects the series matching all `matchers` with samples in `[mint, maxt]`, sorted by
+    /// labels, stale markers kept; the samples count against the limit.
+    pub(crate) fn select_matchers(
+        &mut self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<Series>> {
+        let mut out = self.q.select(matchers, mint, maxt)?;
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let n: usize = out.iter().map(|s| s.samples.len()).sum();
+        self.account(n)?;
+        self.check()?;
+        Ok(out)
+    }
+
     /// Selects the series of `vs` with samples in `[mint, maxt]`, stale markers kept.
     fn select(&mut self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<Series>> {
         let mut base: Vec<Matcher> = vs.matchers.matchers.clone();
@@ -303,8 +365,27 @@ impl<'a> Evaluator<'a> {
         };
         let lookback = self.opts.lookback_delta_ms;
         let series = self.select(vs, mint - lookback + 1, maxt)?;
+        self.sample_at(series, &times, timestamps)
+    }
+
+    /// The value of each series at each of `times`: its latest sample within the lookback
+    /// delta, none if that is a staleness marker (or its timestamp in seconds, with
+    /// `timestamps`).
+    pub(crate) fn sample_at(
+        &mut self,
+        series: Vec<Series>,
+        times: &[i64],
+        timestamps: bool,
+    ) -> Result<Vec<StepSeries>> {
+        let n = times.len();
+        let lookback = self.opts.lookback_delta_ms;
+        // Checked before the columns are allocated.
+        self.account_slots(series.len().saturating_mul(n))?;
         let mut out = Vec::with_capacity(series.len());
-        for s in series {
+        for (k, s) in series.into_iter().enumerate() {
+            if k % 256 == 255 {
+                self.check()?;
+            }
             let mut vals = vec![None; n];
             let mut any = false;
             for (i, &t) in times.iter().enumerate() {

@@ -32,6 +32,11 @@ pub struct EngineOptions {
     pub timeout: Duration,
     /// Step of subqueries without an explicit step (default 1m).
     pub default_subquery_step_ms: i64,
+    /// Most per-step slots (series × steps, filled or not) the instant vectors of a query
+    /// may hold at once (default 200,000,000, about 3.2 GB). Instant vectors are dense
+    /// per-step columns, so a range query over many short-lived series costs memory for
+    /// every step, beyond the points `max_samples` counts as Prometheus does.
+    pub max_step_slots: usize,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +46,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
+            max_step_slots: 200_000_000,
         }
     }
 }
@@ -154,18 +160,42 @@ impl CancelHandle {
     }
 }
 
-/// Ordering of the final instant vector: by labels unless the query orders it itself.
+/// True if the order of the final instant vector is meaningful: it comes from `sort*`,
+/// `topk`/`bottomk`, possibly through operations that keep element order (parentheses,
+/// unary minus, operations with a scalar, element-wise functions, the left side of a
+/// vector-vector operation). Other results are sorted by labels.
 fn keeps_order(expr: &promql_parser::parser::Expr) -> bool {
-    use promql_parser::parser::Expr;
+    use promql_parser::parser::token::{T_BOTTOMK, T_TOPK};
+    use promql_parser::parser::value::ValueType;
+    use promql_parser::parser::{Expr, VectorMatchCardinality};
     match expr {
         Expr::Paren(p) => keeps_order(&p.expr),
-        Expr::Call(c) => matches!(
-            c.func.name,
-            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
-        ),
-        Expr::Aggregate(a) => {
-            use promql_parser::parser::token::{T_BOTTOMK, T_TOPK};
-            matches!(a.op.id(), T_TOPK | T_BOTTOMK)
+        Expr::Unary(u) => keeps_order(&u.expr),
+        Expr::Call(c) => match c.func.name {
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => true,
+            "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" | "sgn" | "sin"
+            | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh"
+            | "acosh" | "atanh" | "deg" | "rad" | "round" | "clamp" | "clamp_min" | "clamp_max"
+            | "label_replace" | "label_join" | "minute" | "hour" | "day_of_month"
+            | "day_of_week" | "day_of_year" | "days_in_month" | "month" | "year" => {
+                c.args.args.first().is_some_and(|a| keeps_order(a))
+            }
+            _ => false,
+        },
+        Expr::Aggregate(a) => matches!(a.op.id(), T_TOPK | T_BOTTOMK),
+        Expr::Binary(b) => {
+            let (l, r) = (b.lhs.value_type(), b.rhs.value_type());
+            if r == ValueType::Scalar {
+                keeps_order(&b.lhs)
+            } else if l == ValueType::Scalar {
+                keeps_order(&b.rhs)
+            } else {
+                let group_right = b
+                    .modifier
+                    .as_ref()
+                    .is_some_and(|m| matches!(m.card, VectorMatchCardinality::OneToMany(_)));
+                !group_right && keeps_order(&b.lhs)
+            }
         }
         _ => false,
     }

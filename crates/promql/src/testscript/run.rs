@@ -436,6 +436,17 @@ fn compare(e: &EvalCmd, res: &QueryResult) -> Option<String> {
             None
         }
         Value::Matrix(got) => {
+            // As Prometheus' runner: order is asserted on instant vectors only, and a
+            // matrix must always come sorted by labels.
+            if ordered {
+                return Some("expected ordered result, but query returned a matrix".into());
+            }
+            if let Some(w) = got.windows(2).find(|w| w[0].labels > w[1].labels) {
+                return Some(format!(
+                    "matrix results should always be sorted by labels, but {} comes before {}",
+                    w[0].labels, w[1].labels
+                ));
+            }
             if got.len() != e.series.len() {
                 return Some(format!(
                     "expected {} series, got {}: {}",

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use promql_parser::parser::Call;
 
 use super::arg;
-use crate::engine::aggregate::format_float;
+use crate::engine::aggregate::format_go_g;
 use crate::engine::eval::Evaluator;
-use crate::engine::{Grid, StepSeries};
+use crate::engine::{EvalValue, Grid, StepSeries};
 use crate::error::{eval_err, Result};
 use crate::labels::Labels;
 
@@ -172,20 +172,46 @@ fn bucket_fraction(lower: f64, upper: f64, b: &mut [(f64, f64)]) -> f64 {
     (upper_rank - lower_rank) / count
 }
 
-/// `histogram_quantile(φ, buckets)` and `histogram_fraction(lower, upper, buckets)`.
+/// Prometheus' `FormatOpenMetricsFloat`: Go's shortest `%g`, with `.0` added to integers.
+fn openmetrics_float(q: f64) -> String {
+    let s = format_go_g(q);
+    if !q.is_finite() || s.contains(['e', '.']) {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+/// `histogram_quantile(φ, buckets)`, `histogram_quantiles(buckets, "label", φ...)` (one
+/// series per φ, labelled with it) and `histogram_fraction(lower, upper, buckets)`.
 pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeries>> {
-    let fraction = match c.func.name {
-        "histogram_quantile" => false,
-        "histogram_fraction" => true,
+    // Each entry: the φ (or lower bound) per step, and the label to mark its series with.
+    let mut params: Vec<(Vec<f64>, Option<String>)> = Vec::new();
+    let mut upper = None;
+    let v = match c.func.name {
+        "histogram_quantile" => {
+            params.push((ev.eval_scalar(arg(c, 0)?, grid)?, None));
+            ev.eval_vector(arg(c, 1)?, grid)?
+        }
+        "histogram_fraction" => {
+            params.push((ev.eval_scalar(arg(c, 0)?, grid)?, None));
+            upper = Some(ev.eval_scalar(arg(c, 1)?, grid)?);
+            ev.eval_vector(arg(c, 2)?, grid)?
+        }
+        "histogram_quantiles" => {
+            let v = ev.eval_vector(arg(c, 0)?, grid)?;
+            let label = match ev.eval(arg(c, 1)?, grid)? {
+                EvalValue::String(s) => s,
+                _ => return eval_err("argument 2 of histogram_quantiles must be a string"),
+            };
+            for k in 2..c.args.args.len() {
+                params.push((ev.eval_scalar(arg(c, k)?, grid)?, Some(label.clone())));
+            }
+            v
+        }
         other => return eval_err(format!("{other} over classic buckets is not supported")),
     };
-    let q = ev.eval_scalar(arg(c, 0)?, grid)?;
-    let upper = if fraction {
-        Some(ev.eval_scalar(arg(c, 1)?, grid)?)
-    } else {
-        None
-    };
-    let v = ev.eval_vector(arg(c, if fraction { 2 } else { 1 })?, grid)?;
+    let fraction = upper.is_some();
     let n = grid.len();
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -222,45 +248,59 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeri
         });
         groups[g].1.push((le, j));
     }
-    if let Some(bad) = q
-        .iter()
-        .find(|x| !fraction && (x.is_nan() || **x < 0.0 || **x > 1.0))
-    {
-        ev.warn(format!(
-            "PromQL warning: quantile value should be between 0 and 1, got {}",
-            format_float(*bad)
-        ));
-    }
-    let mut out = Vec::new();
-    for (labels, members) in groups {
-        let mut vals = vec![None; n];
-        for (i, slot) in vals.iter_mut().enumerate() {
-            let mut b: Vec<(f64, f64)> = members
-                .iter()
-                .filter_map(|&(le, j)| v[j].vals[i].map(|c| (le, c)))
-                .collect();
-            if b.is_empty() {
-                continue;
-            }
-            if let Some(upper) = &upper {
-                *slot = Some(bucket_fraction(q[i], upper[i], &mut b));
-                continue;
-            }
-            let (r, forced) = bucket_quantile(q[i], &mut b);
-            if forced {
-                ev.info(format!(
-                    "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
-                    v[members[0].1].labels.name().unwrap_or("")
+    if !fraction {
+        for (q, _) in &params {
+            for bad in q.iter().filter(|x| x.is_nan() || **x < 0.0 || **x > 1.0) {
+                ev.warn(format!(
+                    "PromQL warning: quantile value should be between 0 and 1, got {}",
+                    format_go_g(*bad)
                 ));
             }
-            *slot = Some(r);
         }
-        if vals.iter().any(Option::is_some) {
-            out.push(StepSeries {
-                labels,
-                drop_name: false,
-                vals,
-            });
+    }
+    let mut out: Vec<StepSeries> = Vec::new();
+    // Output series by labels: with histogram_quantiles a φ that varies by step labels
+    // each step's value differently.
+    let mut out_index: HashMap<Labels, usize> = HashMap::new();
+    for (q, mark) in &params {
+        for (labels, members) in &groups {
+            for i in 0..n {
+                let mut b: Vec<(f64, f64)> = members
+                    .iter()
+                    .filter_map(|&(le, j)| v[j].vals[i].map(|c| (le, c)))
+                    .collect();
+                if b.is_empty() {
+                    continue;
+                }
+                let value = if let Some(upper) = &upper {
+                    bucket_fraction(q[i], upper[i], &mut b)
+                } else {
+                    let (r, forced) = bucket_quantile(q[i], &mut b);
+                    if forced {
+                        ev.info(format!(
+                            "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                            v[members[0].1].labels.name().unwrap_or("")
+                        ));
+                    }
+                    r
+                };
+                let mut l = labels.clone();
+                if let Some(name) = mark {
+                    l.set(name, &openmetrics_float(q[i]));
+                }
+                let idx = *out_index.entry(l.clone()).or_insert_with(|| {
+                    out.push(StepSeries {
+                        labels: l,
+                        drop_name: false,
+                        vals: vec![None; n],
+                    });
+                    out.len() - 1
+                });
+                if out[idx].vals[i].is_some() {
+                    return eval_err("vector cannot contain metrics with the same labelset");
+                }
+                out[idx].vals[i] = Some(value);
+            }
         }
     }
     Ok(out)

@@ -1,6 +1,7 @@
 //! PromQL functions, grouped by what they work on.
 
 pub mod histogram;
+pub mod info;
 pub mod labels;
 pub mod math;
 pub mod over_time;
@@ -77,6 +78,26 @@ pub(crate) fn map_values(mut v: Vec<StepSeries>, f: impl Fn(f64, usize) -> f64) 
     v
 }
 
+/// Go's `math.Max`/`math.Min`: NaN wins, and +0 is larger than -0.
+fn go_max_min(x: f64, y: f64, max: bool) -> f64 {
+    if x.is_nan() || y.is_nan() {
+        return f64::NAN;
+    }
+    if x == 0.0 && y == 0.0 {
+        let neg = if max {
+            x.is_sign_negative() && y.is_sign_negative()
+        } else {
+            x.is_sign_negative() || y.is_sign_negative()
+        };
+        return if neg { -0.0 } else { 0.0 };
+    }
+    if max {
+        x.max(y)
+    } else {
+        x.min(y)
+    }
+}
+
 /// Evaluates a function call at every step.
 pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
     let name = c.func.name;
@@ -96,6 +117,29 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
     }
     match name {
         "pi" => Ok(EvalValue::Scalar(vec![std::f64::consts::PI; n])),
+        // The outer query's parameters: constants, also inside subqueries.
+        "start" | "end" | "range" | "step" => {
+            let q = ev.query;
+            let v = match name {
+                "start" => q.start as f64 / 1000.0,
+                "end" => q.end as f64 / 1000.0,
+                "range" => (q.end - q.start) as f64 / 1000.0,
+                _ if q.start == q.end => 0.0,
+                _ => q.step as f64 / 1000.0,
+            };
+            Ok(EvalValue::Scalar(vec![v; n]))
+        }
+        "max_of" | "min_of" => {
+            let a = ev.eval_scalar(arg(c, 0)?, grid)?;
+            let b = ev.eval_scalar(arg(c, 1)?, grid)?;
+            let max = name == "max_of";
+            Ok(EvalValue::Scalar(
+                a.iter()
+                    .zip(&b)
+                    .map(|(&x, &y)| go_max_min(x, y, max))
+                    .collect(),
+            ))
+        }
         "vector" => {
             let s = ev.eval_scalar(arg(c, 0)?, grid)?;
             Ok(EvalValue::Vector(vec![StepSeries {
@@ -122,8 +166,16 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
         "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
             sort::call(ev, c, grid).map(EvalValue::Vector)
         }
+        "info" => info::call(ev, c, grid).map(EvalValue::Vector),
         "absent" | "absent_over_time" => labels::absent(ev, c, grid).map(EvalValue::Vector),
-        "histogram_quantile" | "histogram_fraction" => {
+        "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+        | "histogram_stdvar" => {
+            // They read native histograms only and skip float samples without a word, as
+            // Prometheus does; the store holds floats only.
+            ev.eval_vector(arg(c, 0)?, grid)?;
+            Ok(EvalValue::Vector(Vec::new()))
+        }
+        "histogram_quantile" | "histogram_quantiles" | "histogram_fraction" => {
             histogram::call(ev, c, grid).map(EvalValue::Vector)
         }
         _ => eval_err(format!("function {name:?} is not supported yet")),

@@ -6,7 +6,7 @@ use super::{arg, over_windows};
 use crate::engine::aggregate::{kahan_inc, mean, quantile};
 use crate::engine::eval::Evaluator;
 use crate::engine::{Grid, StepSeries};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 fn values(w: &[crate::value::Sample]) -> Vec<f64> {
     w.iter().map(|s| s.v).collect()
@@ -45,6 +45,9 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
     }
     let ra = ev.eval_matrix(arg(c, m_idx)?, grid)?;
     let keep_name = matches!(name, "last_over_time" | "first_over_time");
+    // Prometheus rejects bad smoothing/trend factors as soon as one series has a window to
+    // smooth (NaN factors pass the check and yield NaN).
+    let mut bad_factor: Option<String> = None;
     let out = over_windows(ev, &ra, !keep_name, |ev, _, w, i| {
         Some(match name {
             "avg_over_time" => mean(&values(w)),
@@ -95,12 +98,16 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
                     ev.warn(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}",
-                        crate::engine::aggregate::format_float(q)
+                        crate::engine::aggregate::format_go_g(q)
                     ));
                 }
                 quantile(q, &mut values(w))
             }
             "mad_over_time" => {
+                // A NaN makes the median, and so the deviation, undefined.
+                if w.iter().any(|x| x.v.is_nan()) {
+                    return Some(f64::NAN);
+                }
                 let mut v = values(w);
                 let med = quantile(0.5, &mut v);
                 let mut dev: Vec<f64> = v.iter().map(|x| (x - med).abs()).collect();
@@ -109,7 +116,25 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
             _ => {
                 // double_exponential_smoothing(v, sf, tf)
                 let (sf, tf) = (ps[0][i], ps[1][i]);
-                if !(sf > 0.0 && sf < 1.0 && tf > 0.0 && tf < 1.0) || w.len() < 2 {
+                if sf <= 0.0 || sf >= 1.0 {
+                    bad_factor.get_or_insert_with(|| {
+                        format!(
+                            "invalid smoothing factor. Expected: 0 < sf < 1, got: {}",
+                            go_f(sf)
+                        )
+                    });
+                    return None;
+                }
+                if tf <= 0.0 || tf >= 1.0 {
+                    bad_factor.get_or_insert_with(|| {
+                        format!(
+                            "invalid trend factor. Expected: 0 < tf < 1, got: {}",
+                            go_f(tf)
+                        )
+                    });
+                    return None;
+                }
+                if w.len() < 2 {
                     return None;
                 }
                 let (mut s0, mut s1) = (0.0, w[0].v);
@@ -126,5 +151,17 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
             }
         })
     })?;
+    if let Some(msg) = bad_factor {
+        return Err(Error::Eval(msg));
+    }
     Ok(Some(out))
+}
+
+/// Go's `%f`: six decimals, infinities as `+Inf`/`-Inf`.
+fn go_f(x: f64) -> String {
+    if x.is_infinite() {
+        crate::engine::aggregate::format_float(x)
+    } else {
+        format!("{x:.6}")
+    }
 }

@@ -125,10 +125,12 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
             let counter = name != "delta";
             let is_rate = name == "rate";
             over_windows(ev, &ra, true, |ev, l, w, i| {
-                if counter {
+                let r = extrapolated(w, ends[i] - range, ends[i], range_s, counter, is_rate);
+                // Prometheus only remarks on series that produced a result.
+                if counter && r.is_some() {
                     non_counter_info(ev, l);
                 }
-                extrapolated(w, ends[i] - range, ends[i], range_s, counter, is_rate)
+                r
             })?
         }
         "irate" | "idelta" => over_windows(ev, &ra, true, |_, _, w, _| {

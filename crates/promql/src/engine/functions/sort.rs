@@ -12,6 +12,12 @@ use crate::error::Result;
 pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Vec<StepSeries>> {
     let mut v = ev.eval_vector(arg(c, 0)?, grid)?;
     let name = c.func.name;
+    // Range results (and subquery steps) are always ordered by labels.
+    if grid.len() > 1 {
+        ev.warn(
+            "PromQL warning: sort is ineffective for range queries since results are always ordered by labels".into(),
+        );
+    }
     if name.starts_with("sort_by_label") {
         let mut names = Vec::new();
         for a in &c.args.args[1..] {
