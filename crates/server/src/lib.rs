@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod params;
 pub mod prompb;
 pub mod queryable;
+pub mod read;
 pub mod write;
 
 use std::net::SocketAddr;
@@ -204,6 +205,7 @@ async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/api/v1/write", post(write::remote_write))
+        .route("/api/v1/read", post(read::remote_read))
         .route("/api/v1/query", get(api::query).post(api::query))
         .route(
             "/api/v1/query_range",

@@ -265,3 +265,88 @@ async fn bodies_past_the_limit_get_413() {
     let (status, _) = send(&app, write_req(vec![0u8; 4096])).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+fn read_req(types: Vec<i32>) -> Request<Body> {
+    use strata_server::prompb::{LabelMatcher, Query, ReadRequest};
+    let raw = ReadRequest {
+        queries: vec![Query {
+            start_timestamp_ms: 0,
+            end_timestamp_ms: 10_000_000,
+            matchers: vec![LabelMatcher {
+                r#type: 0,
+                name: "__name__".into(),
+                value: "m".into(),
+            }],
+        }],
+        accepted_response_types: types,
+    }
+    .encode_to_vec();
+    Request::post("/api/v1/read")
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .header(header::CONTENT_ENCODING, "snappy")
+        .body(Body::from(
+            snap::raw::Encoder::new().compress_vec(&raw).unwrap(),
+        ))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn remote_read_answers_samples_and_streamed_chunks() {
+    use strata_server::prompb::{ChunkedReadResponse, ReadResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), Config::default());
+    let app = router(Arc::clone(&st));
+    let samples: Vec<(i64, f64)> = (0..300).map(|i| (i * 15_000, i as f64 * 0.5)).collect();
+    let body = write_body(vec![series(&[("__name__", "m"), ("k", "v")], &samples)]);
+    assert_eq!(send(&app, write_req(body)).await.0, StatusCode::NO_CONTENT);
+
+    // SAMPLES (also the default when the client names no type).
+    let resp = app.clone().oneshot(read_req(vec![])).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_ENCODING], "snappy");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
+    let rr = ReadResponse::decode(raw.as_slice()).unwrap();
+    let ts = &rr.results[0].timeseries[0];
+    assert_eq!(ts.labels.len(), 2);
+    assert_eq!(ts.samples.len(), 300);
+    assert_eq!(
+        (ts.samples[7].timestamp, ts.samples[7].value),
+        (105_000, 3.5)
+    );
+
+    // STREAMED_XOR_CHUNKS preferred.
+    let resp = app.clone().oneshot(read_req(vec![1, 0])).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("application/x-streamed-protobuf"));
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    // One frame: uvarint length, CRC32C (big-endian), message.
+    let (mut len, mut shift, mut i) = (0usize, 0, 0);
+    loop {
+        let b = body[i];
+        len |= usize::from(b & 0x7f) << shift;
+        i += 1;
+        if b < 0x80 {
+            break;
+        }
+        shift += 7;
+    }
+    let crc = u32::from_be_bytes(body[i..i + 4].try_into().unwrap());
+    let msg = &body[i + 4..i + 4 + len];
+    assert_eq!(crc, crc32c::crc32c(msg));
+    assert_eq!(i + 4 + len, body.len());
+    let frame = ChunkedReadResponse::decode(msg).unwrap();
+    let chunks = &frame.chunked_series[0].chunks;
+    assert_eq!(chunks.len(), 3, "120 samples per chunk");
+    assert_eq!(
+        (chunks[0].min_time_ms, chunks[0].max_time_ms),
+        (0, 119 * 15_000)
+    );
+    assert_eq!(
+        u16::from_be_bytes([chunks[2].data[0], chunks[2].data[1]]),
+        60
+    );
+}

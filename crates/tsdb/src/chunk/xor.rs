@@ -225,6 +225,48 @@ impl XorAppender {
     }
 }
 
+/// Encodes `samples` as Prometheus' own XOR chunk data (`chunkenc.XORChunk.Bytes()`: a
+/// 2-byte big-endian count, then the bit stream), for clients that read Prometheus chunks
+/// (remote read). It differs from [`XorChunk`] only in the missing encoding byte and in
+/// `Δ1`, an unsigned varint there. At most [`MAX_SAMPLES`] samples are written.
+pub fn encode_prometheus(samples: &[(i64, f64)]) -> Vec<u8> {
+    let samples = &samples[..samples.len().min(MAX_SAMPLES)];
+    let mut bytes = (samples.len() as u16).to_be_bytes().to_vec();
+    let mut free = 0u8;
+    let mut w = BitWriter::new(&mut bytes, &mut free);
+    let (mut pt, mut pdelta, mut pv) = (0i64, 0i64, 0u64);
+    let (mut leading, mut trailing) = (NO_WINDOW, 0u8);
+    for (i, &(t, v)) in samples.iter().enumerate() {
+        let v = v.to_bits();
+        match i {
+            0 => {
+                write_varint_signed(&mut w, t);
+                w.write_bits(v, 64);
+            }
+            1 => {
+                let delta = t.wrapping_sub(pt);
+                let mut u = delta as u64;
+                while u >= 0x80 {
+                    w.write_byte((u as u8) | 0x80);
+                    u >>= 7;
+                }
+                w.write_byte(u as u8);
+                write_xor(&mut w, v, pv, &mut leading, &mut trailing);
+                pdelta = delta;
+            }
+            _ => {
+                let delta = t.wrapping_sub(pt);
+                write_dod(&mut w, delta.wrapping_sub(pdelta));
+                write_xor(&mut w, v, pv, &mut leading, &mut trailing);
+                pdelta = delta;
+            }
+        }
+        pt = t;
+        pv = v;
+    }
+    bytes
+}
+
 /// True if `x` fits the `nbits`-bit bucket: `-(2^(nbits-1) - 1) <= x <= 2^(nbits-1)`, the
 /// range Prometheus uses (one more positive value than two's complement, one fewer negative).
 fn fits_bucket(x: i64, nbits: u32) -> bool {

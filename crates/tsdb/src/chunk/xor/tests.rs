@@ -332,3 +332,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn prometheus_encoding_differs_only_in_the_first_delta() {
+    let samples: Vec<(i64, f64)> = (0..50)
+        .map(|i| {
+            (
+                1_700_000_000_000 + i * 15_000 + (i % 3),
+                (i * i) as f64 / 4.0,
+            )
+        })
+        .collect();
+    let mut app = XorAppender::new();
+    for &(t, v) in &samples {
+        app.append(t, v).unwrap();
+    }
+    let ours = app.chunk().bytes();
+    let prom = super::encode_prometheus(&samples);
+    // Header, first timestamp (signed varint) and first value are byte-aligned and equal.
+    let t0_len = {
+        let mut u = ((samples[0].0 << 1) ^ (samples[0].0 >> 63)) as u64;
+        let mut n = 1;
+        while u >= 0x80 {
+            u >>= 7;
+            n += 1;
+        }
+        n
+    };
+    let d1 = 2 + t0_len + 8;
+    assert_eq!(prom[..d1], ours[1..d1 + 1]);
+    // Δ1 = 15001: two bytes as Prometheus' uvarint, three as our zig-zag varint (30002).
+    assert_eq!(prom[d1..d1 + 2], [0x99, 0x75]);
+    assert_eq!(ours[d1 + 1..d1 + 4], [0xb2, 0xea, 0x01]);
+    assert_eq!(prom[d1 + 2..], ours[d1 + 4..]);
+    // A single sample is exactly our chunk without its encoding byte.
+    assert_eq!(super::encode_prometheus(&samples[..1]), {
+        let mut a = XorAppender::new();
+        a.append(samples[0].0, samples[0].1).unwrap();
+        a.chunk().bytes()[1..].to_vec()
+    });
+}
