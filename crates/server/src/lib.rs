@@ -11,6 +11,7 @@ pub mod params;
 pub mod prompb;
 pub mod queryable;
 pub mod read;
+pub mod text;
 pub mod write;
 
 use std::net::SocketAddr;
@@ -206,6 +207,9 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/api/v1/write", post(write::remote_write))
         .route("/api/v1/read", post(read::remote_read))
+        .route("/write", post(text::influx_write))
+        .route("/api/v2/write", post(text::influx_write))
+        .route("/api/v1/import/prometheus", post(text::import_prometheus))
         .route("/api/v1/query", get(api::query).post(api::query))
         .route(
             "/api/v1/query_range",

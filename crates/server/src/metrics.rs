@@ -20,6 +20,7 @@ pub struct Metrics {
     rejected_histograms: AtomicU64,
     rejected_bad_request: AtomicU64,
     rejected_too_large: AtomicU64,
+    skipped_strings: AtomicU64,
     write_requests: AtomicU64,
     queries: AtomicU64,
     query_errors: AtomicU64,
@@ -48,6 +49,11 @@ impl Metrics {
             "request_too_large" => self.rejected_too_large.fetch_add(n, Relaxed),
             _ => self.rejected_bad_request.fetch_add(n, Relaxed),
         };
+    }
+
+    /// Counts line-protocol string fields (not stored).
+    pub fn skipped_strings(&self, n: u64) {
+        self.skipped_strings.fetch_add(n, Relaxed);
     }
 
     /// Records one query.

@@ -350,3 +350,54 @@ async fn remote_read_answers_samples_and_streamed_chunks() {
         60
     );
 }
+
+#[tokio::test]
+async fn line_protocol_and_text_import_are_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), Config::default());
+    let app = router(Arc::clone(&st));
+    let req = Request::post("/api/v2/write?precision=s")
+        .body(Body::from("weather,city=Oslo temp=-3.5,humidity=80i 1700000000\nweather,city=Rome temp=14 1700000000\n"))
+        .unwrap();
+    let (status, msg) = send(&app, req).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{msg}");
+    let req = Request::post("/api/v1/import/prometheus")
+        .body(Body::from(
+            "# TYPE jobs gauge\njobs{queue=\"q1\"} 7 1700000000000\n",
+        ))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::NO_CONTENT);
+
+    let (_, body) = send(
+        &app,
+        get("/api/v1/query?query=weather_temp&time=1700000010"),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let res = v["data"]["result"].as_array().unwrap();
+    assert_eq!(res.len(), 2, "{body}");
+    assert_eq!(res[0]["metric"]["city"], "Oslo");
+    assert_eq!(res[0]["value"][1], "-3.5");
+    let (_, body) = send(
+        &app,
+        get("/api/v1/query?query=jobs%2Bweather_humidity*0&time=1700000010"),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["data"]["result"].as_array().unwrap().len(),
+        0,
+        "no common labels: {body}"
+    );
+    let (_, body) = send(&app, get("/api/v1/query?query=jobs&time=1700000010")).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"]["result"][0]["value"][1], "7");
+
+    // Malformed lines: 400, the good lines kept.
+    let req = Request::post("/write")
+        .body(Body::from("good v=1 1\nthis is not lp\n"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::BAD_REQUEST);
+    let (_, body) = send(&app, get("/api/v1/series?match[]=good_v")).await;
+    assert!(body.contains("good_v"), "{body}");
+}
