@@ -406,6 +406,45 @@ pub async fn metadata() -> Response {
     success(json!({}), &[], &[])
 }
 
+/// `POST|PUT /api/v1/admin/tsdb/delete_series?match[]=..&start=..&end=..`: 204.
+pub async fn delete_series(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let p = params(&method, &headers, q, &body);
+    let sets = selectors(&p)?;
+    if sets.is_empty() {
+        return Err(ApiError::bad_data("no match[] parameter provided"));
+    }
+    let (start, end) = range(&p)?;
+    let st = Arc::clone(&state);
+    let deleted = tokio::task::spawn_blocking(move || -> Result<u64, ApiError> {
+        let mut n = 0;
+        for ms in &sets {
+            n += st.tsdb.delete_series(ms, start, end)?;
+        }
+        Ok(n)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    tracing::info!(deleted, start, end, "deleted series samples");
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST|PUT /api/v1/admin/tsdb/snapshot`: a consistent copy under `<data-dir>/snapshots/`.
+pub async fn snapshot(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let name = chrono::Utc::now().format("%Y%m%dT%H%M%SZ-%f").to_string();
+    let dir = state.config.data_dir.join("snapshots").join(&name);
+    let st = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || st.tsdb.snapshot(&dir))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(success(json!({ "name": name }), &[], &[]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

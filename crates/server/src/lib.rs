@@ -221,6 +221,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status/tsdb", get(api::status_tsdb))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/metadata", get(api::metadata))
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            post(api::delete_series).put(api::delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            post(api::snapshot).put(api::snapshot),
+        )
         .route("/metrics", get(metrics_handler))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
     Router::new()

@@ -401,3 +401,56 @@ async fn line_protocol_and_text_import_are_queryable() {
     let (_, body) = send(&app, get("/api/v1/series?match[]=good_v")).await;
     assert!(body.contains("good_v"), "{body}");
 }
+
+#[tokio::test]
+async fn admin_delete_series_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let st = state(&dir.path().join("tsdb"), config);
+    let app = router(Arc::clone(&st));
+    let body = write_body(vec![
+        series(
+            &[("__name__", "x"), ("k", "1")],
+            &[(1000, 1.0), (2000, 2.0)],
+        ),
+        series(&[("__name__", "x"), ("k", "2")], &[(1000, 1.0)]),
+    ]);
+    assert_eq!(send(&app, write_req(body)).await.0, StatusCode::NO_CONTENT);
+    let req = Request::post(
+        "/api/v1/admin/tsdb/delete_series?match[]=x%7Bk%3D%221%22%7D&start=0&end=1.5",
+    )
+    .body(Body::empty())
+    .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::NO_CONTENT);
+    let (_, body) = send(
+        &app,
+        get("/api/v1/query?query=count_over_time(x%5B1h%5D)&time=3"),
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let res = v["data"]["result"].as_array().unwrap();
+    assert_eq!(res[0]["metric"]["k"], "1");
+    assert_eq!(res[0]["value"][1], "1", "one sample left: {body}");
+    assert_eq!(res[1]["value"][1], "1");
+
+    let req = Request::post("/api/v1/admin/tsdb/snapshot")
+        .body(Body::empty())
+        .unwrap();
+    let (status, body) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let name = v["data"]["name"].as_str().unwrap();
+    let opts = strata_tsdb::Options {
+        background: false,
+        ..Default::default()
+    };
+    let copy = Tsdb::open(dir.path().join("snapshots").join(name), opts).unwrap();
+    let got = copy
+        .querier(0, 10_000)
+        .select(&[strata_tsdb::Matcher::equal("__name__", "x")])
+        .unwrap();
+    assert_eq!(got.iter().map(|s| s.samples.len()).sum::<usize>(), 2);
+}

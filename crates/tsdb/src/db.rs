@@ -414,6 +414,17 @@ impl Tsdb {
         self.inner.delete_series(matchers, mint, maxt)
     }
 
+    /// Writes a consistent copy of the store to `target` (which must not exist): the head
+    /// is flushed, then the key-value store is checkpointed (tables hard-linked where the
+    /// filesystem allows). The copy opens as a store of its own.
+    pub fn snapshot(&self, target: impl AsRef<Path>) -> Result<()> {
+        let target = target.as_ref();
+        self.inner.flush()?;
+        let _one = guard(&self.inner.flush_lock);
+        self.inner.kv.checkpoint(target.join("kv"))?;
+        Ok(())
+    }
+
     /// Figures about the store.
     pub fn stats(&self) -> Result<TsdbStats> {
         self.inner.stats()
