@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Crash torture for the storage engine: runs the SIGKILL crash test (a real writer process
+# Crash torture for the storage engine and the TSDB: runs the SIGKILL crash tests (a real writer process
 # killed at random moments, then reopened and checked) ROUNDS times with different seeds,
 # then the model tests with many cases. Prints one line per round and a final
 # "N passed, N failed". Usage: scripts/torture.sh [ROUNDS] (default 20; 25 kills per round,
@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-20}
 cycles=${STRATA_CRASH_CYCLES:-25}
 log=$(mktemp -d)
-cargo build --release --tests -q -p strata-kv || exit 2
+cargo build --release --tests -q -p strata-kv -p strata-tsdb || exit 2
 pass=0
 fail=0
 run() { # name, then the command
@@ -27,10 +27,14 @@ for i in $(seq 1 "$rounds"); do
     seed=$((RANDOM * 32768 + RANDOM + i))
     run "crash-round-$i-seed-$seed" env STRATA_CRASH_SEED="$seed" STRATA_CRASH_CYCLES="$cycles" \
         cargo test --release -q -p strata-kv --test crash_kill_child_process
+    run "tsdb-crash-round-$i-seed-$seed" env STRATA_CRASH_SEED="$seed" STRATA_CRASH_CYCLES="$cycles" \
+        cargo test --release -q -p strata-tsdb --test crash_kill_child_process
 done
 run "lsm-model-5000-cases" env PROPTEST_CASES=5000 \
     cargo test --release -q -p strata-kv --test model_against_btreemap
 run "bitcask-model-2000-cases" env PROPTEST_CASES=2000 \
     cargo test --release -q -p strata-kv --test bitcask_model
+run "tsdb-model-3000-cases" env PROPTEST_CASES=3000 \
+    cargo test --release -q -p strata-tsdb --test model
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
