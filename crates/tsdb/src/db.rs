@@ -612,7 +612,14 @@ impl Inner {
             Ok(())
         })();
         if let Err(e) = logged {
-            self.fail(&e);
+            // A full disk stops only this commit (the WAL resumes when space returns);
+            // anything else makes durability unknowable: read-only until reopened.
+            if !wal.is_recoverable() {
+                self.fail(&e);
+            }
+            // The series record may not have reached the log: a later commit must log
+            // these series again, so they leave the head (they hold no samples yet).
+            self.head.remove(&new_series);
             return Err(e);
         }
         let (mut max_t, mut min_t) = (i64::MIN, i64::MAX);

@@ -223,6 +223,23 @@ pub struct Wal {
     dirty: bool,
     /// Set after a failed write or sync: nothing later may be acknowledged.
     failed: Option<String>,
+    /// The failure was a full disk during an append: the segment may end in a partial
+    /// record, but everything before it is intact, so a new segment can take over once
+    /// space returns. A failed fsync is never recoverable.
+    recoverable: bool,
+}
+
+/// Whether `e` says the disk (or quota) is full.
+pub fn is_no_space(e: &Error) -> bool {
+    match e {
+        Error::Kv(strata_kv::Error::Io { source, .. }) => {
+            matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) || matches!(source.raw_os_error(), Some(28) | Some(122))
+        }
+        _ => false,
+    }
 }
 
 impl std::fmt::Debug for Wal {
@@ -255,6 +272,7 @@ impl Wal {
             segment,
             dirty: false,
             failed: None,
+            recoverable: false,
         })
     }
 
@@ -278,18 +296,47 @@ impl Wal {
     fn track<T>(&mut self, r: Result<T>) -> Result<T> {
         if let Err(e) = &r {
             self.failed = Some(e.to_string());
+            self.recoverable = false;
         }
         r
     }
 
+    /// After a full disk: start a new segment if there is room again.
+    fn try_resume(&mut self) -> Result<()> {
+        if self.failed.is_none() || !self.recoverable {
+            return Ok(());
+        }
+        let next = Wal::create(Arc::clone(&self.fs), &self.dir, self.segment + 1)?;
+        tracing::info!(
+            segment = next.segment,
+            "space is back: WAL resumed in a new segment"
+        );
+        *self = next;
+        Ok(())
+    }
+
+    /// Whether the WAL stopped on a full disk (and may resume).
+    pub fn is_recoverable(&self) -> bool {
+        self.failed.is_some() && self.recoverable
+    }
+
     /// Appends one record and hands it to the OS; with `sync`, also makes it durable.
+    /// After a full disk the next call starts a new segment, if it can.
     pub fn log(&mut self, payload: &[u8], sync: bool) -> Result<()> {
+        self.try_resume()?;
         self.check()?;
         let r = self
             .writer
             .add_record(payload)
             .and_then(|()| self.writer.flush())
             .map_err(Error::from);
+        if let Err(e) = &r {
+            if is_no_space(e) {
+                self.failed = Some(e.to_string());
+                self.recoverable = true;
+                return r;
+            }
+        }
         self.track(r)?;
         self.dirty = true;
         if sync {
