@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` on every endpoint except /-/healthy and /-/ready.
     #[arg(long, env = "STRATA_AUTH_TOKEN", hide_env_values = true)]
     auth_token: Option<String>,
+    /// Also accept HTTP basic auth with these credentials, as `user:password`.
+    #[arg(long, env = "STRATA_BASIC_AUTH", hide_env_values = true)]
+    basic_auth: Option<String>,
     /// WAL fsync: "always", "never", or an interval such as "1s".
     #[arg(long, env = "STRATA_WAL_FSYNC", default_value = "1s")]
     wal_fsync: String,
@@ -89,6 +92,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         listen: args.listen,
         retention_ms: duration_ms("retention", &args.retention)?,
         auth_token: args.auth_token.filter(|t| !t.is_empty()),
+        basic_auth: args.basic_auth.filter(|t| t.contains(':')),
         lookback_delta_ms: duration_ms("lookback-delta", &args.lookback_delta)?,
         wal_fsync,
         limits: Limits {
@@ -107,7 +111,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_concurrent_queries: args.query_max_concurrency,
         },
     };
-    if !config.listen.ip().is_loopback() && config.auth_token.is_none() {
+    if !config.listen.ip().is_loopback()
+        && config.auth_token.is_none()
+        && config.basic_auth.is_none()
+    {
         tracing::warn!(addr = %config.listen, "listening beyond loopback without --auth-token");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -85,6 +85,8 @@ pub struct Config {
     pub retention_ms: i64,
     /// Bearer token required on every endpoint but health checks, if set.
     pub auth_token: Option<String>,
+    /// `user:password` accepted as HTTP basic auth (alternatively to the token), if set.
+    pub basic_auth: Option<String>,
     /// PromQL lookback delta, ms.
     pub lookback_delta_ms: i64,
     /// WAL fsync policy.
@@ -100,6 +102,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 9490)),
             retention_ms: 15 * strata_tsdb::DAY_MS,
             auth_token: None,
+            basic_auth: None,
             lookback_delta_ms: 5 * 60 * 1000,
             wal_fsync: strata_tsdb::FsyncPolicy::IntervalMs(1000),
             limits: Limits::default(),
@@ -163,23 +166,62 @@ impl AppState {
 }
 
 async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.config.auth_token {
-        let ok = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if !ok {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "missing or wrong bearer token",
-            )
-                .into_response();
+    let cfg = &state.config;
+    if cfg.auth_token.is_none() && cfg.basic_auth.is_none() {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let bearer_ok = match (&cfg.auth_token, given.strip_prefix("Bearer ")) {
+        (Some(token), Some(t)) => constant_time_eq(t.as_bytes(), token.as_bytes()),
+        _ => false,
+    };
+    let basic_ok = match (&cfg.basic_auth, given.strip_prefix("Basic ")) {
+        (Some(pair), Some(b64)) => {
+            decode_base64(b64.trim()).is_some_and(|got| constant_time_eq(&got, pair.as_bytes()))
+        }
+        _ => false,
+    };
+    if bearer_ok || basic_ok {
+        return next.run(req).await;
+    }
+    let challenge = if cfg.basic_auth.is_some() {
+        "Basic realm=\"strata\""
+    } else {
+        "Bearer"
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, challenge)],
+        "missing or wrong credentials",
+    )
+        .into_response()
+}
+
+/// Standard base64 (with or without padding); `None` on anything else.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().take_while(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
         }
     }
-    next.run(req).await
+    Some(out)
 }
 
 /// Compares secrets without an early exit that would leak their common prefix length.

@@ -454,3 +454,37 @@ async fn admin_delete_series_and_snapshot() {
         .unwrap();
     assert_eq!(got.iter().map(|s| s.samples.len()).sum::<usize>(), 2);
 }
+
+#[tokio::test]
+async fn basic_auth_is_accepted_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        basic_auth: Some("admin:pa:ss".into()),
+        ..Config::default()
+    };
+    let st = state(dir.path(), config);
+    let app = router(Arc::clone(&st));
+    let with = |v: &str| {
+        Request::get("/api/v1/labels")
+            .header(header::AUTHORIZATION, v)
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(
+        send(&app, get("/api/v1/labels")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // base64("admin:pa:ss") = YWRtaW46cGE6c3M=; "admin:pa:st" = YWRtaW46cGE6c3Q=
+    assert_eq!(
+        send(&app, with("Basic YWRtaW46cGE6c3M=")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, with("Basic YWRtaW46cGE6c3Q=")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, with("Basic !!!")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
