@@ -7,6 +7,7 @@ mod kv;
 mod promql_test;
 mod report;
 mod serve;
+mod tsdb_tools;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -24,6 +25,12 @@ struct Cli {
 enum Command {
     /// Run the server: Prometheus remote write and HTTP query API, data in ./data.
     Serve(serve::ServeArgs),
+    /// Run a PromQL query against a data directory or a running server.
+    Query(tsdb_tools::QueryArgs),
+    /// Bulk-import samples into a data directory (offline).
+    Import(tsdb_tools::ImportArgs),
+    /// Export samples of the selected series from a data directory (offline).
+    Export(tsdb_tools::ExportArgs),
     /// Read and write the embedded key-value engine directly.
     Kv(kv::KvArgs),
     /// Print and verify on-disk files (tables, WAL segments, manifests).
@@ -35,15 +42,21 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The server logs its life cycle; command-line tools stay quiet unless asked.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "warn,strata_server=info,strata_tsdb=info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("warn,strata_server=info,strata_tsdb=info")),
+                .unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -55,6 +68,9 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Query(args) => tsdb_tools::run_query(args),
+        Command::Import(args) => tsdb_tools::run_import(args),
+        Command::Export(args) => tsdb_tools::run_export(args),
         Command::Kv(args) => kv::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args),

@@ -83,7 +83,8 @@ pub(crate) fn params(
     Params::parse(query.as_deref(), form)
 }
 
-fn result_json(r: &QueryResult) -> J {
+/// The `data` member of a query answer.
+pub fn result_json(r: &QueryResult) -> J {
     match &r.value {
         Value::Scalar { t, v } => {
             json!({"resultType": "scalar", "result": [time_json(*t), format_value(*v)]})
@@ -211,7 +212,8 @@ pub async fn query_range(
 }
 
 /// Parses `match[]` selectors into matcher sets.
-fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+/// Parses `match[]` selectors into matcher sets (`{a="1" or b="2"}` gives two sets).
+pub fn selectors(p: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
     let mut out = Vec::new();
     for s in p.all("match[]") {
         let expr = promql_parser::parser::parse(s)

@@ -132,7 +132,11 @@ fn parse_value(s: &str) -> Option<f64> {
 }
 
 /// Parses one exposition line `name{l="v",...} value [timestamp_ms]`.
-fn parse_exposition_line(line: &str, now_ms: i64) -> Result<(Pairs, i64, f64), String> {
+fn parse_exposition_line(
+    line: &str,
+    now_ms: i64,
+    ts_seconds: bool,
+) -> Result<(Pairs, i64, f64), String> {
     let b = line.as_bytes();
     let mut i = 0;
     while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b':') {
@@ -203,6 +207,13 @@ fn parse_exposition_line(line: &str, now_ms: i64) -> Result<(Pairs, i64, f64), S
         .and_then(parse_value)
         .ok_or("missing or bad value")?;
     let t = match rest.next() {
+        Some(ts) if ts_seconds => {
+            let secs: f64 = ts.parse().map_err(|_| format!("bad timestamp {ts:?}"))?;
+            if !secs.is_finite() {
+                return Err(format!("bad timestamp {ts:?}"));
+            }
+            (secs * 1000.0).round() as i64
+        }
         Some(ts) => ts
             .parse::<i64>()
             .map_err(|_| format!("bad timestamp {ts:?}"))?,
@@ -214,8 +225,17 @@ fn parse_exposition_line(line: &str, now_ms: i64) -> Result<(Pairs, i64, f64), S
     Ok((labels, t, v))
 }
 
-/// Parses the Prometheus text format (comments and blank lines skipped).
+/// Parses the Prometheus text format (comments and blank lines skipped); timestamps in ms.
 pub fn parse_exposition(body: &str, now_ms: i64) -> Parsed {
+    parse_text(body, now_ms, false)
+}
+
+/// Parses OpenMetrics text: like [`parse_exposition`], timestamps in (fractional) seconds.
+pub fn parse_openmetrics(body: &str, now_ms: i64) -> Parsed {
+    parse_text(body, now_ms, true)
+}
+
+fn parse_text(body: &str, now_ms: i64, ts_seconds: bool) -> Parsed {
     let mut p = Parsed::default();
     let mut map = HashMap::new();
     for (n, line) in body.lines().enumerate() {
@@ -223,7 +243,7 @@ pub fn parse_exposition(body: &str, now_ms: i64) -> Parsed {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        match parse_exposition_line(line, now_ms) {
+        match parse_exposition_line(line, now_ms, ts_seconds) {
             Ok((labels, t, v)) => push(&mut map, &mut p.series, labels, t, v),
             Err(e) => p.errors.push(format!("line {}: {e}", n + 1)),
         }
@@ -387,6 +407,13 @@ mod tests {
         assert_eq!(got[1].1, vec![(42, 5.0)]);
         assert_eq!(got[2].0[1], ("v".to_string(), "a\"b\\c\nd".to_string()));
         assert_eq!(got[2].1[0].1, f64::INFINITY);
+    }
+
+    #[test]
+    fn openmetrics_timestamps_are_seconds() {
+        let p = parse_openmetrics("# TYPE a gauge\na{x=\"1\"} 2.5 1700000000.123\n# EOF\n", 0);
+        assert!(p.errors.is_empty(), "{:?}", p.errors);
+        assert_eq!(flat(&p)[0].1, vec![(1_700_000_000_123, 2.5)]);
     }
 
     #[test]
