@@ -72,6 +72,12 @@ pub struct ServeArgs {
     /// Queries run at once.
     #[arg(long, env = "STRATA_QUERY_MAX_CONCURRENCY", default_value_t = 20)]
     query_max_concurrency: usize,
+    /// Longest time to receive and store one write request.
+    #[arg(long, env = "STRATA_WRITE_TIMEOUT", default_value = "30s")]
+    write_timeout: String,
+    /// Longest time for any other request.
+    #[arg(long, env = "STRATA_REQUEST_TIMEOUT", default_value = "150s")]
+    request_timeout: String,
 }
 
 fn duration_ms(what: &str, s: &str) -> Result<i64> {
@@ -109,6 +115,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 duration_ms("query-timeout", &args.query_timeout)? as u64,
             ),
             max_concurrent_queries: args.query_max_concurrency,
+            write_timeout: Duration::from_millis(
+                duration_ms("write-timeout", &args.write_timeout)? as u64,
+            ),
+            request_timeout: Duration::from_millis(duration_ms(
+                "request-timeout",
+                &args.request_timeout,
+            )? as u64),
         },
     };
     if !config.listen.ip().is_loopback()

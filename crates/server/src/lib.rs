@@ -54,6 +54,10 @@ pub struct Limits {
     pub query_timeout: Duration,
     /// Queries run at once; more wait.
     pub max_concurrent_queries: usize,
+    /// Longest time to receive and store a write request (slow clients get 408).
+    pub write_timeout: Duration,
+    /// Longest time for any other request (a query past it gets 503).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -70,6 +74,8 @@ impl Default for Limits {
             max_query_samples: 50_000_000,
             query_timeout: Duration::from_secs(120),
             max_concurrent_queries: 20,
+            write_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(150),
         }
     }
 }
@@ -224,6 +230,28 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Bounds the time of every request, so that a slow (or stalled) client cannot hold a
+/// connection and its buffers forever.
+async fn deadline(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let is_write = path.ends_with("/write") || path.starts_with("/api/v1/import");
+    let limit = if is_write {
+        state.config.limits.write_timeout
+    } else {
+        state.config.limits.request_timeout
+    };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) if is_write => (
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request not received and stored within {limit:?}"),
+        )
+            .into_response(),
+        Err(_) => error::ApiError::unavailable(format!("request took longer than {limit:?}"))
+            .into_response(),
+    }
+}
+
 /// Compares secrets without an early exit that would leak their common prefix length.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -272,7 +300,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(api::snapshot).put(api::snapshot),
         )
         .route("/metrics", get(metrics_handler))
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth));
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), deadline));
     Router::new()
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }))

@@ -60,6 +60,18 @@ pub fn ingest(
         if ts.samples.is_empty() {
             continue;
         }
+        // Refuse absurd label counts before sorting and copying them.
+        if ts.labels.len() > limits.max_labels {
+            out.rejected_invalid += ts.samples.len() as u64;
+            out.first_error.get_or_insert_with(|| {
+                format!(
+                    "series has {} labels, more than the limit of {}",
+                    ts.labels.len(),
+                    limits.max_labels
+                )
+            });
+            continue;
+        }
         let labels = match Labels::from_pairs_with_limits(
             ts.labels.into_iter().map(|l| (l.name, l.value)),
             limits,
