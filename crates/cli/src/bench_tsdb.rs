@@ -1,5 +1,7 @@
-//! `strata bench tsdb`: a seeded node_exporter-like workload ingested through the embedded
-//! API, reporting ingest samples/s, bytes per sample on disk and memory per active series.
+//! `strata bench tsdb`: a seeded node_exporter-like workload, ingested through the embedded
+//! API (reporting ingest samples/s, bytes per sample on disk and memory per active series)
+//! or sent as Prometheus remote write to any receiver (`--remote-write URL`: Strata,
+//! Prometheus, VictoriaMetrics), over several connections.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -39,6 +41,124 @@ pub struct TsdbBenchArgs {
     /// Directory for the store (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub db: Option<PathBuf>,
+    /// Send the data as remote write to this URL instead of the embedded store, with
+    /// `--threads` connections.
+    #[arg(long)]
+    pub remote_write: Option<String>,
+    /// Samples per remote-write request.
+    #[arg(long, default_value_t = 10_000)]
+    pub batch_samples: usize,
+    /// Bearer token for --remote-write.
+    #[arg(long)]
+    pub token: Option<String>,
+    /// Timestamp of the first scrape, Unix seconds (default: so that the data ends now).
+    #[arg(long)]
+    pub start: Option<i64>,
+}
+
+/// Where generated samples go.
+enum Sink<'a> {
+    Embedded(&'a Tsdb),
+    Remote {
+        url: &'a str,
+        token: Option<&'a str>,
+        agent: ureq::Agent,
+        pending: Vec<strata_server::prompb::TimeSeries>,
+        pending_samples: usize,
+        batch: usize,
+        requests: u64,
+    },
+}
+
+impl Sink<'_> {
+    /// Takes one host's scrape; returns the samples stored (or sent).
+    fn scrape(&mut self, labels: &[Labels], t: i64, values: &[f64]) -> Result<u64> {
+        match self {
+            Sink::Embedded(db) => {
+                let mut app = db.appender();
+                for (l, v) in labels.iter().zip(values) {
+                    app.add(l.clone(), t, *v);
+                }
+                Ok(app.commit()?.appended)
+            }
+            Sink::Remote {
+                pending,
+                pending_samples,
+                batch,
+                ..
+            } => {
+                use strata_server::prompb::{Label, Sample, TimeSeries};
+                for (l, v) in labels.iter().zip(values) {
+                    pending.push(TimeSeries {
+                        labels: l
+                            .iter()
+                            .map(|x| Label {
+                                name: x.name.clone(),
+                                value: x.value.clone(),
+                            })
+                            .collect(),
+                        samples: vec![Sample {
+                            value: *v,
+                            timestamp: t,
+                        }],
+                        ..TimeSeries::default()
+                    });
+                }
+                *pending_samples += labels.len();
+                if *pending_samples >= *batch {
+                    self.send()?;
+                }
+                Ok(labels.len() as u64)
+            }
+        }
+    }
+
+    /// Sends what is pending (remote write).
+    fn send(&mut self) -> Result<()> {
+        let Sink::Remote {
+            url,
+            token,
+            agent,
+            pending,
+            pending_samples,
+            requests,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        if pending.is_empty() {
+            return Ok(());
+        }
+        use prost::Message;
+        let raw = strata_server::prompb::WriteRequest {
+            timeseries: std::mem::take(pending),
+            metadata: Vec::new(),
+        }
+        .encode_to_vec();
+        *pending_samples = 0;
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .context("snappy")?;
+        let mut req = agent
+            .post(*url)
+            .header("Content-Type", "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+        if let Some(t) = token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let mut resp = req
+            .send(&body[..])
+            .with_context(|| format!("remote write to {url}"))?;
+        *requests += 1;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let msg = resp.body_mut().read_to_string().unwrap_or_default();
+            anyhow::bail!("remote write to {url}: HTTP {status}: {msg}");
+        }
+        Ok(())
+    }
 }
 
 /// The kind of a generated series, with the shape of its values.
@@ -275,15 +395,19 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
             (t.path().to_path_buf(), Some(t))
         }
     };
-    let db = Tsdb::open(&dir, Options::default())
-        .with_context(|| format!("opening the tsdb in {}", dir.display()))?;
     let steps = (args.hours * 3600.0 / f64::from(args.interval)) as u64;
     let churn_steps = ((args.churn_every_hours * 3600.0 / f64::from(args.interval)) as u64).max(1);
     let threads = args.threads.clamp(1, args.hosts.max(1));
-    let start_ms: i64 = 1_700_000_000_000;
+    let start_ms: i64 = match args.start {
+        Some(s) => s * 1000,
+        None => {
+            let now = chrono::Utc::now().timestamp_millis();
+            now - (steps as i64) * i64::from(args.interval) * 1000
+        }
+    };
     writeln!(
         out,
-        "tsdb bench: {} hosts x {} series, {}s interval, {} h ({} scrapes), churn {:.0}% every {} h, {} writers",
+        "tsdb bench: {} hosts x {} series, {}s interval, {} h ({} scrapes), churn {:.0}% every {} h, {} writers, into {}",
         args.hosts,
         args.series_per_host,
         args.interval,
@@ -291,54 +415,39 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
         steps,
         args.churn * 100.0,
         args.churn_every_hours,
-        threads
+        threads,
+        args.remote_write.as_deref().unwrap_or("the embedded store")
     )?;
+    if let Some(url) = &args.remote_write {
+        let began = Instant::now();
+        let (total, requests) = generate(args, steps, churn_steps, threads, start_ms, |_| {
+            Sink::Remote {
+                url,
+                token: args.token.as_deref(),
+                agent: ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into(),
+                pending: Vec::new(),
+                pending_samples: 0,
+                batch: args.batch_samples.max(1),
+                requests: 0,
+            }
+        })?;
+        let took = began.elapsed();
+        writeln!(
+            out,
+            "remote write : {total} samples in {requests} requests in {:.2} s = {:.0} samples/s",
+            took.as_secs_f64(),
+            total as f64 / took.as_secs_f64()
+        )?;
+        return Ok(());
+    }
+    let db = Tsdb::open(&dir, Options::default())
+        .with_context(|| format!("opening the tsdb in {}", dir.display()))?;
     let began = Instant::now();
-    let total: u64 = std::thread::scope(|scope| -> Result<u64> {
-        let mut handles = Vec::new();
-        for w in 0..threads {
-            let db = &db;
-            handles.push(scope.spawn(move || -> Result<u64> {
-                let mut rng = Rng::new(args.seed ^ (u64::from(w) << 32));
-                let my_hosts: Vec<u32> = (0..args.hosts).filter(|h| h % threads == w).collect();
-                let mut gens = Vec::new();
-                for &h in &my_hosts {
-                    gens.push(host_series(u64::from(h), args.series_per_host, &mut rng)?);
-                }
-                let mut generation = vec![0u64; my_hosts.len()];
-                let mut n = 0u64;
-                for s in 0..steps {
-                    if s > 0 && s % churn_steps == 0 {
-                        for (i, &h) in my_hosts.iter().enumerate() {
-                            if (rng.uniform(1_000_000) as f64) < args.churn * 1e6 {
-                                generation[i] += 1;
-                                let id = u64::from(h) + generation[i] * u64::from(args.hosts);
-                                gens[i] = host_series(id, args.series_per_host, &mut rng)?;
-                            }
-                        }
-                    }
-                    let t0 = start_ms + (s * u64::from(args.interval) * 1000) as i64;
-                    for g in gens.iter_mut() {
-                        // Scrapes are a few milliseconds late, differently each time.
-                        let t = t0 + rng.uniform(5) as i64;
-                        let mut app = db.appender();
-                        for i in 0..g.labels.len() {
-                            g.values[i] = step(g.kinds[i], g.values[i], &mut rng);
-                            app.add(g.labels[i].clone(), t, g.values[i]);
-                        }
-                        n += app.commit()?.appended;
-                    }
-                }
-                Ok(n)
-            }));
-        }
-        let mut total = 0;
-        for h in handles {
-            total += h
-                .join()
-                .map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
-        }
-        Ok(total)
+    let (total, _) = generate(args, steps, churn_steps, threads, start_ms, |_| {
+        Sink::Embedded(&db)
     })?;
     let ingest = began.elapsed();
     let stats_before = db.stats()?;
@@ -408,4 +517,107 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
         st.persisted_samples, st.persisted_chunks, st.partitions, st.out_of_order_samples
     )?;
     Ok(())
+}
+
+/// Runs the workload on `threads` writers, each with its own sink; writers meet every 40
+/// scrapes so that no receiver sees one writer hours ahead of another (Prometheus refuses
+/// samples older than its head). Returns samples stored and remote-write requests.
+fn generate<'a>(
+    args: &TsdbBenchArgs,
+    steps: u64,
+    churn_steps: u64,
+    threads: u32,
+    start_ms: i64,
+    make_sink: impl Fn(u32) -> Sink<'a> + Sync,
+) -> Result<(u64, u64)> {
+    let barrier = std::sync::Barrier::new(threads as usize);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| -> Result<(u64, u64)> {
+        let mut handles = Vec::new();
+        for w in 0..threads {
+            let (barrier, failed, make_sink) = (&barrier, &failed, &make_sink);
+            handles.push(scope.spawn(move || -> Result<(u64, u64)> {
+                let mut sink = make_sink(w);
+                let mut rng = Rng::new(args.seed ^ (u64::from(w) << 32));
+                let my_hosts: Vec<u32> = (0..args.hosts).filter(|h| h % threads == w).collect();
+                let mut gens = Vec::new();
+                for &h in &my_hosts {
+                    gens.push(host_series(u64::from(h), args.series_per_host, &mut rng)?);
+                }
+                let mut generation = vec![0u64; my_hosts.len()];
+                let mut n = 0u64;
+                let mut error = None;
+                for s in 0..steps {
+                    if s % 40 == 0 {
+                        barrier.wait();
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                    }
+                    if error.is_some() {
+                        continue;
+                    }
+                    if s > 0 && s % churn_steps == 0 {
+                        for (i, &h) in my_hosts.iter().enumerate() {
+                            if (rng.uniform(1_000_000) as f64) < args.churn * 1e6 {
+                                generation[i] += 1;
+                                let id = u64::from(h) + generation[i] * u64::from(args.hosts);
+                                gens[i] = host_series(id, args.series_per_host, &mut rng)?;
+                            }
+                        }
+                    }
+                    let t0 = start_ms + (s * u64::from(args.interval) * 1000) as i64;
+                    for g in gens.iter_mut() {
+                        // Scrapes are a few milliseconds late, differently each time.
+                        let t = t0 + rng.uniform(5) as i64;
+                        for i in 0..g.labels.len() {
+                            g.values[i] = step(g.kinds[i], g.values[i], &mut rng);
+                        }
+                        match sink.scrape(&g.labels, t, &g.values) {
+                            Ok(k) => n += k,
+                            Err(e) => {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                error = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                }
+                if error.is_none() {
+                    if let Err(e) = sink.send() {
+                        error = Some(e);
+                    }
+                }
+                // Keep meeting the others until they stop, so none waits forever.
+                if let Some(e) = error {
+                    return Err(e);
+                }
+                let requests = match &sink {
+                    Sink::Remote { requests, .. } => *requests,
+                    Sink::Embedded(_) => 0,
+                };
+                Ok((n, requests))
+            }));
+        }
+        let (mut total, mut requests) = (0, 0);
+        let mut first_err = None;
+        for h in handles {
+            match h
+                .join()
+                .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
+            {
+                Ok((n, r)) => {
+                    total += n;
+                    requests += r;
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok((total, requests)),
+        }
+    })
 }
