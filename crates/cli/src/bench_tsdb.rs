@@ -308,7 +308,8 @@ fn host_series(host: u64, per_host: u32, rng: &mut Rng) -> Result<HostSeries> {
                             ("le", (*le).into()),
                         ],
                         Kind::Bucket(b as u8),
-                        0.0,
+                        // Counters of a process that has run for a while: far from zero.
+                        (1_000_000 + b as u64 * 100_000) as f64,
                     )?;
                 }
             }
@@ -363,7 +364,8 @@ fn step(kind: Kind, v: f64, rng: &mut Rng) -> f64 {
             }
         }
         Kind::Constant => v,
-        Kind::Bucket(b) => v + rng.uniform(u64::from(20 * (u32::from(b) + 1))) as f64,
+        // Stepped by the caller, which keeps the buckets of a histogram cumulative.
+        Kind::Bucket(_) => v,
     }
 }
 
@@ -570,8 +572,20 @@ fn generate<'a>(
                     for g in gens.iter_mut() {
                         // Scrapes are a few milliseconds late, differently each time.
                         let t = t0 + rng.uniform(5) as i64;
+                        // A histogram's buckets are cumulative: each bucket grows by at
+                        // least as much as the one before it.
+                        let mut bucket_inc = 0u64;
                         for i in 0..g.labels.len() {
-                            g.values[i] = step(g.kinds[i], g.values[i], &mut rng);
+                            match g.kinds[i] {
+                                Kind::Bucket(b) => {
+                                    if b == 0 {
+                                        bucket_inc = 0;
+                                    }
+                                    bucket_inc += rng.uniform(10);
+                                    g.values[i] += bucket_inc as f64;
+                                }
+                                k => g.values[i] = step(k, g.values[i], &mut rng),
+                            }
                         }
                         match sink.scrape(&g.labels, t, &g.values) {
                             Ok(k) => n += k,

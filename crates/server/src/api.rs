@@ -447,6 +447,41 @@ pub async fn snapshot(State(state): State<Arc<AppState>>) -> Result<Response, Ap
     Ok(success(json!({ "name": name }), &[], &[]))
 }
 
+/// `POST /api/v1/admin/tsdb/flush`: persists the head now (like VictoriaMetrics'
+/// `/internal/force_flush`).
+pub async fn flush(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let st = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || st.tsdb.flush())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /api/v1/admin/tsdb/compact`: flushes, then compacts every partition written since
+/// its last compaction (like VictoriaMetrics' `/internal/force_merge`).
+pub async fn compact(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let st = Arc::clone(&state);
+    let c = tokio::task::spawn_blocking(move || -> Result<_, strata_tsdb::Error> {
+        let c = st.tsdb.compact()?;
+        st.tsdb.kv().compact_range::<&[u8]>(..)?;
+        Ok(c)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(success(
+        json!({
+            "partitions": c.partitions,
+            "series": c.series,
+            "chunksBefore": c.chunks_before,
+            "chunksAfter": c.chunks_after,
+            "bytesBefore": c.bytes_before,
+            "bytesAfter": c.bytes_after,
+        }),
+        &[],
+        &[],
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

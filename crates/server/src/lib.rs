@@ -299,6 +299,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/admin/tsdb/snapshot",
             post(api::snapshot).put(api::snapshot),
         )
+        .route("/api/v1/admin/tsdb/flush", post(api::flush))
+        .route("/api/v1/admin/tsdb/compact", post(api::compact))
         .route("/metrics", get(metrics_handler))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), auth))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), deadline));
