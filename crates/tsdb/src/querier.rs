@@ -143,24 +143,54 @@ impl Querier {
             .collect())
     }
 
-    /// The label sets of the series selected by `matchers` in the head and in the
-    /// partitions of the range (from the index: a series is listed if a partition it is in
-    /// overlaps the range, as in Prometheus).
+    /// The label sets of the series selected by `matchers` that hold a chunk overlapping the
+    /// range (chunk granularity, as Prometheus answers `/api/v1/series`), sorted.
     pub fn series(&self, matchers: &[Matcher]) -> Result<Vec<Labels>> {
+        let (mint, maxt) = (self.mint, self.maxt);
         let mut out = BTreeSet::new();
+        if mint > maxt {
+            return Ok(Vec::new());
+        }
         for r in postings::select(&self.inner.head.postings, matchers) {
             if let Some(s) = self.inner.head.get(r) {
-                out.insert(head::lock(&s).labels.clone());
+                let s = head::lock(&s);
+                let overlaps = s.closed.iter().any(|c| c.mint <= maxt && c.maxt >= mint)
+                    || s.open
+                        .as_ref()
+                        .is_some_and(|o| o.mint <= maxt && o.maxt >= mint)
+                    || s.ooo.range(mint..=maxt).next().is_some();
+                if overlaps {
+                    out.insert(s.labels.clone());
+                }
             }
         }
         let snap = self.inner.kv.snapshot();
-        for part in self.inner.partitions_overlapping(self.mint, self.maxt) {
+        for part in self.inner.partitions_overlapping(mint, maxt) {
             let idx = PartitionIndex::new(&snap, part);
             let refs = postings::select(&idx, matchers);
             idx.take_error()?;
             for r in refs {
-                if let Some(l) = idx.labels(r)? {
-                    out.insert(l);
+                let Some(l) = idx.labels(r)? else {
+                    continue;
+                };
+                if out.contains(&l) {
+                    continue;
+                }
+                let start = keys::chunk_series_prefix(part, r);
+                let mut end = start.clone();
+                keys::put_i64(&mut end, maxt);
+                let end = keys::prefix_end(&end);
+                for item in snap.scan(start.as_slice()..end.as_slice()) {
+                    let (k, v) = item?;
+                    let cmaxt = keys::get_i64(&v).ok_or_else(|| Error::Corruption {
+                        location: format!("key {}", crate::error::show_key(&k)),
+                        offset: 0,
+                        reason: "chunk value shorter than its header".into(),
+                    })?;
+                    if cmaxt >= mint {
+                        out.insert(l);
+                        break;
+                    }
                 }
             }
         }

@@ -146,3 +146,20 @@ fn corrupt_wal_record_before_the_tail_is_an_error_naming_the_segment() {
     let msg = err.to_string();
     assert!(msg.contains("00000001.log"), "{msg}");
 }
+
+#[test]
+fn series_lists_only_series_with_data_in_the_range() {
+    let fs = MemFs::new();
+    let db = Tsdb::open(Path::new("/t"), options(&fs)).unwrap();
+    append(&db, 1, 1_000).unwrap();
+    append(&db, 2, 50_000).unwrap();
+    let m = [Matcher::equal("__name__", "m")];
+    for flushed in [false, true] {
+        let got = db.querier(40_000, 60_000).series(&m).unwrap();
+        assert_eq!(got, vec![series(2)], "flushed: {flushed}");
+        let got = db.querier(0, 60_000).series(&m).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(db.querier(60_001, 70_000).series(&m).unwrap().is_empty());
+        db.flush().unwrap();
+    }
+}
