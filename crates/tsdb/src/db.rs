@@ -184,6 +184,14 @@ pub(crate) struct Inner {
     wal_dir: PathBuf,
 }
 
+/// A commit entry with its label hash and the head series found for it (if any).
+type Resolved = (
+    Labels,
+    u64,
+    Option<(SeriesRef, Arc<Mutex<MemSeries>>)>,
+    Vec<(i64, f64)>,
+);
+
 pub(crate) fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -562,15 +570,30 @@ impl Inner {
         if entries.is_empty() {
             return Ok(stats);
         }
+        // Hash and look up series before taking the commit lock: concurrent commits do
+        // this part in parallel; only creating series and logging are serialized.
+        let resolved: Vec<Resolved> = entries
+            .into_iter()
+            .map(|(labels, list)| {
+                let h = labels.stable_hash();
+                let found = self.head.find(&labels, h);
+                (labels, h, found, list)
+            })
+            .collect();
         let mut wal = guard(&self.wal);
         self.check_writable()?;
         let min_valid = self.min_valid_t.load(Relaxed);
         let mut new_series: Vec<(SeriesRef, Labels)> = Vec::new();
-        let mut targets = Vec::with_capacity(entries.len());
+        let mut targets = Vec::with_capacity(resolved.len());
         let mut samples = Vec::new();
-        for (labels, list) in entries {
-            let h = labels.stable_hash();
-            let (r, series) = match self.head.find(&labels, h) {
+        for (labels, h, found, list) in resolved {
+            // A series found before the lock may have left the head since (a flush retires
+            // idle series under this lock): look again then.
+            let found = match found {
+                Some((r, s)) if self.head.get(r).is_some() => Some((r, s)),
+                _ => self.head.find(&labels, h),
+            };
+            let (r, series) = match found {
                 Some(found) => found,
                 None if self
                     .opts

@@ -263,7 +263,20 @@ impl Labels {
     /// labels, never on the process, platform or build, so it may be persisted. Distinct
     /// sets can collide; users of the hash must compare the labels.
     pub fn stable_hash(&self) -> u64 {
-        xxhash_rust::xxh3::xxh3_64(&self.encode())
+        // Streams the encoding through the hasher: no buffer per call on the ingest path.
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for l in &self.labels {
+            for s in [l.name.as_bytes(), l.value.as_bytes()] {
+                for (i, piece) in s.split(|&b| b == ESCAPE).enumerate() {
+                    if i > 0 {
+                        h.update(&[ESCAPE, ESCAPED_ZERO]);
+                    }
+                    h.update(piece);
+                }
+                h.update(&[ESCAPE, TERMINATOR]);
+            }
+        }
+        h.digest()
     }
 
     /// The binary encoding: for each label in name order, the name then the value, each as

@@ -226,3 +226,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn stable_hash_is_xxh3_of_the_encoding() {
+    for pairs in [
+        vec![],
+        vec![("a", "1")],
+        vec![("__name__", "up"), ("job", "a\0b\0"), ("z", "\0")],
+    ] {
+        let l = Labels::from_pairs(pairs).unwrap();
+        assert_eq!(
+            l.stable_hash(),
+            xxhash_rust::xxh3::xxh3_64(&l.encode()),
+            "{l}"
+        );
+    }
+}
