@@ -461,7 +461,10 @@ pub fn run_query(args: QueryArgs) -> Result<()> {
         };
         let body = match res {
             Ok(r) => {
-                serde_json::json!({"status": "success", "data": strata_server::api::result_json(&r), "warnings": r.warnings})
+                let mut data = String::new();
+                strata_server::api::write_result(&r, &mut data);
+                let data: J = serde_json::from_str(&data).context("encoding the answer")?;
+                serde_json::json!({"status": "success", "data": data, "warnings": r.warnings})
             }
             Err(e) => serde_json::json!({"status": "error", "error": e.to_string()}),
         };

@@ -2,6 +2,7 @@
 //! JSON shape exactly: sample values as strings (`"+Inf"`, `"NaN"`), times as Unix
 //! seconds, `warnings`/`infos` when the engine reports any.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,18 +34,6 @@ pub fn format_value(v: f64) -> String {
     } else {
         format!("{v}")
     }
-}
-
-fn time_json(ms: i64) -> J {
-    // Exact: ms / 1000 with up to three decimals.
-    let s = if ms % 1000 == 0 {
-        format!("{}", ms / 1000)
-    } else {
-        format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
-            .trim_end_matches('0')
-            .to_string()
-    };
-    serde_json::from_str(&s).unwrap_or(J::Null)
 }
 
 fn labels_json<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> J {
@@ -83,33 +72,103 @@ pub(crate) fn params(
     Params::parse(query.as_deref(), form)
 }
 
-/// The `data` member of a query answer.
-pub fn result_json(r: &QueryResult) -> J {
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends a timestamp in seconds, exactly (ms / 1000 with up to three decimals).
+fn push_time(out: &mut String, ms: i64) {
+    let _ = write!(out, "{}", ms.div_euclid(1000));
+    let frac = ms.rem_euclid(1000);
+    if frac != 0 {
+        let digits = format!("{frac:03}");
+        out.push('.');
+        out.push_str(digits.trim_end_matches('0'));
+    }
+}
+
+fn push_labels<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
+    out.push('{');
+    for (i, (k, v)) in pairs.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_json_str(out, k);
+        out.push(':');
+        push_json_str(out, v);
+    }
+    out.push('}');
+}
+
+fn push_point(out: &mut String, t: i64, v: f64) {
+    out.push('[');
+    push_time(out, t);
+    out.push_str(",\"");
+    out.push_str(&format_value(v));
+    out.push_str("\"]");
+}
+
+/// Writes the `data` member of a query answer as JSON text (no intermediate tree: a range
+/// query answer can hold millions of points).
+pub fn write_result(r: &QueryResult, out: &mut String) {
     match &r.value {
         Value::Scalar { t, v } => {
-            json!({"resultType": "scalar", "result": [time_json(*t), format_value(*v)]})
+            out.push_str("{\"resultType\":\"scalar\",\"result\":");
+            push_point(out, *t, *v);
+            out.push('}');
         }
-        Value::String(s) => json!({"resultType": "string", "result": [J::Null, s]}),
+        Value::String(s) => {
+            out.push_str("{\"resultType\":\"string\",\"result\":[null,");
+            push_json_str(out, s);
+            out.push_str("]}");
+        }
         Value::Vector(v) => {
-            let res: Vec<J> = v
-                .iter()
-                .map(|e| json!({"metric": labels_json(e.labels.iter()), "value": [time_json(e.t), format_value(e.v)]}))
-                .collect();
-            json!({"resultType": "vector", "result": res})
+            out.push_str("{\"resultType\":\"vector\",\"result\":[");
+            for (i, e) in v.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                push_labels(out, e.labels.iter());
+                out.push_str(",\"value\":");
+                push_point(out, e.t, e.v);
+                out.push('}');
+            }
+            out.push_str("]}");
         }
         Value::Matrix(m) => {
-            let res: Vec<J> = m
-                .iter()
-                .map(|s| {
-                    let values: Vec<J> = s
-                        .samples
-                        .iter()
-                        .map(|p| json!([time_json(p.t), format_value(p.v)]))
-                        .collect();
-                    json!({"metric": labels_json(s.labels.iter()), "values": values})
-                })
-                .collect();
-            json!({"resultType": "matrix", "result": res})
+            out.push_str("{\"resultType\":\"matrix\",\"result\":[");
+            for (i, s) in m.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"metric\":");
+                push_labels(out, s.labels.iter());
+                out.push_str(",\"values\":[");
+                for (j, p) in s.samples.iter().enumerate() {
+                    if j > 0 {
+                        out.push(',');
+                    }
+                    push_point(out, p.t, p.v);
+                }
+                out.push_str("]}");
+            }
+            out.push_str("]}");
         }
     }
 }
@@ -142,7 +201,20 @@ async fn run_query(
     .map_err(|e| ApiError::internal(format!("query task failed: {e}")))?;
     state.metrics.observe_query(began.elapsed(), res.is_ok());
     let r = res.map_err(ApiError::from_promql)?;
-    Ok(success(result_json(&r), &r.warnings, &r.infos))
+    let mut body = String::with_capacity(4096);
+    body.push_str("{\"status\":\"success\",\"data\":");
+    write_result(&r, &mut body);
+    for (key, list) in [("warnings", &r.warnings), ("infos", &r.infos)] {
+        if !list.is_empty() {
+            let _ = write!(body, ",\"{key}\":{}", json!(list));
+        }
+    }
+    body.push('}');
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET|POST /api/v1/query`.
@@ -494,8 +566,22 @@ mod tests {
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(1e21), "1000000000000000000000");
-        assert_eq!(time_json(1_435_781_451_781).to_string(), "1435781451.781");
-        assert_eq!(time_json(1_435_781_451_000).to_string(), "1435781451");
-        assert_eq!(time_json(1_435_781_451_500).to_string(), "1435781451.5");
+        for (ms, want) in [
+            (1_435_781_451_781, "1435781451.781"),
+            (1_435_781_451_000, "1435781451"),
+            (1_435_781_451_500, "1435781451.5"),
+        ] {
+            let mut s = String::new();
+            push_time(&mut s, ms);
+            assert_eq!(s, want);
+        }
+        let mut s = String::new();
+        push_time(&mut s, -1_500);
+        assert_eq!(s, "-2.5");
+        let mut s = String::new();
+        push_json_str(&mut s, "a\"b\\c\nd\u{1}");
+        assert_eq!(s, r#""a\"b\\c\nd\u0001""#);
+        let parsed: J = serde_json::from_str(&s).unwrap();
+        assert_eq!(parsed, "a\"b\\c\nd\u{1}");
     }
 }
