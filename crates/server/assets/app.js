@@ -98,7 +98,13 @@
 
   function renderGraph(data, start, end, stepMs) {
     const graph = $("graph");
-    if (data.resultType !== "matrix") { graph.replaceChildren(); graph.removeAttribute("data-drawn"); return; }
+    // An instant query of a range selector (`x[5m]`) also answers with a matrix, but its
+    // raw samples belong in the table, not on a graph laid out for the chosen time range.
+    if (data.resultType !== "matrix" || !(stepMs > 0)) {
+      graph.replaceChildren();
+      graph.removeAttribute("data-drawn");
+      return;
+    }
     const series = data.result.map((s) => ({
       name: seriesName(s.metric),
       points: s.values.map(([t, v]) => [t * 1000, parseFloat(v)]),
