@@ -12,6 +12,7 @@ pub mod prompb;
 pub mod queryable;
 pub mod read;
 pub mod text;
+pub mod ui;
 pub mod write;
 
 use std::net::SocketAddr;
@@ -308,6 +309,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/-/healthy", get(|| async { "Strata is Healthy.\n" }))
         .route("/-/ready", get(|| async { "Strata is Ready.\n" }))
         .merge(api)
+        .merge(ui::routes())
         .layer(DefaultBodyLimit::max(state.config.limits.max_body_bytes))
         .with_state(state)
 }
