@@ -17,11 +17,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use strata_kv::{WriteBatch, WriteOptions};
 
 use crate::chunk::{decimal, XorAppender};
-use crate::db::{chunk_error, decode_chunk_value, encode_stats, guard, parse_chunk, Inner};
+use crate::db::{
+    add_to_lists, chunk_error, decode_chunk_value, encode_stats, guard, parse_chunk, Inner, Lists,
+};
 use crate::error::{show_key, Error, Result};
 use crate::keys;
 use crate::labels::Labels;
-use crate::postings::{SeriesRef, ALL_POSTINGS_KEY};
+use crate::postings::SeriesRef;
 use crate::querier::merge_ranked;
 
 /// Most samples in one compacted chunk: a day of 15 s scrapes fits in one.
@@ -139,7 +141,7 @@ impl Inner {
             groups.entry(labels).or_default().push(r);
         }
         let mut batch = WriteBatch::new();
-        let mut lists: BTreeMap<(String, String), Vec<SeriesRef>> = BTreeMap::new();
+        let mut lists: Lists = BTreeMap::new();
         let mut samples_total = 0i64;
         for (labels, mut refs) in groups {
             refs.sort_unstable();
@@ -180,14 +182,7 @@ impl Inner {
                 st.chunks_after += 1;
                 st.bytes_after += bytes.len() as u64;
             }
-            let (an, av) = ALL_POSTINGS_KEY;
-            lists.entry((an.into(), av.into())).or_default().push(keep);
-            for l in &labels {
-                lists
-                    .entry((l.name.clone(), l.value.clone()))
-                    .or_default()
-                    .push(keep);
-            }
+            add_to_lists(&mut lists, keep, &labels);
             if batch.encoded_size() > 8 << 20 {
                 self.kv
                     .write(std::mem::take(&mut batch), WriteOptions { sync: false })?;

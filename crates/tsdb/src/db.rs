@@ -812,8 +812,7 @@ impl Inner {
             series: i64,
         }
         let mut batch = WriteBatch::new();
-        let mut postings: BTreeMap<i64, BTreeMap<(String, String), Vec<SeriesRef>>> =
-            BTreeMap::new();
+        let mut postings: BTreeMap<i64, Lists> = BTreeMap::new();
         let mut pstats: BTreeMap<i64, PartStats> = BTreeMap::new();
         let mut value = Vec::new();
         for (series, n) in work {
@@ -841,18 +840,7 @@ impl Inner {
                     new_parts.push(c.part);
                     st.series += 1;
                     batch.put(keys::series_key(c.part, r), labels.encode());
-                    let lists = postings.entry(c.part).or_default();
-                    let (an, av) = ALL_POSTINGS_KEY;
-                    lists
-                        .entry((an.to_string(), av.to_string()))
-                        .or_default()
-                        .push(r);
-                    for l in &labels {
-                        lists
-                            .entry((l.name.clone(), l.value.clone()))
-                            .or_default()
-                            .push(r);
-                    }
+                    add_to_lists(postings.entry(c.part).or_default(), r, &labels);
                 }
             }
             if !new_parts.is_empty() {
@@ -996,7 +984,7 @@ impl Inner {
             let refs = postings::select(&idx, matchers);
             idx.take_error()?;
             let mut batch = WriteBatch::new();
-            let mut removed: BTreeMap<(String, String), Vec<SeriesRef>> = BTreeMap::new();
+            let mut removed: Lists = BTreeMap::new();
             let (mut d_samples, mut d_chunks, mut d_bytes, mut d_series) = (0i64, 0i64, 0i64, 0i64);
             for r in refs {
                 let Some(labels) = idx.labels(r)? else {
@@ -1048,17 +1036,7 @@ impl Inner {
                 if remaining == 0 {
                     d_series -= 1;
                     batch.delete(keys::series_key(part, r));
-                    let (an, av) = ALL_POSTINGS_KEY;
-                    removed
-                        .entry((an.to_string(), av.to_string()))
-                        .or_default()
-                        .push(r);
-                    for l in &labels {
-                        removed
-                            .entry((l.name.clone(), l.value.clone()))
-                            .or_default()
-                            .push(r);
-                    }
+                    add_to_lists(&mut removed, r, &labels);
                 }
             }
             for ((name, val), mut dead) in removed {
@@ -1182,6 +1160,24 @@ impl Inner {
         st.too_old_samples = self.counters.too_old.load(Relaxed);
         st.flushes = self.counters.flushes.load(Relaxed);
         Ok(st)
+    }
+}
+
+/// Postings lists being built: `(name, value)` (and the all-series key) -> refs.
+pub(crate) type Lists = BTreeMap<(String, String), Vec<SeriesRef>>;
+
+/// Adds `r` to the lists of each of its label pairs and to the all-series list.
+pub(crate) fn add_to_lists(lists: &mut Lists, r: SeriesRef, labels: &Labels) {
+    let (an, av) = ALL_POSTINGS_KEY;
+    lists
+        .entry((an.to_string(), av.to_string()))
+        .or_default()
+        .push(r);
+    for l in labels {
+        lists
+            .entry((l.name.clone(), l.value.clone()))
+            .or_default()
+            .push(r);
     }
 }
 

@@ -182,42 +182,12 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0xff; 64]
 }
 
-const ESCAPE: u8 = 0x00;
-const TERMINATOR: u8 = 0x01;
-const ESCAPED_ZERO: u8 = 0xff;
-
 fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
-    for &b in s {
-        dst.push(b);
-        if b == ESCAPE {
-            dst.push(ESCAPED_ZERO);
-        }
-    }
-    dst.extend_from_slice(&[ESCAPE, TERMINATOR]);
+    crate::labels::put_escaped(dst, s);
 }
 
 fn take_escaped(src: &mut &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    loop {
-        match *src.get(i)? {
-            ESCAPE => match *src.get(i + 1)? {
-                TERMINATOR => {
-                    *src = &src[i + 2..];
-                    return Some(out);
-                }
-                ESCAPED_ZERO => {
-                    out.push(0);
-                    i += 2;
-                }
-                _ => return None,
-            },
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
+    crate::labels::take_escaped(src, 0).ok()
 }
 
 /// Encodes a sorted postings list: count, then varint deltas.

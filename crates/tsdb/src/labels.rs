@@ -347,7 +347,7 @@ fn corrupt(offset: usize, reason: impl Into<String>) -> LabelError {
     }
 }
 
-fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
     for &b in s {
         dst.push(b);
         if b == ESCAPE {
@@ -358,7 +358,7 @@ fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// Takes one escaped, terminated string from the front of `src`.
-fn take_escaped(src: &mut &[u8], total: usize) -> Result<Vec<u8>, LabelError> {
+pub(crate) fn take_escaped(src: &mut &[u8], total: usize) -> Result<Vec<u8>, LabelError> {
     let mut out = Vec::new();
     let mut i = 0;
     loop {

@@ -100,18 +100,9 @@ impl Querier {
 
         let snap = self.inner.kv.snapshot();
         for part in self.inner.partitions_overlapping(mint, maxt) {
-            let idx = PartitionIndex::new(&snap, part);
-            let refs = postings::select(&idx, matchers);
-            idx.take_error()?;
-            for r in refs {
-                let Some(labels) = idx.labels(r)? else {
-                    continue;
-                };
+            for (r, labels) in selected(&snap, part, matchers)? {
                 let mut sources = Vec::new();
-                let start = keys::chunk_series_prefix(part, r);
-                let mut end = start.clone();
-                keys::put_i64(&mut end, maxt);
-                let end = keys::prefix_end(&end);
+                let (start, end) = chunk_range(part, r, maxt);
                 for item in snap.scan(start.as_slice()..end.as_slice()) {
                     let (k, v) = item?;
                     let (_, _, rank) = parse_chunk(&k)?;
@@ -166,20 +157,11 @@ impl Querier {
         }
         let snap = self.inner.kv.snapshot();
         for part in self.inner.partitions_overlapping(mint, maxt) {
-            let idx = PartitionIndex::new(&snap, part);
-            let refs = postings::select(&idx, matchers);
-            idx.take_error()?;
-            for r in refs {
-                let Some(l) = idx.labels(r)? else {
-                    continue;
-                };
+            for (r, l) in selected(&snap, part, matchers)? {
                 if out.contains(&l) {
                     continue;
                 }
-                let start = keys::chunk_series_prefix(part, r);
-                let mut end = start.clone();
-                keys::put_i64(&mut end, maxt);
-                let end = keys::prefix_end(&end);
+                let (start, end) = chunk_range(part, r, maxt);
                 for item in snap.scan(start.as_slice()..end.as_slice()) {
                     let (k, v) = item?;
                     let cmaxt = keys::get_i64(&v).ok_or_else(|| Error::Corruption {
@@ -264,6 +246,33 @@ impl Querier {
         }
         Ok(n)
     }
+}
+
+/// The series of partition `part` selected by `matchers`, with their labels (deleted ones
+/// left out).
+fn selected(
+    snap: &strata_kv::Snapshot,
+    part: i64,
+    matchers: &[Matcher],
+) -> Result<Vec<(crate::postings::SeriesRef, Labels)>> {
+    let idx = PartitionIndex::new(snap, part);
+    let refs = postings::select(&idx, matchers);
+    idx.take_error()?;
+    let mut out = Vec::with_capacity(refs.len());
+    for r in refs {
+        if let Some(l) = idx.labels(r)? {
+            out.push((r, l));
+        }
+    }
+    Ok(out)
+}
+
+/// The key range of the chunks of series `r` in `part` that start at or before `maxt`.
+fn chunk_range(part: i64, r: crate::postings::SeriesRef, maxt: i64) -> (Vec<u8>, Vec<u8>) {
+    let start = keys::chunk_series_prefix(part, r);
+    let mut end = start.clone();
+    keys::put_i64(&mut end, maxt);
+    (start, keys::prefix_end(&end))
 }
 
 fn decode_in_range(chunk: &crate::chunk::XorChunk, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
