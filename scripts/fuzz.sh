@@ -34,12 +34,16 @@ else
 fi
 
 echo "building ${#targets[@]} fuzz targets..."
-if ! nice -n 10 cargo fuzz build >/dev/null; then
+logdir=$(mktemp -d)
+if ! nice -n 10 cargo fuzz build >"$logdir/build.log" 2>&1; then
+    tail -30 "$logdir/build.log" >&2
     echo "cargo fuzz build failed" >&2
     exit 2
 fi
+# The binaries are run directly, so that no cargo lock is held while they run.
+triple=$(rustc -vV | sed -n 's/^host: //p')
+bindir="${CARGO_TARGET_DIR:-fuzz/target}/$triple/release"
 
-logdir=$(mktemp -d)
 total_runs=0
 failed=0
 passed=0
@@ -55,9 +59,9 @@ for t in "${targets[@]}"; do
     # -rss_limit_mb and -malloc_limit_mb turn unbounded allocation into a finding;
     # -timeout turns a hang (or a quadratic blow-up) into one.
     # shellcheck disable=SC2086
-    nice -n 10 cargo fuzz run "$t" "${dirs[@]}" -- \
+    nice -n 10 "$bindir/$t" -artifact_prefix="fuzz/artifacts/$t/" \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-        -print_final_stats=1 ${FUZZ_FLAGS:-} >"$log" 2>&1
+        -print_final_stats=1 ${FUZZ_FLAGS:-} "${dirs[@]}" >"$log" 2>&1
     rc=$?
     after=$(find "fuzz/artifacts/$t" -type f | wc -l)
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)

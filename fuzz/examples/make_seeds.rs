@@ -59,8 +59,8 @@ fn batches() -> Vec<WriteBatch> {
 fn wal_file(payloads: &[Vec<u8>]) -> Vec<u8> {
     let fs = MemFs::new();
     let path = Path::new("000002.log");
-    let mut w = LogWriter::new(fs.create(path).expect("create"), "000002.log", WAL_MAGIC)
-        .expect("writer");
+    let mut w =
+        LogWriter::new(fs.create(path).expect("create"), "000002.log", WAL_MAGIC).expect("writer");
     for p in payloads {
         w.add_record(p).expect("record");
     }
@@ -90,8 +90,11 @@ fn table(compression: CompressionType, n: u64, bloom: u32) -> Vec<u8> {
         } else {
             Vec::new()
         };
-        b.add(&internal_key(format!("k{:03}", i / 2).as_bytes(), 100 - i, kind), &v)
-            .expect("add");
+        b.add(
+            &internal_key(format!("k{:03}", i / 2).as_bytes(), 100 - i, kind),
+            &v,
+        )
+        .expect("add");
     }
     b.finish().expect("finish");
     fs.read_file(path).expect("read")
@@ -140,7 +143,9 @@ fn main() {
         .filter(|n| matches!(parse_file_name(n), Some(FileType::Wal(_))))
         .collect();
     wals.sort();
-    let real_wal = fs.read_file(&dir.join(wals.last().expect("wal"))).expect("read");
+    let real_wal = fs
+        .read_file(&dir.join(wals.last().expect("wal")))
+        .expect("read");
     s.put_modes("db_recovery", "batches", &[0, 2], &real_wal);
 
     // SSTable pieces.
@@ -155,7 +160,11 @@ fn main() {
     let ib = index_base();
     s.put("sstable_block", "index-block", &ib.index);
     s.put("sstable_index", "genuine", &ib.index);
-    s.put("sstable_index", "truncated", &ib.index[..ib.index.len() / 2]);
+    s.put(
+        "sstable_index",
+        "truncated",
+        &ib.index[..ib.index.len() / 2],
+    );
     s.put(
         "sstable_filter",
         "keys",
@@ -204,7 +213,11 @@ fn main() {
         ..VersionEdit::default()
     };
     s.put("manifest_edit", "full", &edit.encode());
-    s.put("manifest_edit", "counters", &VersionEdit::default().encode());
+    s.put(
+        "manifest_edit",
+        "counters",
+        &VersionEdit::default().encode(),
+    );
     let db = Db::open(
         Path::new("/m"),
         Options {
@@ -234,7 +247,11 @@ fn main() {
     let mut tomb = Vec::new();
     encode_record(&mut tomb, 43, b"key", None);
     s.put("bitcask_record", "tombstone", &tomb);
-    s.put("bitcask_record", "merge-commit", &encode_merge_commit(7, &[1, 2, 5]));
+    s.put(
+        "bitcask_record",
+        "merge-commit",
+        &encode_merge_commit(7, &[1, 2, 5]),
+    );
     let bfs = Arc::new(MemFs::new());
     let bc = Bitcask::open(
         "/bc",
@@ -277,7 +294,9 @@ fn main() {
     let mut odd = XorAppender::new();
     let mut samples = Vec::new();
     for i in 0..120i64 {
-        regular.append(1_700_000_000_000 + i * 15_000, 1.0).expect("append");
+        regular
+            .append(1_700_000_000_000 + i * 15_000, 1.0)
+            .expect("append");
         let t = 1_700_000_000_000 + i * 15_000 + rng.below(200) as i64;
         let v = (rng.below(1_000_000) as f64) / 7.0;
         jittery.append(t, v).expect("append");

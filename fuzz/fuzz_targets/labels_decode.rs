@@ -12,5 +12,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert_eq!(labels.encode(), data, "decode/encode is not the identity");
-    let _ = (labels.to_string(), labels.stable_hash(), labels.metric_name());
+    let _ = (
+        labels.to_string(),
+        labels.stable_hash(),
+        labels.metric_name(),
+    );
 });

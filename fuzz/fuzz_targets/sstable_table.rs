@@ -62,10 +62,16 @@ fuzz_target!(|input: &[u8]| {
     }
     let verified = table.verify();
     if let (Ok(n), Ok(f)) = (&verified, &fwd) {
-        assert_eq!(*n as usize, f.len(), "verify counted another number of entries");
+        assert_eq!(
+            *n as usize,
+            f.len(),
+            "verify counted another number of entries"
+        );
         for (k, v) in f {
             let p = parse_internal_key(k).expect("verify accepted a bad internal key");
-            let got = table.get(p.user_key, p.seq).expect("lookup in a verified table");
+            let got = table
+                .get(p.user_key, p.seq)
+                .expect("lookup in a verified table");
             let l = got.expect("verified entry not found");
             assert_eq!((l.kind, l.seq, &l.value), (p.kind, p.seq, v));
         }

@@ -22,7 +22,10 @@ fuzz_target!(|data: &[u8]| {
     let mut items = 0usize;
     for item in chunk.iter() {
         items += 1;
-        assert!(items <= chunk.num_samples() + 1, "iterator ran past its count");
+        assert!(
+            items <= chunk.num_samples() + 1,
+            "iterator ran past its count"
+        );
         match item {
             Ok(s) => samples.push(s),
             Err(_) => failed = true,
@@ -33,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let resumed = XorAppender::resume(xor);
     if failed {
-        assert!(resumed.is_err(), "resume accepted a chunk that fails to decode");
+        assert!(
+            resumed.is_err(),
+            "resume accepted a chunk that fails to decode"
+        );
         return;
     }
     assert_eq!(samples.len(), chunk.num_samples());
@@ -41,11 +47,19 @@ fuzz_target!(|data: &[u8]| {
     for &(t, v) in &samples {
         app.append(t, v).expect("append");
     }
-    let again: Vec<_> = app.chunk().iter().collect::<Result<_, _>>().expect("re-decode");
+    let again: Vec<_> = app
+        .chunk()
+        .iter()
+        .collect::<Result<_, _>>()
+        .expect("re-decode");
     assert_eq!(bits(&again), bits(&samples), "re-encoding changed samples");
     let mut app = resumed.expect("resume a chunk that decodes");
     if app.append(i64::MIN, f64::NAN).is_ok() {
-        let more: Vec<_> = app.chunk().iter().collect::<Result<_, _>>().expect("decode");
+        let more: Vec<_> = app
+            .chunk()
+            .iter()
+            .collect::<Result<_, _>>()
+            .expect("decode");
         assert_eq!(bits(&more[..samples.len()]), bits(&samples));
         assert_eq!(more.len(), samples.len() + 1);
     }

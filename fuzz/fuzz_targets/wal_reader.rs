@@ -32,11 +32,17 @@ fn read_all(data: &[u8], policy: TailPolicy) -> Outcome {
             }
         }
     }
-    assert!(matches!(r.next_record(), Ok(None)), "an ended reader must stay ended");
+    assert!(
+        matches!(r.next_record(), Ok(None)),
+        "an ended reader must stay ended"
+    );
     let end = r.end_of_records();
     assert!(end <= data.len() as u64);
     if let Some(t) = r.tail_damage() {
-        assert!(policy != TailPolicy::Strict, "strict reader tolerated {t:?}");
+        assert!(
+            policy != TailPolicy::Strict,
+            "strict reader tolerated {t:?}"
+        );
         assert!(t.offset <= data.len() as u64);
     }
     Ok((records, end, r.tail_damage().is_some()))
@@ -59,7 +65,9 @@ fuzz_target!(|input: &[u8]| {
         assert_eq!((recs, end), (r2, e2));
     }
     if let Ok((recs, _, _)) = &torn {
-        let (r3, _, _) = any.as_ref().expect("torn-only succeeded, tolerate-all failed");
+        let (r3, _, _) = any
+            .as_ref()
+            .expect("torn-only succeeded, tolerate-all failed");
         assert_eq!(recs, r3);
     }
     if let Ok((records, _, _)) = &any {

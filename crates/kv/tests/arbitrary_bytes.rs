@@ -92,7 +92,10 @@ fn reseal_log(b: &mut [u8]) {
         let start = pos + 13;
         let complete = len <= b.len() - start;
         if complete {
-            let crc = mask(crc32c_extend(crc32c(&b[pos + 4..pos + 9]), &b[start..start + len]));
+            let crc = mask(crc32c_extend(
+                crc32c(&b[pos + 4..pos + 9]),
+                &b[start..start + len],
+            ));
             put_u32(b, pos, crc);
         }
         let crc = mask(crc32c(&b[pos..pos + 9]));
@@ -120,12 +123,15 @@ fn valid_wal() -> Vec<u8> {
     a.put(b"apple", b"red").delete(b"pear");
     let mut b = WriteBatch::new();
     b.delete_range(b"a", b"c").put(b"k", vec![1u8; 30]);
-    log_file(WAL_MAGIC, &[a.encoded().to_vec(), b.encoded().to_vec(), Vec::new()])
+    log_file(
+        WAL_MAGIC,
+        &[a.encoded().to_vec(), b.encoded().to_vec(), Vec::new()],
+    )
 }
 
 fn read_log(data: &[u8], magic: u64, policy: TailPolicy) -> Result<Vec<Vec<u8>>, ()> {
-    let mut r = LogReader::from_bytes_with_policy(data.to_vec(), "x.log", magic, policy)
-        .map_err(|_| ())?;
+    let mut r =
+        LogReader::from_bytes_with_policy(data.to_vec(), "x.log", magic, policy).map_err(|_| ())?;
     let mut out = Vec::new();
     while let Some(rec) = r.next_record().map_err(|_| ())? {
         out.push(rec);
@@ -172,7 +178,10 @@ fn wal_reader_and_write_batches() {
     });
 }
 
-fn scan(it: &mut dyn InternalIterator, forward: bool) -> strata_kv::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+fn scan(
+    it: &mut dyn InternalIterator,
+    forward: bool,
+) -> strata_kv::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
     if forward {
         it.seek_to_first()?;
@@ -257,7 +266,10 @@ fn check_table(data: &[u8]) {
         assert_eq!(n as usize, f.len());
         for (k, v) in f {
             let p = parse_internal_key(k).expect("verified key");
-            let l = table.get(p.user_key, p.seq).unwrap().expect("verified entry");
+            let l = table
+                .get(p.user_key, p.seq)
+                .unwrap()
+                .expect("verified entry");
             assert_eq!((&l.value, l.seq), (v, p.seq));
         }
     }
@@ -278,7 +290,11 @@ fn sstable_tables_footers_filters_properties() {
             assert_eq!(Properties::decode(&p.encode(), "t.sst", 0).unwrap(), p);
         }
     });
-    for c in [CompressionType::None, CompressionType::Lz4, CompressionType::Zstd] {
+    for c in [
+        CompressionType::None,
+        CompressionType::Lz4,
+        CompressionType::Zstd,
+    ] {
         let base = table_bytes(c);
         check(1024, mutations(), |m| check_table(&mutate(&base, &m)));
     }
@@ -338,10 +354,7 @@ fn version_edits_and_manifest_replay() {
     };
     second.new_files = sample_edit().new_files;
     second.new_files[0].1.number = 7;
-    let base = log_file(
-        MANIFEST_MAGIC,
-        &[sample_edit().encode(), second.encode()],
-    );
+    let base = log_file(MANIFEST_MAGIC, &[sample_edit().encode(), second.encode()]);
     check(2048, mutations(), |m| {
         let mut data = mutate(&base, &m);
         if m.2 {
@@ -386,7 +399,9 @@ fn reseal_hints(b: &mut [u8]) {
 
 #[test]
 fn bitcask_records_hints_and_merge_commits() {
-    check(2048, vec(any::<u8>(), 0..100), |data| check_bitcask_bytes(&data));
+    check(2048, vec(any::<u8>(), 0..100), |data| {
+        check_bitcask_bytes(&data)
+    });
     let mut rec = Vec::new();
     encode_record(&mut rec, 9, b"key", Some(b"value"));
     let mut hints = encode_file_header(HINT_MAGIC, 0, 3).to_vec();
@@ -436,14 +451,18 @@ fn bitcask_with_exhausted_sequence_or_file_id_is_refused() {
     let mut file = encode_file_header(DATA_MAGIC, KIND_WRITER, 1).to_vec();
     encode_record(&mut file, u64::MAX, b"k", Some(b"v"));
     let fs = bitcask_dir(&[(1, file)]);
-    let err = open_bitcask(&fs, CorruptionPolicy::Error).err().expect("refused");
+    let err = open_bitcask(&fs, CorruptionPolicy::Error)
+        .err()
+        .expect("refused");
     assert!(err.is_corruption(), "{err}");
     assert!(err.to_string().contains("000001.data"), "{err}");
 
     let mut file = encode_file_header(DATA_MAGIC, KIND_WRITER, u32::MAX).to_vec();
     encode_record(&mut file, 1, b"k", Some(b"v"));
     let fs = bitcask_dir(&[(u32::MAX, file)]);
-    let err = open_bitcask(&fs, CorruptionPolicy::Error).err().expect("refused");
+    let err = open_bitcask(&fs, CorruptionPolicy::Error)
+        .err()
+        .expect("refused");
     assert!(err.is_corruption(), "{err}");
 }
 

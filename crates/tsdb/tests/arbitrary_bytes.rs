@@ -103,7 +103,10 @@ fn mutated_chunks() {
     let base = sample_chunk();
     check(
         2048,
-        (vec((any::<usize>(), any::<u8>()), 1..4), proptest::option::weighted(0.2, any::<usize>())),
+        (
+            vec((any::<usize>(), any::<u8>()), 1..4),
+            proptest::option::weighted(0.2, any::<usize>()),
+        ),
         |(flips, cut)| check_chunk(&mutate(&base, &flips, cut)),
     );
 }
@@ -143,15 +146,34 @@ fn check_labels(data: &[u8]) {
 #[test]
 fn label_sets_from_random_and_mutated_bytes() {
     check(1024, vec(any::<u8>(), 0..80), |data| check_labels(&data));
-    check(1024, vec(prop_oneof![Just(0u8), Just(1), Just(0xff), Just(b'a'), Just(b'_'), any::<u8>()], 0..40), |data| {
-        check_labels(&data)
-    });
-    let base = Labels::from_pairs([("__name__", "up"), ("instance", "a\0b:9090"), ("job", "node")])
-        .unwrap()
-        .encode();
+    check(
+        1024,
+        vec(
+            prop_oneof![
+                Just(0u8),
+                Just(1),
+                Just(0xff),
+                Just(b'a'),
+                Just(b'_'),
+                any::<u8>()
+            ],
+            0..40,
+        ),
+        |data| check_labels(&data),
+    );
+    let base = Labels::from_pairs([
+        ("__name__", "up"),
+        ("instance", "a\0b:9090"),
+        ("job", "node"),
+    ])
+    .unwrap()
+    .encode();
     check(
         2048,
-        (vec((any::<usize>(), any::<u8>()), 1..4), proptest::option::weighted(0.2, any::<usize>())),
+        (
+            vec((any::<usize>(), any::<u8>()), 1..4),
+            proptest::option::weighted(0.2, any::<usize>()),
+        ),
         |(flips, cut)| check_labels(&mutate(&base, &flips, cut)),
     );
 }
