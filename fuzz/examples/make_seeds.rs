@@ -2,8 +2,9 @@
 //! valid (and some deliberately damaged) encodings made by the real writers, so that the
 //! fuzzer starts from deep inside each format.
 //!
-//! Run from `fuzz/`: `cargo run --example make_seeds`. Deterministic: the same files
-//! every time, so regenerating them shows up in `git diff` only when a format changes.
+//! Run from `fuzz/`: `cargo run --example make_seeds`. Deterministic, so regenerating
+//! shows up in `git diff` only when a format changes, except for the manifest seed: its
+//! edits depend on when the background flush and compaction ran.
 
 use std::fs;
 use std::path::{Path, PathBuf};
