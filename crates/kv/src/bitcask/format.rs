@@ -416,7 +416,12 @@ fn walk_hints(
         if flags & !FLAG_TOMBSTONE != 0 {
             return Err((at, format!("unknown hint flags {flags:#x}")));
         }
-        if record_offset + record_size as u64 > data_len
+        // Both fields come from disk: the sum may overflow, and a size of 2^31 or more
+        // would collide with the keydir's tombstone bit.
+        if record_offset
+            .checked_add(record_size as u64)
+            .is_none_or(|end| end > data_len)
+            || record_size as u64 > MAX_RECORD_SIZE
             || (record_size as usize) < RECORD_HEADER_SIZE + key_len
         {
             return Err((at, "hint points outside the data file".into()));
@@ -500,6 +505,19 @@ mod tests {
             let mut called = false;
             assert!(decode_hint_file(&b[..cut], 3, 76, |_| called = true).is_err());
             assert!(!called, "nothing is applied from a bad hint file");
+        }
+    }
+
+    /// Found by the `bitcask_hint` fuzzer: a checksum-valid hint whose offset plus size
+    /// overflows u64 panicked instead of being refused.
+    #[test]
+    fn hint_with_overflowing_or_huge_location_is_refused() {
+        for (size, offset) in [(30, u64::MAX - 5), (u32::MAX, 24), (1 << 31, 24)] {
+            let mut b = encode_file_header(HINT_MAGIC, 0, 3).to_vec();
+            encode_hint(&mut b, 5, 0, b"a", size, offset);
+            encode_hint(&mut b, 1, FLAG_END, b"", 0, u64::MAX);
+            let r = decode_hint_file(&b, 3, u64::MAX, |_| panic!("applied a bad hint"));
+            assert_eq!(r.map_err(|(at, _)| at), Err(FILE_HEADER_SIZE as u64));
         }
     }
 

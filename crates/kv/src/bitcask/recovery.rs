@@ -128,8 +128,12 @@ pub(crate) fn recover(dir: &Path, opts: &BitcaskOptions) -> Result<Recovered> {
 
     let mut keydir = Keydir::default();
     let mut max_seq = 0u64;
+    // The file that holds the highest sequence number, for the error if it is the last one.
+    let mut max_seq_file = String::new();
     for (df, len, kind) in files {
         let id = df.id;
+        let seq_before = max_seq;
+        let name = df.name();
         let is_last = last_writer == Some(id);
         if kind.is_none() {
             if !is_last {
@@ -211,11 +215,30 @@ pub(crate) fn recover(dir: &Path, opts: &BitcaskOptions) -> Result<Recovered> {
         };
         keydir.stats.entry(id).or_default();
         keydir.files.insert(id, Arc::new(df));
+        if max_seq > seq_before {
+            max_seq_file = name;
+        }
     }
+    // Both maxima come from disk (a record or hint, a file name): a store that cannot
+    // number its next write or file is refused rather than wrapped around.
+    let next_seq = max_seq.checked_add(1).ok_or_else(|| {
+        Error::corruption(
+            max_seq_file,
+            0,
+            "holds sequence number 2^64 - 1: no sequence number is left for new writes",
+        )
+    })?;
+    let next_file_id = max_id.checked_add(1).ok_or_else(|| {
+        Error::corruption(
+            data_path(dir, max_id).display().to_string(),
+            0,
+            "file id 2^32 - 1 leaves no id for a new file",
+        )
+    })?;
     Ok(Recovered {
         keydir,
-        next_seq: max_seq + 1,
-        next_file_id: max_id + 1,
+        next_seq,
+        next_file_id,
         report,
     })
 }

@@ -1,0 +1,179 @@
+//! The TSDB decoders of stored bytes, fed random bytes and random mutations of valid
+//! encodings: chunks and label sets. None panics; each either reports an error or decodes
+//! to something that re-encodes consistently. The short, fixed-seed companion of the
+//! cargo-fuzz targets in `fuzz/` (see docs/RELIABILITY.md).
+
+use std::fmt::Debug;
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use strata_tsdb::chunk::{Chunk, XorAppender, XorChunk};
+use strata_tsdb::labels::Labels;
+
+/// Runs `test` on `cases` values of `strategy` from a fixed seed.
+fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value))
+where
+    S::Value: Debug,
+{
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x3c; 32]);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    if let Err(e) = runner.run(&strategy, |v| {
+        test(v);
+        Ok(())
+    }) {
+        panic!("{e}");
+    }
+}
+
+fn mutate(base: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
+    let mut b = base.to_vec();
+    let len = b.len();
+    for &(pos, byte) in flips {
+        b[pos % len] = byte;
+    }
+    if let Some(c) = cut {
+        b.truncate(c % (len + 1));
+    }
+    b
+}
+
+fn bits(s: &[(i64, f64)]) -> Vec<(i64, u64)> {
+    s.iter().map(|&(t, v)| (t, v.to_bits())).collect()
+}
+
+/// Decodes `data` as a chunk; a chunk that decodes completely must re-encode to the same
+/// samples (bit-exact) and accept appends after resuming.
+fn check_chunk(data: &[u8]) {
+    let Ok(chunk) = Chunk::from_bytes(data.to_vec()) else {
+        return;
+    };
+    let decoded: Result<Vec<(i64, f64)>, _> = chunk.iter().collect();
+    assert!(chunk.iter().count() <= chunk.num_samples() + 1);
+    let xor = XorChunk::from_bytes(data.to_vec()).expect("Chunk and XorChunk agree");
+    let Ok(samples) = decoded else {
+        assert!(XorAppender::resume(xor).is_err());
+        return;
+    };
+    assert_eq!(samples.len(), chunk.num_samples());
+    let mut app = XorAppender::new();
+    for &(t, v) in &samples {
+        app.append(t, v).unwrap();
+    }
+    let again: Vec<_> = app.chunk().iter().collect::<Result<_, _>>().unwrap();
+    assert_eq!(bits(&again), bits(&samples));
+    let mut resumed = XorAppender::resume(xor).expect("a chunk that decodes resumes");
+    if resumed.append(7, 1.5).is_ok() {
+        let more: Vec<_> = resumed.chunk().iter().collect::<Result<_, _>>().unwrap();
+        assert_eq!(bits(&more[..samples.len()]), bits(&samples));
+        assert_eq!(bits(&more[samples.len()..]), vec![(7, 1.5f64.to_bits())]);
+    }
+}
+
+fn sample_chunk() -> Vec<u8> {
+    let mut app = XorAppender::new();
+    let mut v = 10.0;
+    for i in 0..60i64 {
+        v += (i % 7) as f64 * 0.25;
+        app.append(1_000_000 + i * 15_000 + (i % 3) * 7, v).unwrap();
+    }
+    app.append(i64::MIN, f64::NAN).unwrap();
+    app.chunk().bytes().to_vec()
+}
+
+#[test]
+fn chunks_from_random_bytes() {
+    check(1024, vec(any::<u8>(), 0..200), |mut data| {
+        check_chunk(&data);
+        // The same bytes behind a valid header reach the sample decoder.
+        if data.len() >= 3 {
+            data[0] = 1;
+            check_chunk(&data);
+        }
+    });
+}
+
+#[test]
+fn mutated_chunks() {
+    let base = sample_chunk();
+    check(
+        2048,
+        (
+            vec((any::<usize>(), any::<u8>()), 1..4),
+            proptest::option::weighted(0.2, any::<usize>()),
+        ),
+        |(flips, cut)| check_chunk(&mutate(&base, &flips, cut)),
+    );
+}
+
+#[test]
+fn arbitrary_samples_round_trip_bit_exactly() {
+    check(
+        512,
+        (vec((any::<i64>(), any::<u64>()), 0..50), any::<usize>()),
+        |(samples, cut)| {
+            let cut = cut % (samples.len() + 1);
+            let mut app = XorAppender::new();
+            for &(t, v) in &samples[..cut] {
+                app.append(t, f64::from_bits(v)).unwrap();
+            }
+            let mut app = XorAppender::resume(app.into_chunk()).unwrap();
+            for &(t, v) in &samples[cut..] {
+                app.append(t, f64::from_bits(v)).unwrap();
+            }
+            let got: Vec<(i64, u64)> = app
+                .chunk()
+                .iter()
+                .map(|r| r.map(|(t, v)| (t, v.to_bits())))
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(got, samples);
+        },
+    );
+}
+
+fn check_labels(data: &[u8]) {
+    if let Ok(l) = Labels::decode(data) {
+        assert_eq!(l.encode(), data, "label encoding is canonical");
+    }
+}
+
+#[test]
+fn label_sets_from_random_and_mutated_bytes() {
+    check(1024, vec(any::<u8>(), 0..80), |data| check_labels(&data));
+    check(
+        1024,
+        vec(
+            prop_oneof![
+                Just(0u8),
+                Just(1),
+                Just(0xff),
+                Just(b'a'),
+                Just(b'_'),
+                any::<u8>()
+            ],
+            0..40,
+        ),
+        |data| check_labels(&data),
+    );
+    let base = Labels::from_pairs([
+        ("__name__", "up"),
+        ("instance", "a\0b:9090"),
+        ("job", "node"),
+    ])
+    .unwrap()
+    .encode();
+    check(
+        2048,
+        (
+            vec((any::<usize>(), any::<u8>()), 1..4),
+            proptest::option::weighted(0.2, any::<usize>()),
+        ),
+        |(flips, cut)| check_labels(&mutate(&base, &flips, cut)),
+    );
+}
