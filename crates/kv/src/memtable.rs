@@ -6,7 +6,7 @@
 
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::{self, compare_internal, internal_key, Lookup, ValueKind};
+use crate::key::{self, compare_internal, internal_key, pack_trailer, Lookup, ValueKind, TRAILER_LEN};
 use crate::range_del::RangeTombstone;
 use crossbeam_skiplist::SkipMap;
 use std::cmp::Ordering;
@@ -17,13 +17,68 @@ use std::sync::{Arc, RwLock};
 /// Bookkeeping bytes charged per entry on top of key and value (skiplist node, tower, Vecs).
 const ENTRY_OVERHEAD: usize = 64;
 
-/// An internal key ordered by [`compare_internal`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MemKey(Vec<u8>);
+/// Internal keys up to this many bytes (user keys up to 22 bytes) are kept inside the
+/// skiplist node itself: a search compares them without following a pointer to another
+/// cache line, and inserting them allocates nothing besides the node.
+const INLINE_KEY_LEN: usize = 30;
+
+/// An internal key ordered by [`compare_internal`], stored inline when short.
+#[derive(Debug, Clone)]
+enum MemKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY_LEN] },
+    Heap(Box<[u8]>),
+}
+
+impl MemKey {
+    /// The internal key of `(user_key, seq, kind)`, built in place.
+    fn from_parts(user_key: &[u8], seq: u64, kind: ValueKind) -> MemKey {
+        let n = user_key.len();
+        if n + TRAILER_LEN <= INLINE_KEY_LEN {
+            let mut bytes = [0u8; INLINE_KEY_LEN];
+            bytes[..n].copy_from_slice(user_key);
+            bytes[n..n + TRAILER_LEN].copy_from_slice(&pack_trailer(seq, kind).to_le_bytes());
+            MemKey::Inline {
+                len: (n + TRAILER_LEN) as u8,
+                bytes,
+            }
+        } else {
+            MemKey::Heap(internal_key(user_key, seq, kind).into_boxed_slice())
+        }
+    }
+
+    fn new(k: &[u8]) -> MemKey {
+        if k.len() <= INLINE_KEY_LEN {
+            let mut bytes = [0u8; INLINE_KEY_LEN];
+            bytes[..k.len()].copy_from_slice(k);
+            MemKey::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
+        } else {
+            MemKey::Heap(k.into())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            MemKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            MemKey::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for MemKey {}
 
 impl Ord for MemKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        compare_internal(&self.0, &other.0)
+        compare_internal(self.as_slice(), other.as_slice())
     }
 }
 
@@ -62,13 +117,13 @@ impl Memtable {
 
     /// Inserts one version. Sequence numbers are unique, so this never replaces an entry.
     pub fn add(&self, seq: u64, kind: ValueKind, user_key: &[u8], value: &[u8]) {
-        let k = internal_key(user_key, seq, kind);
         self.size.fetch_add(
-            k.len() + value.len() + ENTRY_OVERHEAD,
+            user_key.len() + TRAILER_LEN + value.len() + ENTRY_OVERHEAD,
             AtomicOrdering::Relaxed,
         );
         self.largest_seq.fetch_max(seq, AtomicOrdering::Relaxed);
-        self.map.insert(MemKey(k), value.to_vec());
+        self.map
+            .insert(MemKey::from_parts(user_key, seq, kind), value.to_vec());
     }
 
     /// Inserts every entry of a committed batch (its sequence number is set).
@@ -116,9 +171,9 @@ impl Memtable {
     /// The newest version of `user_key` with sequence number `<= seq` (range deletes are
     /// the caller's to apply).
     pub fn get(&self, user_key: &[u8], seq: u64) -> Option<Lookup> {
-        let target = MemKey(key::seek_key(user_key, seq));
+        let target = MemKey::from_parts(user_key, seq, ValueKind::FOR_SEEK);
         let entry = self.map.lower_bound(Bound::Included(&target))?;
-        let p = key::parse_internal_key(&entry.key().0)?;
+        let p = key::parse_internal_key(entry.key().as_slice())?;
         (p.user_key == user_key).then(|| Lookup {
             kind: p.kind,
             seq: p.seq,
@@ -159,7 +214,7 @@ impl Memtable {
     /// Calls `f` for every entry in internal-key order (used by flush, on a frozen memtable).
     pub fn for_each<E>(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>) -> Result<(), E> {
         for e in self.map.iter() {
-            f(&e.key().0, e.value())?;
+            f(e.key().as_slice(), e.value())?;
         }
         Ok(())
     }
@@ -171,13 +226,18 @@ impl Memtable {
             buf: Vec::new(),
             idx: 0,
             valid: false,
+            batch: ITER_FIRST_BATCH,
         }
     }
 }
 
-/// Entries copied out of the skiplist per refill: iterators own their position without
-/// borrowing the map, and the copy is amortised over a run of entries.
-const ITER_BATCH: usize = 64;
+/// Entries copied out of the skiplist by the first refill after a seek, and the most any
+/// refill copies. Iterators own their position without borrowing the map, so each refill
+/// copies entries out; a seek usually needs one or two entries (a point seek, as in
+/// `seekrandom`, or a short scan), while a long scan amortises the search over many. So
+/// refills start small and double up to the cap as the cursor keeps moving the same way.
+const ITER_FIRST_BATCH: usize = 2;
+const ITER_MAX_BATCH: usize = 64;
 
 /// An [`InternalIterator`] over a memtable. Entries inserted while it runs may or may not
 /// be seen; the DB iterator hides them by sequence number.
@@ -186,34 +246,47 @@ pub struct MemtableIterator {
     buf: Vec<(Vec<u8>, Vec<u8>)>,
     idx: usize,
     valid: bool,
+    /// Entries the next refill copies.
+    batch: usize,
 }
 
 impl MemtableIterator {
     fn fill_forward(&mut self, from: Bound<&MemKey>) {
-        self.buf = self
-            .mem
-            .map
-            .range((from, Bound::Unbounded))
-            .take(ITER_BATCH)
-            .map(|e| (e.key().0.clone(), e.value().clone()))
-            .collect();
+        self.buf.clear();
+        self.buf.extend(
+            self.mem
+                .map
+                .range((from, Bound::Unbounded))
+                .take(self.batch)
+                .map(|e| (e.key().as_slice().to_vec(), e.value().clone())),
+        );
         self.idx = 0;
         self.valid = !self.buf.is_empty();
     }
 
     fn fill_backward(&mut self, to: Bound<&MemKey>) {
-        let mut v: Vec<_> = self
-            .mem
-            .map
-            .range((Bound::Unbounded, to))
-            .rev()
-            .take(ITER_BATCH)
-            .map(|e| (e.key().0.clone(), e.value().clone()))
-            .collect();
-        v.reverse();
-        self.idx = v.len().saturating_sub(1);
-        self.valid = !v.is_empty();
-        self.buf = v;
+        self.buf.clear();
+        self.buf.extend(
+            self.mem
+                .map
+                .range((Bound::Unbounded, to))
+                .rev()
+                .take(self.batch)
+                .map(|e| (e.key().as_slice().to_vec(), e.value().clone())),
+        );
+        self.buf.reverse();
+        self.idx = self.buf.len().saturating_sub(1);
+        self.valid = !self.buf.is_empty();
+    }
+
+    /// After a seek: the next refill copies little.
+    fn reset_batch(&mut self) {
+        self.batch = ITER_FIRST_BATCH;
+    }
+
+    /// After a refill while moving: the next one copies more.
+    fn grow_batch(&mut self) {
+        self.batch = (self.batch * 2).min(ITER_MAX_BATCH);
     }
 }
 
@@ -222,15 +295,18 @@ impl InternalIterator for MemtableIterator {
         self.valid
     }
     fn seek_to_first(&mut self) -> Result<()> {
+        self.reset_batch();
         self.fill_forward(Bound::Unbounded);
         Ok(())
     }
     fn seek_to_last(&mut self) -> Result<()> {
+        self.reset_batch();
         self.fill_backward(Bound::Unbounded);
         Ok(())
     }
     fn seek(&mut self, target: &[u8]) -> Result<()> {
-        let t = MemKey(target.to_vec());
+        let t = MemKey::new(target);
+        self.reset_batch();
         self.fill_forward(Bound::Included(&t));
         Ok(())
     }
@@ -238,7 +314,8 @@ impl InternalIterator for MemtableIterator {
         if self.idx + 1 < self.buf.len() {
             self.idx += 1;
         } else {
-            let cur = MemKey(std::mem::take(&mut self.buf[self.idx].0));
+            let cur = MemKey::new(&self.buf[self.idx].0);
+            self.grow_batch();
             self.fill_forward(Bound::Excluded(&cur));
         }
         Ok(())
@@ -247,7 +324,8 @@ impl InternalIterator for MemtableIterator {
         if self.idx > 0 {
             self.idx -= 1;
         } else {
-            let cur = MemKey(std::mem::take(&mut self.buf[self.idx].0));
+            let cur = MemKey::new(&self.buf[self.idx].0);
+            self.grow_batch();
             self.fill_backward(Bound::Excluded(&cur));
         }
         Ok(())
@@ -289,7 +367,7 @@ mod tests {
     #[test]
     fn iterator_both_directions_across_refills() {
         let m = Arc::new(Memtable::new());
-        let n = ITER_BATCH * 3 + 5;
+        let n = ITER_MAX_BATCH * 3 + 5;
         for i in 0..n {
             m.add(
                 i as u64 + 1,
@@ -314,17 +392,20 @@ mod tests {
         }
         back.reverse();
         assert_eq!(fwd, back);
-        // Zig-zag at a refill boundary.
-        it.seek(&key::seek_key(
-            format!("k{:05}", ITER_BATCH - 1).as_bytes(),
-            u64::MAX >> 8,
-        ))
-        .unwrap();
-        it.next().unwrap();
+        // Zig-zag at a refill boundary: a seek copies ITER_FIRST_BATCH entries, so the
+        // next step past them refills forward and the step back refills backward.
+        it.seek(&key::seek_key(b"k00000", u64::MAX >> 8)).unwrap();
+        for _ in 0..ITER_FIRST_BATCH {
+            it.next().unwrap();
+        }
+        assert_eq!(
+            key::user_key(it.key()),
+            format!("k{ITER_FIRST_BATCH:05}").as_bytes()
+        );
         it.prev().unwrap();
         assert_eq!(
             key::user_key(it.key()),
-            format!("k{:05}", ITER_BATCH - 1).as_bytes()
+            format!("k{:05}", ITER_FIRST_BATCH - 1).as_bytes()
         );
     }
 }

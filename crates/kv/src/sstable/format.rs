@@ -240,9 +240,10 @@ pub fn read_block(
         return Err(corrupt("short read".to_string()));
     }
     let n = total - BLOCK_TRAILER_LEN;
-    let trailer = buf.split_off(n);
-    let type_byte = trailer.first().copied().unwrap_or(0xff);
-    let stored = trailer.get(1..).and_then(get_fixed32).unwrap_or(0);
+    // Read the trailer in place and cut it off: no second allocation per block read.
+    let type_byte = buf.get(n).copied().unwrap_or(0xff);
+    let stored = buf.get(n + 1..).and_then(get_fixed32).unwrap_or(0);
+    buf.truncate(n);
     let actual = crc32c_extend(crc32c(&buf), &[type_byte]);
     if unmask(stored) != actual {
         return Err(corrupt("block checksum mismatch".to_string()));
