@@ -191,11 +191,22 @@ impl Block {
     }
 
     /// Decodes the entry header at `at`: (shared, non_shared, value_len, header length).
+    #[inline]
     fn decode_header(&self, at: usize) -> Result<(usize, usize, usize, usize)> {
         let region = self
             .data
             .get(at..self.data_end)
             .ok_or_else(|| self.corruption(at, "offset out of range"))?;
+        // Fast path (LevelDB's too): all three lengths below 128 take one byte each.
+        if let [a, b, c, ..] = *region {
+            if (a | b | c) < 0x80 {
+                let (shared, non_shared, value_len) = (a as usize, b as usize, c as usize);
+                if non_shared + value_len <= region.len() - 3 {
+                    return Ok((shared, non_shared, value_len, 3));
+                }
+                return Err(self.corruption(at, "entry extends past the end of the block"));
+            }
+        }
         let mut d = Decoder::new(region);
         let (Some(shared), Some(non_shared), Some(value_len)) =
             (d.varint32(), d.varint32(), d.varint32())
