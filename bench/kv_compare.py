@@ -186,7 +186,7 @@ def main():
     p.add_argument("--compression_ratio", type=float, default=0.5)
     p.add_argument("--compression", choices=["none", "lz4"], default="none")
     p.add_argument("--bloom_bits", type=int, default=10)
-    p.add_argument("--cache_size", type=int, default=64 << 20)
+    p.add_argument("--cache_size", type=int, default=256 << 20)
     p.add_argument("--write_buffer_size", type=int, default=64 << 20)
     p.add_argument("--engines", default="strata,rocksdb,leveldb,bitcask")
     p.add_argument("--strata", required=True)
