@@ -1,6 +1,6 @@
 //! Reading a table: point lookups and a two-level iterator.
 
-use super::block::{Block, BlockIter};
+use super::block::{Block, BlockIter, RestartSample};
 use super::filter::BloomFilter;
 use super::format::{
     block_len_with_trailer, decode_block, read_block, BlockHandle, Footer, BLOCK_TRAILER_LEN,
@@ -15,6 +15,10 @@ use crate::key::{compare_internal, parse_internal_key, seek_key, user_key, Looku
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
+
+/// One index key in this many is kept in the table's [`RestartSample`]: about 1/16 of
+/// the index block's size in memory, and a seek probes 4 index entries, not ~log2(blocks).
+const INDEX_SAMPLE_STRIDE: usize = 16;
 
 /// How a data block read uses the block cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +38,8 @@ pub struct Table {
     file: Arc<dyn RandomAccessFile>,
     file_name: Arc<str>,
     index: Arc<Block>,
+    /// Narrows index seeks (see [`RestartSample`]).
+    index_sample: RestartSample,
     filter: Option<BloomFilter>,
     props: Properties,
     /// The block cache and this table's id in it (fresh for every open).
@@ -95,6 +101,8 @@ impl Table {
             footer.index.offset,
         )?);
 
+        let index_sample = RestartSample::new(&index, INDEX_SAMPLE_STRIDE)?;
+
         let filter = if footer.filter.is_empty() {
             None
         } else {
@@ -126,6 +134,7 @@ impl Table {
             file,
             file_name: file_name.into(),
             index,
+            index_sample,
             filter,
             props,
             cache,
@@ -152,6 +161,7 @@ impl Table {
         std::mem::size_of::<Table>()
             + self.file_name.len()
             + self.index.size()
+            + self.index_sample.size()
             + self.filter.as_ref().map_or(0, BloomFilter::size)
             + self.props.smallest_key.len()
             + self.props.largest_key.len()
@@ -275,6 +285,12 @@ impl Table {
         Ok(block)
     }
 
+    /// Seeks an iterator over the index block, searching only where the sample says.
+    fn seek_index(&self, index_iter: &mut BlockIter, target: &[u8]) -> Result<()> {
+        let (lo, hi) = self.index_sample.narrow(target);
+        index_iter.seek_between(target, lo, hi)
+    }
+
     fn decode_handle(&self, v: &[u8]) -> Result<BlockHandle> {
         BlockHandle::decode(v).ok_or_else(|| {
             Error::corruption(
@@ -301,7 +317,7 @@ impl Table {
         }
         let target = seek_key(user_key, seq);
         let mut index_iter = BlockIter::new(self.index.clone());
-        index_iter.seek(&target)?;
+        self.seek_index(&mut index_iter, &target)?;
         // The first index key >= target names the first block that may hold an entry >=
         // target; if it holds none (which a valid table never does) move on.
         while index_iter.valid() {
@@ -620,7 +636,7 @@ impl InternalIterator for TableIterator {
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         self.guard(|s| {
-            s.index_iter.seek(target)?;
+            s.table.seek_index(&mut s.index_iter, target)?;
             s.init_data_block()?;
             if let Some(d) = &mut s.data_iter {
                 d.seek(target)?;
