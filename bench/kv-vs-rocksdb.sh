@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of strata-kv against RocksDB and LevelDB.
 #
-#   bench/kv-vs-rocksdb.sh                      # 1M keys, 3 rounds
+#   bench/kv-vs-rocksdb.sh                      # 1M keys, 3 rounds, 256 MiB block cache
 #   bench/kv-vs-rocksdb.sh --num 200000 --rounds 1          # quick look
-#   bench/kv-vs-rocksdb.sh --large              # 5M keys with an 8 MiB block cache
+#   bench/kv-vs-rocksdb.sh --large              # 5M keys, 8 MiB block cache, 1M reads (disk path)
 #   bench/kv-vs-rocksdb.sh --compression lz4    # LZ4 (LevelDB only has Snappy: it uses that)
 #   bench/kv-vs-rocksdb.sh --build-only         # just obtain the binaries
 #
-# Other options (passed to bench/kv_compare.py): --benchmarks LIST, --cache_size BYTES,
+# Other options (passed to bench/kv_compare.py): --benchmarks LIST, --reads N, --cache_size BYTES,
 # --write_buffer_size BYTES, --bloom_bits N, --value_size N, --engines strata,rocksdb,...
 #
 # Release builds of RocksDB's and LevelDB's db_bench are made once from Debian's source
@@ -31,7 +31,7 @@ cache=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --build-only) build_only=true ;;
-        --large) num="${num:-5000000}"; cache="${cache:-$((8 << 20))}" ;;
+        --large) num="${num:-5000000}"; cache="${cache:-$((8 << 20))}"; args+=(--reads 1000000) ;;
         --num) num="$2"; shift ;;
         --num=*) num="${1#--num=}" ;;
         --cache_size) cache="$2"; shift ;;

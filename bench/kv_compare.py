@@ -106,6 +106,7 @@ def engine_command(engine, a, bins, db):
     common = [
         f"--benchmarks={a.benchmarks}",
         f"--num={a.num}",
+        *([f"--reads={a.reads}"] if a.reads else []),
         f"--value_size={a.value_size}",
         f"--compression_ratio={a.compression_ratio}",
         f"--bloom_bits={a.bloom_bits}",
@@ -180,6 +181,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--num", type=int, default=1_000_000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--reads", type=int, default=0, help="read/seek operations (default: num)")
     p.add_argument("--benchmarks", default=DEFAULT_BENCHMARKS)
     p.add_argument("--key_size", type=int, default=16)
     p.add_argument("--value_size", type=int, default=100)
@@ -258,7 +260,7 @@ def main():
                  for i, c in enumerate(r)]
         print("  ".join(cells).rstrip())
 
-    print(f"num={a.num} key={a.key_size}B value={a.value_size}B "
+    print(f"num={a.num}{f' reads={a.reads}' if a.reads else ''} key={a.key_size}B value={a.value_size}B "
           f"compression={a.compression}{' (LevelDB: snappy)' if a.compression != 'none' else ''} "
           f"bloom_bits={a.bloom_bits} cache_size={a.cache_size} "
           f"write_buffer_size={a.write_buffer_size} WAL on, sync off (fillsync: num/1000 synced "

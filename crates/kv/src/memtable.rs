@@ -14,10 +14,12 @@
 
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::{self, compare_internal, internal_key, pack_trailer, Lookup, ValueKind, TRAILER_LEN};
+use crate::key::{
+    self, compare_internal, internal_key, pack_trailer, Lookup, ValueKind, TRAILER_LEN,
+};
 use crate::range_del::RangeTombstone;
-use std::collections::BTreeMap;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
@@ -34,7 +36,10 @@ const INLINE_KEY_LEN: usize = 30;
 /// An internal key ordered by [`compare_internal`], stored inline when short.
 #[derive(Debug, Clone)]
 enum MemKey {
-    Inline { len: u8, bytes: [u8; INLINE_KEY_LEN] },
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_LEN],
+    },
     Heap(Box<[u8]>),
 }
 
@@ -196,7 +201,9 @@ impl Memtable {
     pub fn get(&self, user_key: &[u8], seq: u64) -> Option<Lookup> {
         let target = MemKey::from_parts(user_key, seq, ValueKind::FOR_SEEK);
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let (k, v) = map.range((Bound::Included(&target), Bound::Unbounded)).next()?;
+        let (k, v) = map
+            .range((Bound::Included(&target), Bound::Unbounded))
+            .next()?;
         let p = key::parse_internal_key(k.as_slice())?;
         (p.user_key == user_key).then(|| Lookup {
             kind: p.kind,

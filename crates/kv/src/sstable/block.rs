@@ -268,7 +268,9 @@ impl RestartSample {
 
     fn key(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.keys.get(start..self.ends[i] as usize).unwrap_or_default()
+        self.keys
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
     }
 
     /// The range of restart points `[lo, hi]` in which a seek for `target` must search.
@@ -649,7 +651,13 @@ mod tests {
 
     #[test]
     fn sampled_seeks_land_where_full_seeks_do() {
-        for (n, interval, stride) in [(1, 1, 16), (40, 1, 16), (1000, 1, 16), (1000, 3, 2), (7, 1, 5)] {
+        for (n, interval, stride) in [
+            (1, 1, 16),
+            (40, 1, 16),
+            (1000, 1, 16),
+            (1000, 3, 2),
+            (7, 1, 5),
+        ] {
             let entries = sample(n, false);
             let block = build(&entries, interval);
             let sample = RestartSample::new(&block, stride).unwrap();

@@ -143,7 +143,9 @@ mod tests {
         let mut h = 0x9E37_79B9_7F4A_7C15u64;
         for n in [64u64, 72, 1000, 8 * 1_250_001, (1 << 33) + 8] {
             for _ in 0..200 {
-                h = h.wrapping_mul(0x5851_F42D_4C95_7F2D).wrapping_add(1442695040888963407);
+                h = h
+                    .wrapping_mul(0x5851_F42D_4C95_7F2D)
+                    .wrapping_add(1442695040888963407);
                 let (h1, h2) = (h & 0xffff_ffff, h >> 32);
                 let want: Vec<u64> = (0..MAX_PROBES as u64).map(|i| (h1 + i * h2) % n).collect();
                 let got: Vec<u64> = probe_positions(h, MAX_PROBES, n).collect();

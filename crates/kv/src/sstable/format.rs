@@ -226,7 +226,11 @@ pub fn read_block(
 
 /// The bytes the block at `handle` occupies with its trailer, checked against the file's
 /// length and the block size limit.
-pub fn block_len_with_trailer(file_len: u64, file_name: &str, handle: BlockHandle) -> Result<usize> {
+pub fn block_len_with_trailer(
+    file_len: u64,
+    file_name: &str,
+    handle: BlockHandle,
+) -> Result<usize> {
     let corrupt = |reason: String| Error::corruption(file_name, handle.offset, reason);
     let end = handle
         .end_with_trailer()

@@ -259,7 +259,10 @@ impl Table {
             None => {
                 let (start, len) = ra.plan(handle, total, self.file.len());
                 let data = self.file.read_at(start, len).context(|| {
-                    format!("reading block at offset {} of {}", handle.offset, self.file_name)
+                    format!(
+                        "reading block at offset {} of {}",
+                        handle.offset, self.file_name
+                    )
                 })?;
                 if len == total {
                     data
@@ -475,7 +478,9 @@ impl Readahead {
     /// window holds all of them.
     fn cut(&self, handle: BlockHandle, total: usize) -> Option<Vec<u8>> {
         let start = usize::try_from(handle.offset.checked_sub(self.buf_offset)?).ok()?;
-        self.buf.get(start..start.checked_add(total)?).map(<[u8]>::to_vec)
+        self.buf
+            .get(start..start.checked_add(total)?)
+            .map(<[u8]>::to_vec)
     }
 
     /// Where to read for a block the window does not hold: `(offset, length)`. Just the

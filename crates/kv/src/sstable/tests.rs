@@ -819,10 +819,10 @@ fn scans_read_ahead_and_still_verify_every_block() {
     assert_eq!(collect_backward(&mut it).unwrap(), entries);
     // Zig-zag across window boundaries.
     it.seek_to_first().unwrap();
-    for i in 0..entries.len() - 1 {
+    for (k, _) in &entries[..entries.len() - 1] {
         it.next().unwrap();
         it.prev().unwrap();
-        assert_eq!(it.key(), entries[i].0.as_slice());
+        assert_eq!(it.key(), k.as_slice());
         it.next().unwrap();
     }
 
