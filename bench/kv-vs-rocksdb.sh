@@ -56,6 +56,7 @@ $build_only && exit 0
 command -v python3 >/dev/null || as_root apt-get install -y -qq python3 >/dev/null
 workdir="${STRATA_BENCH_DIR:-/var/tmp/strata-bench}"
 logdir="$CACHE/runs/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$logdir"
 python3 "$here/kv_compare.py" --strata "$strata" --rocksdb "$ROCKSDB_BENCH" \
     --leveldb "$LEVELDB_BENCH" --workdir "$workdir" --logdir "$logdir" "${args[@]}" \
     | tee "$logdir.table"
