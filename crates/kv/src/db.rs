@@ -1108,8 +1108,13 @@ impl DbInner {
                 Err(e) => Err(e.duplicate()),
             });
         }
+        // Waiters are the followers just served and the writers still queued; a lone
+        // writer skips the wake-up, which costs a system call even with nobody waiting.
+        let wake = group.len() > 1 || !q.is_empty();
         drop(q);
-        self.queue_cv.notify_all();
+        if wake {
+            self.queue_cv.notify_all();
+        }
         let mine = lock(&me.result).take();
         mine.unwrap_or(Ok(0))
     }

@@ -2,28 +2,97 @@
 //!
 //! Entries are never removed or changed: a delete is a tombstone entry, an overwrite a newer
 //! version. One writer (the group-commit leader) inserts while any number of readers and
-//! iterators read, lock-free, through `crossbeam-skiplist`.
+//! iterators read.
+//!
+//! The map is a B-tree behind a reader-writer lock rather than a lock-free skiplist: a
+//! lookup in a B-tree touches a handful of nodes whose keys sit side by side, where a
+//! skiplist follows a pointer, and misses the cache, at every one of its ~log2(n) steps,
+//! which made memtable inserts and lookups the most expensive part of writes and reads.
+//! The lock is held for one insert (a batch's inserts) or one lookup, well under a
+//! microsecond; iterators copy entries out in small batches and never hold it between
+//! calls, and a frozen memtable, which the flush reads, receives no more writes.
 
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::{self, compare_internal, internal_key, Lookup, ValueKind};
+use crate::key::{
+    self, compare_internal, internal_key, pack_trailer, Lookup, ValueKind, TRAILER_LEN,
+};
 use crate::range_del::RangeTombstone;
-use crossbeam_skiplist::SkipMap;
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 
-/// Bookkeeping bytes charged per entry on top of key and value (skiplist node, tower, Vecs).
+/// Bookkeeping bytes charged per entry on top of key and value (its B-tree slot, its share
+/// of a node, the value allocation).
 const ENTRY_OVERHEAD: usize = 64;
 
-/// An internal key ordered by [`compare_internal`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct MemKey(Vec<u8>);
+/// Internal keys up to this many bytes (user keys up to 22 bytes) are kept inside the
+/// skiplist node itself: a search compares them without following a pointer to another
+/// cache line, and inserting them allocates nothing besides the node.
+const INLINE_KEY_LEN: usize = 30;
+
+/// An internal key ordered by [`compare_internal`], stored inline when short.
+#[derive(Debug, Clone)]
+enum MemKey {
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE_KEY_LEN],
+    },
+    Heap(Box<[u8]>),
+}
+
+impl MemKey {
+    /// The internal key of `(user_key, seq, kind)`, built in place.
+    fn from_parts(user_key: &[u8], seq: u64, kind: ValueKind) -> MemKey {
+        let n = user_key.len();
+        if n + TRAILER_LEN <= INLINE_KEY_LEN {
+            let mut bytes = [0u8; INLINE_KEY_LEN];
+            bytes[..n].copy_from_slice(user_key);
+            bytes[n..n + TRAILER_LEN].copy_from_slice(&pack_trailer(seq, kind).to_le_bytes());
+            MemKey::Inline {
+                len: (n + TRAILER_LEN) as u8,
+                bytes,
+            }
+        } else {
+            MemKey::Heap(internal_key(user_key, seq, kind).into_boxed_slice())
+        }
+    }
+
+    fn new(k: &[u8]) -> MemKey {
+        if k.len() <= INLINE_KEY_LEN {
+            let mut bytes = [0u8; INLINE_KEY_LEN];
+            bytes[..k.len()].copy_from_slice(k);
+            MemKey::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
+        } else {
+            MemKey::Heap(k.into())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            MemKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            MemKey::Heap(b) => b,
+        }
+    }
+}
+
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for MemKey {}
 
 impl Ord for MemKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        compare_internal(&self.0, &other.0)
+        compare_internal(self.as_slice(), other.as_slice())
     }
 }
 
@@ -36,7 +105,7 @@ impl PartialOrd for MemKey {
 /// A sorted in-memory table of internal keys.
 #[derive(Debug)]
 pub struct Memtable {
-    map: SkipMap<MemKey, Vec<u8>>,
+    map: RwLock<BTreeMap<MemKey, Box<[u8]>>>,
     /// Range deletes received (few; readers copy them when they start).
     range_tombstones: RwLock<Vec<RangeTombstone>>,
     size: AtomicUsize,
@@ -53,7 +122,7 @@ impl Memtable {
     /// An empty memtable.
     pub fn new() -> Self {
         Memtable {
-            map: SkipMap::new(),
+            map: RwLock::new(BTreeMap::new()),
             range_tombstones: RwLock::new(Vec::new()),
             size: AtomicUsize::new(0),
             largest_seq: AtomicU64::new(0),
@@ -62,17 +131,31 @@ impl Memtable {
 
     /// Inserts one version. Sequence numbers are unique, so this never replaces an entry.
     pub fn add(&self, seq: u64, kind: ValueKind, user_key: &[u8], value: &[u8]) {
-        let k = internal_key(user_key, seq, kind);
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        self.add_locked(&mut map, seq, kind, user_key, value);
+    }
+
+    // REQUIRES: the map's write lock, held by the caller as `map`.
+    fn add_locked(
+        &self,
+        map: &mut BTreeMap<MemKey, Box<[u8]>>,
+        seq: u64,
+        kind: ValueKind,
+        user_key: &[u8],
+        value: &[u8],
+    ) {
         self.size.fetch_add(
-            k.len() + value.len() + ENTRY_OVERHEAD,
+            user_key.len() + TRAILER_LEN + value.len() + ENTRY_OVERHEAD,
             AtomicOrdering::Relaxed,
         );
         self.largest_seq.fetch_max(seq, AtomicOrdering::Relaxed);
-        self.map.insert(MemKey(k), value.to_vec());
+        map.insert(MemKey::from_parts(user_key, seq, kind), value.into());
     }
 
-    /// Inserts every entry of a committed batch (its sequence number is set).
+    /// Inserts every entry of a committed batch (its sequence number is set), taking the
+    /// lock once for all its point entries.
     pub fn apply_batch(&self, batch: &crate::batch::WriteBatch) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         for (seq, e) in (batch.sequence()..).zip(batch.iter()) {
             match e {
                 crate::batch::BatchEntry::DeleteRange { start, end } => {
@@ -80,7 +163,7 @@ impl Memtable {
                 }
                 other => {
                     if let Some((kind, key, value)) = other.as_point() {
-                        self.add(seq, kind, key, value);
+                        self.add_locked(&mut map, seq, kind, key, value);
                     }
                 }
             }
@@ -116,13 +199,16 @@ impl Memtable {
     /// The newest version of `user_key` with sequence number `<= seq` (range deletes are
     /// the caller's to apply).
     pub fn get(&self, user_key: &[u8], seq: u64) -> Option<Lookup> {
-        let target = MemKey(key::seek_key(user_key, seq));
-        let entry = self.map.lower_bound(Bound::Included(&target))?;
-        let p = key::parse_internal_key(&entry.key().0)?;
+        let target = MemKey::from_parts(user_key, seq, ValueKind::FOR_SEEK);
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let (k, v) = map
+            .range((Bound::Included(&target), Bound::Unbounded))
+            .next()?;
+        let p = key::parse_internal_key(k.as_slice())?;
         (p.user_key == user_key).then(|| Lookup {
             kind: p.kind,
             seq: p.seq,
-            value: entry.value().clone(),
+            value: v.to_vec(),
         })
     }
 
@@ -133,17 +219,17 @@ impl Memtable {
 
     /// Number of entries (versions).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.read_map().len()
     }
 
     /// True if the memtable holds point entries (puts or deletes).
     pub fn has_entries(&self) -> bool {
-        !self.map.is_empty()
+        !self.read_map().is_empty()
     }
 
     /// True if nothing was inserted (no entry, no range delete).
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.read_map().is_empty()
             && self
                 .range_tombstones
                 .read()
@@ -158,10 +244,14 @@ impl Memtable {
 
     /// Calls `f` for every entry in internal-key order (used by flush, on a frozen memtable).
     pub fn for_each<E>(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>) -> Result<(), E> {
-        for e in self.map.iter() {
-            f(&e.key().0, e.value())?;
+        for (k, v) in self.read_map().iter() {
+            f(k.as_slice(), v)?;
         }
         Ok(())
+    }
+
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<MemKey, Box<[u8]>>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An owning cursor over the memtable.
@@ -171,13 +261,18 @@ impl Memtable {
             buf: Vec::new(),
             idx: 0,
             valid: false,
+            batch: ITER_FIRST_BATCH,
         }
     }
 }
 
-/// Entries copied out of the skiplist per refill: iterators own their position without
-/// borrowing the map, and the copy is amortised over a run of entries.
-const ITER_BATCH: usize = 64;
+/// Entries copied out of the skiplist by the first refill after a seek, and the most any
+/// refill copies. Iterators own their position without borrowing the map, so each refill
+/// copies entries out; a seek usually needs one or two entries (a point seek, as in
+/// `seekrandom`, or a short scan), while a long scan amortises the search over many. So
+/// refills start small and double up to the cap as the cursor keeps moving the same way.
+const ITER_FIRST_BATCH: usize = 2;
+const ITER_MAX_BATCH: usize = 64;
 
 /// An [`InternalIterator`] over a memtable. Entries inserted while it runs may or may not
 /// be seen; the DB iterator hides them by sequence number.
@@ -186,34 +281,47 @@ pub struct MemtableIterator {
     buf: Vec<(Vec<u8>, Vec<u8>)>,
     idx: usize,
     valid: bool,
+    /// Entries the next refill copies.
+    batch: usize,
 }
 
 impl MemtableIterator {
     fn fill_forward(&mut self, from: Bound<&MemKey>) {
-        self.buf = self
-            .mem
-            .map
-            .range((from, Bound::Unbounded))
-            .take(ITER_BATCH)
-            .map(|e| (e.key().0.clone(), e.value().clone()))
-            .collect();
+        self.buf.clear();
+        let map = self.mem.read_map();
+        self.buf.extend(
+            map.range((from, Bound::Unbounded))
+                .take(self.batch)
+                .map(|(k, v)| (k.as_slice().to_vec(), v.to_vec())),
+        );
+        drop(map);
         self.idx = 0;
         self.valid = !self.buf.is_empty();
     }
 
     fn fill_backward(&mut self, to: Bound<&MemKey>) {
-        let mut v: Vec<_> = self
-            .mem
-            .map
-            .range((Bound::Unbounded, to))
-            .rev()
-            .take(ITER_BATCH)
-            .map(|e| (e.key().0.clone(), e.value().clone()))
-            .collect();
-        v.reverse();
-        self.idx = v.len().saturating_sub(1);
-        self.valid = !v.is_empty();
-        self.buf = v;
+        self.buf.clear();
+        let map = self.mem.read_map();
+        self.buf.extend(
+            map.range((Bound::Unbounded, to))
+                .rev()
+                .take(self.batch)
+                .map(|(k, v)| (k.as_slice().to_vec(), v.to_vec())),
+        );
+        drop(map);
+        self.buf.reverse();
+        self.idx = self.buf.len().saturating_sub(1);
+        self.valid = !self.buf.is_empty();
+    }
+
+    /// After a seek: the next refill copies little.
+    fn reset_batch(&mut self) {
+        self.batch = ITER_FIRST_BATCH;
+    }
+
+    /// After a refill while moving: the next one copies more.
+    fn grow_batch(&mut self) {
+        self.batch = (self.batch * 2).min(ITER_MAX_BATCH);
     }
 }
 
@@ -222,15 +330,18 @@ impl InternalIterator for MemtableIterator {
         self.valid
     }
     fn seek_to_first(&mut self) -> Result<()> {
+        self.reset_batch();
         self.fill_forward(Bound::Unbounded);
         Ok(())
     }
     fn seek_to_last(&mut self) -> Result<()> {
+        self.reset_batch();
         self.fill_backward(Bound::Unbounded);
         Ok(())
     }
     fn seek(&mut self, target: &[u8]) -> Result<()> {
-        let t = MemKey(target.to_vec());
+        let t = MemKey::new(target);
+        self.reset_batch();
         self.fill_forward(Bound::Included(&t));
         Ok(())
     }
@@ -238,7 +349,8 @@ impl InternalIterator for MemtableIterator {
         if self.idx + 1 < self.buf.len() {
             self.idx += 1;
         } else {
-            let cur = MemKey(std::mem::take(&mut self.buf[self.idx].0));
+            let cur = MemKey::new(&self.buf[self.idx].0);
+            self.grow_batch();
             self.fill_forward(Bound::Excluded(&cur));
         }
         Ok(())
@@ -247,7 +359,8 @@ impl InternalIterator for MemtableIterator {
         if self.idx > 0 {
             self.idx -= 1;
         } else {
-            let cur = MemKey(std::mem::take(&mut self.buf[self.idx].0));
+            let cur = MemKey::new(&self.buf[self.idx].0);
+            self.grow_batch();
             self.fill_backward(Bound::Excluded(&cur));
         }
         Ok(())
@@ -289,7 +402,7 @@ mod tests {
     #[test]
     fn iterator_both_directions_across_refills() {
         let m = Arc::new(Memtable::new());
-        let n = ITER_BATCH * 3 + 5;
+        let n = ITER_MAX_BATCH * 3 + 5;
         for i in 0..n {
             m.add(
                 i as u64 + 1,
@@ -314,17 +427,20 @@ mod tests {
         }
         back.reverse();
         assert_eq!(fwd, back);
-        // Zig-zag at a refill boundary.
-        it.seek(&key::seek_key(
-            format!("k{:05}", ITER_BATCH - 1).as_bytes(),
-            u64::MAX >> 8,
-        ))
-        .unwrap();
-        it.next().unwrap();
+        // Zig-zag at a refill boundary: a seek copies ITER_FIRST_BATCH entries, so the
+        // next step past them refills forward and the step back refills backward.
+        it.seek(&key::seek_key(b"k00000", u64::MAX >> 8)).unwrap();
+        for _ in 0..ITER_FIRST_BATCH {
+            it.next().unwrap();
+        }
+        assert_eq!(
+            key::user_key(it.key()),
+            format!("k{ITER_FIRST_BATCH:05}").as_bytes()
+        );
         it.prev().unwrap();
         assert_eq!(
             key::user_key(it.key()),
-            format!("k{:05}", ITER_BATCH - 1).as_bytes()
+            format!("k{:05}", ITER_FIRST_BATCH - 1).as_bytes()
         );
     }
 }

@@ -191,11 +191,22 @@ impl Block {
     }
 
     /// Decodes the entry header at `at`: (shared, non_shared, value_len, header length).
+    #[inline]
     fn decode_header(&self, at: usize) -> Result<(usize, usize, usize, usize)> {
         let region = self
             .data
             .get(at..self.data_end)
             .ok_or_else(|| self.corruption(at, "offset out of range"))?;
+        // Fast path (LevelDB's too): all three lengths below 128 take one byte each.
+        if let [a, b, c, ..] = *region {
+            if (a | b | c) < 0x80 {
+                let (shared, non_shared, value_len) = (a as usize, b as usize, c as usize);
+                if non_shared + value_len <= region.len() - 3 {
+                    return Ok((shared, non_shared, value_len, 3));
+                }
+                return Err(self.corruption(at, "entry extends past the end of the block"));
+            }
+        }
         let mut d = Decoder::new(region);
         let (Some(shared), Some(non_shared), Some(value_len)) =
             (d.varint32(), d.varint32(), d.varint32())
@@ -223,6 +234,66 @@ impl Block {
         self.data
             .get(at + hdr..at + hdr + non_shared)
             .ok_or_else(|| self.corruption(at, "key out of range"))
+    }
+}
+
+/// Every `stride`-th restart key of a block, copied side by side in memory.
+///
+/// A seek in a large block (a table's index, one restart point per data block) binary
+/// searches thousands of restart points spread over the block, each probe a likely cache
+/// miss. Searching this small, hot copy first narrows the search in the block to `stride`
+/// restart points.
+#[derive(Debug, Clone)]
+pub struct RestartSample {
+    stride: usize,
+    keys: Vec<u8>,
+    /// End of sampled key `i` in `keys` (its start is the previous end).
+    ends: Vec<u32>,
+}
+
+impl RestartSample {
+    /// Samples every `stride`-th restart key of `block` (stride at least 2).
+    pub fn new(block: &Block, stride: usize) -> Result<RestartSample> {
+        let stride = stride.max(2);
+        let mut keys = Vec::new();
+        let mut ends = Vec::new();
+        if block.data_end > 0 {
+            for i in (0..block.restarts.len()).step_by(stride) {
+                keys.extend_from_slice(block.restart_key(i)?);
+                ends.push(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+            }
+        }
+        Ok(RestartSample { stride, keys, ends })
+    }
+
+    fn key(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.keys
+            .get(start..self.ends[i] as usize)
+            .unwrap_or_default()
+    }
+
+    /// The range of restart points `[lo, hi]` in which a seek for `target` must search.
+    pub fn narrow(&self, target: &[u8]) -> (usize, usize) {
+        // Sampled keys below target: the last of them starts the range.
+        let (mut below, mut above) = (0, self.ends.len());
+        while below < above {
+            let mid = below + (above - below) / 2;
+            if compare_internal(self.key(mid), target) == Ordering::Less {
+                below = mid + 1;
+            } else {
+                above = mid;
+            }
+        }
+        match below {
+            0 => (0, 0),
+            b => ((b - 1) * self.stride, b * self.stride - 1),
+        }
+    }
+
+    /// Bytes held.
+    pub fn size(&self) -> usize {
+        self.keys.len() + 4 * self.ends.len()
     }
 }
 
@@ -259,6 +330,14 @@ impl BlockIter {
     /// The block being iterated.
     pub fn block(&self) -> &Arc<Block> {
         &self.block
+    }
+
+    /// As [`InternalIterator::seek`], given that the last restart point whose key is
+    /// below `target` lies in `[lo, hi]` (as [`RestartSample::narrow`] tells): the binary
+    /// search only probes that range.
+    pub fn seek_between(&mut self, target: &[u8], lo: usize, hi: usize) -> Result<()> {
+        let r = self.do_seek(target, lo, hi);
+        self.guarded(r)
     }
 
     fn invalidate(&mut self) {
@@ -326,14 +405,17 @@ impl BlockIter {
         Ok(())
     }
 
-    fn do_seek(&mut self, target: &[u8]) -> Result<()> {
+    fn do_seek(&mut self, target: &[u8], lo: usize, hi: usize) -> Result<()> {
         let n = self.block.restarts.len();
         if self.block.data_end == 0 || n == 0 {
             self.invalidate();
             return Ok(());
         }
-        // Largest restart point whose key is < target (or 0).
-        let (mut left, mut right) = (0usize, n - 1);
+        // Largest restart point whose key is < target (or `lo`), searched in [lo, hi].
+        let (mut left, mut right) = (lo.min(n - 1), hi.min(n - 1));
+        if left > right {
+            (left, right) = (0, n - 1);
+        }
         while left < right {
             let mid = left + (right - left).div_ceil(2);
             let k = self.block.restart_key(mid)?;
@@ -418,7 +500,7 @@ impl InternalIterator for BlockIter {
     }
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
-        let r = self.do_seek(target);
+        let r = self.do_seek(target, 0, usize::MAX);
         self.guarded(r)
     }
 
@@ -575,6 +657,39 @@ mod tests {
         assert!(!it.valid());
         it.seek(b"anything").unwrap();
         assert!(!it.valid());
+    }
+
+    #[test]
+    fn sampled_seeks_land_where_full_seeks_do() {
+        for (n, interval, stride) in [
+            (1, 1, 16),
+            (40, 1, 16),
+            (1000, 1, 16),
+            (1000, 3, 2),
+            (7, 1, 5),
+        ] {
+            let entries = sample(n, false);
+            let block = build(&entries, interval);
+            let sample = RestartSample::new(&block, stride).unwrap();
+            let mut targets: Vec<Vec<u8>> = entries.iter().map(|e| e.0.clone()).collect();
+            targets.push(Vec::new());
+            targets.push(internal_key(b"key", 5, ValueKind::Value));
+            targets.push(internal_key(b"key00003", 2000, ValueKind::Value));
+            targets.push(internal_key(b"key00003", 0, ValueKind::Deletion));
+            targets.push(internal_key(b"zzz", 1, ValueKind::Value));
+            let mut full = BlockIter::new(block.clone());
+            let mut narrowed = BlockIter::new(block.clone());
+            for t in &targets {
+                full.seek(t).unwrap();
+                let (lo, hi) = sample.narrow(t);
+                narrowed.seek_between(t, lo, hi).unwrap();
+                assert_eq!(full.valid(), narrowed.valid(), "n {n} target {t:?}");
+                if full.valid() {
+                    assert_eq!(full.key(), narrowed.key(), "n {n} target {t:?}");
+                    assert_eq!(full.value(), narrowed.value());
+                }
+            }
+        }
     }
 
     #[test]

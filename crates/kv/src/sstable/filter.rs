@@ -19,9 +19,19 @@ fn probes_for(bits_per_key: u32) -> u32 {
 }
 
 fn probe_positions(hash: u64, k: u32, num_bits: u64) -> impl Iterator<Item = u64> {
-    let h1 = hash & 0xffff_ffff;
-    let h2 = hash >> 32;
-    (0..k as u64).map(move |i| (h1 + i * h2) % num_bits)
+    // (h1 + i * h2) mod n, stepped as ((h1 mod n) + i * (h2 mod n)) mod n: one addition
+    // and a conditional subtraction per probe instead of a 64-bit division.
+    let n = num_bits.max(1);
+    let step = (hash >> 32) % n;
+    let mut pos = (hash & 0xffff_ffff) % n;
+    (0..k).map(move |_| {
+        let p = pos;
+        pos += step;
+        if pos >= n {
+            pos -= n;
+        }
+        p
+    })
 }
 
 /// Collects key hashes and produces the filter block.
@@ -124,6 +134,24 @@ mod tests {
         assert_eq!(probes_for(10), 7);
         assert_eq!(probes_for(1), 1);
         assert_eq!(probes_for(100), 30);
+    }
+
+    #[test]
+    fn probe_positions_keep_the_double_hashing_formula() {
+        // The on-disk filter is defined by (h1 + i * h2) mod n; the stepped form must
+        // give the very same bits, or existing tables would read as missing keys.
+        let mut h = 0x9E37_79B9_7F4A_7C15u64;
+        for n in [64u64, 72, 1000, 8 * 1_250_001, (1 << 33) + 8] {
+            for _ in 0..200 {
+                h = h
+                    .wrapping_mul(0x5851_F42D_4C95_7F2D)
+                    .wrapping_add(1442695040888963407);
+                let (h1, h2) = (h & 0xffff_ffff, h >> 32);
+                let want: Vec<u64> = (0..MAX_PROBES as u64).map(|i| (h1 + i * h2) % n).collect();
+                let got: Vec<u64> = probe_positions(h, MAX_PROBES, n).collect();
+                assert_eq!(got, want, "hash {h:#x}, {n} bits");
+            }
+        }
     }
 
     #[test]

@@ -217,8 +217,21 @@ pub fn read_block(
     file_name: &str,
     handle: BlockHandle,
 ) -> Result<Vec<u8>> {
+    let total = block_len_with_trailer(file.len(), file_name, handle)?;
+    let buf = file
+        .read_at(handle.offset, total)
+        .context(|| format!("reading block at offset {} of {file_name}", handle.offset))?;
+    decode_block(buf, file_name, handle)
+}
+
+/// The bytes the block at `handle` occupies with its trailer, checked against the file's
+/// length and the block size limit.
+pub fn block_len_with_trailer(
+    file_len: u64,
+    file_name: &str,
+    handle: BlockHandle,
+) -> Result<usize> {
     let corrupt = |reason: String| Error::corruption(file_name, handle.offset, reason);
-    let file_len = file.len();
     let end = handle
         .end_with_trailer()
         .filter(|&e| e <= file_len)
@@ -233,16 +246,25 @@ pub fn read_block(
     if total - BLOCK_TRAILER_LEN > MAX_BLOCK_SIZE {
         return Err(corrupt(format!("block size {} is absurd", handle.size)));
     }
-    let mut buf = file
-        .read_at(handle.offset, total)
-        .context(|| format!("reading block at offset {} of {file_name}", handle.offset))?;
+    Ok(total)
+}
+
+/// Verifies and decompresses the block at `handle` given its stored bytes with the
+/// trailer (as [`read_block`] reads them, or as cut from a larger read).
+pub fn decode_block(mut buf: Vec<u8>, file_name: &str, handle: BlockHandle) -> Result<Vec<u8>> {
+    let corrupt = |reason: String| Error::corruption(file_name, handle.offset, reason);
+    let total = usize::try_from(handle.size)
+        .ok()
+        .and_then(|n| n.checked_add(BLOCK_TRAILER_LEN))
+        .ok_or_else(|| corrupt("block size does not fit in memory".to_string()))?;
     if buf.len() != total {
         return Err(corrupt("short read".to_string()));
     }
     let n = total - BLOCK_TRAILER_LEN;
-    let trailer = buf.split_off(n);
-    let type_byte = trailer.first().copied().unwrap_or(0xff);
-    let stored = trailer.get(1..).and_then(get_fixed32).unwrap_or(0);
+    // Read the trailer in place and cut it off: no second allocation per block read.
+    let type_byte = buf.get(n).copied().unwrap_or(0xff);
+    let stored = buf.get(n + 1..).and_then(get_fixed32).unwrap_or(0);
+    buf.truncate(n);
     let actual = crc32c_extend(crc32c(&buf), &[type_byte]);
     if unmask(stored) != actual {
         return Err(corrupt("block checksum mismatch".to_string()));
