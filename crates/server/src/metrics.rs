@@ -141,29 +141,71 @@ impl Metrics {
         );
         let _ = writeln!(o, "strata_query_duration_seconds_count {n}");
         let kv = tsdb.kv().stats();
-        let mut gauge = |name: &str, help: &str, v: f64| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            "strata_head_series",
-            "Active series in the head.",
-            tsdb.head_series() as f64,
-        );
-        gauge(
-            "strata_kv_table_bytes",
-            "Bytes of key-value tables on disk.",
-            kv.table_bytes() as f64,
-        );
-        gauge(
-            "strata_kv_memory_bytes",
-            "Bytes of key-value memtables, caches and indexes.",
-            kv.memory_bytes() as f64,
-        );
-        gauge(
-            "strata_kv_write_amplification",
-            "Key-value write amplification.",
-            kv.write_amplification(),
-        );
+        let c = tsdb.counters();
+        for (kind, name, help, v) in [
+            (
+                "gauge",
+                "strata_head_series",
+                "Active series in the head.",
+                c.head_series as f64,
+            ),
+            (
+                "gauge",
+                "strata_head_samples",
+                "Samples in the head not yet persisted.",
+                c.head_samples as f64,
+            ),
+            (
+                "gauge",
+                "strata_partitions",
+                "Time partitions on disk.",
+                c.partitions as f64,
+            ),
+            (
+                "counter",
+                "strata_tsdb_flushes_total",
+                "Head flushes since start.",
+                c.flushes as f64,
+            ),
+            (
+                "counter",
+                "strata_tsdb_compactions_total",
+                "Partitions compacted since start.",
+                c.compactions as f64,
+            ),
+            (
+                "counter",
+                "strata_wal_fsyncs_total",
+                "WAL fsyncs since start.",
+                c.wal_fsyncs as f64,
+            ),
+            (
+                "counter",
+                "strata_wal_fsync_seconds_total",
+                "Time spent in WAL fsyncs (divided by strata_wal_fsyncs_total: the mean latency).",
+                c.wal_fsync_micros as f64 / 1e6,
+            ),
+            (
+                "gauge",
+                "strata_kv_table_bytes",
+                "Bytes of key-value tables on disk.",
+                kv.table_bytes() as f64,
+            ),
+            (
+                "gauge",
+                "strata_kv_memory_bytes",
+                "Bytes of key-value memtables, caches and indexes.",
+                kv.memory_bytes() as f64,
+            ),
+            (
+                "gauge",
+                "strata_kv_write_amplification",
+                "Key-value write amplification.",
+                kv.write_amplification(),
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
         o
     }
 }

@@ -164,6 +164,14 @@ async fn remote_write_then_query_series_and_labels() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("strata_samples_ingested_total 6"), "{body}");
     assert!(body.contains("strata_head_series 3"), "{body}");
+    for name in [
+        "strata_wal_fsyncs_total",
+        "strata_wal_fsync_seconds_total",
+        "strata_tsdb_compactions_total",
+        "strata_partitions",
+    ] {
+        assert!(body.contains(&format!("# TYPE {name} ")), "{name} missing");
+    }
 }
 
 #[tokio::test]

@@ -115,6 +115,7 @@ impl Inner {
                 "compacted a partition"
             );
             total.partitions += 1;
+            self.counters.compactions.fetch_add(1, Relaxed);
             total.series += st.series;
             total.chunks_before += st.chunks_before;
             total.chunks_after += st.chunks_after;

@@ -150,12 +150,38 @@ pub struct TsdbStats {
 }
 
 #[derive(Debug, Default)]
-struct Counters {
+pub(crate) struct Counters {
     appended: AtomicU64,
     ooo: AtomicU64,
     too_old: AtomicU64,
     flushes: AtomicU64,
     head_samples: AtomicU64,
+    pub(crate) compactions: AtomicU64,
+}
+
+/// Counters of a [`Tsdb`], cheap to read (no walk over the head), for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TsdbCounters {
+    /// Samples appended since open.
+    pub samples_appended: u64,
+    /// Of those, out of order or with a duplicate timestamp.
+    pub out_of_order_samples: u64,
+    /// Samples rejected as older than retention.
+    pub too_old_samples: u64,
+    /// Head flushes since open.
+    pub flushes: u64,
+    /// Partitions compacted since open.
+    pub compactions: u64,
+    /// WAL fsyncs since open, and their total time in microseconds.
+    pub wal_fsyncs: u64,
+    /// See `wal_fsyncs`.
+    pub wal_fsync_micros: u64,
+    /// Series in the head.
+    pub head_series: u64,
+    /// Samples held by the head, not yet persisted.
+    pub head_samples: u64,
+    /// Time partitions on disk.
+    pub partitions: u64,
 }
 
 pub(crate) struct Inner {
@@ -175,7 +201,7 @@ pub(crate) struct Inner {
     /// Samples before this are rejected.
     min_valid_t: AtomicI64,
     pub partitions: RwLock<BTreeSet<i64>>,
-    counters: Counters,
+    pub(crate) counters: Counters,
     failed: Mutex<Option<String>>,
     closed: AtomicBool,
     /// Tells the background thread to stop.
@@ -386,6 +412,28 @@ impl Tsdb {
     /// A querier over `[mint, maxt]` (inclusive, ms).
     pub fn querier(&self, mint: i64, maxt: i64) -> Querier {
         Querier::new(Arc::clone(&self.inner), mint, maxt)
+    }
+
+    /// Counters for monitoring, without walking the head.
+    pub fn counters(&self) -> TsdbCounters {
+        let i = &self.inner;
+        let (wal_fsyncs, wal_fsync_micros) = guard(&i.wal).sync_stats();
+        TsdbCounters {
+            samples_appended: i.counters.appended.load(Relaxed),
+            out_of_order_samples: i.counters.ooo.load(Relaxed),
+            too_old_samples: i.counters.too_old.load(Relaxed),
+            flushes: i.counters.flushes.load(Relaxed),
+            compactions: i.counters.compactions.load(Relaxed),
+            wal_fsyncs,
+            wal_fsync_micros,
+            head_series: i.head.num_series() as u64,
+            head_samples: i.counters.head_samples.load(Relaxed),
+            partitions: i
+                .partitions
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len() as u64,
+        }
     }
 
     /// Series in the head (active series).

@@ -42,7 +42,7 @@ pub mod wal;
 
 pub use chunk::{Chunk, ChunkError, XorAppender, XorChunk};
 pub use compact::CompactStats;
-pub use db::{Appender, CommitStats, Options, Tsdb, TsdbStats, DAY_MS};
+pub use db::{Appender, CommitStats, Options, Tsdb, TsdbCounters, TsdbStats, DAY_MS};
 pub use error::{Error, Result};
 pub use labels::{Label, LabelError, LabelLimits, Labels, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};

@@ -227,6 +227,9 @@ pub struct Wal {
     /// record, but everything before it is intact, so a new segment can take over once
     /// space returns. A failed fsync is never recoverable.
     recoverable: bool,
+    /// Fsyncs done and the microseconds they took (kept across segments).
+    syncs: u64,
+    sync_micros: u64,
 }
 
 /// Whether `e` says the disk (or quota) is full.
@@ -273,6 +276,8 @@ impl Wal {
             dirty: false,
             failed: None,
             recoverable: false,
+            syncs: 0,
+            sync_micros: 0,
         })
     }
 
@@ -351,10 +356,18 @@ impl Wal {
         if !self.dirty {
             return Ok(());
         }
+        let began = std::time::Instant::now();
         let r = self.writer.sync().map_err(Error::from);
+        self.syncs += 1;
+        self.sync_micros += began.elapsed().as_micros() as u64;
         self.track(r)?;
         self.dirty = false;
         Ok(())
+    }
+
+    /// Fsyncs done so far and their total duration in microseconds.
+    pub fn sync_stats(&self) -> (u64, u64) {
+        (self.syncs, self.sync_micros)
     }
 
     /// Closes the current segment (synced) and starts the next one. Returns the number of
@@ -364,7 +377,8 @@ impl Wal {
         let r = self.writer.sync().map_err(Error::from);
         self.track(r)?;
         let next = Wal::create(Arc::clone(&self.fs), &self.dir, self.segment + 1);
-        let next = self.track(next)?;
+        let mut next = self.track(next)?;
+        (next.syncs, next.sync_micros) = (self.syncs, self.sync_micros);
         let closed = self.segment;
         *self = next;
         Ok(closed)
