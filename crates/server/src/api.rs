@@ -217,20 +217,41 @@ async fn run_query(
         .into_response())
 }
 
+/// The request's parameters as an extractor: the URL query, plus a form body on POST.
+pub struct ApiParams(pub Params);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ApiParams {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let method = req.method().clone();
+        let headers = req.headers().clone();
+        let query = req.uri().query().map(str::to_string);
+        let body = <axum::body::Bytes as axum::extract::FromRequest<S>>::from_request(req, state)
+            .await
+            .map_err(|e| ApiError {
+                status: e.status(),
+                error_type: "bad_data",
+                message: e.body_text(),
+            })?;
+        Ok(ApiParams(params(&method, &headers, query, &body)))
+    }
+}
+
+/// The required `query` parameter.
+fn query_param(p: &Params) -> Result<String, ApiError> {
+    p.get("query")
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing or empty"))
+}
+
 /// `GET|POST /api/v1/query`.
 pub async fn query(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
+    ApiParams(p): ApiParams,
 ) -> Result<Response, ApiError> {
-    let p = params(&method, &headers, q, &body);
-    let expr = p
-        .get("query")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing or empty"))?
-        .to_string();
+    let expr = query_param(&p)?;
     let now = chrono::Utc::now().timestamp_millis();
     let t = p.time("time", now)?;
     run_query(state, expr, t, t, 1, true).await
@@ -239,17 +260,9 @@ pub async fn query(
 /// `GET|POST /api/v1/query_range`.
 pub async fn query_range(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
+    ApiParams(p): ApiParams,
 ) -> Result<Response, ApiError> {
-    let p = params(&method, &headers, q, &body);
-    let expr = p
-        .get("query")
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ApiError::bad_data("invalid parameter \"query\": missing or empty"))?
-        .to_string();
+    let expr = query_param(&p)?;
     let start = p
         .get("start")
         .ok_or_else(|| ApiError::bad_data("invalid parameter \"start\": missing"))
@@ -323,12 +336,8 @@ fn range(p: &Params) -> Result<(i64, i64), ApiError> {
 /// `GET|POST /api/v1/series`.
 pub async fn series(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
+    ApiParams(p): ApiParams,
 ) -> Result<Response, ApiError> {
-    let p = params(&method, &headers, q, &body);
     let sets = selectors(&p)?;
     if sets.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
@@ -405,12 +414,8 @@ async fn names_or_values(
 /// `GET|POST /api/v1/labels`.
 pub async fn labels(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
+    ApiParams(p): ApiParams,
 ) -> Result<Response, ApiError> {
-    let p = params(&method, &headers, q, &body);
     names_or_values(state, p, None).await
 }
 
@@ -483,12 +488,8 @@ pub async fn metadata() -> Response {
 /// `POST|PUT /api/v1/admin/tsdb/delete_series?match[]=..&start=..&end=..`: 204.
 pub async fn delete_series(
     State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: axum::body::Bytes,
+    ApiParams(p): ApiParams,
 ) -> Result<Response, ApiError> {
-    let p = params(&method, &headers, q, &body);
     let sets = selectors(&p)?;
     if sets.is_empty() {
         return Err(ApiError::bad_data("no match[] parameter provided"));
