@@ -86,7 +86,15 @@ pub fn parse_line_protocol(body: &str, unit_ns: i64, now_ms: i64) -> Parsed {
             }
         };
         let t = match line.timestamp {
-            Some(ts) => (i128::from(ts) * i128::from(unit_ns) / 1_000_000) as i64,
+            // A timestamp whose milliseconds do not fit an i64 is refused, not wrapped.
+            Some(ts) => match i64::try_from(i128::from(ts) * i128::from(unit_ns) / 1_000_000) {
+                Ok(t) => t,
+                Err(_) => {
+                    p.errors
+                        .push(format!("line {}: timestamp {ts} out of range", i + 1));
+                    continue;
+                }
+            },
             None => now_ms,
         };
         let measurement = line.series.measurement.to_string();
@@ -385,6 +393,10 @@ mod tests {
         assert_eq!(got[0].0, l(&[("__name__", "m_v"), ("a_b", "1")]));
         assert_eq!(got[0].1, vec![(17_000, 1.0)]);
         assert_eq!(got[1].1, vec![(99, 2.0)]);
+        // Hours since the epoch that overflow milliseconds are refused, not wrapped.
+        let p = parse_line_protocol("m v=1 9223372036854775807", 3_600_000_000_000, 0);
+        assert!(p.series.is_empty());
+        assert_eq!(p.errors.len(), 1, "{:?}", p.errors);
     }
 
     #[test]
