@@ -41,6 +41,38 @@ enum InspectCommand {
     /// A database directory: opens it (recovering it if needed; the directory must not be
     /// in use) and prints its levels, sizes, caches and counters.
     DataDir { dir: PathBuf },
+    /// A time-series data directory (`strata serve --data-dir`): meta keys, partitions
+    /// (series, chunks, samples, bytes per sample, encodings, compaction), WAL segments and
+    /// the key-value store. Reads the files directly; the server must not be running.
+    Tsdb {
+        dir: PathBuf,
+        /// Also decode every chunk and check time ranges, labels, postings and stats.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// A time-series WAL segment (DIR/wal/NNNNNNNN.log): every record; given the wal
+    /// directory, a summary per segment.
+    TsdbWal {
+        path: PathBuf,
+        /// Print only counts.
+        #[arg(long)]
+        summary: bool,
+    },
+    /// The persisted chunks of the series matching a selector: encoding, samples, bytes.
+    Chunks {
+        dir: PathBuf,
+        /// Series selector, e.g. 'node_cpu_seconds_total{mode="idle"}'.
+        #[arg(long = "match")]
+        selector: String,
+        /// Only chunks overlapping [start, end] (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        start: Option<String>,
+        #[arg(long)]
+        end: Option<String>,
+        /// Print every sample too.
+        #[arg(long)]
+        samples: bool,
+    },
 }
 
 pub fn run(args: InspectArgs) -> Result<()> {
@@ -59,6 +91,31 @@ pub fn run(args: InspectArgs) -> Result<()> {
                 .with_context(|| format!("opening database {}", dir.display()))?;
             crate::report::print_stats(&mut out, &db.stats())?;
             db.close()?;
+        }
+        InspectCommand::Tsdb { dir, verify } => {
+            crate::inspect_tsdb::data_dir(&mut out, &dir, verify)?
+        }
+        InspectCommand::TsdbWal { path, summary } => {
+            crate::inspect_tsdb::wal_file(&mut out, &path, summary)?
+        }
+        InspectCommand::Chunks {
+            dir,
+            selector,
+            start,
+            end,
+            samples,
+        } => {
+            let matchers = crate::tsdb_tools::selector(&selector)?;
+            let time = |s: Option<String>, flag: &str, default: i64| -> Result<i64> {
+                s.as_deref()
+                    .map(strata_server::params::parse_time)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+                    .map(|t| t.unwrap_or(default))
+            };
+            let start = time(start, "--start", i64::MIN)?;
+            let end = time(end, "--end", i64::MAX)?;
+            crate::inspect_tsdb::chunks(&mut out, &dir, &matchers, start, end, samples)?
         }
     }
     out.flush()?;

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_tsdb;
 mod inspect;
+mod inspect_tsdb;
 mod kv;
 mod promql_test;
 mod report;
@@ -33,7 +34,8 @@ enum Command {
     Export(tsdb_tools::ExportArgs),
     /// Read and write the embedded key-value engine directly.
     Kv(kv::KvArgs),
-    /// Print and verify on-disk files (tables, WAL segments, manifests).
+    /// Print and verify on-disk files: tables, WAL segments, manifests, time-series data
+    /// directories, their WAL and chunks.
     Inspect(inspect::InspectArgs),
     /// Benchmarks (db_bench compatible): `strata bench kv --benchmarks=fillrandom,readrandom`.
     Bench(bench::BenchArgs),

@@ -225,7 +225,7 @@ pub struct ExportArgs {
     format: ExportFormat,
 }
 
-fn selector(s: &str) -> Result<Vec<Matcher>> {
+pub(crate) fn selector(s: &str) -> Result<Vec<Matcher>> {
     let expr = promql_parser_parse(s)?;
     Ok(expr)
 }
