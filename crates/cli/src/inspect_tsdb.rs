@@ -86,6 +86,9 @@ struct PartitionSummary {
     chunk_bytes: u64,
     xor_chunks: u64,
     decimal_chunks: u64,
+    /// Timestamp columns and their bytes (counted in `chunk_bytes` too).
+    columns: u64,
+    column_bytes: u64,
     mint: Option<i64>,
     maxt: Option<i64>,
     postings_fragments: u64,
@@ -122,6 +125,7 @@ fn decode_stats(src: &[u8]) -> Option<[i64; 4]> {
 /// Checks one chunk entry and returns (encoding, samples); with `decode`, every sample is
 /// decoded and the key's time range, the order of timestamps and the partition checked.
 fn check_chunk(
+    kv: &Db,
     key: &[u8],
     value: &[u8],
     part: i64,
@@ -144,7 +148,9 @@ fn check_chunk(
             Some(Encoding::Xor) => bytes
                 .get(1..3)
                 .map(|b| u16::from_be_bytes([b[0], b[1]]) as u64),
-            Some(Encoding::Decimal) => decimal::num_samples(bytes).ok().map(|n| n as u64),
+            Some(Encoding::Decimal | Encoding::DecimalColumn) => {
+                decimal::num_samples(bytes).ok().map(|n| n as u64)
+            }
             _ => None,
         };
         return match (enc, n) {
@@ -155,10 +161,18 @@ fn check_chunk(
             }
         };
     }
-    let chunk = match Chunk::from_bytes(bytes.to_vec()) {
+    let chunk = match Chunk::from_bytes_with_column(bytes.to_vec(), |col| {
+        let ck = keys::column_key(part, col);
+        let v = kv
+            .get(&ck)?
+            .with_context(|| format!("timestamp column {} is missing", escape(&ck)))?;
+        let ts = decimal::decode_column(&v)
+            .with_context(|| format!("timestamp column {}", escape(&ck)))?;
+        anyhow::Ok(std::sync::Arc::from(ts))
+    }) {
         Ok(c) => c,
         Err(e) => {
-            problems.report(key, format_args!("chunk: {e}"))?;
+            problems.report(key, format_args!("chunk: {e:#}"))?;
             return Ok(None);
         }
     };
@@ -218,7 +232,7 @@ fn scan_partition(
         match k.get(9) {
             Some(&keys::CHUNK) => {
                 if let Some((enc, n, mint, maxt)) =
-                    check_chunk(&k, &v, part, partition_ms, verify, problems)?
+                    check_chunk(kv, &k, &v, part, partition_ms, verify, problems)?
                 {
                     s.chunks += 1;
                     s.samples += n;
@@ -253,6 +267,16 @@ fn scan_partition(
                         (_, Err(at)) => {
                             problems.report(&k, format_args!("postings list bad at byte {at}"))?
                         }
+                    }
+                }
+            }
+            Some(&keys::COLUMN) => {
+                s.columns += 1;
+                s.column_bytes += v.len() as u64;
+                s.chunk_bytes += v.len() as u64;
+                if verify {
+                    if let Err(e) = decimal::decode_column(&v) {
+                        problems.report(&k, format_args!("timestamp column: {e}"))?;
                     }
                 }
             }
@@ -357,7 +381,7 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>9} {:>9}",
+        "{:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13} {:>12} {:>9}",
         "partition",
         "start",
         "series",
@@ -366,6 +390,7 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
         "bytes",
         "B/sample",
         "xor/dec",
+        "ts-columns",
         "compacted"
     )?;
     let mut problems = Problems { out, count: 0 };
@@ -379,6 +404,8 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
         total.chunk_bytes += s.chunk_bytes;
         total.xor_chunks += s.xor_chunks;
         total.decimal_chunks += s.decimal_chunks;
+        total.columns += s.columns;
+        total.column_bytes += s.column_bytes;
         rows.push((part, s));
     }
     let problem_count = problems.count;
@@ -391,7 +418,7 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
         };
         writeln!(
             out,
-            "{part:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>9} {:>9}",
+            "{part:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13} {:>12} {:>9}",
             time(part.saturating_mul(partition_ms)),
             s.series,
             s.chunks,
@@ -399,12 +426,13 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
             s.chunk_bytes,
             bytes_per_sample(s.chunk_bytes, s.samples),
             format!("{}/{}", s.xor_chunks, s.decimal_chunks),
+            format!("{} ({} B)", s.columns, s.column_bytes),
             compacted
         )?;
     }
     writeln!(
         out,
-        "{:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>9}",
+        "{:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13} {:>12}",
         "total",
         "",
         total.series,
@@ -413,6 +441,7 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
         total.chunk_bytes,
         bytes_per_sample(total.chunk_bytes, total.samples),
         format!("{}/{}", total.xor_chunks, total.decimal_chunks),
+        format!("{} ({} B)", total.columns, total.column_bytes),
     )?;
     writeln!(out)?;
     let wal_dir = dir.join("wal");
@@ -604,7 +633,7 @@ pub fn chunks(
                     continue;
                 }
                 let Some((enc, n, _, _)) =
-                    check_chunk(&k, &v, part, partition_ms, true, &mut problems)?
+                    check_chunk(&kv, &k, &v, part, partition_ms, true, &mut problems)?
                 else {
                     continue;
                 };
@@ -617,7 +646,11 @@ pub fn chunks(
                     range(Some(mint), Some(maxt))
                 )?;
                 if samples {
-                    let chunk = Chunk::from_bytes(v[8..].to_vec())?;
+                    let chunk = Chunk::from_bytes_with_column(v[8..].to_vec(), |col| {
+                        let ck = keys::column_key(part, col);
+                        let v = kv.get(&ck)?.context("timestamp column missing")?;
+                        anyhow::Ok(std::sync::Arc::from(decimal::decode_column(&v)?))
+                    })?;
                     for s in chunk.iter() {
                         let (t, v) = s?;
                         writeln!(problems.out, "  {t} {v}")?;

@@ -11,14 +11,18 @@
 //! compacted. A crash in between leaves a partition that reads the same and is compacted
 //! again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use strata_kv::{WriteBatch, WriteOptions};
 
-use crate::chunk::{decimal, XorAppender};
+use crate::chunk::decimal::{self, ColumnRef};
+use crate::chunk::XorAppender;
 use crate::db::{
-    add_to_lists, chunk_error, decode_chunk_value, encode_stats, guard, parse_chunk, Inner, Lists,
+    add_to_lists, chunk_error, decode_chunk_value, encode_stats, guard, parse_chunk, Columns,
+    Inner, Lists,
 };
 use crate::error::{show_key, Error, Result};
 use crate::keys;
@@ -31,6 +35,75 @@ pub const MAX_COMPACTED_SAMPLES: usize = 8192;
 
 /// zstd level of compacted chunks: compaction runs once per partition, so spend CPU.
 const ZSTD_LEVEL: i32 = 9;
+
+/// Chunks this short keep their timestamps inline: a column's key and frame would cost
+/// more than sharing saves.
+const MIN_COLUMN_SAMPLES: usize = 16;
+
+/// Most timestamps one partition compaction keeps in memory to find shared columns
+/// (32 MiB); later series keep their timestamps inline.
+const MAX_COLUMN_TIMESTAMPS: usize = 4 << 20;
+
+/// The timestamp columns one partition compaction writes: series scraped together (every
+/// series of one target, in Prometheus) share their timestamps, so they are stored once
+/// per partition and the chunks hold values only.
+struct ColumnWriter {
+    part: i64,
+    seq: u64,
+    by_hash: HashMap<u64, (ColumnRef, Arc<[i64]>)>,
+    held: usize,
+}
+
+impl ColumnWriter {
+    fn new(part: i64, seq: u64) -> Self {
+        ColumnWriter {
+            part,
+            seq,
+            by_hash: HashMap::new(),
+            held: 0,
+        }
+    }
+
+    /// The column holding exactly `ts`: an existing one, or a new one (`Some(bytes)` to
+    /// write under its key) if there is room; `None` if the timestamps stay inline.
+    fn column_for(&mut self, ts: &[i64]) -> Option<(ColumnRef, bool)> {
+        if ts.len() < MIN_COLUMN_SAMPLES {
+            return None;
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ts.hash(&mut h);
+        let hash = h.finish();
+        if let Some((col, held)) = self.by_hash.get(&hash) {
+            // A hash collision keeps its timestamps inline rather than share wrong ones.
+            return (**held == *ts).then_some((*col, false));
+        }
+        if self.held + ts.len() > MAX_COLUMN_TIMESTAMPS {
+            return None;
+        }
+        let col = ColumnRef {
+            seq: self.seq,
+            index: self.by_hash.len() as u64,
+        };
+        Some((col, true))
+    }
+
+    /// Records the new column `col` (from [`ColumnWriter::column_for`]) holding `ts`.
+    fn add(&mut self, col: ColumnRef, ts: &[i64]) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ts.hash(&mut h);
+        self.held += ts.len();
+        self.by_hash.insert(h.finish(), (col, ts.into()));
+    }
+}
+
+/// The Gorilla encoding of `samples`, if it can hold them.
+fn xor_encoding(samples: &[(i64, f64)]) -> Option<Vec<u8>> {
+    let mut app = XorAppender::new();
+    for &(t, v) in samples {
+        app.append(t, v).ok()?;
+    }
+    Some(app.into_chunk().into_bytes())
+}
 
 /// What a compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -61,14 +134,44 @@ fn best_encoding(samples: &[(i64, f64)]) -> Result<Vec<u8>> {
         // Under a byte per sample: Gorilla cannot beat it.
         return Ok(dec);
     }
-    let mut app = XorAppender::new();
-    for &(t, v) in samples {
-        if app.append(t, v).is_err() {
-            return Ok(dec);
+    Ok(match xor_encoding(samples) {
+        Some(xor) if xor.len() < dec.len() => xor,
+        _ => dec,
+    })
+}
+
+/// Encodes one compacted chunk: values only against a shared timestamp column when
+/// possible (writing the column into `batch` the first time), else [`best_encoding`].
+/// Returns the chunk and the bytes it added (column included).
+fn encode_compacted(
+    samples: &[(i64, f64)],
+    columns: &mut ColumnWriter,
+    batch: &mut WriteBatch,
+) -> Result<(Vec<u8>, u64)> {
+    let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
+    let Some((col, new)) = columns.column_for(&ts) else {
+        let b = best_encoding(samples)?;
+        let n = b.len() as u64;
+        return Ok((b, n));
+    };
+    let shared = decimal::encode_with_column(samples, col, ZSTD_LEVEL)
+        .map_err(|e| chunk_error(b"", 0, e))?;
+    let mut added = shared.len() as u64;
+    if shared.len() > samples.len() {
+        // Values that do not compress (random floats): Gorilla may still win, timestamps
+        // included.
+        if let Some(xor) = xor_encoding(samples).filter(|x| x.len() < shared.len()) {
+            let n = xor.len() as u64;
+            return Ok((xor, n));
         }
     }
-    let xor = app.into_chunk().into_bytes();
-    Ok(if xor.len() < dec.len() { xor } else { dec })
+    if new {
+        let bytes = decimal::encode_column(&ts, ZSTD_LEVEL).map_err(|e| chunk_error(b"", 0, e))?;
+        added += bytes.len() as u64;
+        batch.put(keys::column_key(columns.part, col), &bytes);
+        columns.add(col, &ts);
+    }
+    Ok((shared, added))
 }
 
 impl Inner {
@@ -144,6 +247,8 @@ impl Inner {
         let mut batch = WriteBatch::new();
         let mut lists: Lists = BTreeMap::new();
         let mut samples_total = 0i64;
+        let mut columns = Columns::new(snap);
+        let mut new_columns = ColumnWriter::new(part, seq);
         for (labels, mut refs) in groups {
             refs.sort_unstable();
             let keep = refs[0];
@@ -152,7 +257,7 @@ impl Inner {
                 for item in snap.prefix(keys::chunk_series_prefix(part, r)) {
                     let (k, v) = item?;
                     let (_, _, rank) = parse_chunk(&k)?;
-                    let (_, chunk) = decode_chunk_value(&k, r, &v)?;
+                    let (_, chunk) = decode_chunk_value(&k, r, &v, &mut columns)?;
                     st.chunks_before += 1;
                     st.bytes_before += chunk.bytes().len() as u64;
                     let samples = chunk
@@ -175,13 +280,13 @@ impl Inner {
             samples_total += merged.len() as i64;
             let mut value = Vec::new();
             for piece in merged.chunks(MAX_COMPACTED_SAMPLES) {
-                let bytes = best_encoding(piece)?;
+                let (bytes, added) = encode_compacted(piece, &mut new_columns, &mut batch)?;
                 value.clear();
                 keys::put_i64(&mut value, piece[piece.len() - 1].0);
                 value.extend_from_slice(&bytes);
                 batch.put(keys::chunk_key(part, keep, piece[0].0, seq * 2), &value);
                 st.chunks_after += 1;
-                st.bytes_after += bytes.len() as u64;
+                st.bytes_after += added;
             }
             add_to_lists(&mut lists, keep, &labels);
             if batch.encoded_size() > 8 << 20 {
@@ -189,7 +294,8 @@ impl Inner {
                     .write(std::mem::take(&mut batch), WriteOptions { sync: false })?;
             }
         }
-        for sub in [keys::POSTINGS, keys::STATS] {
+        // Every chunk was rewritten: the columns of earlier compactions are unused now.
+        for sub in [keys::POSTINGS, keys::STATS, keys::COLUMN] {
             for item in snap.prefix(keys::sub_prefix(part, sub)) {
                 let (k, _) = item?;
                 batch.delete(k);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use strata_kv::coding::{put_varint64, Decoder};
 use strata_kv::{Db, WriteBatch, WriteOptions};
 
-use crate::chunk::{Chunk, XorAppender};
+use crate::chunk::{decimal, Chunk, XorAppender};
 use crate::error::{show_key, Error, Result};
 use crate::head::{self, Appended, Head, MemSeries};
 use crate::index::PartitionIndex;
@@ -1024,6 +1024,7 @@ impl Inner {
             }
         }
         let snap = self.kv.snapshot();
+        let mut columns = Columns::new(&snap);
         let parts = self.partitions_overlapping(mint, maxt);
         let mut deleted_total = 0u64;
         for part in parts {
@@ -1042,7 +1043,7 @@ impl Inner {
                 for item in snap.prefix(keys::chunk_series_prefix(part, r)) {
                     let (k, v) = item?;
                     let (_, cmint, prio) = parse_chunk(&k)?;
-                    let (cmaxt, chunk) = decode_chunk_value(&k, r, &v)?;
+                    let (cmaxt, chunk) = decode_chunk_value(&k, r, &v, &mut columns)?;
                     if cmaxt < mint || cmint > maxt {
                         remaining += 1;
                         continue;
@@ -1285,13 +1286,76 @@ pub(crate) fn parse_chunk(key: &[u8]) -> Result<(SeriesRef, i64, u64)> {
     })
 }
 
-/// Splits a chunk value into its maxt and chunk.
-pub(crate) fn decode_chunk_value(key: &[u8], r: SeriesRef, v: &[u8]) -> Result<(i64, Chunk)> {
+/// Splits a chunk value into its maxt and chunk, reading the timestamp column of a
+/// [`crate::chunk::Encoding::DecimalColumn`] chunk through `columns`.
+pub(crate) fn decode_chunk_value(
+    key: &[u8],
+    r: SeriesRef,
+    v: &[u8],
+    columns: &mut Columns<'_>,
+) -> Result<(i64, Chunk)> {
     let maxt = keys::get_i64(v).ok_or_else(|| Error::Corruption {
         location: format!("key {}", show_key(key)),
         offset: 0,
         reason: "chunk value shorter than its header".into(),
     })?;
-    let chunk = Chunk::from_bytes(v[8..].to_vec()).map_err(|e| chunk_error(key, r, e))?;
-    Ok((maxt, chunk))
+    let bytes = &v[8..];
+    if bytes.first() != Some(&(crate::chunk::Encoding::DecimalColumn as u8)) {
+        let chunk = Chunk::from_bytes(bytes.to_vec()).map_err(|e| chunk_error(key, r, e))?;
+        return Ok((maxt, chunk));
+    }
+    let col = decimal::column_of(bytes).map_err(|e| chunk_error(key, r, e))?;
+    let part = keys::partition_of_key(key).ok_or_else(|| Error::Corruption {
+        location: format!("key {}", show_key(key)),
+        offset: 0,
+        reason: "chunk key without a partition".into(),
+    })?;
+    let ts = columns.get(part, col, key)?;
+    let samples = decimal::decode_with_column(bytes, &ts).map_err(|e| chunk_error(key, r, e))?;
+    Ok((
+        maxt,
+        Chunk::Decimal {
+            bytes: bytes.to_vec(),
+            samples,
+        },
+    ))
+}
+
+/// The timestamp columns of compacted partitions, each read once per reader (many series
+/// share one).
+pub(crate) struct Columns<'a> {
+    snap: &'a strata_kv::Snapshot,
+    cache: HashMap<(i64, decimal::ColumnRef), Arc<[i64]>>,
+}
+
+impl<'a> Columns<'a> {
+    pub(crate) fn new(snap: &'a strata_kv::Snapshot) -> Self {
+        Columns {
+            snap,
+            cache: HashMap::new(),
+        }
+    }
+
+    fn get(&mut self, part: i64, col: decimal::ColumnRef, chunk_key: &[u8]) -> Result<Arc<[i64]>> {
+        if let Some(ts) = self.cache.get(&(part, col)) {
+            return Ok(ts.clone());
+        }
+        let key = keys::column_key(part, col);
+        let bad = |reason: String| Error::Corruption {
+            location: format!("key {}", show_key(&key)),
+            offset: 0,
+            reason,
+        };
+        let v = self.snap.get(&key)?.ok_or_else(|| {
+            bad(format!(
+                "timestamp column of chunk {} is missing",
+                show_key(chunk_key)
+            ))
+        })?;
+        let ts: Arc<[i64]> = decimal::decode_column(&v)
+            .map_err(|e| bad(e.to_string()))?
+            .into();
+        self.cache.insert((part, col), ts.clone());
+        Ok(ts)
+    }
 }

@@ -9,6 +9,7 @@
 //! 'P' part 's' ref                           -> the series' labels (Labels::encode)
 //! 'P' part 'x' esc(name) esc(value) seq      -> a postings fragment (sorted refs)
 //! 'P' part 'z' seq                           -> a stats fragment of one flush
+//! 'P' part 't' seq index                     -> a timestamp column of compacted chunks
 //! ```
 //!
 //! `part`, `mint` are i64 stored big-endian with the sign bit flipped (so they sort as
@@ -29,6 +30,8 @@ pub const SERIES: u8 = b's';
 pub const POSTINGS: u8 = b'x';
 /// Partition sub-key: stats fragment.
 pub const STATS: u8 = b'z';
+/// Partition sub-key: timestamp column shared by compacted chunks.
+pub const COLUMN: u8 = b't';
 
 /// Meta key: the next series reference to hand out (u64 LE).
 pub const META_NEXT_REF: &[u8] = b"Mnext_ref";
@@ -108,6 +111,25 @@ pub fn parse_chunk_key(key: &[u8]) -> Option<(SeriesRef, i64, u64)> {
         get_i64(&key[18..])?,
         get_u64(&key[26..])?,
     ))
+}
+
+/// `'P' part 't' seq index`: a timestamp column written by the compaction `seq`.
+pub fn column_key(part: i64, column: crate::chunk::decimal::ColumnRef) -> Vec<u8> {
+    let mut k = sub_prefix(part, COLUMN);
+    k.extend_from_slice(&column.seq.to_be_bytes());
+    k.extend_from_slice(&column.index.to_be_bytes());
+    k
+}
+
+/// The column named by a [`column_key`].
+pub fn parse_column_key(key: &[u8]) -> Option<crate::chunk::decimal::ColumnRef> {
+    if key.len() != 26 || key[9] != COLUMN {
+        return None;
+    }
+    Some(crate::chunk::decimal::ColumnRef {
+        seq: get_u64(&key[10..])?,
+        index: get_u64(&key[18..])?,
+    })
 }
 
 /// The key of a series' labels in a partition.

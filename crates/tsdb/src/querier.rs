@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::db::{decode_chunk_value, parse_chunk, Inner};
+use crate::db::{decode_chunk_value, parse_chunk, Columns, Inner};
 use crate::error::{Error, Result};
 use crate::head;
 use crate::index::PartitionIndex;
@@ -99,6 +99,7 @@ impl Querier {
         }
 
         let snap = self.inner.kv.snapshot();
+        let mut columns = Columns::new(&snap);
         for part in self.inner.partitions_overlapping(mint, maxt) {
             for (r, labels) in selected(&snap, part, matchers)? {
                 let mut sources = Vec::new();
@@ -106,7 +107,7 @@ impl Querier {
                 for item in snap.scan(start.as_slice()..end.as_slice()) {
                     let (k, v) = item?;
                     let (_, _, rank) = parse_chunk(&k)?;
-                    let (cmaxt, chunk) = decode_chunk_value(&k, r, &v)?;
+                    let (cmaxt, chunk) = decode_chunk_value(&k, r, &v, &mut columns)?;
                     if cmaxt < mint {
                         continue;
                     }

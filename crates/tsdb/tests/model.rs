@@ -68,6 +68,9 @@ fn value(i: u8, x: f64) -> f64 {
 enum Op {
     /// (series, time offset from the cursor, value kind, value)
     Append(Vec<(usize, i64, u8, f64)>),
+    /// Scrapes of every series at the same instants (the cursor, then every `step`), as a
+    /// Prometheus target is scraped: compaction stores such timestamps once.
+    Scrape(u8, i64, f64),
     Advance(i64),
     Flush,
     Compact,
@@ -84,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
             1..20
         )
         .prop_map(Op::Append),
+        3 => (1u8..40, 1i64..40, -1e3f64..1e3).prop_map(|(n, step, x)| Op::Scrape(n, step, x)),
         3 => (0i64..700).prop_map(Op::Advance),
         2 => Just(Op::Flush),
         1 => Just(Op::Compact),
@@ -165,6 +169,28 @@ fn check(db: &Tsdb, st: &State, ms: &[Matcher], mint: i64, maxt: i64) {
     assert_eq!(got, want, "select {ms:?} over [{lo}, {maxt}]");
 }
 
+/// Commits `samples` (series index, t, v) and records in the model what the store must keep.
+fn append(d: &Tsdb, st: &mut State, series: &[Labels], samples: Vec<(usize, i64, f64)>) {
+    let mut app = d.appender();
+    for &(s, t, v) in &samples {
+        app.add(series[s].clone(), t, v);
+    }
+    let stats = app.commit().expect("commit");
+    let mut too_old = 0;
+    for (s, t, v) in samples {
+        if t < st.min_valid {
+            too_old += 1;
+            continue;
+        }
+        st.model
+            .entry(series[s].clone())
+            .or_default()
+            .insert(t, v.to_bits());
+        st.max_t = st.max_t.max(t);
+    }
+    assert_eq!(stats.too_old, too_old);
+}
+
 fn run(ops: Vec<Op>) {
     let fs = MemFs::new();
     let dir = Path::new("/tsdb");
@@ -181,28 +207,27 @@ fn run(ops: Vec<Op>) {
         let d = db.as_ref().expect("db");
         match op {
             Op::Append(samples) => {
-                let mut app = d.appender();
-                let mut accepted = Vec::new();
-                for (s, dt, kind, x) in samples {
-                    let t = cursor + dt;
-                    let v = value(kind, x);
-                    app.add(series[s].clone(), t, v);
-                    accepted.push((s, t, v));
-                }
-                let stats = app.commit().expect("commit");
-                let mut too_old = 0;
-                for (s, t, v) in accepted {
-                    if t < st.min_valid {
-                        too_old += 1;
-                        continue;
+                let samples = samples
+                    .into_iter()
+                    .map(|(s, dt, kind, x)| (s, cursor + dt, value(kind, x)))
+                    .collect();
+                append(d, &mut st, &series, samples);
+            }
+            Op::Scrape(n, step, x) => {
+                let mut samples = Vec::new();
+                for i in 0..i64::from(n) {
+                    for s in 0..series.len() {
+                        // Mostly decimals; the odd special value.
+                        let v = if (i + s as i64) % 17 == 0 {
+                            value(s as u8, x)
+                        } else {
+                            ((x + (i * s as i64) as f64) * 100.0).round() / 100.0
+                        };
+                        samples.push((s, cursor + i * step, v));
                     }
-                    st.model
-                        .entry(series[s].clone())
-                        .or_default()
-                        .insert(t, v.to_bits());
-                    st.max_t = st.max_t.max(t);
                 }
-                assert_eq!(stats.too_old, too_old);
+                cursor += i64::from(n) * step;
+                append(d, &mut st, &series, samples);
             }
             Op::Advance(dt) => cursor += dt,
             Op::Flush => {

@@ -121,6 +121,45 @@ pub fn encode(samples: &[(i64, f64)], level: i32) -> Result<Vec<u8>> {
     if samples.len() > MAX_SAMPLES {
         return Err(ChunkError::Full { max: MAX_SAMPLES });
     }
+    let body = encode_body(samples, true);
+    let mut out = Vec::with_capacity(body.len() / 2 + 16);
+    out.push(Encoding::Decimal as u8);
+    put_varint64(&mut out, samples.len() as u64);
+    put_frame(&mut out, &body, level)?;
+    Ok(out)
+}
+
+/// Encodes samples whose timestamps are stored once for many series, in the timestamp
+/// column `column` of the same partition ([`encode_column`]): the chunk holds values only.
+pub fn encode_with_column(
+    samples: &[(i64, f64)],
+    column: ColumnRef,
+    level: i32,
+) -> Result<Vec<u8>> {
+    if samples.len() > MAX_SAMPLES {
+        return Err(ChunkError::Full { max: MAX_SAMPLES });
+    }
+    let body = encode_body(samples, false);
+    let mut out = Vec::with_capacity(body.len() / 2 + 24);
+    out.push(Encoding::DecimalColumn as u8);
+    put_varint64(&mut out, samples.len() as u64);
+    put_varint64(&mut out, column.seq);
+    put_varint64(&mut out, column.index);
+    put_frame(&mut out, &body, level)?;
+    Ok(out)
+}
+
+/// `raw_len` varint, then the zstd frame of `body`.
+fn put_frame(out: &mut Vec<u8>, body: &[u8], level: i32) -> Result<()> {
+    let packed = zstd::bulk::compress(body, level)
+        .map_err(|e| ChunkError::corrupt(0, format!("zstd compression failed: {e}")))?;
+    put_varint64(out, body.len() as u64);
+    out.extend_from_slice(&packed);
+    Ok(())
+}
+
+/// The body: mode, exponent, exceptions, then (if `with_times`) timestamps, then values.
+fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
     let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
     // One exponent for the chunk: the largest any regular value needs.
     let mut exp = Some(0i32);
@@ -167,12 +206,16 @@ pub fn encode(samples: &[(i64, f64)], level: i32) -> Result<Vec<u8>> {
             body.push(mode);
             put_varint64(&mut body, zz(i64::from(e)));
             put_exceptions(&mut body, &exceptions);
-            put_deltas(&mut body, &ts, true);
+            if with_times {
+                put_deltas(&mut body, &ts, true);
+            }
             body.extend_from_slice(&vals);
         }
         _ => {
             body.push(MODE_RAW);
-            put_deltas(&mut body, &ts, true);
+            if with_times {
+                put_deltas(&mut body, &ts, true);
+            }
             let mut prev = 0u64;
             for &(_, v) in samples {
                 body.extend_from_slice(&(v.to_bits() ^ prev).to_le_bytes());
@@ -180,14 +223,125 @@ pub fn encode(samples: &[(i64, f64)], level: i32) -> Result<Vec<u8>> {
             }
         }
     }
-    let packed = zstd::bulk::compress(&body, level)
-        .map_err(|e| ChunkError::corrupt(0, format!("zstd compression failed: {e}")))?;
-    let mut out = Vec::with_capacity(packed.len() + 12);
-    out.push(Encoding::Decimal as u8);
-    put_varint64(&mut out, samples.len() as u64);
-    put_varint64(&mut out, body.len() as u64);
-    out.extend_from_slice(&packed);
+    body
+}
+
+/// Where a [`Encoding::DecimalColumn`] chunk's timestamps are: the column key
+/// `'P' part 't' u64be(seq) u64be(index)` of its own partition (docs/format/tsdb-keys.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ColumnRef {
+    /// The sequence of the compaction that wrote the column.
+    pub seq: u64,
+    /// The column's number within that compaction.
+    pub index: u64,
+}
+
+/// Version byte of a timestamp column value.
+pub const COLUMN_V1: u8 = 1;
+
+/// Encodes a timestamp column: `0x01`, count varint, `raw_len` varint, zstd frame of the
+/// zig-zag delta-of-delta varints.
+pub fn encode_column(ts: &[i64], level: i32) -> Result<Vec<u8>> {
+    if ts.len() > MAX_SAMPLES {
+        return Err(ChunkError::Full { max: MAX_SAMPLES });
+    }
+    let mut body = Vec::with_capacity(ts.len() + 16);
+    put_deltas(&mut body, ts, true);
+    let mut out = vec![COLUMN_V1];
+    put_varint64(&mut out, ts.len() as u64);
+    put_frame(&mut out, &body, level)?;
     Ok(out)
+}
+
+/// Decodes [`encode_column`]'s bytes.
+pub fn decode_column(bytes: &[u8]) -> Result<Vec<i64>> {
+    match bytes.first() {
+        Some(&COLUMN_V1) => {}
+        Some(&b) => {
+            return Err(ChunkError::corrupt(
+                0,
+                format!("unknown column version {b}"),
+            ))
+        }
+        None => return Err(ChunkError::corrupt(0, "empty timestamp column")),
+    }
+    let mut d = Decoder::new(&bytes[1..]);
+    let n = d
+        .varint64()
+        .ok_or_else(|| ChunkError::corrupt(1, "truncated column length"))?;
+    let raw_len = d
+        .varint64()
+        .ok_or_else(|| ChunkError::corrupt(1, "truncated column body length"))?;
+    // Every timestamp takes 1 to 10 varint bytes.
+    if n as usize > MAX_SAMPLES || raw_len < n || raw_len > n.saturating_mul(10) {
+        return Err(ChunkError::corrupt(
+            1,
+            format!("implausible column header: {n} timestamps in {raw_len} bytes"),
+        ));
+    }
+    let start = 1 + d.position();
+    let body = unframe(bytes, start, raw_len)?;
+    let mut d = Decoder::new(&body);
+    let ts = get_deltas(&mut d, n as usize, true, start)?;
+    if !d.is_empty() {
+        return Err(ChunkError::corrupt(start, "trailing bytes in the column"));
+    }
+    Ok(ts)
+}
+
+/// Decompresses the zstd frame at `bytes[start..]`, which must give exactly `raw_len` bytes.
+fn unframe(bytes: &[u8], start: usize, raw_len: u64) -> Result<Vec<u8>> {
+    let body = zstd::bulk::decompress(bytes.get(start..).unwrap_or_default(), raw_len as usize)
+        .map_err(|e| ChunkError::corrupt(start, format!("zstd: {e}")))?;
+    if body.len() as u64 != raw_len {
+        return Err(ChunkError::corrupt(
+            start,
+            "body length differs from the header",
+        ));
+    }
+    Ok(body)
+}
+
+/// The column a [`Encoding::DecimalColumn`] chunk reads its timestamps from.
+pub fn column_of(bytes: &[u8]) -> Result<ColumnRef> {
+    if bytes.first() != Some(&(Encoding::DecimalColumn as u8)) {
+        return Err(ChunkError::corrupt(0, "not a decimal-column chunk"));
+    }
+    let mut d = Decoder::new(&bytes[1..]);
+    let bad = || ChunkError::corrupt(1, "truncated chunk header");
+    d.varint64().ok_or_else(bad)?;
+    let seq = d.varint64().ok_or_else(bad)?;
+    let index = d.varint64().ok_or_else(bad)?;
+    Ok(ColumnRef { seq, index })
+}
+
+/// Decodes a [`Encoding::DecimalColumn`] chunk with its column's timestamps `ts`.
+pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
+    if bytes.first() != Some(&(Encoding::DecimalColumn as u8)) {
+        return Err(ChunkError::corrupt(0, "not a decimal-column chunk"));
+    }
+    let mut d = Decoder::new(&bytes[1..]);
+    let bad = || ChunkError::corrupt(1, "truncated chunk header");
+    let n = d.varint64().ok_or_else(bad)?;
+    d.varint64().ok_or_else(bad)?;
+    d.varint64().ok_or_else(bad)?;
+    let raw_len = d.varint64().ok_or_else(bad)?;
+    if n != ts.len() as u64 {
+        return Err(ChunkError::corrupt(
+            1,
+            format!("{n} samples but a column of {} timestamps", ts.len()),
+        ));
+    }
+    // Without timestamps a sample still costs at least one body byte.
+    if raw_len < n.max(1) || raw_len > n.saturating_mul(30) + 32 {
+        return Err(ChunkError::corrupt(
+            1,
+            format!("implausible header: {n} samples in {raw_len} bytes"),
+        ));
+    }
+    let start = 1 + d.position();
+    let body = unframe(bytes, start, raw_len)?;
+    decode_body(&body, n as usize, Some(ts), start)
 }
 
 fn put_exceptions(out: &mut Vec<u8>, ex: &[(usize, u64)]) {
@@ -202,6 +356,12 @@ fn put_exceptions(out: &mut Vec<u8>, ex: &[(usize, u64)]) {
 
 /// Decodes a whole decimal chunk (`bytes` includes the encoding byte).
 pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
+    if bytes.first() == Some(&(Encoding::DecimalColumn as u8)) {
+        return Err(ChunkError::corrupt(
+            0,
+            "a decimal-column chunk needs its timestamp column",
+        ));
+    }
     let mut d = Decoder::new(bytes.get(1..).unwrap_or_default());
     let n = d
         .varint64()
@@ -217,21 +377,23 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
             format!("implausible header: {n} samples in {raw_len} bytes"),
         ));
     }
-    let n = n as usize;
     let start = 1 + d.position();
-    let body = zstd::bulk::decompress(&bytes[start..], raw_len as usize)
-        .map_err(|e| ChunkError::corrupt(start, format!("zstd: {e}")))?;
-    if body.len() != raw_len as usize {
-        return Err(ChunkError::corrupt(
-            start,
-            "body length differs from the header",
-        ));
-    }
-    let at = start;
-    let mut d = Decoder::new(&body);
+    let body = unframe(bytes, start, raw_len)?;
+    decode_body(&body, n as usize, None, start)
+}
+
+/// Decodes a body of `n` samples; `times` given means the body holds none.
+fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Result<Vec<(i64, f64)>> {
+    let mut d = Decoder::new(body);
     let mode = d
         .u8()
         .ok_or_else(|| ChunkError::corrupt(at, "empty body"))?;
+    let read_times = |d: &mut Decoder<'_>| -> Result<Vec<i64>> {
+        match times {
+            Some(ts) => Ok(ts.to_vec()),
+            None => get_deltas(d, n, true, at),
+        }
+    };
     let mut out = Vec::with_capacity(n);
     match mode {
         MODE_DELTA | MODE_DOD => {
@@ -261,7 +423,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
                     .ok_or_else(|| ChunkError::corrupt(at, "truncated exception"))?;
                 ex.push((idx as usize, bits));
             }
-            let ts = get_deltas(&mut d, n, true, at)?;
+            let ts = read_times(&mut d)?;
             let ms = get_deltas(&mut d, n, mode == MODE_DOD, at)?;
             let mut exi = ex.iter().peekable();
             for i in 0..n {
@@ -276,7 +438,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
             }
         }
         MODE_RAW => {
-            let ts = get_deltas(&mut d, n, true, at)?;
+            let ts = read_times(&mut d)?;
             let mut prev = 0u64;
             for t in ts {
                 let x = d
@@ -313,6 +475,25 @@ mod tests {
         assert_eq!(dec.len(), samples.len());
         for (a, b) in dec.iter().zip(samples) {
             assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()));
+        }
+        // The same samples with their timestamps in a column.
+        let col = ColumnRef { seq: 7, index: 300 };
+        let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
+        let column = encode_column(&ts, 3).unwrap();
+        assert_eq!(decode_column(&column).unwrap(), ts);
+        let enc = encode_with_column(samples, col, 3).unwrap();
+        assert_eq!(column_of(&enc).unwrap(), col);
+        assert_eq!(num_samples(&enc).unwrap(), samples.len());
+        assert!(decode(&enc).is_err(), "needs its column");
+        let dec = decode_with_column(&enc, &ts).unwrap();
+        for (a, b) in dec.iter().zip(samples) {
+            assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()));
+        }
+        if !ts.is_empty() {
+            assert!(
+                decode_with_column(&enc, &ts[1..]).is_err(),
+                "a column of another length"
+            );
         }
     }
 
@@ -391,6 +572,18 @@ mod tests {
                 *b = 2;
             }
             let _ = decode(&bytes);
+            if let Some(b) = bytes.first_mut() {
+                *b = 3;
+            }
+            if column_of(&bytes).is_ok() {
+                let n = num_samples(&bytes).unwrap_or(0).min(1000);
+                let ts: Vec<i64> = (0..n as i64).collect();
+                let _ = decode_with_column(&bytes, &ts);
+            }
+            if let Some(b) = bytes.first_mut() {
+                *b = COLUMN_V1;
+            }
+            let _ = decode_column(&bytes);
         }
     }
 }

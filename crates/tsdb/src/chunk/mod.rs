@@ -3,9 +3,11 @@
 //! Every chunk's bytes start with an encoding byte ([`Encoding`]) that names the encoding
 //! *and its version*: a change to an encoding's layout gets a new byte, never a reinterpretation
 //! of an old one. [`Chunk`] dispatches on it, so callers that store or read chunks do not
-//! care which encoding they hold. Today there is one encoding, [`Encoding::Xor`] (Gorilla
-//! delta-of-delta timestamps and XOR-ed float values, [`xor`]); native histograms will add
-//! more. The byte layout is documented in `docs/format/chunk.md`.
+//! care which encoding they hold. [`Encoding::Xor`] (Gorilla delta-of-delta timestamps and
+//! XOR-ed float values, [`xor`]) is what the head writes; compaction rewrites partitions in
+//! [`Encoding::Decimal`] or [`Encoding::DecimalColumn`] ([`decimal`]), the latter reading
+//! its timestamps from a column shared by many series. The byte layout is documented in
+//! `docs/format/chunk.md`.
 //!
 //! A chunk does not order samples: it stores any timestamps in the order they were
 //! appended. Rejecting out-of-order or duplicate samples is the head's job.
@@ -61,6 +63,10 @@ pub enum Encoding {
     /// Decimal conversion, delta coding and zstd ([`decimal`]), version 1: the encoding of
     /// compacted partitions.
     Decimal = 2,
+    /// [`Encoding::Decimal`] without timestamps: they are in a timestamp column shared by
+    /// the series of a compacted partition scraped at the same instants
+    /// ([`decimal::encode_with_column`]), version 1.
+    DecimalColumn = 3,
 }
 
 impl Encoding {
@@ -69,6 +75,7 @@ impl Encoding {
         match b {
             1 => Some(Encoding::Xor),
             2 => Some(Encoding::Decimal),
+            3 => Some(Encoding::DecimalColumn),
             _ => None,
         }
     }
@@ -80,7 +87,8 @@ impl Encoding {
 pub enum Chunk {
     /// A [`XorChunk`].
     Xor(XorChunk),
-    /// A [`decimal`] chunk, decoded when wrapped (it is one zstd frame).
+    /// A [`decimal`] chunk (either decimal encoding), decoded when wrapped (it is one zstd
+    /// frame).
     Decimal {
         /// The encoded bytes.
         bytes: Vec<u8>,
@@ -102,15 +110,39 @@ impl Chunk {
                 let samples = decimal::decode(&bytes)?;
                 Ok(Chunk::Decimal { bytes, samples })
             }
+            Some(Encoding::DecimalColumn) => Err(ChunkError::corrupt(
+                0,
+                "a decimal-column chunk needs its timestamp column",
+            )),
             None => Err(ChunkError::UnknownEncoding(b)),
         }
+    }
+
+    /// Like [`Chunk::from_bytes`], with `column` giving the timestamps of a
+    /// [`Encoding::DecimalColumn`] chunk (called only for those).
+    pub fn from_bytes_with_column<E>(
+        bytes: Vec<u8>,
+        column: impl FnOnce(decimal::ColumnRef) -> std::result::Result<std::sync::Arc<[i64]>, E>,
+    ) -> std::result::Result<Chunk, E>
+    where
+        E: From<ChunkError>,
+    {
+        if bytes.first() != Some(&(Encoding::DecimalColumn as u8)) {
+            return Ok(Chunk::from_bytes(bytes)?);
+        }
+        let ts = column(decimal::column_of(&bytes)?)?;
+        let samples = decimal::decode_with_column(&bytes, &ts)?;
+        Ok(Chunk::Decimal { bytes, samples })
     }
 
     /// The chunk's encoding.
     pub fn encoding(&self) -> Encoding {
         match self {
             Chunk::Xor(_) => Encoding::Xor,
-            Chunk::Decimal { .. } => Encoding::Decimal,
+            Chunk::Decimal { bytes, .. } => match bytes.first() {
+                Some(&b) if b == Encoding::DecimalColumn as u8 => Encoding::DecimalColumn,
+                _ => Encoding::Decimal,
+            },
         }
     }
 
