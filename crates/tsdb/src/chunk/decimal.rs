@@ -30,6 +30,13 @@ pub const MAX_SAMPLES: usize = 1 << 24;
 const MODE_DELTA: u8 = 0;
 const MODE_DOD: u8 = 1;
 const MODE_RAW: u8 = 2;
+/// Flag on the decimal modes: the deltas share a factor (varint after the exponent) and are
+/// stored divided by it (memory and disk sizes move in pages: deltas of 4096·k).
+const FLAG_FACTOR: u8 = 4;
+/// Flag on the decimal modes: after the first mantissa, a bitmap of which of the other
+/// `n - 1` deltas (or delta-of-deltas) are non-zero, then only the non-zero ones (idle
+/// counters and gauges that change now and then are mostly zeros).
+const FLAG_MASK: u8 = 8;
 
 /// Mantissas stay below 2^53 so that `m as f64` is exact.
 const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
@@ -194,17 +201,12 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
     });
     match (exp, mantissas) {
         (Some(e), Some(ms)) => {
-            let mut a = Vec::new();
-            put_deltas(&mut a, &ms, false);
-            let mut b = Vec::new();
-            put_deltas(&mut b, &ms, true);
-            let (mode, vals) = if b.len() < a.len() {
-                (MODE_DOD, b)
-            } else {
-                (MODE_DELTA, a)
-            };
+            let (mode, factor, vals) = value_layout(&ms);
             body.push(mode);
             put_varint64(&mut body, zz(i64::from(e)));
+            if mode & FLAG_FACTOR != 0 {
+                put_varint64(&mut body, factor);
+            }
             put_exceptions(&mut body, &exceptions);
             if with_times {
                 put_deltas(&mut body, &ts, true);
@@ -224,6 +226,111 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
         }
     }
     body
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Chooses how mantissas are stored: delta or delta-of-delta, divided by the deltas'
+/// common factor, plain or with a zero bitmap; the smallest raw form, which zstd then
+/// compresses. Returns (mode byte, factor, bytes).
+fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
+    let deltas: Vec<i64> = ms.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    let g = deltas.iter().fold(0u64, |g, d| gcd(g, d.unsigned_abs()));
+    // A factor must divide back exactly within i64.
+    let (flag, factor) = if (2..=1 << 62).contains(&g) {
+        (FLAG_FACTOR, g)
+    } else {
+        (0, 1)
+    };
+    let scaled: Vec<i64> = deltas.iter().map(|d| d / factor as i64).collect();
+    let dods: Vec<i64> = std::iter::once(scaled.first().copied().unwrap_or(0))
+        .chain(scaled.windows(2).map(|w| w[1].wrapping_sub(w[0])))
+        .collect();
+    let mut best: Option<(u8, Vec<u8>)> = None;
+    for (mode, rest) in [(MODE_DELTA, &scaled), (MODE_DOD, &dods)] {
+        for mask in [false, true] {
+            let mut out = Vec::with_capacity(ms.len() * 2);
+            if let Some(&first) = ms.first() {
+                put_varint64(&mut out, zz(first));
+            }
+            if mask {
+                let mut bits = vec![0u8; rest.len().div_ceil(8)];
+                for (i, &x) in rest.iter().enumerate() {
+                    if x != 0 {
+                        bits[i / 8] |= 1 << (i % 8);
+                    }
+                }
+                out.extend_from_slice(&bits);
+                for &x in rest.iter().filter(|x| **x != 0) {
+                    put_varint64(&mut out, zz(x));
+                }
+            } else {
+                for &x in rest.iter() {
+                    put_varint64(&mut out, zz(x));
+                }
+            }
+            let mode = mode | flag | if mask { FLAG_MASK } else { 0 };
+            if best.as_ref().is_none_or(|(_, b)| out.len() < b.len()) {
+                best = Some((mode, out));
+            }
+        }
+    }
+    let (mode, out) = best.unwrap_or((MODE_DELTA, Vec::new()));
+    (mode, factor, out)
+}
+
+/// Reads [`value_layout`]'s mantissas back.
+fn get_values(d: &mut Decoder<'_>, n: usize, mode: u8, factor: u64, at: usize) -> Result<Vec<i64>> {
+    let corrupt = |r: &str| ChunkError::corrupt(at, r.to_string());
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok(out);
+    }
+    let first = unzz(
+        d.varint64()
+            .ok_or_else(|| corrupt("truncated first value"))?,
+    );
+    let mut rest = Vec::with_capacity(n - 1);
+    if mode & FLAG_MASK != 0 {
+        let bits = d
+            .bytes((n - 1).div_ceil(8))
+            .ok_or_else(|| corrupt("truncated zero bitmap"))?;
+        for i in 0..n - 1 {
+            if bits[i / 8] & (1 << (i % 8)) != 0 {
+                let x = d.varint64().ok_or_else(|| corrupt("truncated values"))?;
+                if x == 0 {
+                    return Err(corrupt("a zero marked non-zero"));
+                }
+                rest.push(unzz(x));
+            } else {
+                rest.push(0);
+            }
+        }
+    } else {
+        for _ in 0..n - 1 {
+            rest.push(unzz(
+                d.varint64().ok_or_else(|| corrupt("truncated values"))?,
+            ));
+        }
+    }
+    let mut m = first;
+    out.push(m);
+    let mut delta = 0i64;
+    for x in rest {
+        delta = if mode & MODE_DOD != 0 {
+            delta.wrapping_add(x)
+        } else {
+            x
+        };
+        m = m.wrapping_add(delta.wrapping_mul(factor as i64));
+        out.push(m);
+    }
+    Ok(out)
 }
 
 /// Where a [`Encoding::DecimalColumn`] chunk's timestamps are: the column key
@@ -332,8 +439,9 @@ pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
             format!("{n} samples but a column of {} timestamps", ts.len()),
         ));
     }
-    // Without timestamps a sample still costs at least one body byte.
-    if raw_len < n.max(1) || raw_len > n.saturating_mul(30) + 32 {
+    // Without timestamps a run of equal values takes a bit per sample; `n` itself is
+    // bounded by the column, which was decoded from real bytes.
+    if raw_len == 0 || raw_len > n.saturating_mul(30) + 32 {
         return Err(ChunkError::corrupt(
             1,
             format!("implausible header: {n} samples in {raw_len} bytes"),
@@ -369,9 +477,10 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
     let raw_len = d
         .varint64()
         .ok_or_else(|| ChunkError::corrupt(1, "truncated body length"))?;
-    // A sample costs at least 2 body bytes and at most 30 (two 10-byte varints + bits
-    // + exception): bound what the decompressor may allocate by the header's claims.
-    if n as usize > MAX_SAMPLES || raw_len < n.saturating_mul(2) || raw_len > n * 30 + 32 {
+    // A sample costs at least 1 body byte (its timestamp) and at most 30 (two 10-byte
+    // varints + bits + exception): bound what the decompressor may allocate by the
+    // header's claims.
+    if n as usize > MAX_SAMPLES || raw_len < n || raw_len > n * 30 + 32 {
         return Err(ChunkError::corrupt(
             1,
             format!("implausible header: {n} samples in {raw_len} bytes"),
@@ -396,12 +505,19 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
     };
     let mut out = Vec::with_capacity(n);
     match mode {
-        MODE_DELTA | MODE_DOD => {
+        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK) == 0 => {
             let e = d
                 .varint64()
                 .map(unzz)
                 .filter(|e| (-15..=15).contains(e))
                 .ok_or_else(|| ChunkError::corrupt(at, "bad exponent"))? as i32;
+            let factor = if mode & FLAG_FACTOR != 0 {
+                d.varint64()
+                    .filter(|g| (2..=1 << 62).contains(g))
+                    .ok_or_else(|| ChunkError::corrupt(at, "bad factor"))?
+            } else {
+                1
+            };
             let nex = d
                 .varint64()
                 .ok_or_else(|| ChunkError::corrupt(at, "bad exception count"))?;
@@ -424,7 +540,11 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
                 ex.push((idx as usize, bits));
             }
             let ts = read_times(&mut d)?;
-            let ms = get_deltas(&mut d, n, mode == MODE_DOD, at)?;
+            let ms = if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
+                get_deltas(&mut d, n, mode == MODE_DOD, at)?
+            } else {
+                get_values(&mut d, n, mode, factor, at)?
+            };
             let mut exi = ex.iter().peekable();
             for i in 0..n {
                 let v = match exi.peek() {
@@ -531,6 +651,24 @@ mod tests {
     }
 
     #[test]
+    fn page_sized_steps_use_a_factor_and_a_zero_bitmap() {
+        let mut v = 8_000_000_000.0f64;
+        let samples: Vec<(i64, f64)> = (0..720)
+            .map(|i| {
+                if i % 3 == 0 {
+                    v += ((i * 37 % 2001) as f64 - 1000.0) * 4096.0;
+                }
+                (i * 15_000, v)
+            })
+            .collect();
+        let ms: Vec<i64> = samples.iter().map(|s| s.1 as i64).collect();
+        let (mode, factor, _) = value_layout(&ms);
+        assert_eq!(factor, 4096);
+        assert_eq!(mode & (FLAG_FACTOR | FLAG_MASK), FLAG_FACTOR | FLAG_MASK);
+        round_trip(&samples);
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         for bad in [
             &[2u8][..],
@@ -561,6 +699,32 @@ mod tests {
                     1 => (t, (bits % 100_000) as f64 / 100.0),
                     2 => (t, (bits % 1000) as f64),
                     _ => (t / 1000, -((bits % 77) as f64) / 10.0),
+                })
+                .collect();
+            round_trip(&samples);
+        }
+
+        #[test]
+        fn sparse_and_factored_values_round_trip(
+            steps in proptest::collection::vec((0u8..10, -3000i64..3000, 0u8..4), 1..400),
+            start in any::<i32>(),
+            factor in prop_oneof![Just(1i64), Just(4096), Just(60), Just(1 << 40)],
+        ) {
+            // Gauges that move now and then by multiples of a factor, with the odd
+            // special value and the odd huge jump.
+            let mut v = i64::from(start);
+            let samples: Vec<(i64, f64)> = steps
+                .iter()
+                .enumerate()
+                .map(|(i, &(p, k, special))| {
+                    if p < 3 {
+                        v = v.wrapping_add(k.wrapping_mul(factor));
+                    }
+                    if p == 9 && special == 0 {
+                        v = v.wrapping_mul(1 << 20);
+                    }
+                    let x = if p == 8 && special == 1 { f64::NAN } else { v as f64 / 100.0 };
+                    (i as i64 * 15_000, x)
                 })
                 .collect();
             round_trip(&samples);
