@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use influxdb_line_protocol::FieldValue;
 
@@ -297,14 +297,63 @@ async fn store(state: Arc<AppState>, parsed: Parsed) -> Response {
     }
 }
 
-fn body_str(body: &[u8]) -> Result<&str, String> {
-    std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))
+/// The body as text: gunzipped first if `Content-Encoding: gzip` (Telegraf and the InfluxDB
+/// clients compress by default), never more than `max` bytes after decompression.
+pub fn body_text(
+    headers: &HeaderMap,
+    body: &[u8],
+    max: usize,
+) -> Result<String, (StatusCode, String)> {
+    use std::io::Read;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    let bytes = match encoding.as_deref() {
+        None | Some("" | "identity") => body.to_vec(),
+        Some("gzip" | "x-gzip") => {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(body)
+                .take(max as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| (StatusCode::BAD_REQUEST, format!("gzip: {e}")))?;
+            if out.len() > max {
+                return Err((
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("decompressed body exceeds the limit of {max} bytes"),
+                ));
+            }
+            out
+        }
+        Some(other) => {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {other:?} (gzip or none)"),
+            ))
+        }
+    };
+    String::from_utf8(bytes)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("body is not UTF-8: {e}")))
+}
+
+/// Decodes and parses a body off the async workers (a large gzipped body takes a while).
+async fn parse_off_thread(
+    state: &AppState,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+    parse: impl FnOnce(&str) -> Parsed + Send + 'static,
+) -> Result<Parsed, Response> {
+    let max = state.config.limits.max_decompressed_bytes;
+    tokio::task::spawn_blocking(move || body_text(&headers, &body, max).map(|b| parse(&b)))
+        .await
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|(status, msg)| text(status, msg))
 }
 
 /// `POST /write` (InfluxDB 1.x) and `POST /api/v2/write`.
 pub async fn influx_write(
     State(state): State<Arc<AppState>>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let p = Params::parse(q.as_deref(), None);
@@ -322,25 +371,28 @@ pub async fn influx_write(
             )
         }
     };
-    let body = match body_str(&body) {
-        Ok(b) => b,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e),
-    };
-    let parsed = parse_line_protocol(body, unit_ns, chrono::Utc::now().timestamp_millis());
-    store(state, parsed).await
+    let now = chrono::Utc::now().timestamp_millis();
+    match parse_off_thread(&state, headers, body, move |b| {
+        parse_line_protocol(b, unit_ns, now)
+    })
+    .await
+    {
+        Ok(parsed) => store(state, parsed).await,
+        Err(r) => r,
+    }
 }
 
 /// `POST /api/v1/import/prometheus`.
 pub async fn import_prometheus(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let body = match body_str(&body) {
-        Ok(b) => b,
-        Err(e) => return text(StatusCode::BAD_REQUEST, e),
-    };
-    let parsed = parse_exposition(body, chrono::Utc::now().timestamp_millis());
-    store(state, parsed).await
+    let now = chrono::Utc::now().timestamp_millis();
+    match parse_off_thread(&state, headers, body, move |b| parse_exposition(b, now)).await {
+        Ok(parsed) => store(state, parsed).await,
+        Err(r) => r,
+    }
 }
 
 #[cfg(test)]

@@ -496,3 +496,66 @@ async fn basic_auth_is_accepted_when_configured() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzipped_line_protocol_is_accepted_as_telegraf_sends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.limits.max_decompressed_bytes = 1 << 20;
+    let st = state(dir.path(), config);
+    let app = router(Arc::clone(&st));
+    // Telegraf's influxdb output: POST /write?db=..., gzip by default, ns precision.
+    let lines = "cpu,host=a,cpu=cpu0 usage_idle=97.5,usage_user=1.25 1700000000000000000\n";
+    let req = Request::post("/write?db=telegraf")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(gzip(lines.as_bytes())))
+        .unwrap();
+    let (status, msg) = send(&app, req).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{msg}");
+    let (_, body) = send(
+        &app,
+        get("/api/v1/query?query=cpu_usage_idle&time=1700000010"),
+    )
+    .await;
+    assert!(body.contains("\"97.5\""), "{body}");
+    // So is a gzipped text import.
+    let req = Request::post("/api/v1/import/prometheus")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(gzip(b"jobs{queue=\"q\"} 3 1700000000000\n")))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::NO_CONTENT);
+
+    // A gzip bomb stops at the decompressed limit; other encodings are refused; nothing of
+    // either is stored.
+    let bomb = gzip(&vec![b'#'; 4 << 20]);
+    assert!(bomb.len() < 64 << 10);
+    let req = Request::post("/write")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from(bomb))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    let req = Request::post("/api/v2/write")
+        .header(header::CONTENT_ENCODING, "br")
+        .body(Body::from("cpu,host=b usage_idle=1 1700000000000000000\n"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let req = Request::post("/write")
+        .header(header::CONTENT_ENCODING, "gzip")
+        .body(Body::from("not gzip at all"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::BAD_REQUEST);
+    let (_, body) = send(
+        &app,
+        get("/api/v1/query?query=count(cpu_usage_idle)&time=1700000010"),
+    )
+    .await;
+    assert!(body.contains("\"1\""), "only host a: {body}");
+}

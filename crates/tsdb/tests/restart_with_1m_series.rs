@@ -76,10 +76,7 @@ fn restart_with_a_million_active_series() {
             Matcher::new(MatchOp::Equal, "instance", "host-3:9100").expect("matcher"),
             Matcher::new(MatchOp::Equal, "__name__", "node_metric_5_total").expect("matcher"),
         ];
-        let got = db
-            .querier(i64::MIN, i64::MAX)
-            .select(&m)
-            .expect("select");
+        let got = db.querier(i64::MIN, i64::MAX).select(&m).expect("select");
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].samples.len(), scrapes);
     };
@@ -94,7 +91,10 @@ fn restart_with_a_million_active_series() {
     );
     let start = Instant::now();
     db.close().expect("close");
-    println!("graceful close (flush): {:.2} s", start.elapsed().as_secs_f64());
+    println!(
+        "graceful close (flush): {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
 
     let start = Instant::now();
     let db = Tsdb::open(&dir, Options::default()).expect("reopen after close");
