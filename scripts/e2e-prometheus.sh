@@ -3,7 +3,8 @@
 # Prometheus scrapes itself and Strata, remote-writes to Strata and remote-reads from it.
 # Checks, within a bounded wait: promtool queries Strata; PromQL answers from Strata equal
 # Prometheus' own over the same samples (within 1e-6); line protocol written with curl is
-# queryable, also through Prometheus' remote_read.
+# queryable, also through Prometheus' remote_read; vmagent (VictoriaMetrics' agent, from
+# Debian's victoria-metrics package, installed if missing) remote-writes its scrapes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,11 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   echo "installing Debian's prometheus package" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus >/dev/null
+fi
+if ! command -v vmagent >/dev/null; then
+  echo "installing Debian's victoria-metrics package (for vmagent)" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q victoria-metrics >/dev/null
 fi
 command -v python3 >/dev/null || { echo "python3 is needed to compare answers" >&2; exit 1; }
 
@@ -22,6 +28,7 @@ SP=$(free_port); PP=$(free_port)
 TMP=$(mktemp -d)
 cleanup() {
   [ -n "${PROM_PID:-}" ] && kill "$PROM_PID" 2>/dev/null || true
+  [ -n "${VMAGENT_PID:-}" ] && kill "$VMAGENT_PID" 2>/dev/null || true
   [ -n "${STRATA_PID:-}" ] && kill -TERM "$STRATA_PID" 2>/dev/null && wait "$STRATA_PID" 2>/dev/null || true
   rm -rf "$TMP"
 }
@@ -111,4 +118,23 @@ curl -sf -XPOST "$S/api/v2/write?precision=s" --data-binary "e2e,source=lp,city=
 curl -sf "$S/api/v1/query?query=e2e_temp" | grep -q '"21.5"' || fail "line protocol sample not queryable in Strata"
 curl -sf "$P/api/v1/query?query=e2e_temp%7Bsource%3D%22lp%22%7D" | grep -q '"21.5"' || fail "remote_read through Prometheus"
 echo "line protocol and remote read: ok"
+
+# vmagent scraping Strata and remote-writing to it.
+VP=$(free_port)
+cat >"$TMP/vmagent.yml" <<YML
+scrape_configs:
+  - job_name: vmagent-strata
+    scrape_interval: 1s
+    static_configs: [{targets: ["127.0.0.1:$SP"]}]
+YML
+vmagent -promscrape.config="$TMP/vmagent.yml" -remoteWrite.url="$S/api/v1/write" \
+  -remoteWrite.flushInterval=1s -httpListenAddr="127.0.0.1:$VP" \
+  -remoteWrite.tmpDataPath="$TMP/vmagent-queue" >"$TMP/vmagent.log" 2>&1 &
+VMAGENT_PID=$!
+deadline=$((SECONDS + 60))
+until curl -sf "$S/api/v1/query" --data-urlencode 'query=count(strata_samples_ingested_total{job="vmagent-strata"})' | grep -q '"1"'; do
+  [ $SECONDS -gt $deadline ] && { tail -20 "$TMP/vmagent.log"; fail "no samples from vmagent within 60 s"; }
+  sleep 1
+done
+echo "vmagent remote write: ok"
 echo "e2e-prometheus: passed"
