@@ -5,6 +5,7 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod api;
+pub mod compat;
 pub mod error;
 pub mod metrics;
 pub mod params;
@@ -292,6 +293,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/status/tsdb", get(api::status_tsdb))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
         .route("/api/v1/metadata", get(api::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(compat::query_exemplars).post(compat::query_exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(compat::format_query).post(compat::format_query),
+        )
+        .route("/api/v1/rules", get(compat::rules))
+        .route("/api/v1/alerts", get(compat::alerts))
         .route(
             "/api/v1/admin/tsdb/delete_series",
             post(api::delete_series).put(api::delete_series),

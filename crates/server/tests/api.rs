@@ -559,3 +559,35 @@ async fn gzipped_line_protocol_is_accepted_as_telegraf_sends_it() {
     .await;
     assert!(body.contains("\"1\""), "only host a: {body}");
 }
+
+#[tokio::test]
+async fn endpoints_grafana_probes_answer_in_prometheus_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path(), Config::default());
+    let app = router(Arc::clone(&st));
+    let (status, body) = send(
+        &app,
+        get("/api/v1/query_exemplars?query=up&start=1700000000&end=1700000100"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        serde_json::json!({"status": "success", "data": []})
+    );
+    let (status, body) = send(&app, get("/api/v1/query_exemplars?query=up{")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("\"errorType\":\"bad_data\""), "{body}");
+    let (_, body) = send(&app, get("/api/v1/rules")).await;
+    assert!(body.contains("\"groups\":[]"), "{body}");
+    let (_, body) = send(&app, get("/api/v1/alerts")).await;
+    assert!(body.contains("\"alerts\":[]"), "{body}");
+    let req = Request::post("/api/v1/format_query")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("query=sum(rate(x%5B5m%5D))by(job)"))
+        .unwrap();
+    let (status, body) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"], "sum by (job) (rate(x[5m]))");
+}
