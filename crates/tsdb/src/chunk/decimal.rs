@@ -200,6 +200,28 @@ fn put_exceptions(out: &mut Vec<u8>, ex: &[(usize, u64)]) {
     }
 }
 
+thread_local! {
+    /// One zstd decompression context per thread, reused: creating one costs more than
+    /// decompressing a typical chunk (it probes the CPU's features, a trapping `cpuid` on
+    /// virtual machines).
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses one zstd frame of at most `capacity` bytes with this thread's context.
+fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.try_borrow_mut().map_err(std::io::Error::other)?;
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(frame, capacity),
+            None => zstd::bulk::decompress(frame, capacity),
+        }
+    })
+}
+
 /// Decodes a whole decimal chunk (`bytes` includes the encoding byte).
 pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
     let mut d = Decoder::new(bytes.get(1..).unwrap_or_default());
@@ -219,7 +241,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
     }
     let n = n as usize;
     let start = 1 + d.position();
-    let body = zstd::bulk::decompress(&bytes[start..], raw_len as usize)
+    let body = decompress(&bytes[start..], raw_len as usize)
         .map_err(|e| ChunkError::corrupt(start, format!("zstd: {e}")))?;
     if body.len() != raw_len as usize {
         return Err(ChunkError::corrupt(
@@ -359,6 +381,25 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_reused_decompressor_survives_a_corrupt_frame() {
+        let good: Vec<(i64, f64)> = (0..500).map(|i| (i * 15_000, i as f64 * 0.5)).collect();
+        let enc = encode(&good, 3).unwrap();
+        round_trip(&good);
+        // The same header over a damaged frame: an error, and the thread's context
+        // decodes the next good chunk as if nothing happened.
+        let mut bad = enc.clone();
+        let n = bad.len();
+        for b in &mut bad[n / 2..] {
+            *b ^= 0x5a;
+        }
+        assert!(decode(&bad).is_err());
+        bad.truncate(n - 3);
+        assert!(decode(&bad).is_err());
+        assert_eq!(decode(&enc).unwrap().len(), 500);
+        round_trip(&[(1, 2.0)]);
     }
 
     proptest! {
