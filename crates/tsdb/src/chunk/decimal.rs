@@ -90,8 +90,15 @@ fn put_deltas(out: &mut Vec<u8>, vals: &[i64], dod: bool) {
     }
 }
 
-fn get_deltas(d: &mut Decoder<'_>, n: usize, dod: bool, at: usize) -> Result<Vec<i64>> {
-    let mut out = Vec::with_capacity(n);
+/// Reads `n` delta (or delta-of-delta) coded integers, handing each to `sink` with its
+/// index (no vector of its own: the caller writes them where they belong).
+fn get_deltas(
+    d: &mut Decoder<'_>,
+    n: usize,
+    dod: bool,
+    at: usize,
+    mut sink: impl FnMut(usize, i64),
+) -> Result<()> {
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for i in 0..n {
@@ -110,10 +117,10 @@ fn get_deltas(d: &mut Decoder<'_>, n: usize, dod: bool, at: usize) -> Result<Vec
             prev_delta = delta;
             prev.wrapping_add(delta)
         };
-        out.push(v);
+        sink(i, v);
         prev = v;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Encodes samples (any order is kept as given) with zstd at `level`.
@@ -200,25 +207,57 @@ fn put_exceptions(out: &mut Vec<u8>, ex: &[(usize, u64)]) {
     }
 }
 
+/// A zstd decompression context and a body buffer, one per thread.
+struct Inflater {
+    ctx: zstd::bulk::Decompressor<'static>,
+    body: Vec<u8>,
+}
+
+/// Body buffers above this size are not kept for the next chunk.
+const KEEP_BODY_BYTES: usize = 1 << 20;
+
 thread_local! {
     /// One zstd decompression context per thread, reused: creating one costs more than
     /// decompressing a typical chunk (it probes the CPU's features, a trapping `cpuid` on
     /// virtual machines).
-    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
-        const { std::cell::RefCell::new(None) };
+    static INFLATER: std::cell::RefCell<Option<Inflater>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Decompresses one zstd frame of at most `capacity` bytes with this thread's context.
-fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|cell| {
-        let mut slot = cell.try_borrow_mut().map_err(std::io::Error::other)?;
+/// Decompresses one zstd frame of at most `capacity` bytes with this thread's context and
+/// buffer, and hands the bytes to `f`.
+fn with_decompressed<T>(
+    frame: &[u8],
+    capacity: usize,
+    f: impl FnOnce(&[u8]) -> Result<T>,
+    at: usize,
+) -> Result<T> {
+    let zstd_err = |e: std::io::Error| ChunkError::corrupt(at, format!("zstd: {e}"));
+    INFLATER.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            // Re-entered (cannot happen today): a context of its own.
+            let body = zstd::bulk::decompress(frame, capacity).map_err(zstd_err)?;
+            return f(&body);
+        };
         if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
+            *slot = Some(Inflater {
+                ctx: zstd::bulk::Decompressor::new().map_err(zstd_err)?,
+                body: Vec::new(),
+            });
         }
-        match slot.as_mut() {
-            Some(d) => d.decompress(frame, capacity),
-            None => zstd::bulk::decompress(frame, capacity),
+        let Some(inf) = slot.as_mut() else {
+            return Err(ChunkError::corrupt(at, "no zstd context"));
+        };
+        inf.body.clear();
+        inf.body.reserve(capacity);
+        let got = inf
+            .ctx
+            .decompress_to_buffer(frame, &mut inf.body)
+            .map_err(zstd_err)
+            .and_then(|_| f(&inf.body));
+        if inf.body.capacity() > KEEP_BODY_BYTES {
+            inf.body = Vec::new();
         }
+        got
     })
 }
 
@@ -241,16 +280,24 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
     }
     let n = n as usize;
     let start = 1 + d.position();
-    let body = decompress(&bytes[start..], raw_len as usize)
-        .map_err(|e| ChunkError::corrupt(start, format!("zstd: {e}")))?;
-    if body.len() != raw_len as usize {
+    with_decompressed(
+        &bytes[start..],
+        raw_len as usize,
+        |body| decode_body(body, n, raw_len as usize, start),
+        start,
+    )
+}
+
+/// Decodes the decompressed body of a chunk of `n` samples.
+fn decode_body(body: &[u8], n: usize, raw_len: usize, start: usize) -> Result<Vec<(i64, f64)>> {
+    if body.len() != raw_len {
         return Err(ChunkError::corrupt(
             start,
             "body length differs from the header",
         ));
     }
     let at = start;
-    let mut d = Decoder::new(&body);
+    let mut d = Decoder::new(body);
     let mode = d
         .u8()
         .ok_or_else(|| ChunkError::corrupt(at, "empty body"))?;
@@ -283,29 +330,27 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
                     .ok_or_else(|| ChunkError::corrupt(at, "truncated exception"))?;
                 ex.push((idx as usize, bits));
             }
-            let ts = get_deltas(&mut d, n, true, at)?;
-            let ms = get_deltas(&mut d, n, mode == MODE_DOD, at)?;
+            get_deltas(&mut d, n, true, at, |_, t| out.push((t, 0.0)))?;
             let mut exi = ex.iter().peekable();
-            for i in 0..n {
-                let v = match exi.peek() {
+            get_deltas(&mut d, n, mode == MODE_DOD, at, |i, m| {
+                out[i].1 = match exi.peek() {
                     Some((j, bits)) if *j == i => {
                         exi.next();
                         f64::from_bits(*bits)
                     }
-                    _ => from_decimal(ms[i], e),
+                    _ => from_decimal(m, e),
                 };
-                out.push((ts[i], v));
-            }
+            })?;
         }
         MODE_RAW => {
-            let ts = get_deltas(&mut d, n, true, at)?;
+            get_deltas(&mut d, n, true, at, |_, t| out.push((t, 0.0)))?;
             let mut prev = 0u64;
-            for t in ts {
+            for smp in out.iter_mut() {
                 let x = d
                     .fixed64()
                     .ok_or_else(|| ChunkError::corrupt(at, "truncated raw values"))?;
                 prev ^= x;
-                out.push((t, f64::from_bits(prev)));
+                smp.1 = f64::from_bits(prev);
             }
         }
         m => return Err(ChunkError::corrupt(at, format!("unknown value mode {m}"))),
