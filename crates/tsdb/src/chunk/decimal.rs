@@ -20,7 +20,7 @@
 //! 2 raw bits), exponent (zig-zag varint, decimal modes), exception count and
 //! `(index, bits)` pairs, timestamps, values.
 
-use strata_kv::coding::{put_varint64, Decoder};
+use strata_kv::coding::{get_varint64, put_varint64, Decoder};
 
 use super::{ChunkError, Encoding, Result};
 
@@ -99,12 +99,26 @@ fn get_deltas(
     at: usize,
     mut sink: impl FnMut(usize, i64),
 ) -> Result<()> {
+    let truncated = || ChunkError::corrupt(at, "truncated delta stream");
+    // The rest of the body, read with an inlined varint reader; `d` moves past what was
+    // read at the end.
+    let buf = d.clone().bytes(d.remaining()).unwrap_or_default();
+    let mut pos = 0;
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for i in 0..n {
-        let raw = d
-            .varint64()
-            .ok_or_else(|| ChunkError::corrupt(at, "truncated delta stream"))?;
+        let raw = match buf.get(pos) {
+            Some(&b) if b < 0x80 => {
+                pos += 1;
+                u64::from(b)
+            }
+            _ => {
+                let (v, len) =
+                    get_varint64(buf.get(pos..).unwrap_or_default()).ok_or_else(truncated)?;
+                pos += len;
+                v
+            }
+        };
         let x = unzz(raw);
         let v = if i == 0 {
             x
@@ -120,6 +134,7 @@ fn get_deltas(
         sink(i, v);
         prev = v;
     }
+    d.bytes(pos).ok_or_else(truncated)?;
     Ok(())
 }
 
