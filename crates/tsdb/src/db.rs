@@ -1336,7 +1336,12 @@ impl<'a> Columns<'a> {
         }
     }
 
-    fn get(&mut self, part: i64, col: decimal::ColumnRef, chunk_key: &[u8]) -> Result<Arc<[i64]>> {
+    pub(crate) fn get(
+        &mut self,
+        part: i64,
+        col: decimal::ColumnRef,
+        chunk_key: &[u8],
+    ) -> Result<Arc<[i64]>> {
         if let Some(ts) = self.cache.get(&(part, col)) {
             return Ok(ts.clone());
         }

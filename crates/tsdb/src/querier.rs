@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::db::{decode_chunk_value, parse_chunk, Columns, Inner};
+use crate::chunk::{decimal, Chunk, Encoding};
+use crate::db::{parse_chunk, Columns, Inner};
 use crate::error::{Error, Result};
 use crate::head;
 use crate::index::PartitionIndex;
@@ -63,12 +64,27 @@ impl Querier {
     }
 
     /// The series selected by `matchers` that have samples in the range, sorted by labels.
+    ///
+    /// Two phases: the index and the chunks' bytes are read from one snapshot (and the head)
+    /// on this thread, then chunks are decoded and merged per label set, on several threads
+    /// when there is much to decode.
     pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>> {
+        self.select_sharing_above(matchers, PARALLEL_DECODE_BYTES)
+    }
+
+    /// [`Querier::select`], decoding on several threads once `parallel_bytes` of chunks
+    /// are read.
+    fn select_sharing_above(
+        &self,
+        matchers: &[Matcher],
+        parallel_bytes: usize,
+    ) -> Result<Vec<Series>> {
         let (mint, maxt) = (self.mint, self.maxt);
         if mint > maxt {
             return Ok(Vec::new());
         }
-        let mut groups: BTreeMap<Labels, Vec<Ranked>> = BTreeMap::new();
+        let mut groups: BTreeMap<Labels, Vec<Source>> = BTreeMap::new();
+        let mut stored_bytes = 0usize;
 
         // The head first, then a snapshot of the store: data that a concurrent flush moves
         // from the head to the store is then seen at least once.
@@ -80,18 +96,24 @@ impl Querier {
             let mut sources = Vec::new();
             for (i, c) in s.closed.iter().enumerate() {
                 if c.maxt >= mint && c.mint <= maxt {
-                    sources.push((HEAD_RANK + i as u64, decode_in_range(&c.chunk, mint, maxt)));
+                    sources.push(Source::Decoded(
+                        HEAD_RANK + i as u64,
+                        decode_in_range(&c.chunk, mint, maxt),
+                    ));
                 }
             }
             let n = s.closed.len() as u64;
             if let Some(o) = &s.open {
                 if o.maxt >= mint && o.mint <= maxt {
-                    sources.push((HEAD_RANK + n, decode_in_range(o.app.chunk(), mint, maxt)));
+                    sources.push(Source::Decoded(
+                        HEAD_RANK + n,
+                        decode_in_range(o.app.chunk(), mint, maxt),
+                    ));
                 }
             }
             let ooo: Vec<(i64, f64)> = s.ooo.range(mint..=maxt).map(|(t, v)| (*t, *v)).collect();
             if !ooo.is_empty() {
-                sources.push((HEAD_RANK + n + 1, ooo));
+                sources.push(Source::Decoded(HEAD_RANK + n + 1, ooo));
             }
             if !sources.is_empty() {
                 groups.entry(s.labels.clone()).or_default().extend(sources);
@@ -99,40 +121,78 @@ impl Querier {
         }
 
         let snap = self.inner.kv.snapshot();
+        let mut it = snap.iter();
         let mut columns = Columns::new(&snap);
         for part in self.inner.partitions_overlapping(mint, maxt) {
             for (r, labels) in selected(&snap, part, matchers)? {
                 let mut sources = Vec::new();
-                let (start, end) = chunk_range(part, r, maxt);
-                for item in snap.scan(start.as_slice()..end.as_slice()) {
-                    let (k, v) = item?;
-                    let (_, _, rank) = parse_chunk(&k)?;
-                    let (cmaxt, chunk) = decode_chunk_value(&k, r, &v, &mut columns)?;
-                    if cmaxt < mint {
-                        continue;
+                for_each_chunk(&mut it, part, r, maxt, |key, value| {
+                    let (_, _, rank) = parse_chunk(key)?;
+                    let cmaxt = keys::get_i64(value).ok_or_else(|| short_chunk_value(key))?;
+                    if cmaxt >= mint {
+                        stored_bytes += value.len();
+                        // A compacted chunk's shared timestamps, read here (the snapshot
+                        // lives on this thread) and decoded with the values later.
+                        let column = if value.get(8) == Some(&(Encoding::DecimalColumn as u8)) {
+                            let col = decimal::column_of(&value[8..])
+                                .map_err(|e| crate::db::chunk_error(key, r, e))?;
+                            Some(columns.get(part, col, key)?)
+                        } else {
+                            None
+                        };
+                        sources.push(Source::Stored {
+                            rank,
+                            series: r,
+                            key: key.to_vec(),
+                            value: value.to_vec(),
+                            column,
+                        });
                     }
-                    let mut samples = Vec::with_capacity(chunk.num_samples());
-                    for smp in chunk.iter() {
-                        let (t, v) = smp.map_err(|e| crate::db::chunk_error(&k, r, e))?;
-                        if t >= mint && t <= maxt {
-                            samples.push((t, v));
-                        }
-                    }
-                    sources.push((rank, samples));
-                }
+                    Ok(true)
+                })?;
                 if !sources.is_empty() {
                     groups.entry(labels).or_default().extend(sources);
                 }
             }
         }
 
-        Ok(groups
-            .into_iter()
-            .filter_map(|(labels, sources)| {
-                let samples = merge_ranked(sources);
-                (!samples.is_empty()).then_some(Series { labels, samples })
-            })
-            .collect())
+        let groups: Vec<(Labels, Vec<Source>)> = groups.into_iter().collect();
+        let threads = if stored_bytes >= parallel_bytes {
+            decode_threads().min(groups.len())
+        } else {
+            1
+        };
+        if threads <= 1 {
+            return finish_series(groups, mint, maxt);
+        }
+        // Contiguous shares of the label-ordered groups, so the output stays sorted.
+        let per = groups.len().div_ceil(threads);
+        let mut shares: Vec<Vec<(Labels, Vec<Source>)>> = Vec::with_capacity(threads);
+        let mut rest = groups.into_iter();
+        loop {
+            let share: Vec<_> = rest.by_ref().take(per).collect();
+            if share.is_empty() {
+                break;
+            }
+            shares.push(share);
+        }
+        let results: Vec<Result<Vec<Series>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shares
+                .into_iter()
+                .map(|share| scope.spawn(move || finish_series(share, mint, maxt)))
+                .collect();
+            handles
+                .into_iter()
+                // A panic in a decoding thread is re-raised here, as if it had
+                // happened on this thread.
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut out = Vec::new();
+        for r in results {
+            out.extend(r?);
+        }
+        Ok(out)
     }
 
     /// The label sets of the series selected by `matchers` that hold a chunk overlapping the
@@ -157,23 +217,20 @@ impl Querier {
             }
         }
         let snap = self.inner.kv.snapshot();
+        let mut it = snap.iter();
         for part in self.inner.partitions_overlapping(mint, maxt) {
             for (r, l) in selected(&snap, part, matchers)? {
                 if out.contains(&l) {
                     continue;
                 }
-                let (start, end) = chunk_range(part, r, maxt);
-                for item in snap.scan(start.as_slice()..end.as_slice()) {
-                    let (k, v) = item?;
-                    let cmaxt = keys::get_i64(&v).ok_or_else(|| Error::Corruption {
-                        location: format!("key {}", crate::error::show_key(&k)),
-                        offset: 0,
-                        reason: "chunk value shorter than its header".into(),
-                    })?;
-                    if cmaxt >= mint {
-                        out.insert(l);
-                        break;
-                    }
+                let mut overlaps = false;
+                for_each_chunk(&mut it, part, r, maxt, |k, v| {
+                    let cmaxt = keys::get_i64(v).ok_or_else(|| short_chunk_value(k))?;
+                    overlaps = cmaxt >= mint;
+                    Ok(!overlaps)
+                })?;
+                if overlaps {
+                    out.insert(l);
                 }
             }
         }
@@ -250,7 +307,8 @@ impl Querier {
 }
 
 /// The series of partition `part` selected by `matchers`, with their labels (deleted ones
-/// left out).
+/// left out). The labels are read through one cursor moving forward over the partition's
+/// series keys (refs come sorted), not one lookup each.
 fn selected(
     snap: &strata_kv::Snapshot,
     part: i64,
@@ -260,12 +318,143 @@ fn selected(
     let refs = postings::select(&idx, matchers);
     idx.take_error()?;
     let mut out = Vec::with_capacity(refs.len());
+    let mut it = snap.iter();
     for r in refs {
-        if let Some(l) = idx.labels(r)? {
-            out.push((r, l));
+        let key = keys::series_key(part, r);
+        it.seek(&key)?;
+        if !it.valid() || it.key() != key.as_slice() {
+            continue;
+        }
+        let labels = Labels::decode(it.value()).map_err(|e| Error::Corruption {
+            location: format!("key {}", crate::error::show_key(&key)),
+            offset: 0,
+            reason: e.to_string(),
+        })?;
+        out.push((r, labels));
+    }
+    Ok(out)
+}
+
+/// Visits the chunks of series `r` in `part` that start at or before `maxt`, in key order,
+/// through `it` (a cursor of the snapshot, reused from series to series).
+fn for_each_chunk(
+    it: &mut strata_kv::DbIterator,
+    part: i64,
+    r: crate::postings::SeriesRef,
+    maxt: i64,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<bool>,
+) -> Result<()> {
+    let (start, end) = chunk_range(part, r, maxt);
+    it.seek(&start)?;
+    while it.valid() && it.key() < end.as_slice() {
+        if !f(it.key(), it.value())? {
+            break;
+        }
+        it.next()?;
+    }
+    Ok(())
+}
+
+/// Chunk bytes read by one [`Querier::select`] above which decoding is shared between
+/// threads (below, starting threads costs more than it saves).
+const PARALLEL_DECODE_BYTES: usize = 256 << 10;
+
+/// Threads that decode the chunks of one large selection: the machine's cores, at most 8.
+fn decode_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
+/// Samples of one label set from one place, before merging.
+enum Source {
+    /// Head data, decoded under the series' lock, with its rank.
+    Decoded(u64, Vec<(i64, f64)>),
+    /// A persisted chunk as read: key and value (`i64be(maxt)` then the chunk bytes).
+    Stored {
+        rank: u64,
+        series: crate::postings::SeriesRef,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        /// The timestamps of an [`Encoding::DecimalColumn`] chunk.
+        column: Option<Arc<[i64]>>,
+    },
+}
+
+/// Decodes and merges the sources of each label set; label sets left without samples in
+/// `[mint, maxt]` are dropped.
+fn finish_series(groups: Vec<(Labels, Vec<Source>)>, mint: i64, maxt: i64) -> Result<Vec<Series>> {
+    let mut out = Vec::with_capacity(groups.len());
+    for (labels, sources) in groups {
+        let mut ranked: Vec<Ranked> = Vec::with_capacity(sources.len());
+        for src in sources {
+            ranked.push(match src {
+                Source::Decoded(rank, samples) => (rank, samples),
+                Source::Stored {
+                    rank,
+                    series,
+                    key,
+                    value,
+                    column,
+                } => (
+                    rank,
+                    decode_stored(&key, series, value, column.as_deref(), mint, maxt)?,
+                ),
+            });
+        }
+        let samples = merge_ranked(ranked);
+        if !samples.is_empty() {
+            out.push(Series { labels, samples });
         }
     }
     Ok(out)
+}
+
+/// The samples in `[mint, maxt]` of a stored chunk value.
+fn decode_stored(
+    key: &[u8],
+    r: crate::postings::SeriesRef,
+    mut value: Vec<u8>,
+    column: Option<&[i64]>,
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<(i64, f64)>> {
+    if value.len() < 8 {
+        return Err(short_chunk_value(key));
+    }
+    let in_range = |t: i64| t >= mint && t <= maxt;
+    // Decimal chunks are decoded straight from the value's bytes, no copy of the chunk.
+    let decoded = match (value.get(8), column) {
+        (Some(&b), None) if b == Encoding::Decimal as u8 => Some(decimal::decode(&value[8..])),
+        (Some(&b), Some(ts)) if b == Encoding::DecimalColumn as u8 => {
+            Some(decimal::decode_with_column(&value[8..], ts))
+        }
+        _ => None,
+    };
+    if let Some(samples) = decoded {
+        let mut samples = samples.map_err(|e| crate::db::chunk_error(key, r, e))?;
+        samples.retain(|&(t, _)| in_range(t));
+        return Ok(samples);
+    }
+    value.drain(..8);
+    let chunk = Chunk::from_bytes(value).map_err(|e| crate::db::chunk_error(key, r, e))?;
+    let mut samples = Vec::with_capacity(chunk.num_samples());
+    for smp in chunk.iter() {
+        let (t, v) = smp.map_err(|e| crate::db::chunk_error(key, r, e))?;
+        if in_range(t) {
+            samples.push((t, v));
+        }
+    }
+    Ok(samples)
+}
+
+fn short_chunk_value(key: &[u8]) -> Error {
+    Error::Corruption {
+        location: format!("key {}", crate::error::show_key(key)),
+        offset: 0,
+        reason: "chunk value shorter than its header".into(),
+    }
 }
 
 /// The key range of the chunks of series `r` in `part` that start at or before `maxt`.
@@ -328,6 +517,56 @@ pub(crate) fn merge_ranked(mut sources: Vec<Ranked>) -> Vec<(i64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::{Options, Tsdb};
+
+    #[test]
+    fn decoding_on_several_threads_gives_what_one_thread_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            background: false,
+            max_chunk_samples: 50,
+            ..Options::default()
+        };
+        let db = Tsdb::open(dir.path(), opts).unwrap();
+        let series: Vec<Labels> = (0..40)
+            .map(|i| Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:02}"))]).unwrap())
+            .collect();
+        let mut t = 0;
+        // Compacted (decimal) chunks, flushed (XOR) chunks, then head data.
+        for round in 0..3 {
+            for _ in 0..300 {
+                let mut app = db.appender();
+                for (i, l) in series.iter().enumerate() {
+                    if (i + round) % 7 != 0 {
+                        app.add(l.clone(), t, (t / 1000 + i as i64) as f64 * 0.25);
+                    }
+                }
+                app.commit().unwrap();
+                t += 15_000;
+            }
+            match round {
+                0 => {
+                    db.flush().unwrap();
+                    db.compact().unwrap();
+                }
+                1 => db.flush().unwrap(),
+                _ => {}
+            }
+        }
+        let ms = [Matcher::equal("__name__", "m")];
+        for (mint, maxt) in [(0, t), (1_000_000, 9_000_000), (4_400_000, 4_600_000)] {
+            let q = db.querier(mint, maxt);
+            let one = q.select_sharing_above(&ms, usize::MAX).unwrap();
+            let many = q.select_sharing_above(&ms, 0).unwrap();
+            assert_eq!(one, many);
+            assert!(!one.is_empty());
+            assert!(one.windows(2).all(|w| w[0].labels < w[1].labels));
+            for s in &one {
+                assert!(s.samples.iter().all(|&(t, _)| t >= mint && t <= maxt));
+                assert!(s.samples.windows(2).all(|w| w[0].0 < w[1].0));
+            }
+        }
+    }
 
     #[test]
     fn newest_rank_wins_and_output_is_sorted() {

@@ -221,6 +221,59 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
             out[g].drop_name = true;
         }
     }
+    if matches!(op, T_SUM | T_COUNT | T_GROUP | T_MIN | T_MAX) {
+        // Series after series into one accumulator per group and step: the same
+        // operations in the same (input) order per group and step as the step-major loop
+        // below, without striding through every series' column at every step.
+        // The output columns are the accumulators; a sum's compensation terms live aside.
+        let mut comp: Vec<f64> = if op == T_SUM {
+            vec![0.0; ng * n]
+        } else {
+            Vec::new()
+        };
+        for (k, (s, &g)) in input.iter().zip(&group_of).enumerate() {
+            if k % 256 == 0 {
+                ev.check()?;
+            }
+            let row = &mut out[g].vals;
+            for (i, (slot, v)) in row.iter_mut().zip(&s.vals).enumerate() {
+                let Some(v) = *v else { continue };
+                let a = slot.get_or_insert(if matches!(op, T_MIN | T_MAX) {
+                    f64::NAN
+                } else {
+                    0.0
+                });
+                match op {
+                    T_SUM => {
+                        let c = &mut comp[g * n + i];
+                        (*a, *c) = kahan_inc(v, *a, *c);
+                    }
+                    T_COUNT => *a += 1.0,
+                    T_GROUP => *a = 1.0,
+                    T_MIN => {
+                        if *a > v || a.is_nan() {
+                            *a = v;
+                        }
+                    }
+                    _ => {
+                        if *a < v || a.is_nan() {
+                            *a = v;
+                        }
+                    }
+                }
+            }
+        }
+        if op == T_SUM {
+            for (g, o) in out.iter_mut().enumerate() {
+                for (dst, c) in o.vals.iter_mut().zip(&comp[g * n..(g + 1) * n]) {
+                    if let Some(a) = dst {
+                        *a += c;
+                    }
+                }
+            }
+        }
+        return Ok(EvalValue::Vector(out));
+    }
     let mut members: Vec<Vec<f64>> = vec![Vec::new(); ng];
     for i in 0..n {
         if i % 1024 == 0 {

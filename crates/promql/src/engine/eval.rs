@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
-use super::{CancelHandle, EngineOptions, EvalValue, Grid, RangeArg, StepSeries};
+use super::{CancelHandle, EngineOptions, EvalValue, Grid, RangeArg, StepSeries, WindowCursor};
 use crate::error::{eval_err, Error, Result};
 use crate::labels::METRIC_NAME;
 use crate::queryable::{Queryable, Series};
@@ -388,8 +388,10 @@ impl<'a> Evaluator<'a> {
             }
             let mut vals = vec![None; n];
             let mut any = false;
+            // The window of a step is `(t - lookback, t]`: its last sample is the answer.
+            let mut cursor = WindowCursor::default();
             for (i, &t) in times.iter().enumerate() {
-                let hi = s.samples.partition_point(|x| x.t <= t);
+                let hi = cursor.window(&s.samples, t, lookback).end;
                 if hi == 0 {
                     continue;
                 }

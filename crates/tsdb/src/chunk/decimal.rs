@@ -20,7 +20,7 @@
 //! 2 raw bits), exponent (zig-zag varint, decimal modes), exception count and
 //! `(index, bits)` pairs, timestamps, values.
 
-use strata_kv::coding::{put_varint64, Decoder};
+use strata_kv::coding::{get_varint64, put_varint64, Decoder};
 
 use super::{ChunkError, Encoding, Result};
 
@@ -97,14 +97,35 @@ fn put_deltas(out: &mut Vec<u8>, vals: &[i64], dod: bool) {
     }
 }
 
-fn get_deltas(d: &mut Decoder<'_>, n: usize, dod: bool, at: usize) -> Result<Vec<i64>> {
-    let mut out = Vec::with_capacity(n);
+/// Reads `n` delta (or delta-of-delta) coded integers, handing each to `sink` with its
+/// index (no vector of its own: the caller writes them where they belong).
+fn get_deltas(
+    d: &mut Decoder<'_>,
+    n: usize,
+    dod: bool,
+    at: usize,
+    mut sink: impl FnMut(usize, i64),
+) -> Result<()> {
+    let truncated = || ChunkError::corrupt(at, "truncated delta stream");
+    // The rest of the body, read with an inlined varint reader; `d` moves past what was
+    // read at the end.
+    let buf = d.clone().bytes(d.remaining()).unwrap_or_default();
+    let mut pos = 0;
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for i in 0..n {
-        let raw = d
-            .varint64()
-            .ok_or_else(|| ChunkError::corrupt(at, "truncated delta stream"))?;
+        let raw = match buf.get(pos) {
+            Some(&b) if b < 0x80 => {
+                pos += 1;
+                u64::from(b)
+            }
+            _ => {
+                let (v, len) =
+                    get_varint64(buf.get(pos..).unwrap_or_default()).ok_or_else(truncated)?;
+                pos += len;
+                v
+            }
+        };
         let x = unzz(raw);
         let v = if i == 0 {
             x
@@ -117,10 +138,11 @@ fn get_deltas(d: &mut Decoder<'_>, n: usize, dod: bool, at: usize) -> Result<Vec
             prev_delta = delta;
             prev.wrapping_add(delta)
         };
-        out.push(v);
+        sink(i, v);
         prev = v;
     }
-    Ok(out)
+    d.bytes(pos).ok_or_else(truncated)?;
+    Ok(())
 }
 
 /// Encodes samples (any order is kept as given) with zstd at `level`.
@@ -387,26 +409,21 @@ pub fn decode_column(bytes: &[u8]) -> Result<Vec<i64>> {
         ));
     }
     let start = 1 + d.position();
-    let body = unframe(bytes, start, raw_len)?;
-    let mut d = Decoder::new(&body);
-    let ts = get_deltas(&mut d, n as usize, true, start)?;
-    if !d.is_empty() {
-        return Err(ChunkError::corrupt(start, "trailing bytes in the column"));
-    }
-    Ok(ts)
-}
-
-/// Decompresses the zstd frame at `bytes[start..]`, which must give exactly `raw_len` bytes.
-fn unframe(bytes: &[u8], start: usize, raw_len: u64) -> Result<Vec<u8>> {
-    let body = zstd::bulk::decompress(bytes.get(start..).unwrap_or_default(), raw_len as usize)
-        .map_err(|e| ChunkError::corrupt(start, format!("zstd: {e}")))?;
-    if body.len() as u64 != raw_len {
-        return Err(ChunkError::corrupt(
-            start,
-            "body length differs from the header",
-        ));
-    }
-    Ok(body)
+    with_decompressed(
+        &bytes[start..],
+        raw_len as usize,
+        |body| {
+            check_body_len(body, raw_len, start)?;
+            let mut d = Decoder::new(body);
+            let mut ts = Vec::with_capacity(n as usize);
+            get_deltas(&mut d, n as usize, true, start, |_, t| ts.push(t))?;
+            if !d.is_empty() {
+                return Err(ChunkError::corrupt(start, "trailing bytes in the column"));
+            }
+            Ok(ts)
+        },
+        start,
+    )
 }
 
 /// The column a [`Encoding::DecimalColumn`] chunk reads its timestamps from.
@@ -448,8 +465,15 @@ pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
         ));
     }
     let start = 1 + d.position();
-    let body = unframe(bytes, start, raw_len)?;
-    decode_body(&body, n as usize, Some(ts), start)
+    with_decompressed(
+        &bytes[start..],
+        raw_len as usize,
+        |body| {
+            check_body_len(body, raw_len, start)?;
+            decode_body(body, n as usize, Some(ts), start)
+        },
+        start,
+    )
 }
 
 fn put_exceptions(out: &mut Vec<u8>, ex: &[(usize, u64)]) {
@@ -460,6 +484,60 @@ fn put_exceptions(out: &mut Vec<u8>, ex: &[(usize, u64)]) {
         out.extend_from_slice(&bits.to_le_bytes());
         prev = i;
     }
+}
+
+/// A zstd decompression context and a body buffer, one per thread.
+struct Inflater {
+    ctx: zstd::bulk::Decompressor<'static>,
+    body: Vec<u8>,
+}
+
+/// Body buffers above this size are not kept for the next chunk.
+const KEEP_BODY_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// One zstd decompression context per thread, reused: creating one costs more than
+    /// decompressing a typical chunk (it probes the CPU's features, a trapping `cpuid` on
+    /// virtual machines).
+    static INFLATER: std::cell::RefCell<Option<Inflater>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Decompresses one zstd frame of at most `capacity` bytes with this thread's context and
+/// buffer, and hands the bytes to `f`.
+fn with_decompressed<T>(
+    frame: &[u8],
+    capacity: usize,
+    f: impl FnOnce(&[u8]) -> Result<T>,
+    at: usize,
+) -> Result<T> {
+    let zstd_err = |e: std::io::Error| ChunkError::corrupt(at, format!("zstd: {e}"));
+    INFLATER.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            // Re-entered (cannot happen today): a context of its own.
+            let body = zstd::bulk::decompress(frame, capacity).map_err(zstd_err)?;
+            return f(&body);
+        };
+        if slot.is_none() {
+            *slot = Some(Inflater {
+                ctx: zstd::bulk::Decompressor::new().map_err(zstd_err)?,
+                body: Vec::new(),
+            });
+        }
+        let Some(inf) = slot.as_mut() else {
+            return Err(ChunkError::corrupt(at, "no zstd context"));
+        };
+        inf.body.clear();
+        inf.body.reserve(capacity);
+        let got = inf
+            .ctx
+            .decompress_to_buffer(frame, &mut inf.body)
+            .map_err(zstd_err)
+            .and_then(|_| f(&inf.body));
+        if inf.body.capacity() > KEEP_BODY_BYTES {
+            inf.body = Vec::new();
+        }
+        got
+    })
 }
 
 /// Decodes a whole decimal chunk (`bytes` includes the encoding byte).
@@ -487,23 +565,44 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
         ));
     }
     let start = 1 + d.position();
-    let body = unframe(bytes, start, raw_len)?;
-    decode_body(&body, n as usize, None, start)
+    with_decompressed(
+        &bytes[start..],
+        raw_len as usize,
+        |body| {
+            check_body_len(body, raw_len, start)?;
+            decode_body(body, n as usize, None, start)
+        },
+        start,
+    )
 }
 
-/// Decodes a body of `n` samples; `times` given means the body holds none.
+fn check_body_len(body: &[u8], raw_len: u64, at: usize) -> Result<()> {
+    if body.len() as u64 != raw_len {
+        return Err(ChunkError::corrupt(
+            at,
+            "body length differs from the header",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes the decompressed body of a chunk of `n` samples; `times` given means the body
+/// holds none (they are in a column).
 fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Result<Vec<(i64, f64)>> {
     let mut d = Decoder::new(body);
     let mode = d
         .u8()
         .ok_or_else(|| ChunkError::corrupt(at, "empty body"))?;
-    let read_times = |d: &mut Decoder<'_>| -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(n);
+    let read_times = |d: &mut Decoder<'_>, out: &mut Vec<(i64, f64)>| -> Result<()> {
         match times {
-            Some(ts) => Ok(ts.to_vec()),
-            None => get_deltas(d, n, true, at),
+            Some(ts) => {
+                out.extend(ts.iter().map(|&t| (t, 0.0)));
+                Ok(())
+            }
+            None => get_deltas(d, n, true, at, |_, t| out.push((t, 0.0))),
         }
     };
-    let mut out = Vec::with_capacity(n);
     match mode {
         _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK) == 0 => {
             let e = d
@@ -539,33 +638,37 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
                     .ok_or_else(|| ChunkError::corrupt(at, "truncated exception"))?;
                 ex.push((idx as usize, bits));
             }
-            let ts = read_times(&mut d)?;
-            let ms = if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
-                get_deltas(&mut d, n, mode == MODE_DOD, at)?
-            } else {
-                get_values(&mut d, n, mode, factor, at)?
-            };
+            read_times(&mut d, &mut out)?;
             let mut exi = ex.iter().peekable();
-            for i in 0..n {
-                let v = match exi.peek() {
+            let mut put = |i: usize, m: i64| {
+                out[i].1 = match exi.peek() {
                     Some((j, bits)) if *j == i => {
                         exi.next();
                         f64::from_bits(*bits)
                     }
-                    _ => from_decimal(ms[i], e),
+                    _ => from_decimal(m, e),
                 };
-                out.push((ts[i], v));
+            };
+            if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
+                get_deltas(&mut d, n, mode == MODE_DOD, at, put)?;
+            } else {
+                for (i, m) in get_values(&mut d, n, mode, factor, at)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    put(i, m);
+                }
             }
         }
         MODE_RAW => {
-            let ts = read_times(&mut d)?;
+            read_times(&mut d, &mut out)?;
             let mut prev = 0u64;
-            for t in ts {
+            for smp in out.iter_mut() {
                 let x = d
                     .fixed64()
                     .ok_or_else(|| ChunkError::corrupt(at, "truncated raw values"))?;
                 prev ^= x;
-                out.push((t, f64::from_bits(prev)));
+                smp.1 = f64::from_bits(prev);
             }
         }
         m => return Err(ChunkError::corrupt(at, format!("unknown value mode {m}"))),
@@ -678,6 +781,25 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_reused_decompressor_survives_a_corrupt_frame() {
+        let good: Vec<(i64, f64)> = (0..500).map(|i| (i * 15_000, i as f64 * 0.5)).collect();
+        let enc = encode(&good, 3).unwrap();
+        round_trip(&good);
+        // The same header over a damaged frame: an error, and the thread's context
+        // decodes the next good chunk as if nothing happened.
+        let mut bad = enc.clone();
+        let n = bad.len();
+        for b in &mut bad[n / 2..] {
+            *b ^= 0x5a;
+        }
+        assert!(decode(&bad).is_err());
+        bad.truncate(n - 3);
+        assert!(decode(&bad).is_err());
+        assert_eq!(decode(&enc).unwrap().len(), 500);
+        round_trip(&[(1, 2.0)]);
     }
 
     proptest! {

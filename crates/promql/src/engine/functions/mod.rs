@@ -12,10 +12,10 @@ pub mod time;
 use promql_parser::parser::{Call, Expr};
 
 use super::eval::Evaluator;
-use super::{EvalValue, Grid, RangeArg, StepSeries};
+use super::{EvalValue, Grid, RangeArg, StepSeries, WindowCursor};
 use crate::error::{eval_err, Result};
 use crate::labels::Labels;
-use crate::value::Sample;
+use crate::value::{MatrixSeries, Sample};
 
 /// Strips parentheses.
 pub(crate) fn unwrap_paren(e: &Expr) -> &Expr {
@@ -40,18 +40,41 @@ pub(crate) fn over_windows(
     drop_name: bool,
     mut f: impl FnMut(&mut Evaluator<'_>, &Labels, &[Sample], usize) -> Option<f64>,
 ) -> Result<Vec<StepSeries>> {
+    over_window_ranges(ev, ra, drop_name, |ev, _, s, r, i| {
+        f(ev, &s.labels, &s.samples[r], i)
+    })
+}
+
+/// Applies `f` to every non-empty window of a range vector, given as the series' index in
+/// `ra.series`, the series and the index range of its samples in the window; `drop_name`
+/// as Prometheus per function.
+pub(crate) fn over_window_ranges(
+    ev: &mut Evaluator<'_>,
+    ra: &RangeArg,
+    drop_name: bool,
+    mut f: impl FnMut(
+        &mut Evaluator<'_>,
+        usize,
+        &MatrixSeries,
+        std::ops::Range<usize>,
+        usize,
+    ) -> Option<f64>,
+) -> Result<Vec<StepSeries>> {
     let n = ra.ends.len();
     let mut out = Vec::with_capacity(ra.series.len());
-    for s in &ra.series {
-        ev.check()?;
+    for (k, s) in ra.series.iter().enumerate() {
+        if k % 64 == 0 {
+            ev.check()?;
+        }
         let mut vals = vec![None; n];
         let mut any = false;
+        let mut cursor = WindowCursor::default();
         for (i, slot) in vals.iter_mut().enumerate() {
-            let w = ra.window(s, i);
-            if w.is_empty() {
+            let r = cursor.window(&s.samples, ra.ends[i], ra.range);
+            if r.is_empty() {
                 continue;
             }
-            *slot = f(ev, &s.labels, w, i);
+            *slot = f(ev, k, s, r, i);
             any |= slot.is_some();
         }
         if any {

@@ -3,7 +3,7 @@
 
 use promql_parser::parser::Call;
 
-use super::{arg, over_windows};
+use super::{arg, over_window_ranges, over_windows};
 use crate::engine::aggregate::kahan_inc;
 use crate::engine::eval::Evaluator;
 use crate::engine::{Grid, StepSeries};
@@ -11,9 +11,11 @@ use crate::error::Result;
 use crate::labels::Labels;
 use crate::value::Sample;
 
-/// Prometheus' `extrapolatedRate` over the window `(start, end]`.
+/// Prometheus' `extrapolatedRate` over the window `(start, end]`, whose raw change
+/// `result` (last minus first, plus counter resets) the caller computed.
 fn extrapolated(
     w: &[Sample],
+    result: f64,
     start: i64,
     end: i64,
     range_s: f64,
@@ -25,16 +27,6 @@ fn extrapolated(
     }
     let first = w[0];
     let last = w[w.len() - 1];
-    let mut result = last.v - first.v;
-    if counter {
-        let mut prev = 0.0;
-        for s in w {
-            if s.v < prev {
-                result += prev;
-            }
-            prev = s.v;
-        }
-    }
     let mut to_start = (first.t - start) as f64 / 1000.0;
     let mut to_end = (end - last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
@@ -62,6 +54,35 @@ fn extrapolated(
     Some(result * factor)
 }
 
+/// The indices `j` where `samples[j]` is below `samples[j - 1]` (counter resets).
+fn resets_of(samples: &[Sample], out: &mut Vec<usize>) {
+    out.clear();
+    out.extend((1..samples.len()).filter(|&j| samples[j].v < samples[j - 1].v));
+}
+
+/// The change of the window `samples[r]`: last minus first, plus for a counter the value
+/// before each reset (`resets` as [`resets_of`] the whole series). The same additions in
+/// the same order as Prometheus' loop over the window, which compares the first sample with
+/// zero, but only over the resets instead of every sample.
+fn raw_change(
+    samples: &[Sample],
+    r: std::ops::Range<usize>,
+    counter: bool,
+    resets: &[usize],
+) -> f64 {
+    let (first, last) = (samples[r.start], samples[r.end - 1]);
+    let mut result = last.v - first.v;
+    if counter {
+        if first.v < 0.0 {
+            result += 0.0;
+        }
+        let from = resets.partition_point(|&j| j <= r.start);
+        for &j in resets[from..].iter().take_while(|&&j| j < r.end) {
+            result += samples[j - 1].v;
+        }
+    }
+    result
+}
 /// Least-squares fit of `w` with x relative to `intercept_t`, as Prometheus.
 pub(crate) fn linear_regression(w: &[Sample], intercept_t: i64) -> (f64, f64) {
     let (mut n, mut sx, mut cx, mut sy, mut cy, mut sxy, mut cxy, mut sx2, mut cx2) =
@@ -124,14 +145,35 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
         "rate" | "increase" | "delta" => {
             let counter = name != "delta";
             let is_rate = name == "rate";
-            over_windows(ev, &ra, true, |ev, l, w, i| {
-                let r = extrapolated(w, ends[i] - range, ends[i], range_s, counter, is_rate);
-                // Prometheus only remarks on series that produced a result.
-                if counter && r.is_some() {
-                    non_counter_info(ev, l);
+            let mut resets = Vec::new();
+            let mut resets_for = usize::MAX;
+            let out = over_window_ranges(ev, &ra, true, |_, k, s, r, i| {
+                if r.len() < 2 {
+                    return None;
                 }
-                r
-            })?
+                if counter && resets_for != k {
+                    resets_of(&s.samples, &mut resets);
+                    resets_for = k;
+                }
+                let result = raw_change(&s.samples, r.clone(), counter, &resets);
+                let w = &s.samples[r];
+                extrapolated(
+                    w,
+                    result,
+                    ends[i] - range,
+                    ends[i],
+                    range_s,
+                    counter,
+                    is_rate,
+                )
+            })?;
+            // Prometheus only remarks on series that produced a result.
+            if counter {
+                for s in &out {
+                    non_counter_info(ev, &s.labels);
+                }
+            }
+            out
         }
         "irate" | "idelta" => over_windows(ev, &ra, true, |_, _, w, _| {
             if w.len() < 2 {
