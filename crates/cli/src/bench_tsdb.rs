@@ -77,7 +77,7 @@ impl Sink<'_> {
             Sink::Embedded(db) => {
                 let mut app = db.appender();
                 for (l, v) in labels.iter().zip(values) {
-                    app.add(l.clone(), t, *v);
+                    app.append(l, t, *v);
                 }
                 Ok(app.commit()?.appended)
             }
