@@ -567,8 +567,11 @@ pub struct Appender<'a> {
 
 impl Appender<'_> {
     fn key_for(&self, labels: &Labels) -> Option<SeriesKey> {
-        let h = labels.stable_hash();
-        self.db.inner.head.find(labels, h).map(SeriesKey::Found)
+        let pairs = labels
+            .iter()
+            .map(|l| (l.name.as_bytes(), l.value.as_bytes()));
+        labels::with_encoded(pairs, |key, h| self.db.inner.head.find_encoded(key, h))
+            .map(SeriesKey::Found)
     }
 
     fn push_run(&mut self, key: SeriesKey) {
@@ -637,13 +640,15 @@ impl Appender<'_> {
         samples: impl IntoIterator<Item = (i64, f64)>,
         limits: &LabelLimits,
     ) -> std::result::Result<(), LabelError> {
-        let h = labels::hash_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
         let within_limits = pairs.len() <= limits.max_labels
             && pairs
                 .iter()
                 .all(|(n, v)| n.len() <= limits.max_name_len && v.len() <= limits.max_value_len);
+        // Pairs that encode to a head series' key are that series' labels (names valid,
+        // sorted and unique, values non-empty), whatever their hash.
         let found = if within_limits {
-            self.db.inner.head.find_pairs(pairs, h)
+            let bytes = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+            labels::with_encoded(bytes, |key, h| self.db.inner.head.find_encoded(key, h))
         } else {
             None
         };

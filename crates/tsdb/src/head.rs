@@ -210,6 +210,9 @@ impl MemSeries {
 pub(crate) struct HeadSeries {
     pub r: SeriesRef,
     pub labels: Labels,
+    /// `labels.encode()`: one contiguous run of bytes to compare a lookup key with (the
+    /// labels' strings are each a heap object of their own, a cache miss apiece).
+    key: Box<[u8]>,
     /// `labels.stable_hash()`.
     pub hash: u64,
     /// Set (under the commit lock) when the series leaves the head.
@@ -237,7 +240,7 @@ impl SeriesGuard<'_> {
             + self
                 .labels
                 .iter()
-                .map(|l| l.name.len() + l.value.len() + 48)
+                .map(|l| 2 * (l.name.len() + l.value.len()) + 56)
                 .sum::<usize>()
     }
 }
@@ -303,12 +306,12 @@ struct HashShard {
 }
 
 impl HashShard {
-    fn find(&self, hash: u64, eq: impl Fn(&Labels) -> bool) -> Option<&Arc<HeadSeries>> {
+    fn find(&self, hash: u64, eq: impl Fn(&HeadSeries) -> bool) -> Option<&Arc<HeadSeries>> {
         let s = self.first.get(&hash)?;
-        if eq(&s.labels) {
+        if eq(s) {
             return Some(s);
         }
-        self.collisions.get(&hash)?.iter().find(|s| eq(&s.labels))
+        self.collisions.get(&hash)?.iter().find(|s| eq(s))
     }
 
     fn insert(&mut self, s: Arc<HeadSeries>) {
@@ -381,15 +384,15 @@ impl Head {
     /// The series with exactly these labels (`hash` is their stable hash).
     pub fn find(&self, labels: &Labels, hash: u64) -> Option<Arc<HeadSeries>> {
         read(&self.by_hash[shard_of(hash)])
-            .find(hash, |l| l == labels)
+            .find(hash, |s| s.labels == *labels)
             .cloned()
     }
 
-    /// The series whose labels are exactly these pairs, in this order (`hash` is
-    /// [`crate::labels::hash_pairs`] of them).
-    pub fn find_pairs(&self, pairs: &[(&str, &str)], hash: u64) -> Option<Arc<HeadSeries>> {
+    /// The series whose labels encode ([`Labels::encode`]) to exactly `key` (`hash` is
+    /// the stable hash of those labels).
+    pub fn find_encoded(&self, key: &[u8], hash: u64) -> Option<Arc<HeadSeries>> {
         read(&self.by_hash[shard_of(hash)])
-            .find(hash, |l| l.eq_pairs(pairs))
+            .find(hash, |s| *s.key == *key)
             .cloned()
     }
 
@@ -403,6 +406,7 @@ impl Head {
         self.postings.add(r, &labels);
         let s = Arc::new(HeadSeries {
             r,
+            key: labels.encode().into_boxed_slice(),
             labels,
             hash,
             retired: AtomicBool::new(false),
@@ -466,11 +470,8 @@ mod tests {
         assert_eq!(head.find(&b, 7).map(|s| s.r), Some(2));
         assert_eq!(head.find(&c, 7).map(|s| s.r), Some(3));
         assert!(head.find(&labels("d"), 7).is_none());
-        assert_eq!(
-            head.find_pairs(&[("__name__", "m"), ("a", "b")], 7)
-                .map(|s| s.r),
-            Some(2)
-        );
+        assert_eq!(head.find_encoded(&b.encode(), 7).map(|s| s.r), Some(2));
+        assert!(head.find_encoded(&labels("d").encode(), 7).is_none());
         let first = head.get(1).expect("present");
         head.remove(std::slice::from_ref(&first));
         assert!(first.is_retired());

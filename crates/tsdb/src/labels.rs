@@ -270,17 +270,6 @@ impl Labels {
         )
     }
 
-    /// Whether this set is exactly the `(name, value)` pairs, in this order. Pairs equal to
-    /// a label set are a valid label set, so no validation is needed for a match.
-    pub fn eq_pairs(&self, pairs: &[(&str, &str)]) -> bool {
-        self.labels.len() == pairs.len()
-            && self
-                .labels
-                .iter()
-                .zip(pairs)
-                .all(|(l, (n, v))| l.name == *n && l.value == *v)
-    }
-
     /// The binary encoding: for each label in name order, the name then the value, each as
     /// its bytes with `0x00` escaped as `0x00 0xFF`, followed by the terminator `0x00 0x01`.
     ///
@@ -346,23 +335,42 @@ impl Labels {
 /// they are (not sorted or validated): for pairs that form a valid label set in name order
 /// it equals the set's hash, so a set can be looked up by hash straight from borrowed input.
 pub fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    with_encoded(pairs, |_, h| h)
+}
+
+/// Calls `f` with the [`Labels::encode`] bytes of these pairs (taken as they are) and
+/// their hash ([`hash_pairs`]), encoded into a reused per-thread buffer.
+pub(crate) fn with_encoded<'a, R>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    f: impl FnOnce(&[u8], u64) -> R,
+) -> R {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
     // One-shot XXH3 over the encoding in a reused buffer: much cheaper than streaming the
     // short pieces through the hasher, and the same digest.
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        buf.clear();
-        for (name, value) in pairs {
-            put_escaped(&mut buf, name);
-            put_escaped(&mut buf, value);
+    BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            for (name, value) in pairs {
+                put_escaped(&mut buf, name);
+                put_escaped(&mut buf, value);
+            }
+            let r = f(&buf, xxhash_rust::xxh3::xxh3_64(&buf));
+            if buf.capacity() > 64 << 10 {
+                *buf = Vec::new();
+            }
+            r
         }
-        let h = xxhash_rust::xxh3::xxh3_64(&buf);
-        if buf.capacity() > 64 << 10 {
-            *buf = Vec::new();
+        // Only if `f` itself encodes: use a buffer of its own.
+        Err(_) => {
+            let mut own = Vec::new();
+            for (name, value) in pairs {
+                put_escaped(&mut own, name);
+                put_escaped(&mut own, value);
+            }
+            f(&own, xxhash_rust::xxh3::xxh3_64(&own))
         }
-        h
     })
 }
 
@@ -374,7 +382,12 @@ fn corrupt(offset: usize, reason: impl Into<String>) -> LabelError {
 }
 
 pub(crate) fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
-    // Label bytes almost never hold 0x00: copy whole runs between zeros.
+    // Label bytes almost never hold 0x00: copy them whole then.
+    if !s.contains(&ESCAPE) {
+        dst.extend_from_slice(s);
+        dst.extend_from_slice(&[ESCAPE, TERMINATOR]);
+        return;
+    }
     let mut rest = s;
     while let Some(i) = rest.iter().position(|&b| b == ESCAPE) {
         dst.extend_from_slice(&rest[..=i]);
