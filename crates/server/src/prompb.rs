@@ -451,7 +451,28 @@ fn decode_series<'a>(
     Ok(())
 }
 
+fn utf8(b: &[u8], offset: usize) -> Result<&str, DecodeError> {
+    std::str::from_utf8(b).map_err(|_| DecodeError {
+        offset,
+        reason: "string is not UTF-8",
+    })
+}
+
 fn decode_label(buf: &[u8], base: usize) -> Result<(&str, &str), DecodeError> {
+    // Fast path, the layout every sender uses: name then value, each under 128 bytes and
+    // present, nothing else. Anything else takes the general path below.
+    if let [0x0a, n, rest @ ..] = buf {
+        let n = usize::from(*n);
+        if n < 0x80 && rest.len() >= n + 2 && rest[n] == 0x12 {
+            let m = usize::from(rest[n + 1]);
+            if m < 0x80 && rest.len() == n + 2 + m {
+                return Ok((
+                    utf8(&rest[..n], base + 1)?,
+                    utf8(&rest[n + 2..], base + n + 3)?,
+                ));
+            }
+        }
+    }
     let (mut name, mut value) = ("", "");
     let mut w = Wire::new(buf, base);
     while !w.done() {
@@ -476,6 +497,18 @@ fn decode_sample(buf: &[u8], base: usize) -> Result<Sample, DecodeError> {
         value: 0.0,
         timestamp: 0,
     };
+    // Fast path: value then timestamp, both present, nothing else.
+    if buf.len() >= 11 && buf[0] == 0x09 && buf[9] == 0x10 {
+        let mut w = Wire::new(buf, base);
+        w.pos = 1;
+        s.value = f64::from_bits(w.fixed64()?);
+        w.pos = 10;
+        s.timestamp = w.varint()? as i64;
+        if w.done() {
+            return Ok(s);
+        }
+        s.timestamp = 0;
+    }
     let mut w = Wire::new(buf, base);
     while !w.done() {
         let (tag, wire) = w.key()?;

@@ -30,6 +30,29 @@ pub fn snappy_decode(body: &[u8], max: usize) -> Result<Vec<u8>, (StatusCode, St
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))
 }
 
+/// [`snappy_decode`] into `buf` (reused: it is grown, never shrunk); returns the
+/// decompressed length, the bytes being `buf[..len]`.
+pub fn snappy_decode_into(
+    body: &[u8],
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<usize, (StatusCode, String)> {
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))?;
+    if len > max {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed body of {len} bytes exceeds the limit of {max}"),
+        ));
+    }
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    snap::raw::Decoder::new()
+        .decompress(body, &mut buf[..len])
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))
+}
+
 /// Counts of one request's outcome.
 #[derive(Debug, Default)]
 pub struct Ingested {
@@ -166,15 +189,31 @@ pub async fn remote_write(
 
 /// Decompresses, decodes, checks and stores one remote-write body.
 fn write_blocking(state: &AppState, body: &[u8]) -> Response {
+    // The decompressed bytes go to a buffer kept per blocking thread: fresh megabytes per
+    // request would cost page faults and zeroing every time.
+    thread_local! {
+        static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RAW.with(|cell| {
+        let mut raw = cell.take();
+        let resp = write_decompressed(state, body, &mut raw);
+        if raw.capacity() <= 64 << 20 {
+            cell.replace(raw);
+        }
+        resp
+    })
+}
+
+fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Response {
     let limits = &state.config.limits;
-    let raw = match snappy_decode(body, limits.max_decompressed_bytes) {
-        Ok(r) => r,
+    let raw = match snappy_decode_into(body, limits.max_decompressed_bytes, buf) {
+        Ok(len) => &buf[..len],
         Err((status, msg)) => {
             state.metrics.rejected("bad_request", 1);
             return text(status, msg);
         }
     };
-    let req = match prompb::decode_write_request(&raw) {
+    let req = match prompb::decode_write_request(raw) {
         Ok(r) => r,
         Err(e) => {
             state.metrics.rejected("bad_request", 1);

@@ -47,7 +47,8 @@ fn flatten_view(v: &WriteRequestView<'_>) -> Vec<Flat> {
 }
 
 fn label() -> impl Strategy<Value = Label> {
-    ("[a-z_]{0,6}", "\\PC{0,8}").prop_map(|(name, value)| Label { name, value })
+    // Values past 127 bytes take the decoder's general path.
+    ("[a-z_]{0,6}", "\\PC{0,8}|[a-z]{120,140}").prop_map(|(name, value)| Label { name, value })
 }
 
 fn sample() -> impl Strategy<Value = Sample> {
