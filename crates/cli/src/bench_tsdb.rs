@@ -53,6 +53,10 @@ pub struct TsdbBenchArgs {
     /// Bearer token for --remote-write.
     #[arg(long)]
     pub token: Option<String>,
+    /// Embedded: after ingesting, stop as a killed process would (no flush) and time
+    /// reopening the store, which replays the WAL.
+    #[arg(long)]
+    pub crash_restart: bool,
     /// Timestamp of the first scrape, Unix seconds (default: so that the data ends now).
     #[arg(long)]
     pub start: Option<i64>,
@@ -551,6 +555,23 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
         Sink::Embedded(&db)
     })?;
     let ingest = began.elapsed();
+    let db = if args.crash_restart {
+        let series = db.head_series();
+        db.abandon();
+        let began = Instant::now();
+        let db = Tsdb::open(&dir, Options::default())
+            .with_context(|| format!("reopening the tsdb in {}", dir.display()))?;
+        writeln!(
+            out,
+            "restart      : WAL replayed in {:.2} s after a crash; {} head series before, {} after",
+            began.elapsed().as_secs_f64(),
+            series,
+            db.head_series()
+        )?;
+        db
+    } else {
+        db
+    };
     let stats_before = db.stats()?;
     let flush_began = Instant::now();
     db.flush()?;

@@ -232,6 +232,47 @@ struct Pending {
     end: usize,
 }
 
+/// The series of a WAL replay by ref: an array over the span of refs seen (refs are
+/// handed out in sequence, so it is dense), read in order as samples records name
+/// consecutive series, where a hash map would miss the cache on every sample. Refs far
+/// outside the span go to a map.
+#[derive(Default)]
+struct ReplayIndex {
+    base: SeriesRef,
+    dense: Vec<Option<Arc<HeadSeries>>>,
+    sparse: HashMap<SeriesRef, Arc<HeadSeries>>,
+}
+
+impl ReplayIndex {
+    fn put(&mut self, s: Arc<HeadSeries>) {
+        if self.dense.is_empty() && self.sparse.is_empty() {
+            self.base = s.r;
+        }
+        // The array may span at most twice the series seen, plus a million slots.
+        let room = 2 * (self.dense.len() + self.sparse.len()) as u64 + (1 << 20);
+        match s.r.checked_sub(self.base) {
+            Some(i) if i < room => {
+                let i = i as usize;
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, None);
+                }
+                self.dense[i] = Some(s);
+            }
+            _ => {
+                self.sparse.insert(s.r, s);
+            }
+        }
+    }
+
+    fn get(&self, r: SeriesRef) -> Option<&Arc<HeadSeries>> {
+        let slot = r
+            .checked_sub(self.base)
+            .and_then(|i| self.dense.get(usize::try_from(i).ok()?))
+            .and_then(Option::as_ref);
+        slot.or_else(|| self.sparse.get(&r))
+    }
+}
+
 pub(crate) fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -333,22 +374,23 @@ impl Tsdb {
         let mut head_min = i64::MAX;
         let mut replayed = 0u64;
         let mut unknown = 0u64;
+        let mut by_ref = ReplayIndex::default();
         wal::replay(fs.as_ref(), &wal_dir, &segs, |seg, rec| {
             match rec {
                 wal::Record::Series(list) => {
                     for (r, labels) in list {
                         max_ref = max_ref.max(r);
                         let h = labels.stable_hash();
-                        head.insert(r, labels, h);
+                        by_ref.put(head.insert(r, labels, h));
                     }
                 }
                 wal::Record::Samples(samples) if seg > wal_persisted => {
                     for s in samples {
-                        let Some(series) = head.get(s.r) else {
+                        let Some(series) = by_ref.get(s.r) else {
                             unknown += 1;
                             continue;
                         };
-                        head::lock(&series).append(s.t, s.v, part_ms, opts.max_chunk_samples);
+                        head::lock(series).append(s.t, s.v, part_ms, opts.max_chunk_samples);
                         max_seen = max_seen.max(s.t);
                         head_min = head_min.min(s.t);
                         replayed += 1;
