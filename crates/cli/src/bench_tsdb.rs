@@ -1,7 +1,9 @@
 //! `strata bench tsdb`: a seeded node_exporter-like workload, ingested through the embedded
 //! API (reporting ingest samples/s, bytes per sample on disk and memory per active series)
 //! or sent as Prometheus remote write to any receiver (`--remote-write URL`: Strata,
-//! Prometheus, VictoriaMetrics), over several connections.
+//! Prometheus, VictoriaMetrics), over several connections. Remote-write bodies are all
+//! encoded and compressed before the clock starts, the same for every receiver, so the
+//! client (on the same cores) costs the receiver as little as possible.
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -51,6 +53,10 @@ pub struct TsdbBenchArgs {
     /// Bearer token for --remote-write.
     #[arg(long)]
     pub token: Option<String>,
+    /// Embedded: after ingesting, stop as a killed process would (no flush) and time
+    /// reopening the store, which replays the WAL.
+    #[arg(long)]
+    pub crash_restart: bool,
     /// Timestamp of the first scrape, Unix seconds (default: so that the data ends now).
     #[arg(long)]
     pub start: Option<i64>,
@@ -59,69 +65,86 @@ pub struct TsdbBenchArgs {
 /// Where generated samples go.
 enum Sink<'a> {
     Embedded(&'a Tsdb),
-    Remote {
-        url: &'a str,
-        token: Option<&'a str>,
-        agent: ureq::Agent,
-        pending: Vec<strata_server::prompb::TimeSeries>,
+    /// Remote-write bodies, encoded and compressed ahead of the timed sending, in epochs
+    /// (one per writer meeting): the receiver, not this client, is what is measured.
+    Encode {
+        /// Protobuf `WriteRequest` being filled.
+        pending: Vec<u8>,
         pending_samples: usize,
         batch: usize,
-        requests: u64,
+        /// Snappy-compressed bodies of each epoch.
+        epochs: Vec<Vec<Vec<u8>>>,
     },
 }
 
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_len_field(out: &mut Vec<u8>, key: u8, bytes: &[u8]) {
+    out.push(key);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Appends `WriteRequest.timeseries` (field 1) with one sample to `out`.
+fn encode_series(out: &mut Vec<u8>, scratch: &mut Vec<u8>, labels: &Labels, t: i64, v: f64) {
+    scratch.clear();
+    let mut label = Vec::new();
+    for l in labels {
+        label.clear();
+        put_len_field(&mut label, 0x0a, l.name.as_bytes());
+        put_len_field(&mut label, 0x12, l.value.as_bytes());
+        put_len_field(scratch, 0x0a, &label);
+    }
+    let mut sample = vec![0x09];
+    sample.extend_from_slice(&v.to_bits().to_le_bytes());
+    sample.push(0x10);
+    put_varint(&mut sample, t as u64);
+    put_len_field(scratch, 0x12, &sample);
+    put_len_field(out, 0x0a, scratch);
+}
+
 impl Sink<'_> {
-    /// Takes one host's scrape; returns the samples stored (or sent).
+    /// Takes one host's scrape; returns the samples stored (or encoded).
     fn scrape(&mut self, labels: &[Labels], t: i64, values: &[f64]) -> Result<u64> {
         match self {
             Sink::Embedded(db) => {
                 let mut app = db.appender();
                 for (l, v) in labels.iter().zip(values) {
-                    app.add(l.clone(), t, *v);
+                    app.append(l, t, *v);
                 }
                 Ok(app.commit()?.appended)
             }
-            Sink::Remote {
+            Sink::Encode {
                 pending,
                 pending_samples,
                 batch,
                 ..
             } => {
-                use strata_server::prompb::{Label, Sample, TimeSeries};
+                let mut scratch = Vec::new();
                 for (l, v) in labels.iter().zip(values) {
-                    pending.push(TimeSeries {
-                        labels: l
-                            .iter()
-                            .map(|x| Label {
-                                name: x.name.clone(),
-                                value: x.value.clone(),
-                            })
-                            .collect(),
-                        samples: vec![Sample {
-                            value: *v,
-                            timestamp: t,
-                        }],
-                        ..TimeSeries::default()
-                    });
+                    encode_series(pending, &mut scratch, l, t, *v);
                 }
                 *pending_samples += labels.len();
                 if *pending_samples >= *batch {
-                    self.send()?;
+                    self.seal()?;
                 }
                 Ok(labels.len() as u64)
             }
         }
     }
 
-    /// Sends what is pending (remote write).
-    fn send(&mut self) -> Result<()> {
-        let Sink::Remote {
-            url,
-            token,
-            agent,
+    /// Compresses what is pending into a body of the current epoch.
+    fn seal(&mut self) -> Result<()> {
+        let Sink::Encode {
             pending,
             pending_samples,
-            requests,
+            epochs,
             ..
         } = self
         else {
@@ -130,35 +153,107 @@ impl Sink<'_> {
         if pending.is_empty() {
             return Ok(());
         }
-        use prost::Message;
-        let raw = strata_server::prompb::WriteRequest {
-            timeseries: std::mem::take(pending),
-            metadata: Vec::new(),
-        }
-        .encode_to_vec();
-        *pending_samples = 0;
         let body = snap::raw::Encoder::new()
-            .compress_vec(&raw)
+            .compress_vec(pending)
             .context("snappy")?;
-        let mut req = agent
-            .post(*url)
-            .header("Content-Type", "application/x-protobuf")
-            .header("Content-Encoding", "snappy")
-            .header("X-Prometheus-Remote-Write-Version", "0.1.0");
-        if let Some(t) = token {
-            req = req.header("Authorization", &format!("Bearer {t}"));
-        }
-        let mut resp = req
-            .send(&body[..])
-            .with_context(|| format!("remote write to {url}"))?;
-        *requests += 1;
-        let status = resp.status().as_u16();
-        if !(200..300).contains(&status) {
-            let msg = resp.body_mut().read_to_string().unwrap_or_default();
-            anyhow::bail!("remote write to {url}: HTTP {status}: {msg}");
+        pending.clear();
+        *pending_samples = 0;
+        match epochs.last_mut() {
+            Some(e) => e.push(body),
+            None => epochs.push(vec![body]),
         }
         Ok(())
     }
+
+    /// The writers meet: what is pending is sealed and a new epoch starts.
+    fn epoch(&mut self) -> Result<()> {
+        self.seal()?;
+        if let Sink::Encode { epochs, .. } = self {
+            epochs.push(Vec::new());
+        }
+        Ok(())
+    }
+}
+
+/// Sends one remote-write body.
+fn send_body(agent: &ureq::Agent, url: &str, token: Option<&str>, body: &[u8]) -> Result<()> {
+    let mut req = agent
+        .post(url)
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .send(body)
+        .with_context(|| format!("remote write to {url}"))?;
+    let status = resp.status().as_u16();
+    if !(200..300).contains(&status) {
+        let msg = resp.body_mut().read_to_string().unwrap_or_default();
+        anyhow::bail!("remote write to {url}: HTTP {status}: {msg}");
+    }
+    Ok(())
+}
+
+/// Sends each writer's epochs over its own connection; writers meet between epochs.
+/// Returns the requests sent.
+fn send_all(url: &str, token: Option<&str>, writers: &[Vec<Vec<Vec<u8>>>]) -> Result<u64> {
+    let epochs = writers.iter().map(Vec::len).max().unwrap_or(0);
+    let barrier = std::sync::Barrier::new(writers.len());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = writers
+            .iter()
+            .map(|mine| {
+                let (barrier, failed) = (&barrier, &failed);
+                scope.spawn(move || -> Result<u64> {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let mut sent = 0u64;
+                    let mut error = None;
+                    for e in 0..epochs {
+                        // Keep meeting the others even after an error, so none waits forever.
+                        barrier.wait();
+                        if error.is_some() || failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            continue;
+                        }
+                        for body in mine.get(e).map(Vec::as_slice).unwrap_or_default() {
+                            if let Err(err) = send_body(&agent, url, token, body) {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                error = Some(err);
+                                break;
+                            }
+                            sent += 1;
+                        }
+                    }
+                    match error {
+                        Some(e) => Err(e),
+                        None => Ok(sent),
+                    }
+                })
+            })
+            .collect();
+        let mut requests = 0;
+        let mut first_err = None;
+        for h in handles {
+            match h
+                .join()
+                .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
+            {
+                Ok(n) => requests += n,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(requests),
+        }
+    })
 }
 
 /// The kind of a generated series, with the shape of its values.
@@ -421,21 +516,29 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
         args.remote_write.as_deref().unwrap_or("the embedded store")
     )?;
     if let Some(url) = &args.remote_write {
-        let began = Instant::now();
-        let (total, requests) = generate(args, steps, churn_steps, threads, start_ms, |_| {
-            Sink::Remote {
-                url,
-                token: args.token.as_deref(),
-                agent: ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .build()
-                    .into(),
+        let (total, sinks) = generate(args, steps, churn_steps, threads, start_ms, |_| {
+            Sink::Encode {
                 pending: Vec::new(),
                 pending_samples: 0,
                 batch: args.batch_samples.max(1),
-                requests: 0,
+                epochs: Vec::new(),
             }
         })?;
+        let writers: Vec<Vec<Vec<Vec<u8>>>> = sinks
+            .into_iter()
+            .map(|s| match s {
+                Sink::Encode { epochs, .. } => epochs,
+                Sink::Embedded(_) => Vec::new(),
+            })
+            .collect();
+        let bytes: usize = writers.iter().flatten().flatten().map(Vec::len).sum();
+        writeln!(
+            out,
+            "encoded      : {total} samples in {:.1} MiB of snappy bodies, before timing",
+            bytes as f64 / (1 << 20) as f64
+        )?;
+        let began = Instant::now();
+        let requests = send_all(url, args.token.as_deref(), &writers)?;
         let took = began.elapsed();
         writeln!(
             out,
@@ -452,6 +555,23 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
         Sink::Embedded(&db)
     })?;
     let ingest = began.elapsed();
+    let db = if args.crash_restart {
+        let series = db.head_series();
+        db.abandon();
+        let began = Instant::now();
+        let db = Tsdb::open(&dir, Options::default())
+            .with_context(|| format!("reopening the tsdb in {}", dir.display()))?;
+        writeln!(
+            out,
+            "restart      : WAL replayed in {:.2} s after a crash; {} head series before, {} after",
+            began.elapsed().as_secs_f64(),
+            series,
+            db.head_series()
+        )?;
+        db
+    } else {
+        db
+    };
     let stats_before = db.stats()?;
     let flush_began = Instant::now();
     db.flush()?;
@@ -523,7 +643,7 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
 
 /// Runs the workload on `threads` writers, each with its own sink; writers meet every 40
 /// scrapes so that no receiver sees one writer hours ahead of another (Prometheus refuses
-/// samples older than its head). Returns samples stored and remote-write requests.
+/// samples older than its head). Returns the samples stored (or encoded) and the sinks.
 fn generate<'a>(
     args: &TsdbBenchArgs,
     steps: u64,
@@ -531,14 +651,14 @@ fn generate<'a>(
     threads: u32,
     start_ms: i64,
     make_sink: impl Fn(u32) -> Sink<'a> + Sync,
-) -> Result<(u64, u64)> {
+) -> Result<(u64, Vec<Sink<'a>>)> {
     let barrier = std::sync::Barrier::new(threads as usize);
     let failed = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| -> Result<(u64, u64)> {
+    std::thread::scope(|scope| -> Result<(u64, Vec<Sink<'a>>)> {
         let mut handles = Vec::new();
         for w in 0..threads {
             let (barrier, failed, make_sink) = (&barrier, &failed, &make_sink);
-            handles.push(scope.spawn(move || -> Result<(u64, u64)> {
+            handles.push(scope.spawn(move || -> Result<(u64, Sink<'a>)> {
                 let mut sink = make_sink(w);
                 let mut rng = Rng::new(args.seed ^ (u64::from(w) << 32));
                 let my_hosts: Vec<u32> = (0..args.hosts).filter(|h| h % threads == w).collect();
@@ -551,6 +671,12 @@ fn generate<'a>(
                 let mut error = None;
                 for s in 0..steps {
                     if s % 40 == 0 {
+                        if error.is_none() {
+                            if let Err(e) = sink.epoch() {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                                error = Some(e);
+                            }
+                        }
                         barrier.wait();
                         if failed.load(std::sync::atomic::Ordering::Relaxed) {
                             break;
@@ -598,7 +724,7 @@ fn generate<'a>(
                     }
                 }
                 if error.is_none() {
-                    if let Err(e) = sink.send() {
+                    if let Err(e) = sink.seal() {
                         error = Some(e);
                     }
                 }
@@ -606,23 +732,19 @@ fn generate<'a>(
                 if let Some(e) = error {
                     return Err(e);
                 }
-                let requests = match &sink {
-                    Sink::Remote { requests, .. } => *requests,
-                    Sink::Embedded(_) => 0,
-                };
-                Ok((n, requests))
+                Ok((n, sink))
             }));
         }
-        let (mut total, mut requests) = (0, 0);
+        let (mut total, mut sinks) = (0, Vec::new());
         let mut first_err = None;
         for h in handles {
             match h
                 .join()
                 .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
             {
-                Ok((n, r)) => {
+                Ok((n, sink)) => {
                     total += n;
-                    requests += r;
+                    sinks.push(sink);
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -631,7 +753,7 @@ fn generate<'a>(
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok((total, requests)),
+            None => Ok((total, sinks)),
         }
     })
 }

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use prost::Message;
-use strata_tsdb::{LabelLimits, Labels};
+use strata_tsdb::{LabelLimits, Labels, METRIC_NAME};
 
 use crate::prompb;
 use crate::AppState;
@@ -31,6 +30,29 @@ pub fn snappy_decode(body: &[u8], max: usize) -> Result<Vec<u8>, (StatusCode, St
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))
 }
 
+/// [`snappy_decode`] into `buf` (reused: it is grown, never shrunk); returns the
+/// decompressed length, the bytes being `buf[..len]`.
+pub fn snappy_decode_into(
+    body: &[u8],
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> Result<usize, (StatusCode, String)> {
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))?;
+    if len > max {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decompressed body of {len} bytes exceeds the limit of {max}"),
+        ));
+    }
+    if buf.len() < len {
+        buf.resize(len, 0);
+    }
+    snap::raw::Decoder::new()
+        .decompress(body, &mut buf[..len])
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("snappy: {e}")))
+}
+
 /// Counts of one request's outcome.
 #[derive(Debug, Default)]
 pub struct Ingested {
@@ -49,48 +71,63 @@ pub fn ingest(
     req: prompb::WriteRequest,
     limits: &LabelLimits,
 ) -> Result<Ingested, strata_tsdb::Error> {
+    ingest_view(state, &prompb::WriteRequestView::of(&req), limits)
+}
+
+/// [`ingest`] of a request decoded without copying: series already in the head are found
+/// by the hash of their borrowed labels, with no label set built.
+pub fn ingest_view(
+    state: &AppState,
+    req: &prompb::WriteRequestView<'_>,
+    limits: &LabelLimits,
+) -> Result<Ingested, strata_tsdb::Error> {
     let mut out = Ingested::default();
     let mut app = state.tsdb.appender();
-    for ts in req.timeseries {
-        if !ts.histograms.is_empty() {
-            out.rejected_histograms += ts.histograms.len() as u64;
+    for ts in &req.series {
+        if ts.histograms > 0 {
+            out.rejected_histograms += ts.histograms as u64;
             out.first_error
                 .get_or_insert_with(|| "native histograms are not supported".into());
         }
-        if ts.samples.is_empty() {
+        let samples = req.samples_of(ts);
+        if samples.is_empty() {
             continue;
         }
+        let pairs = req.labels_of(ts);
         // Refuse absurd label counts before sorting and copying them.
-        if ts.labels.len() > limits.max_labels {
-            out.rejected_invalid += ts.samples.len() as u64;
+        if pairs.len() > limits.max_labels {
+            out.rejected_invalid += samples.len() as u64;
             out.first_error.get_or_insert_with(|| {
                 format!(
                     "series has {} labels, more than the limit of {}",
-                    ts.labels.len(),
+                    pairs.len(),
                     limits.max_labels
                 )
             });
             continue;
         }
-        let labels = match Labels::from_pairs_with_limits(
-            ts.labels.into_iter().map(|l| (l.name, l.value)),
+        if !pairs
+            .iter()
+            .any(|(n, v)| *n == METRIC_NAME && !v.is_empty())
+        {
+            out.rejected_invalid += samples.len() as u64;
+            // Only now build the label set, to say what is wrong with it.
+            let why = match Labels::from_pairs_with_limits(pairs.iter().copied(), limits) {
+                Ok(l) => format!("series {l} has no metric name"),
+                Err(e) => e.to_string(),
+            };
+            out.first_error.get_or_insert(why);
+            continue;
+        }
+        let added = app.add_series_pairs(
+            pairs,
+            samples.iter().map(|s| (s.timestamp, s.value)),
             limits,
-        ) {
-            Ok(l) if l.metric_name().is_some() => l,
-            Ok(l) => {
-                out.rejected_invalid += ts.samples.len() as u64;
-                out.first_error
-                    .get_or_insert_with(|| format!("series {l} has no metric name"));
-                continue;
-            }
-            Err(e) => {
-                out.rejected_invalid += ts.samples.len() as u64;
-                out.first_error.get_or_insert_with(|| e.to_string());
-                continue;
-            }
-        };
-        let samples: Vec<(i64, f64)> = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
-        app.add_series(labels, &samples);
+        );
+        if let Err(e) = added {
+            out.rejected_invalid += samples.len() as u64;
+            out.first_error.get_or_insert_with(|| e.to_string());
+        }
     }
     let st = app.commit()?;
     out.samples = st.appended;
@@ -142,23 +179,49 @@ pub async fn remote_write(
             );
         }
     }
+    // Decompressing, decoding and storing are CPU work: off the async workers.
+    let st = Arc::clone(&state);
+    match tokio::task::spawn_blocking(move || write_blocking(&st, &body)).await {
+        Ok(resp) => resp,
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// Decompresses, decodes, checks and stores one remote-write body.
+fn write_blocking(state: &AppState, body: &[u8]) -> Response {
+    // The decompressed bytes go to a buffer kept per blocking thread: fresh megabytes per
+    // request would cost page faults and zeroing every time.
+    thread_local! {
+        static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    RAW.with(|cell| {
+        let mut raw = cell.take();
+        let resp = write_decompressed(state, body, &mut raw);
+        if raw.capacity() <= 64 << 20 {
+            cell.replace(raw);
+        }
+        resp
+    })
+}
+
+fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Response {
     let limits = &state.config.limits;
-    let raw = match snappy_decode(&body, limits.max_decompressed_bytes) {
-        Ok(r) => r,
+    let raw = match snappy_decode_into(body, limits.max_decompressed_bytes, buf) {
+        Ok(len) => &buf[..len],
         Err((status, msg)) => {
             state.metrics.rejected("bad_request", 1);
             return text(status, msg);
         }
     };
-    let req = match prompb::WriteRequest::decode(raw.as_slice()) {
+    let req = match prompb::decode_write_request(raw) {
         Ok(r) => r,
         Err(e) => {
             state.metrics.rejected("bad_request", 1);
-            return text(StatusCode::BAD_REQUEST, format!("invalid protobuf: {e}"));
+            return text(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    let n_series = req.timeseries.len();
-    let n_samples: usize = req.timeseries.iter().map(|t| t.samples.len()).sum();
+    let n_series = req.series.len();
+    let n_samples = req.samples.len();
     if n_series > limits.max_series_per_request || n_samples > limits.max_samples_per_request {
         state
             .metrics
@@ -171,15 +234,9 @@ pub async fn remote_write(
             ),
         );
     }
-    let st = Arc::clone(&state);
-    let res = tokio::task::spawn_blocking(move || {
-        let limits = st.config.label_limits();
-        ingest(&st, req, &limits)
-    })
-    .await;
-    let got = match res {
-        Ok(Ok(g)) => g,
-        Ok(Err(e)) => {
+    let got = match ingest_view(state, &req, &state.config.label_limits()) {
+        Ok(g) => g,
+        Err(e) => {
             tracing::error!(error = %e, "remote write failed");
             let status = match e {
                 strata_tsdb::Error::ReadOnly(_) | strata_tsdb::Error::Closed => {
@@ -189,7 +246,6 @@ pub async fn remote_write(
             };
             return text(status, e.to_string());
         }
-        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     state.metrics.ingested(&got);
     match got.first_error {

@@ -22,14 +22,14 @@ use strata_kv::{Db, WriteBatch, WriteOptions};
 
 use crate::chunk::{decimal, Chunk, XorAppender};
 use crate::error::{show_key, Error, Result};
-use crate::head::{self, Appended, Head, MemSeries};
+use crate::head::{self, Appended, Head, HeadSeries};
 use crate::index::PartitionIndex;
 use crate::keys;
-use crate::labels::{LabelLimits, Labels};
+use crate::labels::{self, LabelError, LabelLimits, Labels};
 use crate::matcher::Matcher;
 use crate::postings::{self, PostingsIndex, SeriesRef, ALL_POSTINGS_KEY};
 use crate::querier::Querier;
-use crate::wal::{self, FsyncPolicy, RefSample, Wal};
+use crate::wal::{self, FsyncPolicy, Wal};
 
 /// One day in milliseconds.
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -210,13 +210,68 @@ pub(crate) struct Inner {
     wal_dir: PathBuf,
 }
 
-/// A commit entry with its label hash and the head series found for it (if any).
-type Resolved = (
-    Labels,
-    u64,
-    Option<(SeriesRef, Arc<Mutex<MemSeries>>)>,
-    Vec<(i64, f64)>,
-);
+/// The series of an appender's run of samples: found in the head when added, or to be
+/// created (its labels and their hash).
+enum SeriesKey {
+    Found(Arc<HeadSeries>),
+    New(Labels, u64),
+}
+
+impl SeriesKey {
+    fn labels(&self) -> &Labels {
+        match self {
+            SeriesKey::Found(s) => &s.labels,
+            SeriesKey::New(l, _) => l,
+        }
+    }
+}
+
+/// A run of an appender's samples of one series: `samples[previous end..end]`.
+struct Pending {
+    key: SeriesKey,
+    end: usize,
+}
+
+/// The series of a WAL replay by ref: an array over the span of refs seen (refs are
+/// handed out in sequence, so it is dense), read in order as samples records name
+/// consecutive series, where a hash map would miss the cache on every sample. Refs far
+/// outside the span go to a map.
+#[derive(Default)]
+struct ReplayIndex {
+    base: SeriesRef,
+    dense: Vec<Option<Arc<HeadSeries>>>,
+    sparse: HashMap<SeriesRef, Arc<HeadSeries>>,
+}
+
+impl ReplayIndex {
+    fn put(&mut self, s: Arc<HeadSeries>) {
+        if self.dense.is_empty() && self.sparse.is_empty() {
+            self.base = s.r;
+        }
+        // The array may span at most twice the series seen, plus a million slots.
+        let room = 2 * (self.dense.len() + self.sparse.len()) as u64 + (1 << 20);
+        match s.r.checked_sub(self.base) {
+            Some(i) if i < room => {
+                let i = i as usize;
+                if i >= self.dense.len() {
+                    self.dense.resize(i + 1, None);
+                }
+                self.dense[i] = Some(s);
+            }
+            _ => {
+                self.sparse.insert(s.r, s);
+            }
+        }
+    }
+
+    fn get(&self, r: SeriesRef) -> Option<&Arc<HeadSeries>> {
+        let slot = r
+            .checked_sub(self.base)
+            .and_then(|i| self.dense.get(usize::try_from(i).ok()?))
+            .and_then(Option::as_ref);
+        slot.or_else(|| self.sparse.get(&r))
+    }
+}
 
 pub(crate) fn guard<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -319,22 +374,23 @@ impl Tsdb {
         let mut head_min = i64::MAX;
         let mut replayed = 0u64;
         let mut unknown = 0u64;
+        let mut by_ref = ReplayIndex::default();
         wal::replay(fs.as_ref(), &wal_dir, &segs, |seg, rec| {
             match rec {
                 wal::Record::Series(list) => {
                     for (r, labels) in list {
                         max_ref = max_ref.max(r);
                         let h = labels.stable_hash();
-                        head.insert(r, labels, h);
+                        by_ref.put(head.insert(r, labels, h));
                     }
                 }
                 wal::Record::Samples(samples) if seg > wal_persisted => {
                     for s in samples {
-                        let Some(series) = head.get(s.r) else {
+                        let Some(series) = by_ref.get(s.r) else {
                             unknown += 1;
                             continue;
                         };
-                        head::lock(&series).append(s.t, s.v, part_ms, opts.max_chunk_samples);
+                        head::lock(series).append(s.t, s.v, part_ms, opts.max_chunk_samples);
                         max_seen = max_seen.max(s.t);
                         head_min = head_min.min(s.t);
                         replayed += 1;
@@ -405,7 +461,8 @@ impl Tsdb {
     pub fn appender(&self) -> Appender<'_> {
         Appender {
             db: self,
-            entries: Vec::new(),
+            pending: Vec::new(),
+            samples: Vec::new(),
         }
     }
 
@@ -540,23 +597,114 @@ impl Drop for Tsdb {
 }
 
 /// Collects samples and commits them as one batch (one WAL record).
+///
+/// Series are looked up in the head as samples are added (by label hash, then by comparing
+/// labels, never by hash alone); a series added by labels it does not yet have is created
+/// at commit. Samples are kept in one buffer, in runs per series.
 pub struct Appender<'a> {
     db: &'a Tsdb,
-    entries: Vec<(Labels, Vec<(i64, f64)>)>,
+    pending: Vec<Pending>,
+    samples: Vec<(i64, f64)>,
 }
 
 impl Appender<'_> {
+    fn key_for(&self, labels: &Labels) -> Option<SeriesKey> {
+        let pairs = labels
+            .iter()
+            .map(|l| (l.name.as_bytes(), l.value.as_bytes()));
+        labels::with_encoded(pairs, |key, h| self.db.inner.head.find_encoded(key, h))
+            .map(SeriesKey::Found)
+    }
+
+    fn push_run(&mut self, key: SeriesKey) {
+        self.pending.push(Pending {
+            key,
+            end: self.samples.len(),
+        });
+    }
+
+    /// Whether the last run is of the series with these labels.
+    fn last_is(&self, labels: &Labels) -> bool {
+        self.pending
+            .last()
+            .is_some_and(|p| p.key.labels() == labels)
+    }
+
     /// Adds one sample.
     pub fn add(&mut self, labels: Labels, t: i64, v: f64) {
-        match self.entries.last_mut() {
-            Some((l, s)) if *l == labels => s.push((t, v)),
-            _ => self.entries.push((labels, vec![(t, v)])),
+        if !self.last_is(&labels) {
+            let key = self.key_for(&labels).unwrap_or_else(|| {
+                let h = labels.stable_hash();
+                SeriesKey::New(labels, h)
+            });
+            self.push_run(key);
+        }
+        self.samples.push((t, v));
+        if let Some(p) = self.pending.last_mut() {
+            p.end = self.samples.len();
+        }
+    }
+
+    /// Adds one sample of the series with these labels, borrowed: a series already in the
+    /// head is found without copying them.
+    pub fn append(&mut self, labels: &Labels, t: i64, v: f64) {
+        if !self.last_is(labels) {
+            let key = self.key_for(labels).unwrap_or_else(|| {
+                let h = labels.stable_hash();
+                SeriesKey::New(labels.clone(), h)
+            });
+            self.push_run(key);
+        }
+        self.samples.push((t, v));
+        if let Some(p) = self.pending.last_mut() {
+            p.end = self.samples.len();
         }
     }
 
     /// Adds samples of one series.
     pub fn add_series(&mut self, labels: Labels, samples: &[(i64, f64)]) {
-        self.entries.push((labels, samples.to_vec()));
+        let key = self.key_for(&labels).unwrap_or_else(|| {
+            let h = labels.stable_hash();
+            SeriesKey::New(labels, h)
+        });
+        self.samples.extend_from_slice(samples);
+        self.push_run(key);
+    }
+
+    /// Adds samples of the series with these `(name, value)` pairs, borrowed (say, straight
+    /// from a decoded request). Pairs that are exactly a head series' labels, in name order
+    /// as Prometheus sends them, find it by hash and comparison, with no label set built;
+    /// other pairs are validated, sorted and checked against `limits` as
+    /// [`Labels::from_pairs_with_limits`] does.
+    pub fn add_series_pairs(
+        &mut self,
+        pairs: &[(&str, &str)],
+        samples: impl IntoIterator<Item = (i64, f64)>,
+        limits: &LabelLimits,
+    ) -> std::result::Result<(), LabelError> {
+        let within_limits = pairs.len() <= limits.max_labels
+            && pairs
+                .iter()
+                .all(|(n, v)| n.len() <= limits.max_name_len && v.len() <= limits.max_value_len);
+        // Pairs that encode to a head series' key are that series' labels (names valid,
+        // sorted and unique, values non-empty), whatever their hash.
+        let found = if within_limits {
+            let bytes = pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+            labels::with_encoded(bytes, |key, h| self.db.inner.head.find_encoded(key, h))
+        } else {
+            None
+        };
+        let key = match found {
+            Some(s) => SeriesKey::Found(s),
+            None => {
+                let labels = Labels::from_pairs_with_limits(pairs.iter().copied(), limits)?;
+                let h = labels.stable_hash();
+                SeriesKey::New(labels, h)
+            }
+        };
+        self.samples.extend(samples);
+        self.push_run(key);
+        Ok(())
     }
 
     /// Adds one sample of the series with these label pairs, checked against
@@ -574,18 +722,18 @@ impl Appender<'_> {
 
     /// Samples added so far.
     pub fn len(&self) -> usize {
-        self.entries.iter().map(|(_, s)| s.len()).sum()
+        self.samples.len()
     }
 
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.pending.is_empty()
     }
 
     /// Logs the batch and applies it to the head. When this returns `Ok` the samples are
     /// as durable as [`Options::wal_fsync`] promises.
     pub fn commit(self) -> Result<CommitStats> {
-        self.db.inner.commit(self.entries)
+        self.db.inner.commit(self.pending, &self.samples)
     }
 }
 
@@ -613,70 +761,85 @@ impl Inner {
         self.wake.1.notify_all();
     }
 
-    fn commit(&self, entries: Vec<(Labels, Vec<(i64, f64)>)>) -> Result<CommitStats> {
+    fn commit(&self, pending: Vec<Pending>, samples: &[(i64, f64)]) -> Result<CommitStats> {
         let mut stats = CommitStats::default();
-        if entries.is_empty() {
+        if pending.is_empty() {
             return Ok(stats);
         }
-        // Hash and look up series before taking the commit lock: concurrent commits do
-        // this part in parallel; only creating series and logging are serialized.
-        let resolved: Vec<Resolved> = entries
-            .into_iter()
-            .map(|(labels, list)| {
-                let h = labels.stable_hash();
-                let found = self.head.find(&labels, h);
-                (labels, h, found, list)
-            })
-            .collect();
+        // Series were looked up when added, without the commit lock: concurrent commits
+        // do that in parallel; only creating series and logging are serialized.
         let mut wal = guard(&self.wal);
         self.check_writable()?;
         let min_valid = self.min_valid_t.load(Relaxed);
-        let mut new_series: Vec<(SeriesRef, Labels)> = Vec::new();
-        let mut targets = Vec::with_capacity(resolved.len());
-        let mut samples = Vec::new();
-        for (labels, h, found, list) in resolved {
-            // A series found before the lock may have left the head since (a flush retires
-            // idle series under this lock): look again then.
-            let found = match found {
-                Some((r, s)) if self.head.get(r).is_some() => Some((r, s)),
-                _ => self.head.find(&labels, h),
+        let mut new_series: Vec<Arc<HeadSeries>> = Vec::new();
+        let mut targets: Vec<(Arc<HeadSeries>, std::ops::Range<usize>)> =
+            Vec::with_capacity(pending.len());
+        let mut start = 0;
+        for p in pending {
+            let range = start..p.end;
+            start = p.end;
+            let found = match p.key {
+                // A series found before the lock may have left the head since (a flush
+                // retires idle series under this lock): look again then.
+                SeriesKey::Found(s) if !s.is_retired() => Ok(s),
+                SeriesKey::Found(s) => match self.head.find(&s.labels, s.hash) {
+                    Some(s) => Ok(s),
+                    None => Err((s.labels.clone(), s.hash)),
+                },
+                SeriesKey::New(labels, h) => self.head.find(&labels, h).ok_or((labels, h)),
             };
-            let (r, series) = match found {
-                Some(found) => found,
-                None if self
-                    .opts
-                    .max_series
-                    .is_some_and(|max| self.head.num_series() >= max) =>
+            let series = match found {
+                Ok(s) => s,
+                Err(_)
+                    if self
+                        .opts
+                        .max_series
+                        .is_some_and(|max| self.head.num_series() >= max) =>
                 {
-                    stats.series_limited += list.len() as u64;
+                    stats.series_limited += range.len() as u64;
                     continue;
                 }
-                None => {
+                Err((labels, h)) => {
                     let r = self.next_ref.fetch_add(1, Relaxed);
-                    new_series.push((r, labels.clone()));
-                    (r, self.head.insert(r, labels, h))
+                    let s = self.head.insert(r, labels, h);
+                    new_series.push(Arc::clone(&s));
+                    s
                 }
             };
-            let before = samples.len();
-            for (t, v) in list {
-                if t < min_valid {
-                    stats.too_old += 1;
-                } else {
-                    samples.push(RefSample { r, t, v });
-                }
-            }
-            targets.push((series, before..samples.len()));
+            targets.push((series, range));
         }
         stats.new_series = new_series.len() as u64;
         let sync = self.opts.wal_fsync == FsyncPolicy::Always;
+        let appended: usize = targets
+            .iter()
+            .map(|(_, range)| {
+                samples[range.clone()]
+                    .iter()
+                    .filter(|(t, _)| *t >= min_valid)
+                    .count()
+            })
+            .sum();
+        stats.too_old =
+            targets.iter().map(|(_, r)| r.len()).sum::<usize>() as u64 - appended as u64;
         let logged = (|| {
             if !new_series.is_empty() {
                 let refs: Vec<(SeriesRef, &Labels)> =
-                    new_series.iter().map(|(r, l)| (*r, l)).collect();
+                    new_series.iter().map(|s| (s.r, &s.labels)).collect();
                 wal.log(&wal::encode_series(&refs), false)?;
             }
-            if !samples.is_empty() {
-                wal.log(&wal::encode_samples(&samples), sync)?;
+            if appended > 0 {
+                let mut enc = wal::SamplesEncoder::new(wal.take_buffer(), appended);
+                for (series, range) in &targets {
+                    for &(t, v) in &samples[range.clone()] {
+                        if t >= min_valid {
+                            enc.push(series.r, t, v);
+                        }
+                    }
+                }
+                let buf = enc.finish();
+                let r = wal.log(&buf, sync);
+                wal.give_buffer(buf);
+                r?;
             } else if sync {
                 wal.sync()?;
             }
@@ -694,20 +857,22 @@ impl Inner {
             return Err(e);
         }
         let (mut max_t, mut min_t) = (i64::MIN, i64::MAX);
-        for (series, range) in targets {
-            let mut s = head::lock(&series);
-            for smp in &samples[range] {
-                if s.append(smp.t, smp.v, self.part_ms, self.opts.max_chunk_samples)
-                    == Appended::OutOfOrder
+        for (series, range) in &targets {
+            let mut s = head::lock(series);
+            for &(t, v) in &samples[range.clone()] {
+                if t < min_valid {
+                    continue;
+                }
+                if s.append(t, v, self.part_ms, self.opts.max_chunk_samples) == Appended::OutOfOrder
                 {
                     stats.out_of_order += 1;
                 }
-                max_t = max_t.max(smp.t);
-                min_t = min_t.min(smp.t);
+                max_t = max_t.max(t);
+                min_t = min_t.min(t);
             }
         }
         drop(wal);
-        stats.appended = samples.len() as u64;
+        stats.appended = appended as u64;
         self.max_t.fetch_max(max_t, Relaxed);
         self.head_min_t.fetch_min(min_t, Relaxed);
         self.counters.appended.fetch_add(stats.appended, Relaxed);
@@ -782,13 +947,13 @@ impl Inner {
         let _one = guard(&self.flush_lock);
         let seq = self.next_seq.fetch_add(1, Relaxed);
         // 1. Under the commit lock: cut chunks, retire idle series, rotate the WAL.
-        let mut work: Vec<(Arc<Mutex<MemSeries>>, usize)> = Vec::new();
+        let mut work: Vec<(Arc<HeadSeries>, usize)> = Vec::new();
         let covered_segment;
         {
             let mut wal = guard(&self.wal);
             self.check_writable()?;
             let mut gone = Vec::new();
-            let mut live: Vec<(SeriesRef, Labels)> = Vec::new();
+            let mut live: Vec<Arc<HeadSeries>> = Vec::new();
             for series in self.head.all() {
                 let mut s = head::lock(&series);
                 s.close_open();
@@ -796,14 +961,15 @@ impl Inner {
                 if !s.dirty && s.closed.is_empty() {
                     s.idle_flushes += 1;
                     if s.idle_flushes >= 2 {
-                        gone.push((s.r, s.labels.clone()));
+                        drop(s);
+                        gone.push(series);
                         continue;
                     }
                 } else {
                     s.idle_flushes = 0;
                 }
                 s.dirty = false;
-                live.push((s.r, s.labels.clone()));
+                live.push(Arc::clone(&series));
                 if !s.closed.is_empty() {
                     let n = s.closed.len();
                     drop(s);
@@ -814,7 +980,7 @@ impl Inner {
             let rotated = wal.rotate().and_then(|closed| {
                 for part in live.chunks(10_000) {
                     let refs: Vec<(SeriesRef, &Labels)> =
-                        part.iter().map(|(r, l)| (*r, l)).collect();
+                        part.iter().map(|s| (s.r, &s.labels)).collect();
                     wal.log(&wal::encode_series(&refs), false)?;
                 }
                 wal.sync()?;
@@ -848,7 +1014,7 @@ impl Inner {
 
     fn persist(
         &self,
-        work: &[(Arc<Mutex<MemSeries>>, usize)],
+        work: &[(Arc<HeadSeries>, usize)],
         seq: u64,
         covered_segment: u64,
     ) -> Result<()> {
@@ -864,14 +1030,10 @@ impl Inner {
         let mut pstats: BTreeMap<i64, PartStats> = BTreeMap::new();
         let mut value = Vec::new();
         for (series, n) in work {
-            let (r, labels, chunks, known) = {
+            let (r, labels) = (series.r, &series.labels);
+            let (chunks, known) = {
                 let s = head::lock(series);
-                (
-                    s.r,
-                    s.labels.clone(),
-                    s.closed[..*n].to_vec(),
-                    s.persisted_parts.clone(),
-                )
+                (s.closed[..*n].to_vec(), s.persisted_parts.clone())
             };
             let mut new_parts = Vec::new();
             for c in &chunks {
@@ -888,7 +1050,7 @@ impl Inner {
                     new_parts.push(c.part);
                     st.series += 1;
                     batch.put(keys::series_key(c.part, r), labels.encode());
-                    add_to_lists(postings.entry(c.part).or_default(), r, &labels);
+                    add_to_lists(postings.entry(c.part).or_default(), r, labels);
                 }
             }
             if !new_parts.is_empty() {
@@ -1155,7 +1317,7 @@ impl Inner {
             if let Some(name) = s.labels.metric_name() {
                 *by_name.entry(name.to_string()).or_default() += 1;
             }
-            for l in &s.labels {
+            for l in s.labels {
                 *by_pair
                     .entry((l.name.clone(), l.value.clone()))
                     .or_default() += 1;

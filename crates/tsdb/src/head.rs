@@ -8,10 +8,18 @@
 //! timestamp wins; queries merge it over the chunks, and a flush persists it as its own
 //! chunk that outranks older data.
 //!
+//! A series' labels, ref and label hash are immutable and live beside its mutex
+//! ([`HeadSeries`]), so finding a series by labels never locks one. The maps from label
+//! hash and from ref to series are sharded, each shard behind its own lock, so concurrent
+//! writers rarely meet on a lock.
+//!
 //! A flush (see `db.rs`) persists the closed chunks and removes them; series that received
 //! nothing for two flushes leave the head, so series churn does not grow memory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::chunk::{XorAppender, XorChunk};
@@ -45,11 +53,9 @@ pub(crate) enum Appended {
     OutOfOrder,
 }
 
-/// One series in the head.
+/// The mutable state of one series in the head.
 #[derive(Debug)]
 pub(crate) struct MemSeries {
-    pub labels: Labels,
-    pub r: SeriesRef,
     pub closed: Vec<HeadChunk>,
     pub open: Option<OpenChunk>,
     /// The last in-order timestamp (`i64::MIN` before the first sample).
@@ -65,10 +71,8 @@ pub(crate) struct MemSeries {
 }
 
 impl MemSeries {
-    pub fn new(r: SeriesRef, labels: Labels) -> Self {
+    pub fn new() -> Self {
         MemSeries {
-            labels,
-            r,
             closed: Vec::new(),
             open: None,
             last_t: i64::MIN,
@@ -184,14 +188,9 @@ impl MemSeries {
             + self.ooo.len()
     }
 
-    /// Approximate heap bytes of the series.
-    pub fn memory_bytes(&self) -> usize {
+    /// Approximate heap bytes of the series' samples and state (labels not included).
+    fn state_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self
-                .labels
-                .iter()
-                .map(|l| l.name.len() + l.value.len() + 48)
-                .sum::<usize>()
             + self
                 .closed
                 .iter()
@@ -206,96 +205,284 @@ impl MemSeries {
     }
 }
 
-/// The series of the head and their index.
-#[derive(Debug, Default)]
-pub(crate) struct Head {
-    map: RwLock<SeriesMap>,
-    pub postings: MemPostings,
+/// A series of the head: immutable identity beside its locked state.
+#[derive(Debug)]
+pub(crate) struct HeadSeries {
+    pub r: SeriesRef,
+    pub labels: Labels,
+    /// `labels.encode()`: one contiguous run of bytes to compare a lookup key with (the
+    /// labels' strings are each a heap object of their own, a cache miss apiece).
+    key: Box<[u8]>,
+    /// `labels.stable_hash()`.
+    pub hash: u64,
+    /// Set (under the commit lock) when the series leaves the head.
+    retired: AtomicBool,
+    state: Mutex<MemSeries>,
 }
 
-#[derive(Debug, Default)]
-struct SeriesMap {
-    by_ref: HashMap<SeriesRef, Arc<Mutex<MemSeries>>>,
-    by_hash: HashMap<u64, Vec<SeriesRef>>,
+impl HeadSeries {
+    /// Whether the series has left the head. Stable while the commit lock is held.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Relaxed)
+    }
+}
+
+/// A locked series: its state, and its labels beside it.
+pub(crate) struct SeriesGuard<'a> {
+    pub labels: &'a Labels,
+    state: MutexGuard<'a, MemSeries>,
+}
+
+impl SeriesGuard<'_> {
+    /// Approximate heap bytes of the series.
+    pub fn memory_bytes(&self) -> usize {
+        self.state.state_bytes()
+            + self
+                .labels
+                .iter()
+                .map(|l| 2 * (l.name.len() + l.value.len()) + 56)
+                .sum::<usize>()
+    }
+}
+
+impl Deref for SeriesGuard<'_> {
+    type Target = MemSeries;
+    fn deref(&self) -> &MemSeries {
+        &self.state
+    }
+}
+
+impl DerefMut for SeriesGuard<'_> {
+    fn deref_mut(&mut self) -> &mut MemSeries {
+        &mut self.state
+    }
 }
 
 /// Locks a series, ignoring poisoning: a panic elsewhere leaves a series whose fields are
 /// each valid.
-pub(crate) fn lock(s: &Mutex<MemSeries>) -> MutexGuard<'_, MemSeries> {
-    s.lock().unwrap_or_else(PoisonError::into_inner)
+pub(crate) fn lock(s: &HeadSeries) -> SeriesGuard<'_> {
+    SeriesGuard {
+        labels: &s.labels,
+        state: s.state.lock().unwrap_or_else(PoisonError::into_inner),
+    }
+}
+
+/// A hasher for `u64` keys: a 128-bit multiply folded to 64 bits, which spreads
+/// sequential refs and keeps already random label hashes random. Not for untrusted keys
+/// chosen to collide, which refs (assigned here) and XXH3 label hashes are not.
+#[derive(Default)]
+pub(crate) struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        let m = u128::from(self.0) * 0x9E37_79B9_7F4A_7C15_u128;
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
+
+const SHARDS: usize = 64;
+
+fn shard_of(key: u64) -> usize {
+    // Refs are sequential and label hashes random: the low bits spread both.
+    (key as usize) % SHARDS
+}
+
+/// Series of one hash shard: the first series of each label hash, and any others with the
+/// same hash (collisions, compared by labels).
+#[derive(Debug, Default)]
+struct HashShard {
+    first: U64Map<Arc<HeadSeries>>,
+    collisions: U64Map<Vec<Arc<HeadSeries>>>,
+}
+
+impl HashShard {
+    fn find(&self, hash: u64, eq: impl Fn(&HeadSeries) -> bool) -> Option<&Arc<HeadSeries>> {
+        let s = self.first.get(&hash)?;
+        if eq(s) {
+            return Some(s);
+        }
+        self.collisions.get(&hash)?.iter().find(|s| eq(s))
+    }
+
+    fn insert(&mut self, s: Arc<HeadSeries>) {
+        match self.first.entry(s.hash) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(s);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(s.hash).or_default().push(s);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, r: SeriesRef) {
+        if self.first.get(&hash).is_some_and(|s| s.r == r) {
+            self.first.remove(&hash);
+            if let Some(list) = self.collisions.get_mut(&hash) {
+                if let Some(next) = list.pop() {
+                    self.first.insert(hash, next);
+                }
+                if list.is_empty() {
+                    self.collisions.remove(&hash);
+                }
+            }
+        } else if let Some(list) = self.collisions.get_mut(&hash) {
+            list.retain(|s| s.r != r);
+            if list.is_empty() {
+                self.collisions.remove(&hash);
+            }
+        }
+    }
+}
+
+/// The series of the head and their index.
+//
+// Lock order: a ref shard, then a hash shard. Series are created and removed only under
+// the commit lock (or while opening), so a lookup under the commit lock sees every series.
+#[derive(Debug)]
+pub(crate) struct Head {
+    by_ref: Box<[RwLock<U64Map<Arc<HeadSeries>>>]>,
+    by_hash: Box<[RwLock<HashShard>]>,
+    count: AtomicUsize,
+    pub postings: MemPostings,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            by_ref: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            by_hash: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            count: AtomicUsize::new(0),
+            postings: MemPostings::default(),
+        }
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Head {
-    pub fn get(&self, r: SeriesRef) -> Option<Arc<Mutex<MemSeries>>> {
-        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-        map.by_ref.get(&r).cloned()
+    pub fn get(&self, r: SeriesRef) -> Option<Arc<HeadSeries>> {
+        read(&self.by_ref[shard_of(r)]).get(&r).cloned()
     }
 
-    /// The series with exactly these labels.
-    pub fn find(&self, labels: &Labels, hash: u64) -> Option<(SeriesRef, Arc<Mutex<MemSeries>>)> {
-        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-        for r in map.by_hash.get(&hash)? {
-            if let Some(s) = map.by_ref.get(r) {
-                if lock(s).labels == *labels {
-                    return Some((*r, Arc::clone(s)));
-                }
-            }
-        }
-        None
+    /// The series with exactly these labels (`hash` is their stable hash).
+    pub fn find(&self, labels: &Labels, hash: u64) -> Option<Arc<HeadSeries>> {
+        read(&self.by_hash[shard_of(hash)])
+            .find(hash, |s| s.labels == *labels)
+            .cloned()
+    }
+
+    /// The series whose labels encode ([`Labels::encode`]) to exactly `key` (`hash` is
+    /// the stable hash of those labels).
+    pub fn find_encoded(&self, key: &[u8], hash: u64) -> Option<Arc<HeadSeries>> {
+        read(&self.by_hash[shard_of(hash)])
+            .find(hash, |s| *s.key == *key)
+            .cloned()
     }
 
     /// Adds a series under `r`; a series with the same ref is kept (WAL replay sees
     /// checkpointed series again).
-    pub fn insert(&self, r: SeriesRef, labels: Labels, hash: u64) -> Arc<Mutex<MemSeries>> {
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = map.by_ref.get(&r) {
+    pub fn insert(&self, r: SeriesRef, labels: Labels, hash: u64) -> Arc<HeadSeries> {
+        let mut refs = write(&self.by_ref[shard_of(r)]);
+        if let Some(s) = refs.get(&r) {
             return Arc::clone(s);
         }
         self.postings.add(r, &labels);
-        let s = Arc::new(Mutex::new(MemSeries::new(r, labels)));
-        map.by_ref.insert(r, Arc::clone(&s));
-        map.by_hash.entry(hash).or_default().push(r);
+        let s = Arc::new(HeadSeries {
+            r,
+            key: labels.encode().into_boxed_slice(),
+            labels,
+            hash,
+            retired: AtomicBool::new(false),
+            state: Mutex::new(MemSeries::new()),
+        });
+        refs.insert(r, Arc::clone(&s));
+        write(&self.by_hash[shard_of(hash)]).insert(Arc::clone(&s));
+        self.count.fetch_add(1, Relaxed);
         s
     }
 
-    /// Removes series (already persisted and idle).
-    pub fn remove(&self, gone: &[(SeriesRef, Labels)]) {
+    /// Removes series (already persisted and idle, or never logged).
+    pub fn remove(&self, gone: &[Arc<HeadSeries>]) {
         if gone.is_empty() {
             return;
         }
-        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
-        for (r, labels) in gone {
-            map.by_ref.remove(r);
-            let h = labels.stable_hash();
-            if let Some(refs) = map.by_hash.get_mut(&h) {
-                refs.retain(|x| x != r);
-                if refs.is_empty() {
-                    map.by_hash.remove(&h);
-                }
+        for s in gone {
+            let mut refs = write(&self.by_ref[shard_of(s.r)]);
+            if refs.remove(&s.r).is_some() {
+                write(&self.by_hash[shard_of(s.hash)]).remove(s.hash, s.r);
+                s.retired.store(true, Relaxed);
+                self.count.fetch_sub(1, Relaxed);
             }
         }
-        drop(map);
         self.postings
-            .delete_with_labels(gone.iter().map(|(r, l)| (*r, l)));
+            .delete_with_labels(gone.iter().map(|s| (s.r, &s.labels)));
     }
 
     /// Every series, in ref order.
-    pub fn all(&self) -> Vec<Arc<Mutex<MemSeries>>> {
-        let map = self.map.read().unwrap_or_else(PoisonError::into_inner);
-        let mut v: Vec<(SeriesRef, Arc<Mutex<MemSeries>>)> = map
-            .by_ref
-            .iter()
-            .map(|(r, s)| (*r, Arc::clone(s)))
-            .collect();
-        v.sort_unstable_by_key(|(r, _)| *r);
-        v.into_iter().map(|(_, s)| s).collect()
+    pub fn all(&self) -> Vec<Arc<HeadSeries>> {
+        let mut v: Vec<Arc<HeadSeries>> = Vec::with_capacity(self.num_series());
+        for shard in self.by_ref.iter() {
+            v.extend(read(shard).values().cloned());
+        }
+        v.sort_unstable_by_key(|s| s.r);
+        v
     }
 
     pub fn num_series(&self) -> usize {
-        self.map
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .by_ref
-            .len()
+        self.count.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(v: &str) -> Labels {
+        Labels::from_pairs([("__name__", "m"), ("a", v)]).expect("valid")
+    }
+
+    #[test]
+    fn colliding_hashes_are_told_apart_by_labels() {
+        let head = Head::default();
+        // Three series forced onto one hash.
+        let (a, b, c) = (labels("a"), labels("b"), labels("c"));
+        head.insert(1, a.clone(), 7);
+        head.insert(2, b.clone(), 7);
+        head.insert(3, c.clone(), 7);
+        assert_eq!(head.find(&a, 7).map(|s| s.r), Some(1));
+        assert_eq!(head.find(&b, 7).map(|s| s.r), Some(2));
+        assert_eq!(head.find(&c, 7).map(|s| s.r), Some(3));
+        assert!(head.find(&labels("d"), 7).is_none());
+        assert_eq!(head.find_encoded(&b.encode(), 7).map(|s| s.r), Some(2));
+        assert!(head.find_encoded(&labels("d").encode(), 7).is_none());
+        let first = head.get(1).expect("present");
+        head.remove(std::slice::from_ref(&first));
+        assert!(first.is_retired());
+        assert!(head.find(&a, 7).is_none());
+        assert_eq!(head.find(&b, 7).map(|s| s.r), Some(2));
+        assert_eq!(head.find(&c, 7).map(|s| s.r), Some(3));
+        let third = head.get(3).expect("present");
+        head.remove(&[third]);
+        assert_eq!(head.find(&b, 7).map(|s| s.r), Some(2));
+        assert!(head.find(&c, 7).is_none());
+        assert_eq!(head.num_series(), 1);
+        assert_eq!(head.all().len(), 1);
     }
 }

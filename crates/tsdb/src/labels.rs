@@ -263,20 +263,11 @@ impl Labels {
     /// labels, never on the process, platform or build, so it may be persisted. Distinct
     /// sets can collide; users of the hash must compare the labels.
     pub fn stable_hash(&self) -> u64 {
-        // Streams the encoding through the hasher: no buffer per call on the ingest path.
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for l in &self.labels {
-            for s in [l.name.as_bytes(), l.value.as_bytes()] {
-                for (i, piece) in s.split(|&b| b == ESCAPE).enumerate() {
-                    if i > 0 {
-                        h.update(&[ESCAPE, ESCAPED_ZERO]);
-                    }
-                    h.update(piece);
-                }
-                h.update(&[ESCAPE, TERMINATOR]);
-            }
-        }
-        h.digest()
+        hash_pairs(
+            self.labels
+                .iter()
+                .map(|l| (l.name.as_bytes(), l.value.as_bytes())),
+        )
     }
 
     /// The binary encoding: for each label in name order, the name then the value, each as
@@ -340,6 +331,49 @@ impl Labels {
     }
 }
 
+/// [`Labels::stable_hash`] of the label set made of these `(name, value)` pairs, taken as
+/// they are (not sorted or validated): for pairs that form a valid label set in name order
+/// it equals the set's hash, so a set can be looked up by hash straight from borrowed input.
+pub fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
+    with_encoded(pairs, |_, h| h)
+}
+
+/// Calls `f` with the [`Labels::encode`] bytes of these pairs (taken as they are) and
+/// their hash ([`hash_pairs`]), encoded into a reused per-thread buffer.
+pub(crate) fn with_encoded<'a, R>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    f: impl FnOnce(&[u8], u64) -> R,
+) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // One-shot XXH3 over the encoding in a reused buffer: much cheaper than streaming the
+    // short pieces through the hasher, and the same digest.
+    BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            for (name, value) in pairs {
+                put_escaped(&mut buf, name);
+                put_escaped(&mut buf, value);
+            }
+            let r = f(&buf, xxhash_rust::xxh3::xxh3_64(&buf));
+            if buf.capacity() > 64 << 10 {
+                *buf = Vec::new();
+            }
+            r
+        }
+        // Only if `f` itself encodes: use a buffer of its own.
+        Err(_) => {
+            let mut own = Vec::new();
+            for (name, value) in pairs {
+                put_escaped(&mut own, name);
+                put_escaped(&mut own, value);
+            }
+            f(&own, xxhash_rust::xxh3::xxh3_64(&own))
+        }
+    })
+}
+
 fn corrupt(offset: usize, reason: impl Into<String>) -> LabelError {
     LabelError::Corrupt {
         offset,
@@ -348,12 +382,19 @@ fn corrupt(offset: usize, reason: impl Into<String>) -> LabelError {
 }
 
 pub(crate) fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
-    for &b in s {
-        dst.push(b);
-        if b == ESCAPE {
-            dst.push(ESCAPED_ZERO);
-        }
+    // Label bytes almost never hold 0x00: copy them whole then.
+    if !s.contains(&ESCAPE) {
+        dst.extend_from_slice(s);
+        dst.extend_from_slice(&[ESCAPE, TERMINATOR]);
+        return;
     }
+    let mut rest = s;
+    while let Some(i) = rest.iter().position(|&b| b == ESCAPE) {
+        dst.extend_from_slice(&rest[..=i]);
+        dst.push(ESCAPED_ZERO);
+        rest = &rest[i + 1..];
+    }
+    dst.extend_from_slice(rest);
     dst.extend_from_slice(&[ESCAPE, TERMINATOR]);
 }
 

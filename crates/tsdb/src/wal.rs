@@ -102,18 +102,54 @@ fn unzigzag(v: u64) -> i64 {
 
 /// Encodes a samples record.
 pub fn encode_samples(samples: &[RefSample]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + samples.len() * 12);
-    out.push(REC_SAMPLES);
-    put_varint64(&mut out, samples.len() as u64);
-    let (mut pr, mut pt) = (0u64, 0i64);
+    let mut enc = SamplesEncoder::new(Vec::new(), samples.len());
     for s in samples {
-        put_varint64(&mut out, zigzag(s.r.wrapping_sub(pr) as i64));
-        put_varint64(&mut out, zigzag(s.t.wrapping_sub(pt)));
-        out.extend_from_slice(&s.v.to_bits().to_le_bytes());
-        pr = s.r;
-        pt = s.t;
+        enc.push(s.r, s.t, s.v);
     }
-    out
+    enc.finish()
+}
+
+/// Encodes a samples record of a known number of samples, one at a time, into a buffer
+/// the caller may reuse.
+pub struct SamplesEncoder {
+    out: Vec<u8>,
+    prev_r: u64,
+    prev_t: i64,
+    // Invariant: exactly `count` samples are pushed before `finish`.
+    left: usize,
+}
+
+impl SamplesEncoder {
+    /// Starts a record of `count` samples in `buf` (cleared first).
+    pub fn new(mut buf: Vec<u8>, count: usize) -> Self {
+        buf.clear();
+        buf.reserve(2 + count * 12);
+        buf.push(REC_SAMPLES);
+        put_varint64(&mut buf, count as u64);
+        SamplesEncoder {
+            out: buf,
+            prev_r: 0,
+            prev_t: 0,
+            left: count,
+        }
+    }
+
+    /// Appends one sample.
+    pub fn push(&mut self, r: SeriesRef, t: i64, v: f64) {
+        debug_assert!(self.left > 0, "more samples than announced");
+        self.left = self.left.saturating_sub(1);
+        put_varint64(&mut self.out, zigzag(r.wrapping_sub(self.prev_r) as i64));
+        put_varint64(&mut self.out, zigzag(t.wrapping_sub(self.prev_t)));
+        self.out.extend_from_slice(&v.to_bits().to_le_bytes());
+        self.prev_r = r;
+        self.prev_t = t;
+    }
+
+    /// The encoded record.
+    pub fn finish(self) -> Vec<u8> {
+        debug_assert_eq!(self.left, 0, "fewer samples than announced");
+        self.out
+    }
 }
 
 /// Decodes a record; errors name `file` and the record's `offset`.
@@ -281,6 +317,8 @@ pub struct Wal {
     /// Fsyncs done and the microseconds they took (kept across segments).
     syncs: u64,
     sync_micros: u64,
+    /// See [`Wal::take_buffer`].
+    scratch: Vec<u8>,
 }
 
 /// Whether `e` says the disk (or quota) is full.
@@ -329,6 +367,7 @@ impl Wal {
             recoverable: false,
             syncs: 0,
             sync_micros: 0,
+            scratch: Vec::new(),
         })
     }
 
@@ -414,6 +453,18 @@ impl Wal {
         self.track(r)?;
         self.dirty = false;
         Ok(())
+    }
+
+    /// A scratch buffer for encoding a record (reused across commits).
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    /// Gives back the buffer of [`Wal::take_buffer`] (kept unless it grew very large).
+    pub fn give_buffer(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= 4 << 20 {
+            self.scratch = buf;
+        }
     }
 
     /// Fsyncs done so far and their total duration in microseconds.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use strata_kv::fs::{CrashMode, MemFs};
-use strata_tsdb::{FsyncPolicy, Labels, MatchOp, Matcher, Options, Tsdb};
+use strata_tsdb::{FsyncPolicy, LabelLimits, Labels, MatchOp, Matcher, Options, Tsdb};
 
 const PART_MS: i64 = 1_000;
 const RETENTION_MS: i64 = 4_000;
@@ -173,7 +173,24 @@ fn check(db: &Tsdb, st: &State, ms: &[Matcher], mint: i64, maxt: i64) {
 fn append(d: &Tsdb, st: &mut State, series: &[Labels], samples: Vec<(usize, i64, f64)>) {
     let mut app = d.appender();
     for &(s, t, v) in &samples {
-        app.add(series[s].clone(), t, v);
+        // Each way of adding a sample must land in the same series.
+        match (t + s as i64).rem_euclid(4) {
+            0 => app.add(series[s].clone(), t, v),
+            1 => app.append(&series[s], t, v),
+            way => {
+                let mut pairs: Vec<(&str, &str)> = series[s]
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .collect();
+                if way == 3 {
+                    // Out of order, with an empty value: the slow path.
+                    pairs.reverse();
+                    pairs.push(("zz_empty", ""));
+                }
+                app.add_series_pairs(&pairs, [(t, v)], &LabelLimits::default())
+                    .expect("valid pairs");
+            }
+        }
     }
     let stats = app.commit().expect("commit");
     let mut too_old = 0;

@@ -158,6 +158,47 @@ impl Footer {
     }
 }
 
+thread_local! {
+    /// Zstd contexts kept per thread: creating one costs far more than compressing a
+    /// 4 KiB block (it allocates and clears about a megabyte).
+    static ZSTD_CCTX: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+    static ZSTD_DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `zstd::bulk::compress` with this thread's context.
+fn zstd_compress(raw: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    ZSTD_CCTX.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return zstd::bulk::compress(raw, level);
+        };
+        if !matches!(&*slot, Some((l, _)) if *l == level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => c.compress(raw),
+            None => zstd::bulk::compress(raw, level),
+        }
+    })
+}
+
+/// `zstd::bulk::decompress` with this thread's context.
+fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    ZSTD_DCTX.with(|cell| {
+        let Ok(mut slot) = cell.try_borrow_mut() else {
+            return zstd::bulk::decompress(payload, capacity);
+        };
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, capacity),
+            None => zstd::bulk::decompress(payload, capacity),
+        }
+    })
+}
+
 /// Compresses `raw` as `compression` asks, appends it and its trailer to `file` at `*offset`
 /// and advances `*offset`. Returns the block's handle.
 ///
@@ -174,7 +215,7 @@ pub fn write_block(
     let compressed: Option<Vec<u8>> = match compression {
         CompressionType::None => None,
         CompressionType::Lz4 => Some(lz4_flex::block::compress_prepend_size(raw)),
-        CompressionType::Zstd => match zstd::bulk::compress(raw, zstd_level) {
+        CompressionType::Zstd => match zstd_compress(raw, zstd_level) {
             Ok(c) => {
                 let mut out = Vec::with_capacity(4 + c.len());
                 put_fixed32(&mut out, raw.len() as u32);
@@ -287,7 +328,7 @@ pub fn decode_block(mut buf: Vec<u8>, file_name: &str, handle: BlockHandle) -> R
                 lz4_flex::block::decompress(payload, raw_len)
                     .map_err(|e| corrupt(format!("lz4 decompression failed: {e}")))?
             } else {
-                zstd::bulk::decompress(payload, raw_len)
+                zstd_decompress(payload, raw_len)
                     .map_err(|e| corrupt(format!("zstd decompression failed: {e}")))?
             };
             if out.len() != raw_len {

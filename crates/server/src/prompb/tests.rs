@@ -1,0 +1,169 @@
+//! The borrowed remote-write decoder agrees with `prost` and never panics.
+
+use super::*;
+use proptest::prelude::*;
+use prost::Message;
+
+/// A decoded series, comparable: labels, samples (value bits, timestamp), histograms.
+type Flat = (Vec<(String, String)>, Vec<(u64, i64)>, usize);
+
+/// What `prost` decoded, in the view's shape, for comparison.
+fn flatten(req: &WriteRequest) -> Vec<Flat> {
+    req.timeseries
+        .iter()
+        .map(|ts| {
+            (
+                ts.labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect(),
+                ts.samples
+                    .iter()
+                    .map(|s| (s.value.to_bits(), s.timestamp))
+                    .collect(),
+                ts.histograms.len(),
+            )
+        })
+        .collect()
+}
+
+fn flatten_view(v: &WriteRequestView<'_>) -> Vec<Flat> {
+    v.series
+        .iter()
+        .map(|s| {
+            (
+                v.labels_of(s)
+                    .iter()
+                    .map(|(n, x)| (n.to_string(), x.to_string()))
+                    .collect(),
+                v.samples_of(s)
+                    .iter()
+                    .map(|s| (s.value.to_bits(), s.timestamp))
+                    .collect(),
+                s.histograms,
+            )
+        })
+        .collect()
+}
+
+fn label() -> impl Strategy<Value = Label> {
+    // Values past 127 bytes take the decoder's general path.
+    ("[a-z_]{0,6}", "\\PC{0,8}|[a-z]{120,140}").prop_map(|(name, value)| Label { name, value })
+}
+
+fn sample() -> impl Strategy<Value = Sample> {
+    (any::<u64>(), any::<i64>()).prop_map(|(bits, timestamp)| Sample {
+        value: f64::from_bits(bits),
+        timestamp,
+    })
+}
+
+fn series() -> impl Strategy<Value = TimeSeries> {
+    (
+        prop::collection::vec(label(), 0..6),
+        prop::collection::vec(sample(), 0..5),
+        prop::collection::vec(
+            (any::<i64>(), any::<f64>()).prop_map(|(timestamp, value)| Exemplar {
+                labels: vec![Label {
+                    name: "trace_id".into(),
+                    value: "x".into(),
+                }],
+                value,
+                timestamp,
+            }),
+            0..2,
+        ),
+        prop::collection::vec(
+            any::<i64>().prop_map(|timestamp| Histogram { timestamp }),
+            0..2,
+        ),
+    )
+        .prop_map(|(labels, samples, exemplars, histograms)| TimeSeries {
+            labels,
+            samples,
+            exemplars,
+            histograms,
+        })
+}
+
+fn request() -> impl Strategy<Value = WriteRequest> {
+    (
+        prop::collection::vec(series(), 0..6),
+        prop::collection::vec(
+            ("\\PC{0,5}", "\\PC{0,5}").prop_map(|(name, help)| MetricMetadata {
+                r#type: 1,
+                metric_family_name: name,
+                help,
+                unit: String::new(),
+            }),
+            0..2,
+        ),
+    )
+        .prop_map(|(timeseries, metadata)| WriteRequest {
+            timeseries,
+            metadata,
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn agrees_with_prost_on_valid_requests(req in request()) {
+        let bytes = req.encode_to_vec();
+        let view = decode_write_request(&bytes).expect("a valid request decodes");
+        prop_assert_eq!(flatten_view(&view), flatten(&req));
+        prop_assert_eq!(flatten_view(&WriteRequestView::of(&req)), flatten(&req));
+    }
+
+    #[test]
+    fn damaged_requests_never_panic_and_agree_when_both_decode(
+        req in request(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut bytes = req.encode_to_vec();
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        for (i, b) in edits {
+            let at = i.index(bytes.len());
+            bytes[at] = b;
+        }
+        bytes.truncate(cut.index(bytes.len() + 1));
+        let ours = decode_write_request(&bytes);
+        if let (Ok(v), Ok(p)) = (&ours, WriteRequest::decode(bytes.as_slice())) {
+            prop_assert_eq!(flatten_view(v), flatten(&p));
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let ours = decode_write_request(&bytes);
+        if let (Ok(v), Ok(p)) = (&ours, WriteRequest::decode(bytes.as_slice())) {
+            prop_assert_eq!(flatten_view(v), flatten(&p));
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_offset() {
+    // Field 1 (timeseries) announcing 5 bytes with only 1 present.
+    let err = decode_write_request(&[0x0a, 0x05, 0x00]).unwrap_err();
+    assert_eq!(err.offset, 1);
+    // A label whose name is not UTF-8.
+    let bad = [0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe];
+    assert_eq!(
+        decode_write_request(&bad).unwrap_err().reason,
+        "string is not UTF-8"
+    );
+    assert!(WriteRequest::decode(&bad[..]).is_err());
+    // Field number 0.
+    assert!(decode_write_request(&[0x00]).is_err());
+    // An unknown field of each wire type is skipped.
+    let ok = [0x10, 0x01, 0x19, 0, 0, 0, 0, 0, 0, 0, 0, 0x25, 0, 0, 0, 0];
+    assert_eq!(
+        decode_write_request(&ok).unwrap(),
+        WriteRequestView::default()
+    );
+}
