@@ -121,7 +121,7 @@ impl Querier {
         }
 
         let snap = self.inner.kv.snapshot();
-        let mut it = snap.iter();
+        let mut it = Cursor::new(&snap, 0);
         let mut columns = Columns::new(&snap);
         for part in self.inner.partitions_overlapping(mint, maxt) {
             for (r, labels) in selected(&snap, part, matchers)? {
@@ -217,7 +217,7 @@ impl Querier {
             }
         }
         let snap = self.inner.kv.snapshot();
-        let mut it = snap.iter();
+        let mut it = Cursor::new(&snap, 0);
         for part in self.inner.partitions_overlapping(mint, maxt) {
             for (r, l) in selected(&snap, part, matchers)? {
                 if out.contains(&l) {
@@ -318,14 +318,14 @@ fn selected(
     let refs = postings::select(&idx, matchers);
     idx.take_error()?;
     let mut out = Vec::with_capacity(refs.len());
-    let mut it = snap.iter();
+    let mut it = Cursor::new(snap, LABEL_STEPS);
     for r in refs {
         let key = keys::series_key(part, r);
         it.seek(&key)?;
-        if !it.valid() || it.key() != key.as_slice() {
+        if !it.it.valid() || it.it.key() != key.as_slice() {
             continue;
         }
-        let labels = Labels::decode(it.value()).map_err(|e| Error::Corruption {
+        let labels = Labels::decode(it.it.value()).map_err(|e| Error::Corruption {
             location: format!("key {}", crate::error::show_key(&key)),
             offset: 0,
             reason: e.to_string(),
@@ -335,10 +335,65 @@ fn selected(
     Ok(out)
 }
 
+/// A forward cursor over a snapshot that reaches a nearby key by stepping instead of a
+/// full seek (which repositions every level of the LSM tree): selected series often have
+/// neighbouring references, so their keys are a few entries apart.
+struct Cursor {
+    it: strata_kv::DbIterator,
+    /// No key lies in `[lower, it.key())` (meaningful while `it` is valid).
+    lower: Vec<u8>,
+    /// Entries stepped over before seeking instead. Every step copies an entry: worth it
+    /// over small values (labels), not over chunks; with none, the cursor still saves the
+    /// seek when it already stands on the target (the next series' first chunk).
+    steps: usize,
+}
+
+/// Entries a [`Cursor`] over series keys steps over before it seeks instead.
+const LABEL_STEPS: usize = 8;
+
+impl Cursor {
+    fn new(snap: &strata_kv::Snapshot, steps: usize) -> Self {
+        Cursor {
+            it: snap.iter(),
+            lower: Vec::new(),
+            steps,
+        }
+    }
+
+    /// Positions at the first key `>= target`.
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        if self.it.valid() && self.lower.as_slice() <= target {
+            for _ in 0..self.steps {
+                if !self.it.valid() || target <= self.it.key() {
+                    return Ok(());
+                }
+                self.next()?;
+            }
+            if !self.it.valid() || target <= self.it.key() {
+                return Ok(());
+            }
+        }
+        self.it.seek(target)?;
+        self.lower.clear();
+        self.lower.extend_from_slice(target);
+        Ok(())
+    }
+
+    /// Moves to the next key. REQUIRES: valid.
+    fn next(&mut self) -> Result<()> {
+        // The smallest key above the current one is the current one followed by a zero.
+        self.lower.clear();
+        self.lower.extend_from_slice(self.it.key());
+        self.lower.push(0);
+        self.it.next()?;
+        Ok(())
+    }
+}
+
 /// Visits the chunks of series `r` in `part` that start at or before `maxt`, in key order,
 /// through `it` (a cursor of the snapshot, reused from series to series).
 fn for_each_chunk(
-    it: &mut strata_kv::DbIterator,
+    it: &mut Cursor,
     part: i64,
     r: crate::postings::SeriesRef,
     maxt: i64,
@@ -346,8 +401,8 @@ fn for_each_chunk(
 ) -> Result<()> {
     let (start, end) = chunk_range(part, r, maxt);
     it.seek(&start)?;
-    while it.valid() && it.key() < end.as_slice() {
-        if !f(it.key(), it.value())? {
+    while it.it.valid() && it.it.key() < end.as_slice() {
+        if !f(it.it.key(), it.it.value())? {
             break;
         }
         it.next()?;
@@ -518,6 +573,44 @@ pub(crate) fn merge_ranked(mut sources: Vec<Ranked>) -> Vec<(i64, f64)> {
 mod tests {
     use super::*;
     use crate::db::{Options, Tsdb};
+
+    #[test]
+    fn a_stepping_cursor_lands_where_a_seek_lands() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = strata_kv::Db::open(dir.path(), strata_kv::Options::default()).unwrap();
+        let key = |i: u64| format!("k{:05}", i * 3).into_bytes();
+        for i in 0..400 {
+            kv.put(key(i), b"v").unwrap();
+        }
+        for i in (0..400).step_by(7) {
+            kv.delete(key(i)).unwrap();
+        }
+        let snap = kv.snapshot();
+        let mut c = Cursor::new(&snap, 8);
+        let mut x: u64 = 1;
+        for round in 0..3000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly short hops forward, sometimes long ones, sometimes back.
+            let target = match (x >> 33) % 10 {
+                0 => (x >> 40) % 1300,
+                1..=7 => (round as u64 % 1250) + (x >> 50) % 30,
+                _ => (x >> 45) % 1250,
+            };
+            let t = format!("k{target:05}").into_bytes();
+            c.seek(&t).unwrap();
+            let mut fresh = snap.iter();
+            fresh.seek(&t).unwrap();
+            assert_eq!(c.it.valid(), fresh.valid(), "target {target}");
+            if fresh.valid() {
+                assert_eq!(c.it.key(), fresh.key(), "target {target}");
+            }
+            if c.it.valid() && (x & 1) == 0 {
+                c.next().unwrap();
+            }
+        }
+    }
 
     #[test]
     fn decoding_on_several_threads_gives_what_one_thread_gives() {

@@ -114,10 +114,14 @@ fn get_deltas(
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for i in 0..n {
-        let raw = match buf.get(pos) {
-            Some(&b) if b < 0x80 => {
+        let raw = match (buf.get(pos), buf.get(pos + 1)) {
+            (Some(&b), _) if b < 0x80 => {
                 pos += 1;
                 u64::from(b)
+            }
+            (Some(&b0), Some(&b1)) if b1 < 0x80 => {
+                pos += 2;
+                u64::from(b0 & 0x7f) | u64::from(b1) << 7
             }
             _ => {
                 let (v, len) =
@@ -639,6 +643,15 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
                 ex.push((idx as usize, bits));
             }
             read_times(&mut d, &mut out)?;
+            // `from_decimal` with the power of ten computed once, not once per sample.
+            let scale = pow10(e.abs());
+            let from_decimal = |m: i64, e: i32| {
+                if e >= 0 {
+                    m as f64 / scale
+                } else {
+                    m as f64 * scale
+                }
+            };
             let mut exi = ex.iter().peekable();
             let mut put = |i: usize, m: i64| {
                 out[i].1 = match exi.peek() {
