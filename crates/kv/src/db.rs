@@ -18,11 +18,10 @@ use crate::batch::WriteBatch;
 use crate::cache::{BlockCache, BlockCacheStats};
 use crate::compaction::job::{self, JobContext};
 use crate::compaction::{picker, BusySet, Compaction, CompactionReason};
-use crate::db_iter::{DbIterator, Scan};
+use crate::db_iter::{DbIterator, Scan, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{self, FileType};
 use crate::fs::{FileLock, FileSystem};
-use crate::iterator::InternalIterator;
 use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
@@ -90,14 +89,11 @@ impl SuperVersion {
 
 impl SuperVersion {
     /// Cursors over every source, newest first.
-    pub(crate) fn iterators(&self) -> Vec<Box<dyn InternalIterator>> {
-        let mut v: Vec<Box<dyn InternalIterator>> = vec![Box::new(self.mem.iter())];
-        v.extend(
-            self.imm
-                .iter()
-                .map(|m| Box::new(m.iter()) as Box<dyn InternalIterator>),
-        );
-        v.extend(self.version.iterators());
+    pub(crate) fn iterators(&self) -> Vec<Source> {
+        let mut v = Vec::with_capacity(1 + self.imm.len() + self.version.levels.len() + 4);
+        v.push(Source::Mem(self.mem.iter()));
+        v.extend(self.imm.iter().map(|m| Source::Mem(m.iter())));
+        v.extend(self.version.level_iterators().map(Source::Level));
         v
     }
 }

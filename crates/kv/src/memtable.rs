@@ -29,7 +29,7 @@ use std::sync::{Arc, RwLock};
 const ENTRY_OVERHEAD: usize = 64;
 
 /// Internal keys up to this many bytes (user keys up to 22 bytes) are kept inside the
-/// skiplist node itself: a search compares them without following a pointer to another
+/// B-tree's slot itself: a search compares them without following a pointer to another
 /// cache line, and inserting them allocates nothing besides the node.
 const INLINE_KEY_LEN: usize = 30;
 
@@ -258,7 +258,8 @@ impl Memtable {
     pub fn iter(self: &Arc<Self>) -> MemtableIterator {
         MemtableIterator {
             mem: self.clone(),
-            buf: Vec::new(),
+            data: Vec::new(),
+            spans: Vec::new(),
             idx: 0,
             valid: false,
             batch: ITER_FIRST_BATCH,
@@ -266,19 +267,48 @@ impl Memtable {
     }
 }
 
-/// Entries copied out of the skiplist by the first refill after a seek, and the most any
+/// Entries copied out of the B-tree by the first refill after a seek, and the most any
 /// refill copies. Iterators own their position without borrowing the map, so each refill
 /// copies entries out; a seek usually needs one or two entries (a point seek, as in
 /// `seekrandom`, or a short scan), while a long scan amortises the search over many. So
 /// refills start small and double up to the cap as the cursor keeps moving the same way.
 const ITER_FIRST_BATCH: usize = 2;
-const ITER_MAX_BATCH: usize = 64;
+const ITER_MAX_BATCH: usize = 128;
+
+/// Where one copied entry lies in [`MemtableIterator::data`]: its key is
+/// `data[key_start..value_start]`, its value `data[value_start..end]`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    key_start: usize,
+    value_start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// Appends `k` and `v` to `data` and returns where they lie.
+    fn push(data: &mut Vec<u8>, k: &[u8], v: &[u8]) -> Span {
+        let key_start = data.len();
+        data.extend_from_slice(k);
+        let value_start = data.len();
+        data.extend_from_slice(v);
+        Span {
+            key_start,
+            value_start,
+            end: data.len(),
+        }
+    }
+}
 
 /// An [`InternalIterator`] over a memtable. Entries inserted while it runs may or may not
 /// be seen; the DB iterator hides them by sequence number.
+///
+/// Each refill copies a batch of entries into one buffer the iterator keeps (so a scan
+/// allocates nothing per entry) and steps through it without taking the lock.
 pub struct MemtableIterator {
     mem: Arc<Memtable>,
-    buf: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys and values of the copied entries, back to back, in key order.
+    data: Vec<u8>,
+    spans: Vec<Span>,
     idx: usize,
     valid: bool,
     /// Entries the next refill copies.
@@ -287,31 +317,30 @@ pub struct MemtableIterator {
 
 impl MemtableIterator {
     fn fill_forward(&mut self, from: Bound<&MemKey>) {
-        self.buf.clear();
+        self.data.clear();
+        self.spans.clear();
         let map = self.mem.read_map();
-        self.buf.extend(
-            map.range((from, Bound::Unbounded))
-                .take(self.batch)
-                .map(|(k, v)| (k.as_slice().to_vec(), v.to_vec())),
-        );
+        for (k, v) in map.range((from, Bound::Unbounded)).take(self.batch) {
+            self.spans.push(Span::push(&mut self.data, k.as_slice(), v));
+        }
         drop(map);
         self.idx = 0;
-        self.valid = !self.buf.is_empty();
+        self.valid = !self.spans.is_empty();
     }
 
     fn fill_backward(&mut self, to: Bound<&MemKey>) {
-        self.buf.clear();
+        self.data.clear();
+        self.spans.clear();
         let map = self.mem.read_map();
-        self.buf.extend(
-            map.range((Bound::Unbounded, to))
-                .rev()
-                .take(self.batch)
-                .map(|(k, v)| (k.as_slice().to_vec(), v.to_vec())),
-        );
+        // Copied last key first; the spans are then put back in key order (the bytes
+        // need not be).
+        for (k, v) in map.range((Bound::Unbounded, to)).rev().take(self.batch) {
+            self.spans.push(Span::push(&mut self.data, k.as_slice(), v));
+        }
         drop(map);
-        self.buf.reverse();
-        self.idx = self.buf.len().saturating_sub(1);
-        self.valid = !self.buf.is_empty();
+        self.spans.reverse();
+        self.idx = self.spans.len().saturating_sub(1);
+        self.valid = !self.spans.is_empty();
     }
 
     /// After a seek: the next refill copies little.
@@ -323,9 +352,14 @@ impl MemtableIterator {
     fn grow_batch(&mut self) {
         self.batch = (self.batch * 2).min(ITER_MAX_BATCH);
     }
+
+    fn span(&self) -> Span {
+        self.spans[self.idx]
+    }
 }
 
 impl InternalIterator for MemtableIterator {
+    #[inline]
     fn valid(&self) -> bool {
         self.valid
     }
@@ -345,31 +379,37 @@ impl InternalIterator for MemtableIterator {
         self.fill_forward(Bound::Included(&t));
         Ok(())
     }
+    #[inline]
     fn next(&mut self) -> Result<()> {
-        if self.idx + 1 < self.buf.len() {
+        if self.idx + 1 < self.spans.len() {
             self.idx += 1;
         } else {
-            let cur = MemKey::new(&self.buf[self.idx].0);
+            let cur = MemKey::new(self.key());
             self.grow_batch();
             self.fill_forward(Bound::Excluded(&cur));
         }
         Ok(())
     }
+    #[inline]
     fn prev(&mut self) -> Result<()> {
         if self.idx > 0 {
             self.idx -= 1;
         } else {
-            let cur = MemKey::new(&self.buf[self.idx].0);
+            let cur = MemKey::new(self.key());
             self.grow_batch();
             self.fill_backward(Bound::Excluded(&cur));
         }
         Ok(())
     }
+    #[inline]
     fn key(&self) -> &[u8] {
-        &self.buf[self.idx].0
+        let s = self.span();
+        &self.data[s.key_start..s.value_start]
     }
+    #[inline]
     fn value(&self) -> &[u8] {
-        &self.buf[self.idx].1
+        let s = self.span();
+        &self.data[s.value_start..s.end]
     }
 }
 
