@@ -5,11 +5,12 @@
 use crate::db::SuperVersion;
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::{parse_internal_key, seek_key, user_key, ValueKind};
+use crate::key::{compare_bytes, parse_internal_key, seek_key, user_key, ValueKind};
 use crate::memtable::MemtableIterator;
 use crate::merge::MergingIterator;
 use crate::range_del::RangeTombstoneSet;
 use crate::version::LevelIterator;
+use std::cmp::Ordering;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -201,7 +202,9 @@ impl DbIterator {
             self.direction = Direction::Reverse;
             loop {
                 self.merged.prev()?;
-                if !self.merged.valid() || user_key(self.merged.key()) < self.key.as_slice() {
+                if !self.merged.valid()
+                    || compare_bytes(user_key(self.merged.key()), &self.key) == Ordering::Less
+                {
                     break;
                 }
             }
@@ -228,7 +231,8 @@ impl DbIterator {
         while self.merged.valid() {
             let ikey = self.merged.key();
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
-            let hidden = p.seq > self.seq || (skipping && p.user_key <= self.key.as_slice());
+            let hidden = p.seq > self.seq
+                || (skipping && compare_bytes(p.user_key, &self.key) != Ordering::Greater);
             if !hidden {
                 let kind = self.effective_kind(p.user_key, p.seq, p.kind);
                 self.key.clear();
@@ -256,7 +260,7 @@ impl DbIterator {
             let ikey = self.merged.key();
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
             if p.seq <= self.seq {
-                if have_value && p.user_key < self.key.as_slice() {
+                if have_value && compare_bytes(p.user_key, &self.key) == Ordering::Less {
                     break;
                 }
                 match self.effective_kind(p.user_key, p.seq, p.kind) {

@@ -269,10 +269,10 @@ impl Memtable {
 
 /// Entries copied out of the B-tree by the first refill after a seek, and the most any
 /// refill copies. Iterators own their position without borrowing the map, so each refill
-/// copies entries out; a seek usually needs one or two entries (a point seek, as in
+/// copies entries out; a seek usually needs one entry (a point seek, as in
 /// `seekrandom`, or a short scan), while a long scan amortises the search over many. So
 /// refills start small and double up to the cap as the cursor keeps moving the same way.
-const ITER_FIRST_BATCH: usize = 2;
+const ITER_FIRST_BATCH: usize = 1;
 const ITER_MAX_BATCH: usize = 128;
 
 /// Where one copied entry lies in [`MemtableIterator::data`]: its key is
