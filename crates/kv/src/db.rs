@@ -1072,29 +1072,36 @@ impl DbInner {
             }
             q = wait(&self.queue_cv, q);
         }
-        // We lead: take a group of writes from the front (a flush request goes alone).
-        let mut group = vec![me.clone()];
+        // We lead: take a group of writes from the front (a flush request goes alone). A
+        // lone writer, the common case, commits without building a group.
+        let mut gathered = Vec::new();
         let is_flush = matches!(*lock(&me.request), Request::Flush);
-        if !is_flush {
+        if !is_flush && q.len() > 1 {
+            gathered.push(me.clone());
             let mut bytes = 0;
             for p in q.iter().skip(1) {
                 match &*lock(&p.request) {
                     Request::Write { batch, .. } if bytes < MAX_GROUP_BYTES => {
                         bytes += batch.encoded_size();
-                        group.push(p.clone());
+                        gathered.push(p.clone());
                     }
                     _ => break,
                 }
             }
         }
         drop(q);
+        let group: &[Arc<Pending>] = if gathered.is_empty() {
+            std::slice::from_ref(&me)
+        } else {
+            &gathered
+        };
         let result = if is_flush {
             self.freeze_memtable()
         } else {
-            self.commit_group(&group)
+            self.commit_group(group)
         };
         let mut q = lock(&self.queue);
-        for p in &group {
+        for p in group {
             q.pop_front();
             *lock(&p.result) = Some(match &result {
                 Ok(()) => Ok(match &*lock(&p.request) {
@@ -1104,7 +1111,7 @@ impl DbInner {
                 Err(e) => Err(e.duplicate()),
             });
         }
-        // Waiters are the followers just served and the writers still queued; a lone
+        // Waiters are the gathered just served and the writers still queued; a lone
         // writer skips the wake-up, which costs a system call even with nobody waiting.
         let wake = group.len() > 1 || !q.is_empty();
         drop(q);
