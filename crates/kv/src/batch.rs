@@ -20,6 +20,8 @@ const HEADER_LEN: usize = 12;
 const TAG_DELETE: u8 = 0;
 const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
+/// Longest varint encoding of a length (a u64).
+const MAX_VARINT_LEN: usize = 10;
 
 /// An ordered list of puts and deletes committed atomically by [`crate::Db::write`]:
 /// after a crash either all of them are visible or none is.
@@ -81,17 +83,23 @@ impl WriteBatch {
 
     /// Adds a put of `key` -> `value`.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> &mut Self {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        // One growth of the buffer for the whole entry, not one per field.
+        self.rep
+            .reserve(1 + 2 * MAX_VARINT_LEN + key.len() + value.len());
         self.rep.push(TAG_PUT);
-        put_length_prefixed(&mut self.rep, key.as_ref());
-        put_length_prefixed(&mut self.rep, value.as_ref());
+        put_length_prefixed(&mut self.rep, key);
+        put_length_prefixed(&mut self.rep, value);
         self.bump();
         self
     }
 
     /// Adds a delete of `key`.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> &mut Self {
+        let key = key.as_ref();
+        self.rep.reserve(1 + MAX_VARINT_LEN + key.len());
         self.rep.push(TAG_DELETE);
-        put_length_prefixed(&mut self.rep, key.as_ref());
+        put_length_prefixed(&mut self.rep, key);
         self.bump();
         self
     }

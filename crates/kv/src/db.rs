@@ -18,11 +18,10 @@ use crate::batch::WriteBatch;
 use crate::cache::{BlockCache, BlockCacheStats};
 use crate::compaction::job::{self, JobContext};
 use crate::compaction::{picker, BusySet, Compaction, CompactionReason};
-use crate::db_iter::{DbIterator, Scan};
+use crate::db_iter::{DbIterator, Scan, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{self, FileType};
 use crate::fs::{FileLock, FileSystem};
-use crate::iterator::InternalIterator;
 use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
@@ -90,14 +89,11 @@ impl SuperVersion {
 
 impl SuperVersion {
     /// Cursors over every source, newest first.
-    pub(crate) fn iterators(&self) -> Vec<Box<dyn InternalIterator>> {
-        let mut v: Vec<Box<dyn InternalIterator>> = vec![Box::new(self.mem.iter())];
-        v.extend(
-            self.imm
-                .iter()
-                .map(|m| Box::new(m.iter()) as Box<dyn InternalIterator>),
-        );
-        v.extend(self.version.iterators());
+    pub(crate) fn iterators(&self) -> Vec<Source> {
+        let mut v = Vec::with_capacity(1 + self.imm.len() + self.version.levels.len() + 4);
+        v.push(Source::Mem(self.mem.iter()));
+        v.extend(self.imm.iter().map(|m| Source::Mem(m.iter())));
+        v.extend(self.version.level_iterators().map(Source::Level));
         v
     }
 }
@@ -1076,29 +1072,36 @@ impl DbInner {
             }
             q = wait(&self.queue_cv, q);
         }
-        // We lead: take a group of writes from the front (a flush request goes alone).
-        let mut group = vec![me.clone()];
+        // We lead: take a group of writes from the front (a flush request goes alone). A
+        // lone writer, the common case, commits without building a group.
+        let mut gathered = Vec::new();
         let is_flush = matches!(*lock(&me.request), Request::Flush);
-        if !is_flush {
+        if !is_flush && q.len() > 1 {
+            gathered.push(me.clone());
             let mut bytes = 0;
             for p in q.iter().skip(1) {
                 match &*lock(&p.request) {
                     Request::Write { batch, .. } if bytes < MAX_GROUP_BYTES => {
                         bytes += batch.encoded_size();
-                        group.push(p.clone());
+                        gathered.push(p.clone());
                     }
                     _ => break,
                 }
             }
         }
         drop(q);
+        let group: &[Arc<Pending>] = if gathered.is_empty() {
+            std::slice::from_ref(&me)
+        } else {
+            &gathered
+        };
         let result = if is_flush {
             self.freeze_memtable()
         } else {
-            self.commit_group(&group)
+            self.commit_group(group)
         };
         let mut q = lock(&self.queue);
-        for p in &group {
+        for p in group {
             q.pop_front();
             *lock(&p.result) = Some(match &result {
                 Ok(()) => Ok(match &*lock(&p.request) {
@@ -1108,7 +1111,7 @@ impl DbInner {
                 Err(e) => Err(e.duplicate()),
             });
         }
-        // Waiters are the followers just served and the writers still queued; a lone
+        // Waiters are the gathered just served and the writers still queued; a lone
         // writer skips the wake-up, which costs a system call even with nobody waiting.
         let wake = group.len() > 1 || !q.is_empty();
         drop(q);

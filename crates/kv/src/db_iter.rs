@@ -5,9 +5,12 @@
 use crate::db::SuperVersion;
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::{parse_internal_key, seek_key, user_key, ValueKind};
+use crate::key::{compare_bytes, parse_internal_key, seek_key, user_key, ValueKind};
+use crate::memtable::MemtableIterator;
 use crate::merge::MergingIterator;
 use crate::range_del::RangeTombstoneSet;
+use crate::version::LevelIterator;
+use std::cmp::Ordering;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
@@ -19,6 +22,57 @@ enum Direction {
     Reverse,
 }
 
+/// One source a [`DbIterator`] merges: a memtable, or one L0 table or deeper level. An
+/// enum rather than a boxed trait object, so that the merge's per-entry calls are direct.
+// Sources live side by side in the merge's Vec, one of each per iterator: their size
+// matters less than reaching a table cursor without another pointer.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Source {
+    Mem(MemtableIterator),
+    Level(LevelIterator),
+}
+
+macro_rules! on_source {
+    ($self:expr, $it:ident => $e:expr) => {
+        match $self {
+            Source::Mem($it) => $e,
+            Source::Level($it) => $e,
+        }
+    };
+}
+
+impl InternalIterator for Source {
+    #[inline]
+    fn valid(&self) -> bool {
+        on_source!(self, it => it.valid())
+    }
+    fn seek_to_first(&mut self) -> Result<()> {
+        on_source!(self, it => it.seek_to_first())
+    }
+    fn seek_to_last(&mut self) -> Result<()> {
+        on_source!(self, it => it.seek_to_last())
+    }
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        on_source!(self, it => it.seek(target))
+    }
+    #[inline]
+    fn next(&mut self) -> Result<()> {
+        on_source!(self, it => it.next())
+    }
+    #[inline]
+    fn prev(&mut self) -> Result<()> {
+        on_source!(self, it => it.prev())
+    }
+    #[inline]
+    fn key(&self) -> &[u8] {
+        on_source!(self, it => it.key())
+    }
+    #[inline]
+    fn value(&self) -> &[u8] {
+        on_source!(self, it => it.value())
+    }
+}
+
 /// A cursor over user keys and values at a fixed sequence number, in either direction.
 ///
 /// It holds the memtables and tables it reads, so it keeps seeing the same data while
@@ -28,11 +82,14 @@ pub struct DbIterator {
     _sources: Arc<SuperVersion>,
     /// Range deletes to apply (those newer than `seq` are ignored by lookups).
     tombstones: RangeTombstoneSet,
-    merged: MergingIterator,
+    merged: MergingIterator<Source>,
     seq: u64,
     direction: Direction,
     valid: bool,
+    /// The current user key (a copy: forward, the next step compares against it).
     key: Vec<u8>,
+    /// The current value, going backward only (the merged cursor has moved past its
+    /// entry); going forward the value is read in place from the merged cursor.
     value: Vec<u8>,
 }
 
@@ -59,25 +116,31 @@ impl DbIterator {
     }
 
     /// True if positioned at an entry.
+    #[inline]
     pub fn valid(&self) -> bool {
         self.valid
     }
 
     /// The current key. REQUIRES: `valid()`.
+    #[inline]
     pub fn key(&self) -> &[u8] {
         &self.key
     }
 
     /// The current value. REQUIRES: `valid()`.
+    #[inline]
     pub fn value(&self) -> &[u8] {
-        &self.value
+        match self.direction {
+            Direction::Forward if self.valid => self.merged.value(),
+            _ => &self.value,
+        }
     }
 
     /// Positions at the smallest key.
     pub fn seek_to_first(&mut self) -> Result<()> {
         self.direction = Direction::Forward;
         self.merged.seek_to_first()?;
-        self.find_next(None)
+        self.find_next(false)
     }
 
     /// Positions at the largest key.
@@ -91,7 +154,7 @@ impl DbIterator {
     pub fn seek(&mut self, target: &[u8]) -> Result<()> {
         self.direction = Direction::Forward;
         self.merged.seek(&seek_key(target, self.seq))?;
-        self.find_next(None)
+        self.find_next(false)
     }
 
     /// Positions at the last key `<= target`.
@@ -124,9 +187,12 @@ impl DbIterator {
             } else {
                 self.merged.seek_to_first()?;
             }
+        } else {
+            // The cursor is at the current entry.
+            self.merged.next()?;
         }
-        let current = std::mem::take(&mut self.key);
-        self.find_next(Some(&current))
+        // `self.key` is the current key: skip its other versions.
+        self.find_next(true)
     }
 
     /// Moves to the previous key. REQUIRES: `valid()`.
@@ -136,7 +202,9 @@ impl DbIterator {
             self.direction = Direction::Reverse;
             loop {
                 self.merged.prev()?;
-                if !self.merged.valid() || user_key(self.merged.key()) < self.key.as_slice() {
+                if !self.merged.valid()
+                    || compare_bytes(user_key(self.merged.key()), &self.key) == Ordering::Less
+                {
                     break;
                 }
             }
@@ -145,6 +213,7 @@ impl DbIterator {
     }
 
     /// A version covered by a range delete visible to this iterator counts as deleted.
+    #[inline]
     fn effective_kind(&self, user_key: &[u8], seq: u64, kind: ValueKind) -> ValueKind {
         if kind == ValueKind::Value
             && !self.tombstones.is_empty()
@@ -156,22 +225,22 @@ impl DbIterator {
         }
     }
 
-    /// Forward: positions at the newest visible version of the first user key after
-    /// `skip` (or at the cursor) that is not deleted.
-    fn find_next(&mut self, skip: Option<&[u8]>) -> Result<()> {
-        let mut skip: Option<Vec<u8>> = skip.map(<[u8]>::to_vec);
+    /// Forward: positions at the newest visible version of the first user key at or after
+    /// the cursor that is not deleted, and, if `skipping`, is greater than `self.key`.
+    fn find_next(&mut self, mut skipping: bool) -> Result<()> {
         while self.merged.valid() {
             let ikey = self.merged.key();
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
-            let hidden = p.seq > self.seq || skip.as_deref().is_some_and(|s| p.user_key <= s);
+            let hidden = p.seq > self.seq
+                || (skipping && compare_bytes(p.user_key, &self.key) != Ordering::Greater);
             if !hidden {
-                match self.effective_kind(p.user_key, p.seq, p.kind) {
-                    ValueKind::Deletion => skip = Some(p.user_key.to_vec()),
+                let kind = self.effective_kind(p.user_key, p.seq, p.kind);
+                self.key.clear();
+                self.key.extend_from_slice(p.user_key);
+                match kind {
+                    // Hide the older versions of the deleted key too.
+                    ValueKind::Deletion => skipping = true,
                     ValueKind::Value => {
-                        self.key.clear();
-                        self.key.extend_from_slice(p.user_key);
-                        self.value.clear();
-                        self.value.extend_from_slice(self.merged.value());
                         self.valid = true;
                         return Ok(());
                     }
@@ -191,7 +260,7 @@ impl DbIterator {
             let ikey = self.merged.key();
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
             if p.seq <= self.seq {
-                if have_value && p.user_key < self.key.as_slice() {
+                if have_value && compare_bytes(p.user_key, &self.key) == Ordering::Less {
                     break;
                 }
                 match self.effective_kind(p.user_key, p.seq, p.kind) {

@@ -25,3 +25,35 @@ pub trait InternalIterator: Send {
     /// The current value.
     fn value(&self) -> &[u8];
 }
+
+impl<I: InternalIterator + ?Sized> InternalIterator for Box<I> {
+    #[inline]
+    fn valid(&self) -> bool {
+        (**self).valid()
+    }
+    fn seek_to_first(&mut self) -> Result<()> {
+        (**self).seek_to_first()
+    }
+    fn seek_to_last(&mut self) -> Result<()> {
+        (**self).seek_to_last()
+    }
+    fn seek(&mut self, target: &[u8]) -> Result<()> {
+        (**self).seek(target)
+    }
+    #[inline]
+    fn next(&mut self) -> Result<()> {
+        (**self).next()
+    }
+    #[inline]
+    fn prev(&mut self) -> Result<()> {
+        (**self).prev()
+    }
+    #[inline]
+    fn key(&self) -> &[u8] {
+        (**self).key()
+    }
+    #[inline]
+    fn value(&self) -> &[u8] {
+        (**self).value()
+    }
+}

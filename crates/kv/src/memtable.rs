@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 
 /// Bookkeeping bytes charged per entry on top of key and value (its B-tree slot, its share
-/// of a node, the value allocation).
+/// of a node, the value arena's unused chunk ends).
 const ENTRY_OVERHEAD: usize = 64;
 
 /// Internal keys up to this many bytes (user keys up to 22 bytes) are kept inside the
-/// skiplist node itself: a search compares them without following a pointer to another
+/// B-tree's slot itself: a search compares them without following a pointer to another
 /// cache line, and inserting them allocates nothing besides the node.
 const INLINE_KEY_LEN: usize = 30;
 
@@ -102,10 +102,71 @@ impl PartialOrd for MemKey {
     }
 }
 
+/// Where a value lies in the [`ValueArena`].
+#[derive(Debug, Clone, Copy)]
+struct ValueRef {
+    chunk: u32,
+    offset: usize,
+    len: usize,
+}
+
+/// First chunk of a memtable's value arena; chunks double up to [`ARENA_CHUNK_MAX`].
+const ARENA_CHUNK_MIN: usize = 4 << 10;
+const ARENA_CHUNK_MAX: usize = 1 << 20;
+
+/// The values of a memtable, appended back to back into a few large chunks: an insert
+/// allocates nothing of its own (a `Box` per value cost a `malloc` on every write and a
+/// `free` when the memtable went), and values written together sit together.
+#[derive(Debug, Default)]
+struct ValueArena {
+    /// Never reallocated: a chunk is filled up to its capacity, then a new one started.
+    chunks: Vec<Vec<u8>>,
+}
+
+impl ValueArena {
+    fn push(&mut self, v: &[u8]) -> ValueRef {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= v.len());
+        if !fits {
+            let next = self
+                .chunks
+                .last()
+                .map_or(ARENA_CHUNK_MIN, |c| (c.capacity() * 2).min(ARENA_CHUNK_MAX));
+            self.chunks.push(Vec::with_capacity(next.max(v.len())));
+        }
+        let chunk = self.chunks.len() - 1;
+        let c = &mut self.chunks[chunk];
+        let offset = c.len();
+        c.extend_from_slice(v);
+        ValueRef {
+            chunk: u32::try_from(chunk).unwrap_or(u32::MAX),
+            offset,
+            len: v.len(),
+        }
+    }
+
+    #[inline]
+    fn get(&self, r: ValueRef) -> &[u8] {
+        self.chunks
+            .get(r.chunk as usize)
+            .and_then(|c| c.get(r.offset..r.offset + r.len))
+            .unwrap_or_default()
+    }
+}
+
+/// The B-tree and the arena of its values, under one lock.
+#[derive(Debug, Default)]
+struct Entries {
+    map: BTreeMap<MemKey, ValueRef>,
+    arena: ValueArena,
+}
+
 /// A sorted in-memory table of internal keys.
 #[derive(Debug)]
 pub struct Memtable {
-    map: RwLock<BTreeMap<MemKey, Box<[u8]>>>,
+    map: RwLock<Entries>,
     /// Range deletes received (few; readers copy them when they start).
     range_tombstones: RwLock<Vec<RangeTombstone>>,
     size: AtomicUsize,
@@ -122,7 +183,7 @@ impl Memtable {
     /// An empty memtable.
     pub fn new() -> Self {
         Memtable {
-            map: RwLock::new(BTreeMap::new()),
+            map: RwLock::new(Entries::default()),
             range_tombstones: RwLock::new(Vec::new()),
             size: AtomicUsize::new(0),
             largest_seq: AtomicU64::new(0),
@@ -138,7 +199,7 @@ impl Memtable {
     // REQUIRES: the map's write lock, held by the caller as `map`.
     fn add_locked(
         &self,
-        map: &mut BTreeMap<MemKey, Box<[u8]>>,
+        map: &mut Entries,
         seq: u64,
         kind: ValueKind,
         user_key: &[u8],
@@ -149,7 +210,8 @@ impl Memtable {
             AtomicOrdering::Relaxed,
         );
         self.largest_seq.fetch_max(seq, AtomicOrdering::Relaxed);
-        map.insert(MemKey::from_parts(user_key, seq, kind), value.into());
+        let v = map.arena.push(value);
+        map.map.insert(MemKey::from_parts(user_key, seq, kind), v);
     }
 
     /// Inserts every entry of a committed batch (its sequence number is set), taking the
@@ -202,13 +264,14 @@ impl Memtable {
         let target = MemKey::from_parts(user_key, seq, ValueKind::FOR_SEEK);
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         let (k, v) = map
+            .map
             .range((Bound::Included(&target), Bound::Unbounded))
             .next()?;
         let p = key::parse_internal_key(k.as_slice())?;
         (p.user_key == user_key).then(|| Lookup {
             kind: p.kind,
             seq: p.seq,
-            value: v.to_vec(),
+            value: map.arena.get(*v).to_vec(),
         })
     }
 
@@ -219,17 +282,17 @@ impl Memtable {
 
     /// Number of entries (versions).
     pub fn len(&self) -> usize {
-        self.read_map().len()
+        self.read_map().map.len()
     }
 
     /// True if the memtable holds point entries (puts or deletes).
     pub fn has_entries(&self) -> bool {
-        !self.read_map().is_empty()
+        !self.read_map().map.is_empty()
     }
 
     /// True if nothing was inserted (no entry, no range delete).
     pub fn is_empty(&self) -> bool {
-        self.read_map().is_empty()
+        self.read_map().map.is_empty()
             && self
                 .range_tombstones
                 .read()
@@ -244,13 +307,14 @@ impl Memtable {
 
     /// Calls `f` for every entry in internal-key order (used by flush, on a frozen memtable).
     pub fn for_each<E>(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>) -> Result<(), E> {
-        for (k, v) in self.read_map().iter() {
-            f(k.as_slice(), v)?;
+        let map = self.read_map();
+        for (k, v) in map.map.iter() {
+            f(k.as_slice(), map.arena.get(*v))?;
         }
         Ok(())
     }
 
-    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<MemKey, Box<[u8]>>> {
+    fn read_map(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
         self.map.read().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -258,7 +322,8 @@ impl Memtable {
     pub fn iter(self: &Arc<Self>) -> MemtableIterator {
         MemtableIterator {
             mem: self.clone(),
-            buf: Vec::new(),
+            data: Vec::new(),
+            spans: Vec::new(),
             idx: 0,
             valid: false,
             batch: ITER_FIRST_BATCH,
@@ -266,19 +331,48 @@ impl Memtable {
     }
 }
 
-/// Entries copied out of the skiplist by the first refill after a seek, and the most any
+/// Entries copied out of the B-tree by the first refill after a seek, and the most any
 /// refill copies. Iterators own their position without borrowing the map, so each refill
-/// copies entries out; a seek usually needs one or two entries (a point seek, as in
+/// copies entries out; a seek usually needs one entry (a point seek, as in
 /// `seekrandom`, or a short scan), while a long scan amortises the search over many. So
 /// refills start small and double up to the cap as the cursor keeps moving the same way.
-const ITER_FIRST_BATCH: usize = 2;
-const ITER_MAX_BATCH: usize = 64;
+const ITER_FIRST_BATCH: usize = 1;
+const ITER_MAX_BATCH: usize = 128;
+
+/// Where one copied entry lies in [`MemtableIterator::data`]: its key is
+/// `data[key_start..value_start]`, its value `data[value_start..end]`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    key_start: usize,
+    value_start: usize,
+    end: usize,
+}
+
+impl Span {
+    /// Appends `k` and `v` to `data` and returns where they lie.
+    fn push(data: &mut Vec<u8>, k: &[u8], v: &[u8]) -> Span {
+        let key_start = data.len();
+        data.extend_from_slice(k);
+        let value_start = data.len();
+        data.extend_from_slice(v);
+        Span {
+            key_start,
+            value_start,
+            end: data.len(),
+        }
+    }
+}
 
 /// An [`InternalIterator`] over a memtable. Entries inserted while it runs may or may not
 /// be seen; the DB iterator hides them by sequence number.
+///
+/// Each refill copies a batch of entries into one buffer the iterator keeps (so a scan
+/// allocates nothing per entry) and steps through it without taking the lock.
 pub struct MemtableIterator {
     mem: Arc<Memtable>,
-    buf: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys and values of the copied entries, back to back, in key order.
+    data: Vec<u8>,
+    spans: Vec<Span>,
     idx: usize,
     valid: bool,
     /// Entries the next refill copies.
@@ -287,31 +381,32 @@ pub struct MemtableIterator {
 
 impl MemtableIterator {
     fn fill_forward(&mut self, from: Bound<&MemKey>) {
-        self.buf.clear();
+        self.data.clear();
+        self.spans.clear();
         let map = self.mem.read_map();
-        self.buf.extend(
-            map.range((from, Bound::Unbounded))
-                .take(self.batch)
-                .map(|(k, v)| (k.as_slice().to_vec(), v.to_vec())),
-        );
+        for (k, v) in map.map.range((from, Bound::Unbounded)).take(self.batch) {
+            let v = map.arena.get(*v);
+            self.spans.push(Span::push(&mut self.data, k.as_slice(), v));
+        }
         drop(map);
         self.idx = 0;
-        self.valid = !self.buf.is_empty();
+        self.valid = !self.spans.is_empty();
     }
 
     fn fill_backward(&mut self, to: Bound<&MemKey>) {
-        self.buf.clear();
+        self.data.clear();
+        self.spans.clear();
         let map = self.mem.read_map();
-        self.buf.extend(
-            map.range((Bound::Unbounded, to))
-                .rev()
-                .take(self.batch)
-                .map(|(k, v)| (k.as_slice().to_vec(), v.to_vec())),
-        );
+        // Copied last key first; the spans are then put back in key order (the bytes
+        // need not be).
+        for (k, v) in map.map.range((Bound::Unbounded, to)).rev().take(self.batch) {
+            let v = map.arena.get(*v);
+            self.spans.push(Span::push(&mut self.data, k.as_slice(), v));
+        }
         drop(map);
-        self.buf.reverse();
-        self.idx = self.buf.len().saturating_sub(1);
-        self.valid = !self.buf.is_empty();
+        self.spans.reverse();
+        self.idx = self.spans.len().saturating_sub(1);
+        self.valid = !self.spans.is_empty();
     }
 
     /// After a seek: the next refill copies little.
@@ -323,9 +418,14 @@ impl MemtableIterator {
     fn grow_batch(&mut self) {
         self.batch = (self.batch * 2).min(ITER_MAX_BATCH);
     }
+
+    fn span(&self) -> Span {
+        self.spans[self.idx]
+    }
 }
 
 impl InternalIterator for MemtableIterator {
+    #[inline]
     fn valid(&self) -> bool {
         self.valid
     }
@@ -345,31 +445,37 @@ impl InternalIterator for MemtableIterator {
         self.fill_forward(Bound::Included(&t));
         Ok(())
     }
+    #[inline]
     fn next(&mut self) -> Result<()> {
-        if self.idx + 1 < self.buf.len() {
+        if self.idx + 1 < self.spans.len() {
             self.idx += 1;
         } else {
-            let cur = MemKey::new(&self.buf[self.idx].0);
+            let cur = MemKey::new(self.key());
             self.grow_batch();
             self.fill_forward(Bound::Excluded(&cur));
         }
         Ok(())
     }
+    #[inline]
     fn prev(&mut self) -> Result<()> {
         if self.idx > 0 {
             self.idx -= 1;
         } else {
-            let cur = MemKey::new(&self.buf[self.idx].0);
+            let cur = MemKey::new(self.key());
             self.grow_batch();
             self.fill_backward(Bound::Excluded(&cur));
         }
         Ok(())
     }
+    #[inline]
     fn key(&self) -> &[u8] {
-        &self.buf[self.idx].0
+        let s = self.span();
+        &self.data[s.key_start..s.value_start]
     }
+    #[inline]
     fn value(&self) -> &[u8] {
-        &self.buf[self.idx].1
+        let s = self.span();
+        &self.data[s.value_start..s.end]
     }
 }
 

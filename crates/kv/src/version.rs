@@ -235,6 +235,16 @@ impl Version {
         v
     }
 
+    /// As [`Version::iterators`], unboxed, and sharing this version's lists of tables
+    /// rather than copying them (a reader creates these for every new iterator).
+    pub fn level_iterators(self: &Arc<Self>) -> impl Iterator<Item = LevelIterator> + '_ {
+        let l0 = (0..self.levels[0].len()).map(|i| LevelIterator::shared(self, 0, i..i + 1));
+        let deeper = (1..self.levels.len())
+            .filter(|&l| !self.levels[l].is_empty())
+            .map(|l| LevelIterator::shared(self, l, 0..self.levels[l].len()));
+        l0.chain(deeper)
+    }
+
     /// Tables of `level` whose user-key range intersects `[lo, hi]`. In L0, where tables
     /// overlap, the range grows to cover every table that intersects it (transitively), so
     /// that no newer version of a key is left behind while an older one moves down.
@@ -291,9 +301,36 @@ impl Version {
     }
 }
 
+/// The tables a [`LevelIterator`] walks.
+enum LevelFiles {
+    Owned(Vec<Arc<TableHandle>>),
+    /// `version.levels[level][range]`.
+    Shared {
+        version: Arc<Version>,
+        level: usize,
+        range: std::ops::Range<usize>,
+    },
+}
+
+impl LevelFiles {
+    #[inline]
+    fn get(&self) -> &[Arc<TableHandle>] {
+        match self {
+            LevelFiles::Owned(v) => v,
+            LevelFiles::Shared {
+                version,
+                level,
+                range,
+            } => version.levels[*level]
+                .get(range.clone())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// A cursor over one level >= 1 (disjoint, sorted tables), opening one table at a time.
 pub struct LevelIterator {
-    files: Vec<Arc<TableHandle>>,
+    files: LevelFiles,
     index: usize,
     current: Option<TableIterator>,
     fill_cache: bool,
@@ -303,10 +340,25 @@ impl LevelIterator {
     /// A cursor over `files` (sorted, disjoint). `fill_cache` is false for compaction scans.
     pub fn new(files: Vec<Arc<TableHandle>>, fill_cache: bool) -> Self {
         LevelIterator {
-            files,
+            files: LevelFiles::Owned(files),
             index: 0,
             current: None,
             fill_cache,
+        }
+    }
+
+    /// A cursor over the tables `range` of `level` of `version` (one table of L0, or a
+    /// whole deeper level), filling the block cache.
+    fn shared(version: &Arc<Version>, level: usize, range: std::ops::Range<usize>) -> Self {
+        LevelIterator {
+            files: LevelFiles::Shared {
+                version: version.clone(),
+                level,
+                range,
+            },
+            index: 0,
+            current: None,
+            fill_cache: true,
         }
     }
 
@@ -314,7 +366,7 @@ impl LevelIterator {
     fn open(&mut self, index: usize) -> Result<Option<&mut TableIterator>> {
         self.index = index;
         self.current = None;
-        if let Some(t) = self.files.get(index) {
+        if let Some(t) = self.files.get().get(index) {
             let table: Arc<Table> = t.table()?;
             let mut it = table.iter();
             it.set_fill_cache(self.fill_cache);
@@ -359,7 +411,7 @@ impl InternalIterator for LevelIterator {
         self.skip_forward()
     }
     fn seek_to_last(&mut self) -> Result<()> {
-        if let Some(last) = self.files.len().checked_sub(1) {
+        if let Some(last) = self.files.get().len().checked_sub(1) {
             if let Some(it) = self.open(last)? {
                 it.seek_to_last()?;
             }
@@ -371,6 +423,7 @@ impl InternalIterator for LevelIterator {
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         let i = self
             .files
+            .get()
             .partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
         match self.open(i)? {
             Some(it) => it.seek(target)?,

@@ -37,6 +37,75 @@ enum Op {
     CompactAll,
     /// Range delete between two keys.
     DeleteRange(u16, u16),
+    /// Moves a cursor (`Db::iter`, or snapshot i's if there is one) both ways.
+    Cursor(Option<usize>, Vec<Move>),
+}
+
+/// One move of a cursor.
+#[derive(Debug, Clone)]
+enum Move {
+    First,
+    Last,
+    Seek(u16),
+    SeekForPrev(u16),
+    Next,
+    Prev,
+}
+
+fn cursor_move() -> impl Strategy<Value = Move> {
+    prop_oneof![
+        1 => Just(Move::First),
+        1 => Just(Move::Last),
+        2 => any::<u16>().prop_map(Move::Seek),
+        2 => any::<u16>().prop_map(Move::SeekForPrev),
+        6 => Just(Move::Next),
+        6 => Just(Move::Prev),
+    ]
+}
+
+/// Applies `moves` to `it` and to a position in `model`; they must agree after each.
+fn check_cursor(mut it: strata_kv::DbIterator, model: &Model, moves: &[Move]) {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let mut at: Option<Vec<u8>> = None;
+    for m in moves {
+        let next = |b| model.range::<Vec<u8>, _>((b, Unbounded)).next();
+        let prev = |b| model.range::<Vec<u8>, _>((Unbounded, b)).next_back();
+        let want = match m {
+            Move::First => {
+                it.seek_to_first().expect("seek_to_first");
+                model.iter().next()
+            }
+            Move::Last => {
+                it.seek_to_last().expect("seek_to_last");
+                model.iter().next_back()
+            }
+            Move::Seek(k) => {
+                it.seek(&key(*k)).expect("seek");
+                next(Included(&key(*k)))
+            }
+            Move::SeekForPrev(k) => {
+                it.seek_for_prev(&key(*k)).expect("seek_for_prev");
+                prev(Included(&key(*k)))
+            }
+            Move::Next | Move::Prev if at.is_none() => continue,
+            Move::Next => {
+                it.next().expect("next");
+                next(Excluded(at.as_ref().expect("positioned")))
+            }
+            Move::Prev => {
+                it.prev().expect("prev");
+                prev(Excluded(at.as_ref().expect("positioned")))
+            }
+        };
+        match want {
+            Some((k, v)) => {
+                assert!(it.valid(), "{m:?}: cursor invalid, model at {k:?}");
+                assert_eq!((it.key(), it.value()), (&k[..], &v[..]), "{m:?}");
+            }
+            None => assert!(!it.valid(), "{m:?}: cursor at {:?}", it.key()),
+        }
+        at = want.map(|(k, _)| k.clone());
+    }
 }
 
 fn key(k: u16) -> Vec<u8> {
@@ -72,6 +141,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Op::CompactRange(a, b)),
         1 => Just(Op::CompactAll),
         3 => (any::<u16>(), any::<u16>()).prop_map(|(a, b)| Op::DeleteRange(a, b)),
+        3 => (
+            proptest::option::weighted(0.3, any::<usize>()),
+            proptest::collection::vec(cursor_move(), 1..40)
+        )
+            .prop_map(|(s, m)| Op::Cursor(s, m)),
     ]
 }
 
@@ -178,6 +252,11 @@ fn run(ops: Vec<Op>) {
                 snaps.remove(i % n);
             }
             Op::SnapshotGet(..) | Op::SnapshotScan(_) | Op::DropSnapshot(_) => {}
+            Op::Cursor(Some(i), moves) if !snaps.is_empty() => {
+                let (snap, m) = &snaps[i % snaps.len()];
+                check_cursor(snap.iter(), m, &moves);
+            }
+            Op::Cursor(_, moves) => check_cursor(d.iter(), &model, &moves),
             Op::CompactRange(a, b) => {
                 let (x, y) = (key(a), key(b));
                 let (lo, hi) = if x <= y { (x, y) } else { (y, x) };

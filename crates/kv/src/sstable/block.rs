@@ -310,6 +310,24 @@ pub struct BlockIter {
     key: Vec<u8>,
     value_start: usize,
     value_len: usize,
+    /// Going backward: the entries of the current restart interval before the current
+    /// entry, decoded once when `prev` first scanned the interval (as RocksDB's block
+    /// iterator does), so that each further `prev` in it is a pop instead of a rescan
+    /// from the restart point. Their full keys are `prev_keys` back to back.
+    prev_entries: Vec<PrevEntry>,
+    prev_keys: Vec<u8>,
+}
+
+/// An entry decoded by a backward scan (see [`BlockIter::prev_entries`]).
+#[derive(Debug, Clone, Copy)]
+struct PrevEntry {
+    offset: usize,
+    next_offset: usize,
+    restart_index: usize,
+    /// End of its key in `prev_keys` (the start is the previous entry's end).
+    key_end: usize,
+    value_start: usize,
+    value_len: usize,
 }
 
 impl BlockIter {
@@ -324,6 +342,8 @@ impl BlockIter {
             key: Vec::new(),
             value_start: 0,
             value_len: 0,
+            prev_entries: Vec::new(),
+            prev_keys: Vec::new(),
         }
     }
 
@@ -341,6 +361,8 @@ impl BlockIter {
     }
 
     fn invalidate(&mut self) {
+        self.prev_entries.clear();
+        self.prev_keys.clear();
         self.current = self.block.data_end;
         self.next_offset = self.block.data_end;
         self.restart_index = self.block.restarts.len();
@@ -453,6 +475,22 @@ impl BlockIter {
         if original >= self.block.data_end {
             return Ok(());
         }
+        // The entry before the current one, if the last backward scan decoded it.
+        if let Some(e) = self.prev_entries.pop_if(|e| e.next_offset == original) {
+            let key_start = self.prev_entries.last().map_or(0, |p| p.key_end);
+            self.key.clear();
+            self.key
+                .extend_from_slice(&self.prev_keys[key_start..e.key_end]);
+            self.prev_keys.truncate(key_start);
+            self.current = e.offset;
+            self.next_offset = e.next_offset;
+            self.restart_index = e.restart_index;
+            self.value_start = e.value_start;
+            self.value_len = e.value_len;
+            return Ok(());
+        }
+        self.prev_entries.clear();
+        self.prev_keys.clear();
         while self.restart_point(self.restart_index) >= original {
             if self.restart_index == 0 {
                 self.invalidate();
@@ -466,6 +504,7 @@ impl BlockIter {
                 return Ok(());
             }
             if self.next_offset == original {
+                // The current entry is the one wanted; those before it are kept.
                 return Ok(());
             }
             if self.next_offset > original {
@@ -473,6 +512,15 @@ impl BlockIter {
                     .block
                     .corruption(self.current, "entry runs across the next entry's start"));
             }
+            self.prev_keys.extend_from_slice(&self.key);
+            self.prev_entries.push(PrevEntry {
+                offset: self.current,
+                next_offset: self.next_offset,
+                restart_index: self.restart_index,
+                key_end: self.prev_keys.len(),
+                value_start: self.value_start,
+                value_len: self.value_len,
+            });
         }
     }
 
@@ -742,6 +790,45 @@ mod tests {
             Ok(())
         });
         assert!(backward.unwrap_err().is_corruption());
+    }
+
+    #[test]
+    fn zig_zag_across_restart_intervals() {
+        // Backward steps are served from the decoded interval; mixing in forward steps
+        // and seeks must never return a stale entry.
+        for interval in [1, 3, 16] {
+            let entries = sample(100, false);
+            let block = build(&entries, interval);
+            let mut it = BlockIter::new(block);
+            let mut rng = 0x2545_f491_4f6c_dd1du64;
+            it.seek_to_last().unwrap();
+            let mut at = entries.len() - 1;
+            for _ in 0..5000 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                match rng % 8 {
+                    0 => {
+                        at = (rng >> 8) as usize % entries.len();
+                        it.seek(&entries[at].0).unwrap();
+                    }
+                    1..=2 if at + 1 < entries.len() => {
+                        it.next().unwrap();
+                        at += 1;
+                    }
+                    _ if at > 0 => {
+                        it.prev().unwrap();
+                        at -= 1;
+                    }
+                    _ => continue,
+                }
+                assert!(it.valid());
+                assert_eq!(
+                    (it.key(), it.value()),
+                    (&entries[at].0[..], &entries[at].1[..])
+                );
+            }
+        }
     }
 
     fn exercise(block: Arc<Block>, targets: &[Vec<u8>]) {
