@@ -217,15 +217,6 @@ enum SeriesKey {
     New(Labels, u64),
 }
 
-impl SeriesKey {
-    fn labels(&self) -> &Labels {
-        match self {
-            SeriesKey::Found(s) => &s.labels,
-            SeriesKey::New(l, _) => l,
-        }
-    }
-}
-
 /// A run of an appender's samples of one series: `samples[previous end..end]`.
 struct Pending {
     key: SeriesKey,
@@ -608,12 +599,27 @@ pub struct Appender<'a> {
 }
 
 impl Appender<'_> {
-    fn key_for(&self, labels: &Labels) -> Option<SeriesKey> {
+    /// Finds the series of `labels`: `Ok(None)` if it is the last run's, `Ok(Some)` if
+    /// it is in the head, `Err(hash)` if it is not (yet).
+    fn resolve(&self, labels: &Labels) -> std::result::Result<Option<SeriesKey>, u64> {
         let pairs = labels
             .iter()
             .map(|l| (l.name.as_bytes(), l.value.as_bytes()));
-        labels::with_encoded(pairs, |key, h| self.db.inner.head.find_encoded(key, h))
-            .map(SeriesKey::Found)
+        labels::with_encoded(pairs, |key, h| {
+            // Consecutive samples of one series extend its run: compared by hash first,
+            // then exactly.
+            let same = self.pending.last().is_some_and(|p| match &p.key {
+                SeriesKey::Found(s) => s.hash == h && s.key() == key,
+                SeriesKey::New(l, lh) => *lh == h && l == labels,
+            });
+            if same {
+                return Ok(None);
+            }
+            match self.db.inner.head.find_encoded(key, h) {
+                Some(s) => Ok(Some(SeriesKey::Found(s))),
+                None => Err(h),
+            }
+        })
     }
 
     fn push_run(&mut self, key: SeriesKey) {
@@ -623,52 +629,50 @@ impl Appender<'_> {
         });
     }
 
-    /// Whether the last run is of the series with these labels.
-    fn last_is(&self, labels: &Labels) -> bool {
-        self.pending
-            .last()
-            .is_some_and(|p| p.key.labels() == labels)
-    }
-
-    /// Adds one sample.
-    pub fn add(&mut self, labels: Labels, t: i64, v: f64) {
-        if !self.last_is(&labels) {
-            let key = self.key_for(&labels).unwrap_or_else(|| {
-                let h = labels.stable_hash();
-                SeriesKey::New(labels, h)
-            });
-            self.push_run(key);
-        }
+    fn push_sample(&mut self, t: i64, v: f64) {
         self.samples.push((t, v));
         if let Some(p) = self.pending.last_mut() {
             p.end = self.samples.len();
         }
+    }
+
+    /// Adds one sample.
+    pub fn add(&mut self, labels: Labels, t: i64, v: f64) {
+        match self.resolve(&labels) {
+            Ok(None) => {}
+            Ok(Some(key)) => self.push_run(key),
+            Err(h) => self.push_run(SeriesKey::New(labels, h)),
+        }
+        self.push_sample(t, v);
     }
 
     /// Adds one sample of the series with these labels, borrowed: a series already in the
     /// head is found without copying them.
     pub fn append(&mut self, labels: &Labels, t: i64, v: f64) {
-        if !self.last_is(labels) {
-            let key = self.key_for(labels).unwrap_or_else(|| {
-                let h = labels.stable_hash();
-                SeriesKey::New(labels.clone(), h)
-            });
-            self.push_run(key);
+        match self.resolve(labels) {
+            Ok(None) => {}
+            Ok(Some(key)) => self.push_run(key),
+            Err(h) => self.push_run(SeriesKey::New(labels.clone(), h)),
         }
-        self.samples.push((t, v));
-        if let Some(p) = self.pending.last_mut() {
-            p.end = self.samples.len();
-        }
+        self.push_sample(t, v);
     }
 
     /// Adds samples of one series.
     pub fn add_series(&mut self, labels: Labels, samples: &[(i64, f64)]) {
-        let key = self.key_for(&labels).unwrap_or_else(|| {
-            let h = labels.stable_hash();
-            SeriesKey::New(labels, h)
-        });
+        let key = match self.resolve(&labels) {
+            Ok(key) => key,
+            Err(h) => Some(SeriesKey::New(labels, h)),
+        };
         self.samples.extend_from_slice(samples);
-        self.push_run(key);
+        match key {
+            Some(key) => self.push_run(key),
+            // The last run is this series': it extends to the new end.
+            None => {
+                if let Some(p) = self.pending.last_mut() {
+                    p.end = self.samples.len();
+                }
+            }
+        }
     }
 
     /// Adds samples of the series with these `(name, value)` pairs, borrowed (say, straight

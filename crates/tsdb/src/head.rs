@@ -221,6 +221,11 @@ pub(crate) struct HeadSeries {
 }
 
 impl HeadSeries {
+    /// `labels.encode()`.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// Whether the series has left the head. Stable while the commit lock is held.
     pub fn is_retired(&self) -> bool {
         self.retired.load(Relaxed)
