@@ -2,9 +2,9 @@
 # Crash torture for the storage engine, the TSDB and the server: runs the SIGKILL crash tests
 # (a real writer process, or the real `strata serve` under remote writes from several threads
 # with flushes and compactions, killed at random moments, then restarted and checked)
-# ROUNDS times with different seeds, then the model tests with many cases. Prints one line per round and a final
-# "N passed, N failed". Usage: scripts/torture.sh [ROUNDS] (default 20; 25 kills per round,
-# STRATA_CRASH_CYCLES to change).
+# ROUNDS times with different seeds, then the model tests with many cases. Prints one line
+# per round and a final "N passed, N failed". Usage: scripts/torture.sh [ROUNDS] (default
+# 20; 25 kills per round, STRATA_CRASH_CYCLES to change).
 set -u
 cd "$(dirname "$0")/.."
 rounds=${1:-20}
