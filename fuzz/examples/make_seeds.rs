@@ -25,6 +25,7 @@ use strata_kv::wal::{LogWriter, WAL_MAGIC};
 use strata_kv::{CompressionType, Db, Options, TableOptions, WriteBatch, WriteOptions};
 use strata_tsdb::chunk::XorAppender;
 use strata_tsdb::labels::Labels;
+use strata_tsdb::wal::{encode_samples, encode_series, RefSample, TSDB_WAL_MAGIC};
 
 struct Seeds {
     root: PathBuf,
@@ -346,4 +347,131 @@ fn main() {
         b.extend_from_slice(q.as_bytes());
         s.put("promql", &format!("q{i}"), &b);
     }
+
+    // The TSDB WAL: records (mode 0, split at SEP) and whole segments (modes 1, 3).
+    let up = Labels::from_pairs([("__name__", "up"), ("job", "a")]).expect("labels");
+    let odd = Labels::from_pairs([("__name__", "x"), ("v", "\u{e9}\n\"")]).expect("labels");
+    let samples: Vec<RefSample> = (0..12i64)
+        .map(|i| RefSample {
+            r: 1 + (i as u64 % 2),
+            t: 1_700_000_000_000 + i * 15_000 - (i % 4) * 20_000,
+            v: if i == 5 { f64::NAN } else { i as f64 * 0.25 },
+        })
+        .collect();
+    let records = vec![
+        encode_series(&[(1, &up), (2, &odd)]),
+        encode_samples(&samples),
+        encode_samples(&samples[..2]),
+    ];
+    s.put_modes("tsdb_wal", "records", &[0], &join(&records));
+    let fs = MemFs::new();
+    let path = Path::new("00000001.log");
+    let mut w =
+        LogWriter::new(fs.create(path).expect("create"), "seg", TSDB_WAL_MAGIC).expect("writer");
+    for r in &records {
+        w.add_record(r).expect("record");
+    }
+    drop(w);
+    let seg = fs.read_file(path).expect("read");
+    s.put_modes("tsdb_wal", "segment", &[1, 3], &seg);
+    s.put_modes("tsdb_wal", "torn", &[1], &seg[..seg.len() - 5]);
+
+    // Remote write and read: raw protobuf (mode 1) and snappy bodies (mode 0).
+    use prost::Message;
+    use strata_server::prompb;
+    let label = |n: &str, v: &str| prompb::Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let write = prompb::WriteRequest {
+        timeseries: vec![
+            prompb::TimeSeries {
+                labels: vec![label("__name__", "up"), label("job", "a")],
+                samples: vec![
+                    prompb::Sample {
+                        value: 1.0,
+                        timestamp: 1_700_000_000_000,
+                    },
+                    prompb::Sample {
+                        value: f64::NAN,
+                        timestamp: 1_700_000_015_000,
+                    },
+                ],
+                ..prompb::TimeSeries::default()
+            },
+            prompb::TimeSeries {
+                labels: vec![
+                    label("job", "b"),
+                    label("__name__", "x_total"),
+                    label("e", ""),
+                ],
+                samples: vec![prompb::Sample {
+                    value: -2.5,
+                    timestamp: 5,
+                }],
+                exemplars: vec![prompb::Exemplar {
+                    labels: vec![label("trace", "1")],
+                    value: 1.0,
+                    timestamp: 5,
+                }],
+                histograms: vec![prompb::Histogram { timestamp: 9 }],
+            },
+            prompb::TimeSeries {
+                labels: vec![label("no_name", "1")],
+                samples: vec![prompb::Sample {
+                    value: 0.0,
+                    timestamp: 1,
+                }],
+                ..prompb::TimeSeries::default()
+            },
+        ],
+        metadata: vec![prompb::MetricMetadata {
+            r#type: 1,
+            metric_family_name: "up".into(),
+            help: "Up.".into(),
+            unit: String::new(),
+        }],
+    }
+    .encode_to_vec();
+    let snappy = |b: &[u8]| snap::raw::Encoder::new().compress_vec(b).expect("snappy");
+    s.put_modes("remote_write", "request", &[1], &write);
+    s.put_modes("remote_write", "request-snappy", &[0], &snappy(&write));
+    let matcher = |t: i32, n: &str, v: &str| prompb::LabelMatcher {
+        r#type: t,
+        name: n.into(),
+        value: v.into(),
+    };
+    let read = prompb::ReadRequest {
+        queries: vec![
+            prompb::Query {
+                start_timestamp_ms: -60_000,
+                end_timestamp_ms: 600_000,
+                matchers: vec![matcher(0, "__name__", "up"), matcher(2, "job", "a|b")],
+            },
+            prompb::Query {
+                start_timestamp_ms: 0,
+                end_timestamp_ms: 100_000,
+                matchers: vec![matcher(2, "__name__", ".+"), matcher(3, "i", "1")],
+            },
+            prompb::Query {
+                start_timestamp_ms: 10,
+                end_timestamp_ms: 5,
+                matchers: vec![matcher(1, "job", "")],
+            },
+        ],
+        accepted_response_types: vec![1, 0],
+    }
+    .encode_to_vec();
+    s.put_modes("remote_read", "request", &[1], &read);
+    s.put_modes("remote_read", "request-snappy", &[0], &snappy(&read));
+
+    // Line protocol (mode 0 + precision bits), exposition (1), OpenMetrics (2), all (3).
+    let lp = "cpu,host=a,region=eu-1 usage=1.5,count=3i,up=true,note=\"x y\" 1700000000000000000\n\
+              mem,host=b\\ c free=2u 1700000015000000000\nm v=-1e3\n# comment\nbad line\n";
+    s.put_modes("text_formats", "line-protocol", &[0, 4, 12], lp.as_bytes());
+    let expo = "# HELP up Up.\n# TYPE up gauge\nup{job=\"a\",instance=\"x:1\"} 1 1700000000000\n\
+                esc{v=\"a\\\"b\\\\c\\nd\"} +Inf\nNaN_total NaN 5\nbroken{x=} 1\n";
+    s.put_modes("text_formats", "exposition", &[1, 3], expo.as_bytes());
+    let om = "# TYPE a gauge\na{x=\"1\"} 2.5 1700000000.123\na_total -0 -1.5\n# EOF\n";
+    s.put_modes("text_formats", "openmetrics", &[2], om.as_bytes());
 }

@@ -131,6 +131,9 @@ struct State {
     /// Last sequence number handed out.
     last_seq: u64,
     bg_error: Option<Error>,
+    /// `bg_error` is a full disk (during a WAL append, a flush or a compaction): writes
+    /// resume once [`DbInner::resume`] gets past it. A failed fsync is never recoverable.
+    bg_error_recoverable: bool,
     closing: bool,
     /// Closing without finishing queued flushes (a simulated crash).
     abandoned: bool,
@@ -164,6 +167,9 @@ impl State {
 
     fn check_writable(&self) -> Result<()> {
         if let Some(e) = &self.bg_error {
+            if self.bg_error_recoverable {
+                return Err(Error::NoSpace(e.to_string()));
+            }
             return Err(Error::ReadOnly(e.to_string()));
         }
         if self.closing {
@@ -184,6 +190,8 @@ enum Request {
     },
     /// Freeze the memtable so that the flush thread writes it out.
     Flush,
+    /// Get past a full disk (see [`Db::resume`]).
+    Resume,
 }
 
 struct Pending {
@@ -231,6 +239,8 @@ struct DbInner {
     block_cache: Arc<BlockCache>,
     /// Set on close so that running compactions stop early.
     shutting_down: AtomicBool,
+    /// Mirrors `State::bg_error_recoverable`, so that writers check it without the lock.
+    recoverable_error: AtomicBool,
     counters: Counters,
     _lock: Box<dyn FileLock>,
 }
@@ -530,6 +540,7 @@ impl Db {
                 next_file_number,
                 last_seq,
                 bg_error: None,
+                bg_error_recoverable: false,
                 closing: false,
                 abandoned: false,
                 busy: BusySet::default(),
@@ -545,6 +556,7 @@ impl Db {
             tables,
             block_cache,
             shutting_down: AtomicBool::new(false),
+            recoverable_error: AtomicBool::new(false),
             counters: Counters::default(),
             _lock: file_lock,
             opts,
@@ -810,6 +822,19 @@ impl Db {
         self.inner.wait_for_flushes()
     }
 
+    /// Gets the database writable again after a full disk ([`Error::NoSpace`]), as
+    /// RocksDB's `Resume()`: rolls to a new manifest if an edit was cut short, starts a
+    /// new WAL segment if an append was (the old one may end in a partial record), and
+    /// flushes every memtable, retrying the flush that failed. Returns `Ok` once writes
+    /// are accepted again, [`Error::NoSpace`] while the disk is still full, and
+    /// [`Error::ReadOnly`] after an error that is not recoverable (a failed fsync).
+    ///
+    /// Writes and flushes call this themselves, so calling it is never required: the
+    /// first write after space returns resumes.
+    pub fn resume(&self) -> Result<()> {
+        self.inner.submit(Request::Resume).map(|_| ())
+    }
+
     /// Flushes the memtable, stops the background thread and releases the directory.
     pub fn close(self) -> Result<()> {
         self.shutdown()
@@ -847,7 +872,9 @@ impl Db {
             }
         }
         match flushed {
-            Err(Error::ReadOnly(_)) | Err(Error::Closed) | Ok(()) => Ok(()),
+            Err(Error::ReadOnly(_)) | Err(Error::NoSpace(_)) | Err(Error::Closed) | Ok(()) => {
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
@@ -1072,10 +1099,10 @@ impl DbInner {
             }
             q = wait(&self.queue_cv, q);
         }
-        // We lead: take a group of writes from the front (a flush request goes alone). A
-        // lone writer, the common case, commits without building a group.
+        // We lead: take a group of writes from the front (a flush or resume request goes
+        // alone). A lone writer, the common case, commits without building a group.
         let mut gathered = Vec::new();
-        let is_flush = matches!(*lock(&me.request), Request::Flush);
+        let is_flush = matches!(*lock(&me.request), Request::Flush | Request::Resume);
         if !is_flush && q.len() > 1 {
             gathered.push(me.clone());
             let mut bytes = 0;
@@ -1095,18 +1122,29 @@ impl DbInner {
         } else {
             &gathered
         };
-        let result = if is_flush {
-            self.freeze_memtable()
+        // After a full disk, every leader tries to resume first (cheap otherwise).
+        let is_resume = matches!(*lock(&me.request), Request::Resume);
+        let resumed = if is_resume || self.recoverable_error.load(Ordering::Acquire) {
+            self.resume()
         } else {
-            self.commit_group(group)
+            Ok(())
         };
+        let result = resumed.and_then(|()| {
+            if is_resume {
+                Ok(())
+            } else if is_flush {
+                self.freeze_memtable()
+            } else {
+                self.commit_group(group)
+            }
+        });
         let mut q = lock(&self.queue);
         for p in group {
             q.pop_front();
             *lock(&p.result) = Some(match &result {
                 Ok(()) => Ok(match &*lock(&p.request) {
                     Request::Write { batch, .. } => batch.sequence(),
-                    Request::Flush => 0,
+                    Request::Flush | Request::Resume => 0,
                 }),
                 Err(e) => Err(e.duplicate()),
             });
@@ -1149,7 +1187,18 @@ impl DbInner {
             }
             wal.writer.flush()?;
             if sync {
-                wal.writer.sync()?;
+                // A failed fsync may have dropped acknowledged pages: never recoverable,
+                // whatever its error code.
+                wal.writer.sync().map_err(|e| {
+                    if e.is_no_space() {
+                        Error::Io {
+                            context: format!("WAL fsync failed: {e}"),
+                            source: std::io::Error::other("fsync"),
+                        }
+                    } else {
+                        e
+                    }
+                })?;
                 self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
             }
             self.counters
@@ -1158,9 +1207,13 @@ impl DbInner {
             Ok(())
         })();
         if let Err(e) = wal_result {
-            // The WAL may now hold part of the group: we can no longer promise what is
-            // durable, so stop taking writes (reads continue; reopening recovers).
+            // The WAL may now hold part of the group. After a failed fsync we can no longer
+            // promise what is durable: read-only (reads continue; reopening recovers). A
+            // full disk only stops writes until `resume` moves to a new segment.
             self.set_bg_error(&e);
+            if e.is_no_space() {
+                return Err(Error::NoSpace(e.to_string()));
+            }
             return Err(e);
         }
 
@@ -1263,6 +1316,12 @@ impl DbInner {
     /// not held. Syncs the current WAL segment, starts a new one and a new memtable, and
     /// queues the old memtable for flushing.
     fn switch_memtable(&self) -> Result<()> {
+        self.switch_memtable_inner(true)
+    }
+
+    /// [`Self::switch_memtable`]; without `sync_old` the old segment is not synced (it
+    /// failed: its memtable is flushed before anything is written to the new one).
+    fn switch_memtable_inner(&self, sync_old: bool) -> Result<()> {
         let number = lock(&self.state).new_file_number();
         let path = filename::wal_path(&self.dir, number);
         let result = (|| {
@@ -1280,8 +1339,10 @@ impl DbInner {
             // The old segment must be durable before anything in the new one is: a synced
             // write there must never stand after a hole in the log (recovery would refuse
             // the damaged segment, or lose the writes before the synced one).
-            wal.writer.sync()?;
-            self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            if sync_old {
+                wal.writer.sync()?;
+                self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
+            }
             wal.writer = writer;
             Ok(())
         })();
@@ -1308,19 +1369,90 @@ impl DbInner {
     }
 
     fn set_bg_error_locked(&self, st: &mut State, e: &Error) {
+        let no_space = e.is_no_space();
         if st.bg_error.is_none() {
+            if no_space {
+                tracing::error!(error = %e, "disk full: writes stop until space returns");
+            } else {
+                tracing::error!(error = %e, "background error: database is now read-only");
+            }
+            st.bg_error = Some(e.duplicate());
+            st.bg_error_recoverable = no_space;
+        } else if st.bg_error_recoverable && !no_space {
+            // A worse error after a full disk: read-only for good.
             tracing::error!(error = %e, "background error: database is now read-only");
             st.bg_error = Some(e.duplicate());
+            st.bg_error_recoverable = false;
+        }
+        self.recoverable_error
+            .store(st.bg_error_recoverable, Ordering::Release);
+        self.bg_cv.notify_all();
+    }
+
+    /// REQUIRES: leader. Gets past a recoverable (full disk) background error; see
+    /// [`Db::resume`].
+    fn resume(&self) -> Result<()> {
+        {
+            let st = lock(&self.state);
+            if st.closing {
+                return Err(Error::Closed);
+            }
+            match &st.bg_error {
+                None => return Ok(()),
+                Some(e) if !st.bg_error_recoverable => return Err(Error::ReadOnly(e.to_string())),
+                Some(_) => {}
+            }
+        }
+        let no_space = |e: Error| {
+            if e.is_no_space() {
+                Error::NoSpace(e.to_string())
+            } else {
+                e
+            }
+        };
+        // An edit cut short: a new manifest (a snapshot of the current state) takes over.
+        {
+            let mut manifest = lock(&self.manifest);
+            if manifest.has_failed() {
+                self.roll_manifest(&mut manifest, &VersionEdit::default())
+                    .map_err(no_space)?;
+            }
+        }
+        // An append cut short: the memtable (which holds every acknowledged write of that
+        // segment) is frozen, and a new segment takes the next writes. The old segment is
+        // deleted once the flush below has written its memtable out.
+        if lock(&self.wal).writer.has_failed() {
+            self.switch_memtable_inner(false).map_err(no_space)?;
+        }
+        {
+            let mut st = lock(&self.state);
+            st.bg_error = None;
+            st.bg_error_recoverable = false;
+            self.recoverable_error.store(false, Ordering::Release);
         }
         self.bg_cv.notify_all();
+        // Retry the flushes (and with them anything a failed flush left behind).
+        match self.wait_for_flushes() {
+            Ok(()) => {
+                tracing::info!("space is back: the database takes writes again");
+                Ok(())
+            }
+            Err(e) => {
+                let st = lock(&self.state);
+                match &st.bg_error {
+                    Some(bg) if st.bg_error_recoverable => Err(Error::NoSpace(bg.to_string())),
+                    _ => Err(e),
+                }
+            }
+        }
     }
 
     /// Waits until every memtable frozen so far has been flushed.
     fn wait_for_flushes(&self) -> Result<()> {
         let mut st = lock(&self.state);
         loop {
-            if let Some(e) = &st.bg_error {
-                return Err(Error::ReadOnly(e.to_string()));
+            if st.bg_error.is_some() {
+                return st.check_writable();
             }
             if st.imm.is_empty() {
                 return Ok(());

@@ -45,6 +45,11 @@ pub enum Error {
     /// recovers what was durable.
     #[error("database is read-only after a background error: {0}")]
     ReadOnly(String),
+    /// The disk (or quota) is full. The write was not applied; unlike [`Error::ReadOnly`]
+    /// this is recoverable: once space returns, the next write (or [`crate::Db::resume`])
+    /// starts a new WAL segment, retries the failed flush and takes writes again.
+    #[error("no space left for the database (writes resume when space returns): {0}")]
+    NoSpace(String),
     /// The database has been closed.
     #[error("database is closed")]
     Closed,
@@ -73,6 +78,21 @@ impl Error {
         matches!(self, Error::Corruption { .. })
     }
 
+    /// True if this error says the disk or quota is full (ENOSPC, EDQUOT, or
+    /// [`Error::NoSpace`]).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::NoSpace(_) => true,
+            Error::Io { source, .. } => {
+                matches!(
+                    source.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                ) || matches!(source.raw_os_error(), Some(28) | Some(122))
+            }
+            _ => false,
+        }
+    }
+
     /// A copy suitable for handing to several waiters (io::Error is not `Clone`).
     pub(crate) fn duplicate(&self) -> Error {
         match self {
@@ -88,6 +108,7 @@ impl Error {
             Error::InvalidArgument(s) => Error::InvalidArgument(s.clone()),
             Error::Locked(p) => Error::Locked(p.clone()),
             Error::ReadOnly(s) => Error::ReadOnly(s.clone()),
+            Error::NoSpace(s) => Error::NoSpace(s.clone()),
             Error::Closed => Error::Closed,
             Error::UnsupportedVersion { file, version } => Error::UnsupportedVersion {
                 file: file.clone(),

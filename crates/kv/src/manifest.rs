@@ -394,6 +394,12 @@ impl ManifestWriter {
         self.log.sync()
     }
 
+    /// True once an append failed: the file may end in a partial record, so nothing more
+    /// may be appended to it (a new manifest must take over).
+    pub fn has_failed(&self) -> bool {
+        self.log.has_failed()
+    }
+
     /// Size of the manifest file in bytes.
     pub fn size(&self) -> u64 {
         self.log.len()

@@ -1,6 +1,7 @@
 //! Faults injected through the filesystem: a failed fsync or a full disk stops writes with a
 //! clear error (never a false acknowledgement), reads keep working, and reopening recovers
-//! everything that was acknowledged.
+//! everything that was acknowledged. (After a full disk writes also resume without a
+//! reopen once space returns: `no_space_then_writes_resume`.)
 
 mod common;
 
@@ -95,7 +96,7 @@ fn full_disk_during_wal_append_fails_the_write_not_the_reads() {
     put_sync(&db, "before", "1").expect("put");
     fs.set_space_left(Some(10)); // the next record is cut short: a torn tail on disk
     let err = put_sync(&db, "during", &"z".repeat(100)).expect_err("ENOSPC");
-    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(matches!(err, Error::NoSpace(_)), "{err}");
     assert_eq!(db.get("before").expect("get"), Some(b"1".to_vec()));
     assert_eq!(db.get("during").expect("get"), None);
     db.abandon();

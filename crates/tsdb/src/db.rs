@@ -394,6 +394,15 @@ impl Tsdb {
         if unknown > 0 {
             tracing::warn!(unknown, "WAL samples of unknown series skipped");
         }
+        // References are handed out one by one from 1: one at or past 2^63 comes from a
+        // damaged or hostile WAL, and must not wrap around onto live series.
+        if max_ref >= 1 << 63 {
+            return Err(Error::Corruption {
+                location: wal_dir.display().to_string(),
+                offset: 0,
+                reason: format!("series reference {max_ref} is beyond any the store hands out"),
+            });
+        }
         let next_segment = segs.last().map_or(1, |s| s + 1);
         let wal = Wal::create(Arc::clone(&fs), &wal_dir, next_segment)?;
         tracing::info!(

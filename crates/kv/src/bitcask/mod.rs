@@ -121,6 +121,9 @@ struct Writer {
     dirty: bool,
     last_sync: Instant,
     closed: bool,
+    /// An append to the active file failed on a full disk after this many good bytes: the
+    /// file may end in a partial record, so nothing more is appended to it.
+    torn_from: Option<u64>,
 }
 
 #[derive(Default)]
@@ -154,6 +157,8 @@ pub(crate) struct Inner {
     bg_mutex: Mutex<()>,
     bg_cv: Condvar,
     read_only: Mutex<Option<String>>,
+    /// Set while writes fail on a full disk (recoverable, unlike `read_only`).
+    no_space: Mutex<Option<String>>,
     last_merge_error: Mutex<Option<String>>,
     counters: Counters,
     _lock: Box<dyn FileLock>,
@@ -188,6 +193,54 @@ impl Inner {
         tracing::error!(error = %msg, "write failed: store is read-only until reopened");
         lock(&self.read_only).get_or_insert(msg);
         e.duplicate()
+    }
+
+    /// A write failed: on a full disk writes stop until space returns (`torn_from`: the
+    /// good length of the active file, if the failed append may have left part of a record
+    /// behind); anything else makes the store read-only.
+    fn fail_write(&self, w: &mut Writer, e: &Error, torn_from: Option<u64>) -> Error {
+        if !e.is_no_space() || lock(&self.read_only).is_some() {
+            return self.set_read_only(e);
+        }
+        let msg = e.to_string();
+        tracing::error!(error = %msg, "disk full: writes stop until space returns");
+        if w.torn_from.is_none() {
+            w.torn_from = torn_from;
+        }
+        *lock(&self.no_space) = Some(msg.clone());
+        Error::NoSpace(msg)
+    }
+
+    /// REQUIRES: `w` is the writer, locked. After a full disk: cuts a partial record off the
+    /// active file (rewriting its good prefix in place, as recovery does), seals it and starts
+    /// a new active file. Fails with [`Error::NoSpace`] while there is still no room.
+    fn resume_locked(&self, w: &mut Writer) -> Result<()> {
+        if let Some(msg) = lock(&self.read_only).clone() {
+            return Err(Error::ReadOnly(msg));
+        }
+        if lock(&self.no_space).is_none() {
+            return Ok(());
+        }
+        if let Some(good) = w.torn_from {
+            w.active = None;
+            let id = w.active_id;
+            let cut = DataFile::open(&self.fs, &self.dir, id)
+                .and_then(|df| recovery::cut_tail(&self.fs, &self.dir, df, good));
+            match cut {
+                Ok(df) => {
+                    self.write_index().files.insert(id, Arc::new(df));
+                    w.torn_from = None;
+                }
+                Err(e) => return Err(self.fail_write(w, &e, None)),
+            }
+        }
+        self.roll(w)?;
+        *lock(&self.no_space) = None;
+        tracing::info!(
+            file = w.active_id,
+            "space is back: writes resume in a new data file"
+        );
+        Ok(())
     }
 
     fn sync_active(&self, w: &mut Writer) -> Result<()> {
@@ -235,7 +288,12 @@ impl Inner {
         })();
         let (f, df) = match r {
             Ok(x) => x,
-            Err(e) => return Err(self.set_read_only(&e)),
+            Err(e) => {
+                // A file cut short before its header is complete must not stay behind an
+                // older one (recovery accepts that only of the newest file).
+                let _ = self.fs.remove_file(&path);
+                return Err(self.fail_write(w, &e, None));
+            }
         };
         {
             let mut idx = self.write_index();
@@ -275,6 +333,9 @@ impl Inner {
         if let Some(msg) = lock(&self.read_only).clone() {
             return Err(Error::ReadOnly(msg));
         }
+        if lock(&self.no_space).is_some() {
+            self.resume_locked(&mut w)?;
+        }
         let total = body + if batch { RECORD_HEADER_SIZE as u64 } else { 0 };
         if w.active.is_none()
             || (w.active_len > FILE_HEADER_SIZE as u64
@@ -309,7 +370,8 @@ impl Inner {
             None => Err(Error::Closed),
         };
         if let Err(e) = r {
-            return Err(self.set_read_only(&e));
+            let good = w.active_len;
+            return Err(self.fail_write(&mut w, &e, Some(good)));
         }
         w.active_len += buf.len() as u64;
         w.next_seq += entries.len() as u64;
@@ -497,6 +559,7 @@ impl Bitcask {
                 dirty: false,
                 last_sync: Instant::now(),
                 closed: false,
+                torn_from: None,
             }),
             next_file_id: AtomicU32::new(rec.next_file_id),
             merge_lock: Mutex::new(()),
@@ -505,6 +568,7 @@ impl Bitcask {
             bg_mutex: Mutex::new(()),
             bg_cv: Condvar::new(),
             read_only: Mutex::new(None),
+            no_space: Mutex::new(None),
             last_merge_error: Mutex::new(None),
             counters: Counters::default(),
             opts,
@@ -524,6 +588,19 @@ impl Bitcask {
             thread: Mutex::new(Some(thread)),
             report: rec.report,
         })
+    }
+
+    /// Gets the store writable again after a full disk ([`Error::NoSpace`]): a partial
+    /// record the failed write left in the active file is cut off and a new active file
+    /// started. Writes do this themselves once space returns, so calling it is optional.
+    /// [`Error::NoSpace`] while there is still no room; [`Error::ReadOnly`] after an error
+    /// that is not recoverable (a failed fsync).
+    pub fn resume(&self) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        if w.closed {
+            return Err(Error::Closed);
+        }
+        self.inner.resume_locked(&mut w)
     }
 
     /// Sets `key` to `value`.
@@ -607,6 +684,9 @@ impl Bitcask {
             let mut w = lock(&self.inner.writer);
             if w.closed {
                 return Err(Error::Closed);
+            }
+            if lock(&self.inner.no_space).is_some() {
+                self.inner.resume_locked(&mut w)?;
             }
             if w.active_len > FILE_HEADER_SIZE as u64 {
                 self.inner.roll(&mut w)?;
@@ -702,7 +782,9 @@ impl Bitcask {
             } else {
                 mem as f64 / idx.map.len() as f64
             },
-            background_error: lock(&self.inner.read_only).clone(),
+            background_error: lock(&self.inner.read_only)
+                .clone()
+                .or_else(|| lock(&self.inner.no_space).clone()),
         }
     }
 

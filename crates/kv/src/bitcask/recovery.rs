@@ -246,7 +246,12 @@ pub(crate) fn recover(dir: &Path, opts: &BitcaskOptions) -> Result<Recovered> {
 /// Rewrites the first `good_len` bytes of `df` in its place (written aside, synced, renamed
 /// over it): a file system has no portable truncate-and-sync for us, and the file becomes
 /// immutable once the new active file exists.
-fn cut_tail(fs: &Arc<dyn FileSystem>, dir: &Path, df: DataFile, good_len: u64) -> Result<DataFile> {
+pub(crate) fn cut_tail(
+    fs: &Arc<dyn FileSystem>,
+    dir: &Path,
+    df: DataFile,
+    good_len: u64,
+) -> Result<DataFile> {
     let data = df
         .file
         .read_at(0, good_len as usize)
