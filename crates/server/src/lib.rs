@@ -183,7 +183,11 @@ async fn auth(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let bearer_ok = match (&cfg.auth_token, given.strip_prefix("Bearer ")) {
+    // InfluxDB 2 clients (Telegraf's influxdb_v2 output) send the token as `Token <t>`.
+    let token = given
+        .strip_prefix("Bearer ")
+        .or_else(|| given.strip_prefix("Token "));
+    let bearer_ok = match (&cfg.auth_token, token) {
         (Some(token), Some(t)) => constant_time_eq(t.as_bytes(), token.as_bytes()),
         _ => false,
     };

@@ -257,6 +257,17 @@ async fn the_token_guards_everything_but_health() {
         .body(Body::empty())
         .unwrap();
     assert_eq!(send(&app, req).await.0, StatusCode::OK);
+    // InfluxDB 2 clients' scheme for the same token.
+    let req = Request::post("/api/v2/write?precision=s")
+        .header(header::AUTHORIZATION, "Token s3cret")
+        .body(Body::from("m,a=b f=1 1700000000\n"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::NO_CONTENT);
+    let req = Request::post("/api/v2/write?precision=s")
+        .header(header::AUTHORIZATION, "Token wrong")
+        .body(Body::from("m,a=b f=1 1700000000\n"))
+        .unwrap();
+    assert_eq!(send(&app, req).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(
         send(&app, write_req(write_body(vec![]))).await.0,
         StatusCode::UNAUTHORIZED
