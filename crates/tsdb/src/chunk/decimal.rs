@@ -413,47 +413,40 @@ pub fn decode_column(bytes: &[u8]) -> Result<Vec<i64>> {
         ));
     }
     let start = 1 + d.position();
-    with_decompressed(
-        &bytes[start..],
-        raw_len as usize,
-        |body| {
-            check_body_len(body, raw_len, start)?;
-            let mut d = Decoder::new(body);
-            let mut ts = Vec::with_capacity(n as usize);
-            get_deltas(&mut d, n as usize, true, start, |_, t| ts.push(t))?;
-            if !d.is_empty() {
-                return Err(ChunkError::corrupt(start, "trailing bytes in the column"));
-            }
-            Ok(ts)
-        },
-        start,
-    )
+    decompressed(bytes, start, raw_len, |body| {
+        let mut d = Decoder::new(body);
+        let mut ts = Vec::with_capacity(n as usize);
+        get_deltas(&mut d, n as usize, true, start, |_, t| ts.push(t))?;
+        if !d.is_empty() {
+            return Err(ChunkError::corrupt(start, "trailing bytes in the column"));
+        }
+        Ok(ts)
+    })
 }
 
-/// The column a [`Encoding::DecimalColumn`] chunk reads its timestamps from.
-pub fn column_of(bytes: &[u8]) -> Result<ColumnRef> {
-    if bytes.first() != Some(&(Encoding::DecimalColumn as u8)) {
-        return Err(ChunkError::corrupt(0, "not a decimal-column chunk"));
-    }
-    let mut d = Decoder::new(&bytes[1..]);
-    let bad = || ChunkError::corrupt(1, "truncated chunk header");
-    d.varint64().ok_or_else(bad)?;
-    let seq = d.varint64().ok_or_else(bad)?;
-    let index = d.varint64().ok_or_else(bad)?;
-    Ok(ColumnRef { seq, index })
-}
-
-/// Decodes a [`Encoding::DecimalColumn`] chunk with its column's timestamps `ts`.
-pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
+/// The header of a [`Encoding::DecimalColumn`] chunk: samples, column, body length, and
+/// where the frame starts.
+fn column_header(bytes: &[u8]) -> Result<(u64, ColumnRef, u64, usize)> {
     if bytes.first() != Some(&(Encoding::DecimalColumn as u8)) {
         return Err(ChunkError::corrupt(0, "not a decimal-column chunk"));
     }
     let mut d = Decoder::new(&bytes[1..]);
     let bad = || ChunkError::corrupt(1, "truncated chunk header");
     let n = d.varint64().ok_or_else(bad)?;
-    d.varint64().ok_or_else(bad)?;
-    d.varint64().ok_or_else(bad)?;
+    let seq = d.varint64().ok_or_else(bad)?;
+    let index = d.varint64().ok_or_else(bad)?;
     let raw_len = d.varint64().ok_or_else(bad)?;
+    Ok((n, ColumnRef { seq, index }, raw_len, 1 + d.position()))
+}
+
+/// The column a [`Encoding::DecimalColumn`] chunk reads its timestamps from.
+pub fn column_of(bytes: &[u8]) -> Result<ColumnRef> {
+    column_header(bytes).map(|h| h.1)
+}
+
+/// Decodes a [`Encoding::DecimalColumn`] chunk with its column's timestamps `ts`.
+pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
+    let (n, _, raw_len, start) = column_header(bytes)?;
     if n != ts.len() as u64 {
         return Err(ChunkError::corrupt(
             1,
@@ -468,16 +461,9 @@ pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
             format!("implausible header: {n} samples in {raw_len} bytes"),
         ));
     }
-    let start = 1 + d.position();
-    with_decompressed(
-        &bytes[start..],
-        raw_len as usize,
-        |body| {
-            check_body_len(body, raw_len, start)?;
-            decode_body(body, n as usize, Some(ts), start)
-        },
-        start,
-    )
+    decompressed(bytes, start, raw_len, |body| {
+        decode_body(body, n as usize, Some(ts), start)
+    })
 }
 
 fn put_exceptions(out: &mut Vec<u8>, ex: &[(usize, u64)]) {
@@ -569,25 +555,33 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
         ));
     }
     let start = 1 + d.position();
+    decompressed(bytes, start, raw_len, |body| {
+        decode_body(body, n as usize, None, start)
+    })
+}
+
+/// Decompresses the frame at `bytes[start..]`, which must give exactly `raw_len` bytes,
+/// and hands the body to `f`.
+fn decompressed<T>(
+    bytes: &[u8],
+    start: usize,
+    raw_len: u64,
+    f: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<T> {
     with_decompressed(
-        &bytes[start..],
+        bytes.get(start..).unwrap_or_default(),
         raw_len as usize,
         |body| {
-            check_body_len(body, raw_len, start)?;
-            decode_body(body, n as usize, None, start)
+            if body.len() as u64 != raw_len {
+                return Err(ChunkError::corrupt(
+                    start,
+                    "body length differs from the header",
+                ));
+            }
+            f(body)
         },
         start,
     )
-}
-
-fn check_body_len(body: &[u8], raw_len: u64, at: usize) -> Result<()> {
-    if body.len() as u64 != raw_len {
-        return Err(ChunkError::corrupt(
-            at,
-            "body length differs from the header",
-        ));
-    }
-    Ok(())
 }
 
 /// Decodes the decompressed body of a chunk of `n` samples; `times` given means the body
