@@ -6,7 +6,6 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use strata_kv::coding::Decoder;
 use strata_kv::fs::PosixFs;
 use strata_kv::wal::{LogReader, TailPolicy};
 use strata_kv::Db;
@@ -110,16 +109,6 @@ impl Problems<'_> {
         writeln!(self.out, "PROBLEM key {}: {what}", escape(key))?;
         Ok(())
     }
-}
-
-fn decode_stats(src: &[u8]) -> Option<[i64; 4]> {
-    let mut d = Decoder::new(src);
-    let mut out = [0i64; 4];
-    for o in &mut out {
-        let v = d.varint64()?;
-        *o = ((v >> 1) as i64) ^ -((v & 1) as i64);
-    }
-    d.is_empty().then_some(out)
 }
 
 /// Checks one chunk entry and returns (encoding, samples); with `decode`, every sample is
@@ -280,7 +269,7 @@ fn scan_partition(
                     }
                 }
             }
-            Some(&keys::STATS) => match decode_stats(&v) {
+            Some(&keys::STATS) => match keys::decode_stats(&v) {
                 Some(d) => {
                     for (a, b) in s.stats.iter_mut().zip(d) {
                         *a += b;

@@ -21,8 +21,7 @@ use strata_kv::{WriteBatch, WriteOptions};
 use crate::chunk::decimal::{self, ColumnRef};
 use crate::chunk::XorAppender;
 use crate::db::{
-    add_to_lists, chunk_error, decode_chunk_value, encode_stats, guard, parse_chunk, Columns,
-    Inner, Lists,
+    add_to_lists, chunk_error, decode_chunk_value, guard, parse_chunk, Columns, Inner, Lists,
 };
 use crate::error::{show_key, Error, Result};
 use crate::keys;
@@ -44,6 +43,14 @@ const MIN_COLUMN_SAMPLES: usize = 16;
 /// (32 MiB); later series keep their timestamps inline.
 const MAX_COLUMN_TIMESTAMPS: usize = 4 << 20;
 
+/// A column for one chunk's timestamps.
+enum Column {
+    /// Written earlier by this compaction.
+    Existing(ColumnRef),
+    /// Not written yet; the hash of its timestamps.
+    New(ColumnRef, u64),
+}
+
 /// The timestamp columns one partition compaction writes: series scraped together (every
 /// series of one target, in Prometheus) share their timestamps, so they are stored once
 /// per partition and the chunks hold values only.
@@ -64,9 +71,10 @@ impl ColumnWriter {
         }
     }
 
-    /// The column holding exactly `ts`: an existing one, or a new one (`Some(bytes)` to
-    /// write under its key) if there is room; `None` if the timestamps stay inline.
-    fn column_for(&mut self, ts: &[i64]) -> Option<(ColumnRef, bool)> {
+    /// The column holding exactly `ts`: an existing one (`Existing`), or a new one
+    /// (`New`, to be written and [`ColumnWriter::add`]ed if used) if there is room; `None` if
+    /// the timestamps stay inline.
+    fn column_for(&self, ts: &[i64]) -> Option<Column> {
         if ts.len() < MIN_COLUMN_SAMPLES {
             return None;
         }
@@ -75,7 +83,7 @@ impl ColumnWriter {
         let hash = h.finish();
         if let Some((col, held)) = self.by_hash.get(&hash) {
             // A hash collision keeps its timestamps inline rather than share wrong ones.
-            return (**held == *ts).then_some((*col, false));
+            return (**held == *ts).then_some(Column::Existing(*col));
         }
         if self.held + ts.len() > MAX_COLUMN_TIMESTAMPS {
             return None;
@@ -84,15 +92,13 @@ impl ColumnWriter {
             seq: self.seq,
             index: self.by_hash.len() as u64,
         };
-        Some((col, true))
+        Some(Column::New(col, hash))
     }
 
-    /// Records the new column `col` (from [`ColumnWriter::column_for`]) holding `ts`.
-    fn add(&mut self, col: ColumnRef, ts: &[i64]) {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        ts.hash(&mut h);
+    /// Records the new column `col` with `hash` (from [`ColumnWriter::column_for`]).
+    fn add(&mut self, col: ColumnRef, hash: u64, ts: &[i64]) {
         self.held += ts.len();
-        self.by_hash.insert(h.finish(), (col, ts.into()));
+        self.by_hash.insert(hash, (col, ts.into()));
     }
 }
 
@@ -149,10 +155,13 @@ fn encode_compacted(
     batch: &mut WriteBatch,
 ) -> Result<(Vec<u8>, u64)> {
     let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
-    let Some((col, new)) = columns.column_for(&ts) else {
+    let Some(column) = columns.column_for(&ts) else {
         let b = best_encoding(samples)?;
         let n = b.len() as u64;
         return Ok((b, n));
+    };
+    let col = match column {
+        Column::Existing(c) | Column::New(c, _) => c,
     };
     let shared = decimal::encode_with_column(samples, col, ZSTD_LEVEL)
         .map_err(|e| chunk_error(b"", 0, e))?;
@@ -165,11 +174,11 @@ fn encode_compacted(
             return Ok((xor, n));
         }
     }
-    if new {
+    if let Column::New(col, hash) = column {
         let bytes = decimal::encode_column(&ts, ZSTD_LEVEL).map_err(|e| chunk_error(b"", 0, e))?;
         added += bytes.len() as u64;
         batch.put(keys::column_key(columns.part, col), &bytes);
-        columns.add(col, &ts);
+        columns.add(col, hash, &ts);
     }
     Ok((shared, added))
 }
@@ -310,7 +319,7 @@ impl Inner {
         }
         batch.put(
             keys::stats_key(part, seq),
-            encode_stats(&[
+            keys::encode_stats(&[
                 samples_total,
                 st.chunks_after as i64,
                 st.bytes_after as i64,

@@ -17,7 +17,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use strata_kv::coding::{put_varint64, Decoder};
 use strata_kv::{Db, WriteBatch, WriteOptions};
 
 use crate::chunk::{decimal, Chunk, XorAppender};
@@ -1088,7 +1087,7 @@ impl Inner {
         for (part, st) in &pstats {
             batch.put(
                 keys::stats_key(*part, seq),
-                encode_stats(&[st.samples, st.chunks, st.bytes, st.series]),
+                keys::encode_stats(&[st.samples, st.chunks, st.bytes, st.series]),
             );
         }
         batch.put(keys::META_NEXT_REF, fixed64(self.next_ref.load(Relaxed)));
@@ -1176,7 +1175,7 @@ impl Inner {
         let mut sum = [0i64; 4];
         for item in snap.prefix(keys::sub_prefix(part, keys::STATS)) {
             let (k, v) = item?;
-            let vals = decode_stats(&v).ok_or_else(|| Error::Corruption {
+            let vals = keys::decode_stats(&v).ok_or_else(|| Error::Corruption {
                 location: format!("key {}", show_key(&k)),
                 offset: 0,
                 reason: "malformed stats fragment".into(),
@@ -1283,7 +1282,7 @@ impl Inner {
             if d_samples != 0 || d_series != 0 {
                 batch.put(
                     keys::stats_key(part, seq),
-                    encode_stats(&[d_samples, d_chunks, d_bytes, d_series]),
+                    keys::encode_stats(&[d_samples, d_chunks, d_bytes, d_series]),
                 );
             }
             batch.put(keys::META_NEXT_SEQ, fixed64(seq + 1));
@@ -1410,24 +1409,6 @@ fn top(counts: impl IntoIterator<Item = (String, u64)>) -> Vec<(String, u64)> {
     v.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     v.truncate(10);
     v
-}
-
-pub(crate) fn encode_stats(vals: &[i64]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for &v in vals {
-        put_varint64(&mut out, ((v << 1) ^ (v >> 63)) as u64);
-    }
-    out
-}
-
-fn decode_stats(src: &[u8]) -> Option<[i64; 4]> {
-    let mut d = Decoder::new(src);
-    let mut out = [0i64; 4];
-    for o in &mut out {
-        let v = d.varint64()?;
-        *o = ((v >> 1) as i64) ^ -((v & 1) as i64);
-    }
-    d.is_empty().then_some(out)
 }
 
 /// The partitions present in `kv`, found by hopping from one partition prefix to the next.

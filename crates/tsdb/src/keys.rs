@@ -250,6 +250,27 @@ pub fn decode_postings(src: &[u8]) -> Result<Vec<SeriesRef>, usize> {
     Ok(out)
 }
 
+/// Encodes a stats fragment: zig-zag varints `samples, chunks, chunk_bytes, series`
+/// (deltas; docs/format/tsdb-keys.md).
+pub fn encode_stats(vals: &[i64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &v in vals {
+        strata_kv::coding::put_varint64(&mut out, ((v << 1) ^ (v >> 63)) as u64);
+    }
+    out
+}
+
+/// Decodes [`encode_stats`]' four values.
+pub fn decode_stats(src: &[u8]) -> Option<[i64; 4]> {
+    let mut d = strata_kv::coding::Decoder::new(src);
+    let mut out = [0i64; 4];
+    for o in &mut out {
+        let v = d.varint64()?;
+        *o = ((v >> 1) as i64) ^ -((v & 1) as i64);
+    }
+    d.is_empty().then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,15 +243,15 @@ fn wal_records_from_random_and_mutated_bytes() {
     }
 }
 
-/// A store whose WAL segment is replaced by a log of `records` opens or fails cleanly, and
-/// answers only samples its records wrote.
-fn check_wal_replay(records: &[Vec<u8>]) {
+/// Opens a fresh store (in memory) whose only WAL segment is a log of `records`, as a
+/// crash would leave it.
+fn open_with_wal(records: &[Vec<u8>]) -> strata_tsdb::Result<strata_tsdb::Tsdb> {
     use std::path::Path;
     use std::sync::Arc;
     use strata_kv::fs::{FileSystem, MemFs};
     use strata_kv::wal::LogWriter;
     use strata_tsdb::wal::{segment_name, TSDB_WAL_MAGIC};
-    use strata_tsdb::{FsyncPolicy, MatchOp, Matcher, Options, Tsdb};
+    use strata_tsdb::{FsyncPolicy, Options, Tsdb};
 
     let fs = MemFs::new();
     let opts = || {
@@ -271,7 +271,15 @@ fn check_wal_replay(records: &[Vec<u8>]) {
         w.add_record(r).unwrap();
     }
     w.sync().unwrap();
-    let Ok(db) = Tsdb::open(dir, opts()) else {
+    Tsdb::open(dir, opts())
+}
+
+/// A store whose WAL segment is replaced by a log of `records` opens or fails cleanly, and
+/// answers only samples its records wrote.
+fn check_wal_replay(records: &[Vec<u8>]) {
+    use strata_tsdb::{MatchOp, Matcher};
+
+    let Ok(db) = open_with_wal(records) else {
         return;
     };
     let all = Matcher::new(MatchOp::RegexMatch, "__name__", ".*").unwrap();
@@ -331,36 +339,15 @@ fn hostile_wal_segments_replay_or_fail_cleanly() {
 /// out references of live series again). Such a WAL is refused as corrupt.
 #[test]
 fn wal_series_reference_at_the_top_of_the_range_is_refused() {
-    use std::path::Path;
-    use std::sync::Arc;
-    use strata_kv::fs::{FileSystem, MemFs};
-    use strata_kv::wal::LogWriter;
-    use strata_tsdb::wal::{
-        encode_samples, encode_series, segment_name, RefSample, TSDB_WAL_MAGIC,
-    };
-    use strata_tsdb::{FsyncPolicy, Options, Tsdb};
+    use strata_tsdb::wal::{encode_samples, encode_series, RefSample};
 
     let l = Labels::from_pairs([("__name__", "up")]).unwrap();
     for r in [u64::MAX, u64::MAX - 1, 1 << 63] {
-        let fs = MemFs::new();
-        let opts = || {
-            let mut o = Options {
-                wal_fsync: FsyncPolicy::Always,
-                background: false,
-                ..Options::default()
-            };
-            o.kv.fs = Arc::new(fs.clone());
-            o
-        };
-        let dir = Path::new("/t");
-        Tsdb::open(dir, opts()).unwrap().abandon();
-        let file = fs.create(&dir.join("wal").join(segment_name(1))).unwrap();
-        let mut w = LogWriter::new(file, "seg", TSDB_WAL_MAGIC).unwrap();
-        w.add_record(&encode_series(&[(r, &l)])).unwrap();
-        w.add_record(&encode_samples(&[RefSample { r, t: 5, v: 1.0 }]))
-            .unwrap();
-        w.sync().unwrap();
-        match Tsdb::open(dir, opts()) {
+        let records = [
+            encode_series(&[(r, &l)]),
+            encode_samples(&[RefSample { r, t: 5, v: 1.0 }]),
+        ];
+        match open_with_wal(&records) {
             Err(e) => assert!(e.to_string().contains("series reference"), "{e}"),
             Ok(_) => panic!("a WAL with series reference {r} was accepted"),
         }
