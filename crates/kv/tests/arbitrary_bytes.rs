@@ -4,13 +4,11 @@
 //! `fuzz/` (see docs/RELIABILITY.md); mutations are resealed (checksums recomputed) half
 //! of the time so that they reach the parsers behind the checksums.
 
-use std::fmt::Debug;
 use std::path::Path;
 use std::sync::Arc;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use strata_kv::bitcask::format::{
     check_hint_file, data_path, decode_merge_commit, decode_record, encode_file_header,
     encode_hint, encode_merge_commit, encode_record, DATA_MAGIC, FLAG_END, FLAG_TOMBSTONE,
@@ -31,25 +29,12 @@ use strata_kv::sstable::{Properties, Table, TableBuilder};
 use strata_kv::wal::{LogReader, LogWriter, TailPolicy, MANIFEST_MAGIC, WAL_MAGIC};
 use strata_kv::{CompressionType, TableOptions, WriteBatch};
 
-/// Runs `test` on `cases` values of `strategy` from a fixed seed (reproducible in CI; the
-/// fuzzers explore beyond it).
+/// Runs `test` on `cases` values of `strategy` from this file's fixed seed.
 fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value))
 where
-    S::Value: Debug,
+    S::Value: std::fmt::Debug,
 {
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x5a; 32]);
-    let mut runner = TestRunner::new_with_rng(config, rng);
-    if let Err(e) = runner.run(&strategy, |v| {
-        test(v);
-        Ok(())
-    }) {
-        panic!("{e}");
-    }
+    strata_testkit::check(0x5a, cases, strategy, test)
 }
 
 /// Random byte flips, and sometimes a truncation, applied to `base`.
@@ -62,17 +47,7 @@ fn mutations() -> impl Strategy<Value = (Vec<(usize, u8)>, Option<usize>, bool)>
 }
 
 fn mutate(base: &[u8], (flips, cut, _): &(Vec<(usize, u8)>, Option<usize>, bool)) -> Vec<u8> {
-    let mut b = base.to_vec();
-    if !b.is_empty() {
-        let len = b.len();
-        for &(pos, byte) in flips {
-            b[pos % len] = byte;
-        }
-    }
-    if let Some(c) = cut {
-        b.truncate(c % (b.len() + 1));
-    }
-    b
+    strata_testkit::mutate(base, flips, *cut)
 }
 
 fn put_u32(b: &mut [u8], at: usize, v: u32) {

@@ -4,11 +4,9 @@
 //! partially visible. `STRATA_CRASH_CYCLES` sets the number of cycles (default 12),
 //! `STRATA_CRASH_SEED` the seed of the kill moments.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 use strata_kv::{Db, Options, WriteBatch, WriteOptions};
+use strata_testkit::KillLoop;
 
 const CHILD_ENV: &str = "STRATA_CRASH_CHILD_DIR";
 const KEYS_PER_BATCH: u64 = 5;
@@ -92,51 +90,14 @@ fn verify(dir: &Path, acked: Option<u64>) -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
-    let cycles: u64 = std::env::var("STRATA_CRASH_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
-    // STRATA_CRASH_SEED varies the kill moments between runs (scripts/torture.sh).
-    let mut rng = std::env::var("STRATA_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map_or(0x9e37_79b9_7f4a_7c15u64, |s| s | 1);
-    let mut last_next = 0;
-    for cycle in 0..cycles {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_for = Duration::from_millis(30 + rng % 300);
-        let mut child = Command::new(&exe)
-            .args(["--exact", "child_writer", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("stdout");
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("ack ") {
-                    last = n.trim().parse::<u64>().ok();
-                }
-            }
-            last
-        });
-        let started = Instant::now();
-        while started.elapsed() < run_for {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait");
-        let acked = reader.join().expect("reader thread");
-        let next = verify(dir.path(), acked);
-        assert!(next >= last_next, "cycle {cycle}: went backwards");
-        last_next = next;
+    KillLoop {
+        child_test: "child_writer",
+        child_env: CHILD_ENV,
+        cycles: 12,
+        seed: 0x9e37_79b9_7f4a_7c15,
+        min_ms: 30,
+        spread_ms: 300,
     }
-    assert!(last_next > 0, "the child never acknowledged a write");
+    .run(dir.path(), |acked| verify(dir.path(), acked));
 }

@@ -3,32 +3,18 @@
 //! Nothing panics; every query either answers or fails with an error. The short,
 //! fixed-seed companion of the `promql` cargo-fuzz target (see docs/RELIABILITY.md).
 
-use std::fmt::Debug;
 use std::time::Duration;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use strata_promql::{Engine, EngineOptions, Labels, MemStore, Sample};
 
-/// Runs `test` on `cases` values of `strategy` from a fixed seed.
+/// Runs `test` on `cases` values of `strategy` from this file's fixed seed.
 fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value))
 where
-    S::Value: Debug,
+    S::Value: std::fmt::Debug,
 {
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x17; 32]);
-    let mut runner = TestRunner::new_with_rng(config, rng);
-    if let Err(e) = runner.run(&strategy, |v| {
-        test(v);
-        Ok(())
-    }) {
-        panic!("{e}");
-    }
+    strata_testkit::check(0x17, cases, strategy, test)
 }
 
 fn store() -> MemStore {

@@ -5,13 +5,11 @@
 //! the cargo-fuzz targets `remote_write`, `remote_read` and `text_formats` in `fuzz/` (see
 //! docs/RELIABILITY.md).
 
-use std::fmt::Debug;
 use std::path::Path;
 use std::sync::Arc;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
 use prost::Message;
 use strata_kv::fs::MemFs;
 use strata_server::prompb::{
@@ -23,37 +21,15 @@ use strata_server::write::{ingest, snappy_decode};
 use strata_server::{AppState, Config};
 use strata_tsdb::{Labels, MatchOp, Matcher, Tsdb};
 
-/// Runs `test` on `cases` values of `strategy` from a fixed seed.
+/// Runs `test` on `cases` values of `strategy` from this file's fixed seed.
 fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value))
 where
-    S::Value: Debug,
+    S::Value: std::fmt::Debug,
 {
-    let config = RunnerConfig {
-        cases,
-        failure_persistence: None,
-        ..RunnerConfig::default()
-    };
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x5e; 32]);
-    let mut runner = TestRunner::new_with_rng(config, rng);
-    if let Err(e) = runner.run(&strategy, |v| {
-        test(v);
-        Ok(())
-    }) {
-        panic!("{e}");
-    }
+    strata_testkit::check(0x5e, cases, strategy, test)
 }
 
-fn mutate(base: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
-    let mut b = base.to_vec();
-    let len = b.len();
-    for &(pos, byte) in flips {
-        b[pos % len] = byte;
-    }
-    if let Some(c) = cut {
-        b.truncate(c % (len + 1));
-    }
-    b
-}
+use strata_testkit::mutate;
 
 fn mutations() -> impl Strategy<Value = (Vec<(usize, u8)>, Option<usize>)> {
     (

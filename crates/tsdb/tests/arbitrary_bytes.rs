@@ -3,44 +3,18 @@
 //! to something that re-encodes consistently. The short, fixed-seed companion of the
 //! cargo-fuzz targets in `fuzz/` (see docs/RELIABILITY.md).
 
-use std::fmt::Debug;
-
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use strata_testkit::mutate;
 use strata_tsdb::chunk::{Chunk, XorAppender, XorChunk};
 use strata_tsdb::labels::Labels;
 
-/// Runs `test` on `cases` values of `strategy` from a fixed seed.
+/// Runs `test` on `cases` values of `strategy` from this file's fixed seed.
 fn check<S: Strategy>(cases: u32, strategy: S, test: impl Fn(S::Value))
 where
-    S::Value: Debug,
+    S::Value: std::fmt::Debug,
 {
-    let config = Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &[0x3c; 32]);
-    let mut runner = TestRunner::new_with_rng(config, rng);
-    if let Err(e) = runner.run(&strategy, |v| {
-        test(v);
-        Ok(())
-    }) {
-        panic!("{e}");
-    }
-}
-
-fn mutate(base: &[u8], flips: &[(usize, u8)], cut: Option<usize>) -> Vec<u8> {
-    let mut b = base.to_vec();
-    let len = b.len();
-    for &(pos, byte) in flips {
-        b[pos % len] = byte;
-    }
-    if let Some(c) = cut {
-        b.truncate(c % (len + 1));
-    }
-    b
+    strata_testkit::check(0x3c, cases, strategy, test)
 }
 
 fn bits(s: &[(i64, f64)]) -> Vec<(i64, u64)> {

@@ -5,11 +5,9 @@
 //! is all-or-nothing across its series. `STRATA_CRASH_CYCLES` (default 10) and
 //! `STRATA_CRASH_SEED` as for the key-value crash test.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
+use strata_testkit::KillLoop;
 use strata_tsdb::{FsyncPolicy, Labels, MatchOp, Matcher, Options, Tsdb};
 
 const CHILD_ENV: &str = "STRATA_TSDB_CRASH_CHILD_DIR";
@@ -112,55 +110,14 @@ fn verify(dir: &Path, acked: Option<u64>) -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_batch() {
-    let cycles: u64 = std::env::var("STRATA_CRASH_CYCLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
-    let mut rng = std::env::var("STRATA_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map_or(0x2545_f491_4f6c_dd1du64, |s| s | 1);
-    let mut last = 0;
-    for cycle in 0..cycles {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let run_for = Duration::from_millis(50 + rng % 400);
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "child_appender",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("stdout");
-        let reader = std::thread::spawn(move || {
-            let mut last = None;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("ack ") {
-                    last = n.trim().parse::<u64>().ok();
-                }
-            }
-            last
-        });
-        let started = Instant::now();
-        while started.elapsed() < run_for {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().expect("SIGKILL");
-        child.wait().expect("wait");
-        let acked = reader.join().expect("reader thread");
-        let next = verify(dir.path(), acked);
-        assert!(next >= last, "cycle {cycle}: went backwards");
-        last = next;
+    KillLoop {
+        child_test: "child_appender",
+        child_env: CHILD_ENV,
+        cycles: 10,
+        seed: 0x2545_f491_4f6c_dd1d,
+        min_ms: 50,
+        spread_ms: 400,
     }
-    assert!(last > 0, "the child never acknowledged a batch");
+    .run(dir.path(), |acked| verify(dir.path(), acked));
 }
