@@ -197,44 +197,78 @@ impl Querier {
 
     /// The label sets of the series selected by `matchers` that hold a chunk overlapping the
     /// range (chunk granularity, as Prometheus answers `/api/v1/series`), sorted.
+    ///
+    /// A persisted series' labels come from the head when it is there (refs are never
+    /// reused, so a ref has one label set everywhere), not from its series key; the chunk
+    /// check steps from series to series (selected refs are sorted and often neighbours)
+    /// instead of seeking every level of the LSM tree for each.
     pub fn series(&self, matchers: &[Matcher]) -> Result<Vec<Labels>> {
         let (mint, maxt) = (self.mint, self.maxt);
-        let mut out = BTreeSet::new();
         if mint > maxt {
             return Ok(Vec::new());
         }
-        for r in postings::select(&self.inner.head.postings, matchers) {
-            if let Some(s) = self.inner.head.get(r) {
-                let s = head::lock(&s);
-                let overlaps = s.closed.iter().any(|c| c.mint <= maxt && c.maxt >= mint)
-                    || s.open
+        let head = &self.inner.head;
+        let mut out: Vec<Labels> = Vec::new();
+        // Head series already answered: their persisted refs need no check.
+        let mut done: Vec<postings::SeriesRef> = Vec::new();
+        for r in postings::select(&head.postings, matchers) {
+            if let Some(s) = head.get(r) {
+                let g = head::lock(&s);
+                let overlaps = g.closed.iter().any(|c| c.mint <= maxt && c.maxt >= mint)
+                    || g.open
                         .as_ref()
                         .is_some_and(|o| o.mint <= maxt && o.maxt >= mint)
-                    || s.ooo.range(mint..=maxt).next().is_some();
+                    || g.ooo.range(mint..=maxt).next().is_some();
+                drop(g);
                 if overlaps {
-                    out.insert(s.labels.clone());
+                    out.push(s.labels.clone());
+                    done.push(r);
                 }
             }
         }
         let snap = self.inner.kv.snapshot();
-        let mut it = Cursor::new(&snap, 0);
+        let mut chunks = Cursor::new(&snap, LABEL_STEPS);
+        let mut labels = Cursor::new(&snap, LABEL_STEPS);
         for part in self.inner.partitions_overlapping(mint, maxt) {
-            for (r, l) in selected(&snap, part, matchers)? {
-                if out.contains(&l) {
+            let idx = PartitionIndex::new(&snap, part);
+            let refs = postings::select(&idx, matchers);
+            idx.take_error()?;
+            let mut pos = 0;
+            for r in refs {
+                pos = postings::seek(&done, pos, r);
+                if done.get(pos) == Some(&r) {
                     continue;
                 }
                 let mut overlaps = false;
-                for_each_chunk(&mut it, part, r, maxt, |k, v| {
+                for_each_chunk(&mut chunks, part, r, maxt, |k, v| {
                     let cmaxt = keys::get_i64(v).ok_or_else(|| short_chunk_value(k))?;
                     overlaps = cmaxt >= mint;
                     Ok(!overlaps)
                 })?;
-                if overlaps {
-                    out.insert(l);
+                if !overlaps {
+                    continue;
                 }
+                if let Some(s) = head.get(r) {
+                    out.push(s.labels.clone());
+                    continue;
+                }
+                let key = keys::series_key(part, r);
+                labels.seek(&key)?;
+                if !labels.it.valid() || labels.it.key() != key.as_slice() {
+                    continue;
+                }
+                out.push(
+                    Labels::decode(labels.it.value()).map_err(|e| Error::Corruption {
+                        location: format!("key {}", crate::error::show_key(&key)),
+                        offset: 0,
+                        reason: e.to_string(),
+                    })?,
+                );
             }
         }
-        Ok(out.into_iter().collect())
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
 
     /// Label names of the series selected by `matchers` (all series if empty), sorted.
