@@ -208,7 +208,9 @@ impl Querier {
             return Ok(Vec::new());
         }
         let head = &self.inner.head;
-        let mut out: Vec<Labels> = Vec::new();
+        // Found series, sorted and deduplicated by their encoded labels (which order as the
+        // labels do; comparing one run of bytes is cheaper than comparing strings).
+        let mut found: Vec<Found> = Vec::new();
         // Head series already answered: their persisted refs need no check.
         let mut done: Vec<postings::SeriesRef> = Vec::new();
         for r in postings::select(&head.postings, matchers) {
@@ -221,7 +223,7 @@ impl Querier {
                     || g.ooo.range(mint..=maxt).next().is_some();
                 drop(g);
                 if overlaps {
-                    out.push(s.labels.clone());
+                    found.push(Found::Head(s));
                     done.push(r);
                 }
             }
@@ -249,7 +251,7 @@ impl Querier {
                     continue;
                 }
                 if let Some(s) = head.get(r) {
-                    out.push(s.labels.clone());
+                    found.push(Found::Head(s));
                     continue;
                 }
                 let key = keys::series_key(part, r);
@@ -257,18 +259,23 @@ impl Querier {
                 if !labels.it.valid() || labels.it.key() != key.as_slice() {
                     continue;
                 }
-                out.push(
-                    Labels::decode(labels.it.value()).map_err(|e| Error::Corruption {
-                        location: format!("key {}", crate::error::show_key(&key)),
-                        offset: 0,
-                        reason: e.to_string(),
-                    })?,
-                );
+                let decoded = Labels::decode(labels.it.value()).map_err(|e| Error::Corruption {
+                    location: format!("key {}", crate::error::show_key(&key)),
+                    offset: 0,
+                    reason: e.to_string(),
+                })?;
+                found.push(Found::Stored(labels.it.value().to_vec(), decoded));
             }
         }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
+        found.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+        found.dedup_by(|a, b| a.key() == b.key());
+        Ok(found
+            .into_iter()
+            .map(|f| match f {
+                Found::Head(s) => s.labels.clone(),
+                Found::Stored(_, l) => l,
+            })
+            .collect())
     }
 
     /// Label names of the series selected by `matchers` (all series if empty), sorted.
@@ -318,9 +325,7 @@ impl Querier {
             .collect();
         let snap = self.inner.kv.snapshot();
         for part in self.inner.partitions_overlapping(self.mint, self.maxt) {
-            let idx = PartitionIndex::new(&snap, part);
-            let lists = idx.values_with_lists(name)?;
-            values.extend(lists.into_keys());
+            values.extend(PartitionIndex::new(&snap, part).label_values(name)?);
         }
         Ok(values.into_iter().collect())
     }
@@ -337,6 +342,23 @@ impl Querier {
             let _ = idx.all_postings();
         }
         Ok(n)
+    }
+}
+
+/// A series found by [`Querier::series`]: a head series, or stored labels with their
+/// encoding.
+enum Found {
+    Head(Arc<head::HeadSeries>),
+    Stored(Vec<u8>, Labels),
+}
+
+impl Found {
+    /// The encoded labels ([`Labels::encode`]).
+    fn key(&self) -> &[u8] {
+        match self {
+            Found::Head(s) => s.key(),
+            Found::Stored(k, _) => k,
+        }
     }
 }
 
