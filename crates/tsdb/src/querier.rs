@@ -246,7 +246,7 @@ impl Querier {
         let mut chunks = Cursor::new(&snap, LABEL_STEPS);
         let mut labels = Cursor::new(&snap, LABEL_STEPS);
         for part in self.inner.partitions_overlapping(mint, maxt) {
-            let bounded = snap.get(&keys::sub_prefix(part, keys::BOUNDED))?.is_some();
+            let bounded = snap.get(keys::sub_prefix(part, keys::BOUNDED))?.is_some();
             let idx = PartitionIndex::new(&snap, part);
             let refs = postings::select(&idx, matchers);
             idx.take_error()?;
