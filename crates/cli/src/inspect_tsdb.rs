@@ -95,6 +95,9 @@ struct PartitionSummary {
     stats: [i64; 4],
     compacted_seq: Option<u64>,
     newest_stats_seq: u64,
+    /// Chunk bounds keys, and whether the partition is marked as having them all.
+    bounds: u64,
+    bounded: bool,
 }
 
 /// A problem found by `--verify`; the key names where.
@@ -280,6 +283,15 @@ fn scan_partition(
                 }
                 None => problems.report(&k, "malformed stats fragment")?,
             },
+            Some(&keys::BOUNDS) => {
+                s.bounds += 1;
+                if keys::parse_bounds_key(&k).is_none() {
+                    problems.report(&k, "malformed chunk bounds key")?;
+                } else if keys::bounds_overlap(&v, i64::MIN, i64::MIN).is_err() {
+                    problems.report(&k, "malformed chunk bounds")?;
+                }
+            }
+            Some(&keys::BOUNDED) if k.len() == 10 => s.bounded = true,
             _ if k == compact_mark => {
                 s.compacted_seq = v.as_slice().try_into().ok().map(u64::from_le_bytes);
             }
@@ -370,7 +382,7 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13} {:>12} {:>9}",
+        "{:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13} {:>12} {:>9} {:>14}",
         "partition",
         "start",
         "series",
@@ -380,7 +392,8 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
         "B/sample",
         "xor/dec",
         "ts-columns",
-        "compacted"
+        "compacted",
+        "bounds"
     )?;
     let mut problems = Problems { out, count: 0 };
     let mut total = PartitionSummary::default();
@@ -407,7 +420,7 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
         };
         writeln!(
             out,
-            "{part:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13} {:>12} {:>9}",
+            "{part:>10} {:<24} {:>8} {:>9} {:>12} {:>12} {:>8} {:>13} {:>12} {:>9} {:>14}",
             time(part.saturating_mul(partition_ms)),
             s.series,
             s.chunks,
@@ -416,7 +429,12 @@ pub fn data_dir(out: &mut dyn Write, dir: &Path, verify: bool) -> Result<()> {
             bytes_per_sample(s.chunk_bytes, s.samples),
             format!("{}/{}", s.xor_chunks, s.decimal_chunks),
             format!("{} ({} B)", s.columns, s.column_bytes),
-            compacted
+            compacted,
+            format!(
+                "{} ({})",
+                if s.bounded { "all" } else { "partial" },
+                s.bounds
+            )
         )?;
     }
     writeln!(

@@ -385,34 +385,49 @@ pub async fn series(
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
     let st = Arc::clone(&state);
-    let all = tokio::task::spawn_blocking(move || -> Result<Vec<Labels>, ApiError> {
+    // Written as text, as query answers are: no JSON tree of every label set. One
+    // selector's answer comes sorted and unique, written as it is visited.
+    let body = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         let q = st.tsdb.querier(start, end);
-        let mut all = std::collections::BTreeSet::new();
-        for ms in &sets {
-            all.extend(q.series(ms)?);
+        let mut body = String::with_capacity(4096);
+        body.push_str("{\"status\":\"success\",\"data\":[");
+        let max = limit.unwrap_or(usize::MAX);
+        let mut put = |i: usize, l: &Labels| {
+            if i < max {
+                if i > 0 {
+                    body.push(',');
+                }
+                push_labels(
+                    &mut body,
+                    l.iter().map(|x| (x.name.as_str(), x.value.as_str())),
+                );
+            }
+        };
+        let n = if let [ms] = sets.as_slice() {
+            let mut i = 0;
+            q.for_each_series(ms, |l| {
+                put(i, l);
+                i += 1;
+            })?
+        } else {
+            let mut all = std::collections::BTreeSet::new();
+            for ms in &sets {
+                all.extend(q.series(ms)?);
+            }
+            for (i, l) in all.iter().enumerate() {
+                put(i, l);
+            }
+            all.len()
+        };
+        body.push(']');
+        if limit.is_some_and(|l| n > l) {
+            body.push_str(",\"warnings\":[\"results truncated due to limit\"]");
         }
-        Ok(all.into_iter().collect())
+        body.push('}');
+        Ok(body)
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    let n = all.len();
-    // Written as text, as query answers are: no JSON tree of every label set.
-    let mut body = String::with_capacity(64 + n * 96);
-    body.push_str("{\"status\":\"success\",\"data\":[");
-    for (i, l) in all.iter().take(limit.unwrap_or(usize::MAX)).enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        push_labels(
-            &mut body,
-            l.iter().map(|x| (x.name.as_str(), x.value.as_str())),
-        );
-    }
-    body.push(']');
-    if limit.is_some_and(|l| n > l) {
-        body.push_str(",\"warnings\":[\"results truncated due to limit\"]");
-    }
-    body.push('}');
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         body,

@@ -288,15 +288,21 @@ impl Inner {
             st.series += 1;
             samples_total += merged.len() as i64;
             let mut value = Vec::new();
+            let mut bounds = Vec::new();
             for piece in merged.chunks(MAX_COMPACTED_SAMPLES) {
                 let (bytes, added) = encode_compacted(piece, &mut new_columns, &mut batch)?;
                 value.clear();
                 keys::put_i64(&mut value, piece[piece.len() - 1].0);
                 value.extend_from_slice(&bytes);
                 batch.put(keys::chunk_key(part, keep, piece[0].0, seq * 2), &value);
+                bounds.push((piece[0].0, piece[piece.len() - 1].0));
                 st.chunks_after += 1;
                 st.bytes_after += added;
             }
+            batch.put(
+                keys::bounds_key(part, keep, seq),
+                keys::encode_bounds(&bounds),
+            );
             add_to_lists(&mut lists, keep, &labels);
             if batch.encoded_size() > 8 << 20 {
                 self.kv
@@ -304,7 +310,7 @@ impl Inner {
             }
         }
         // Every chunk was rewritten: the columns of earlier compactions are unused now.
-        for sub in [keys::POSTINGS, keys::STATS, keys::COLUMN] {
+        for sub in [keys::POSTINGS, keys::STATS, keys::COLUMN, keys::BOUNDS] {
             for item in snap.prefix(keys::sub_prefix(part, sub)) {
                 let (k, _) = item?;
                 batch.delete(k);
@@ -327,6 +333,8 @@ impl Inner {
             ]),
         );
         batch.put(compacted_key(part), seq.to_le_bytes());
+        // Every chunk was rewritten with its bounds.
+        batch.put(keys::sub_prefix(part, keys::BOUNDED), []);
         batch.put(keys::META_NEXT_SEQ, (seq + 1).to_le_bytes());
         self.kv.write(batch, WriteOptions { sync: true })?;
         // References folded away lost their labels and postings here: head series must

@@ -313,7 +313,12 @@ impl Tsdb {
         let kv = Db::open(dir.join("kv"), opts.kv.clone())?;
 
         if let Some(v) = read_u64(&kv, keys::META_FORMAT)? {
-            if v != u64::from(keys::FORMAT_VERSION) {
+            if v == 1 {
+                // Version 1 lacks chunk bounds, which version 2 only adds: its partitions
+                // have no bounds mark, so readers check their chunks. Marked version 2
+                // now, since a version-1 binary would leave bounds stale.
+                kv.put(keys::META_FORMAT, fixed64(u64::from(keys::FORMAT_VERSION)))?;
+            } else if v != u64::from(keys::FORMAT_VERSION) {
                 return Err(Error::Kv(strata_kv::Error::UnsupportedVersion {
                     file: dir.join("kv").display().to_string(),
                     version: v as u32,
@@ -1041,6 +1046,13 @@ impl Inner {
         let mut postings: BTreeMap<i64, Lists> = BTreeMap::new();
         let mut pstats: BTreeMap<i64, PartStats> = BTreeMap::new();
         let mut value = Vec::new();
+        // Partitions this flush creates: all their chunks get bounds, so they are marked.
+        let known_parts = self
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut bounds: Vec<(i64, Vec<(i64, i64)>)> = Vec::new();
         for (series, n) in work {
             let (r, labels) = (series.r, &series.labels);
             let (chunks, known) = {
@@ -1048,7 +1060,12 @@ impl Inner {
                 (s.closed[..*n].to_vec(), s.persisted_parts.clone())
             };
             let mut new_parts = Vec::new();
+            bounds.clear();
             for c in &chunks {
+                match bounds.iter_mut().find(|(p, _)| *p == c.part) {
+                    Some((_, b)) => b.push((c.mint, c.maxt)),
+                    None => bounds.push((c.part, vec![(c.mint, c.maxt)])),
+                }
                 let prio = seq * 2 + u64::from(c.ooo);
                 value.clear();
                 keys::put_i64(&mut value, c.maxt);
@@ -1064,6 +1081,9 @@ impl Inner {
                     batch.put(keys::series_key(c.part, r), labels.encode());
                     add_to_lists(postings.entry(c.part).or_default(), r, labels);
                 }
+            }
+            for (part, b) in &bounds {
+                batch.put(keys::bounds_key(*part, r, seq), keys::encode_bounds(b));
             }
             if !new_parts.is_empty() {
                 head::lock(series).persisted_parts.extend(new_parts);
@@ -1085,6 +1105,9 @@ impl Inner {
             }
         }
         for (part, st) in &pstats {
+            if !known_parts.contains(part) {
+                batch.put(keys::sub_prefix(*part, keys::BOUNDED), []);
+            }
             batch.put(
                 keys::stats_key(*part, seq),
                 keys::encode_stats(&[st.samples, st.chunks, st.bytes, st.series]),
@@ -1280,6 +1303,9 @@ impl Inner {
                 }
             }
             if d_samples != 0 || d_series != 0 {
+                // Chunks changed and their bounds did not: readers check the chunks of
+                // this partition until its next compaction writes bounds again.
+                batch.delete(keys::sub_prefix(part, keys::BOUNDED));
                 batch.put(
                     keys::stats_key(part, seq),
                     keys::encode_stats(&[d_samples, d_chunks, d_bytes, d_series]),

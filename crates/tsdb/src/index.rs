@@ -89,6 +89,26 @@ impl<'a> PartitionIndex<'a> {
             .collect())
     }
 
+    /// Every value of label `name`, sorted, from the keys alone (no list is decoded).
+    pub fn label_values(&self, name: &str) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self
+            .snap
+            .prefix(keys::postings_name_prefix(self.part, name))
+        {
+            let (k, _) = item?;
+            let (n, value) = keys::parse_postings_key(&k).ok_or_else(|| bad_key(&k))?;
+            if n != name {
+                return Err(bad_key(&k));
+            }
+            // A value's fragments are adjacent: keep it once.
+            if out.last() != Some(&value) {
+                out.push(value);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every label name of the partition, sorted (skipping the all-series key).
     pub fn label_names(&self) -> Result<Vec<String>> {
         let mut names = Vec::new();

@@ -10,6 +10,8 @@
 //! 'P' part 'x' esc(name) esc(value) seq      -> a postings fragment (sorted refs)
 //! 'P' part 'z' seq                           -> a stats fragment of one flush
 //! 'P' part 't' seq index                     -> a timestamp column of compacted chunks
+//! 'P' part 'b' ref seq                       -> time bounds of the chunks one write added
+//! 'P' part 'B'                               -> mark: every chunk has its bounds ('b')
 //! ```
 //!
 //! `part`, `mint` are i64 stored big-endian with the sign bit flipped (so they sort as
@@ -32,6 +34,10 @@ pub const POSTINGS: u8 = b'x';
 pub const STATS: u8 = b'z';
 /// Partition sub-key: timestamp column shared by compacted chunks.
 pub const COLUMN: u8 = b't';
+/// Partition sub-key: time bounds of the chunks one flush or compaction wrote for a series.
+pub const BOUNDS: u8 = b'b';
+/// Partition sub-key (the whole key): every chunk of the partition is described by bounds.
+pub const BOUNDED: u8 = b'B';
 
 /// Meta key: the next series reference to hand out (u64 LE).
 pub const META_NEXT_REF: &[u8] = b"Mnext_ref";
@@ -43,8 +49,9 @@ pub const META_NEXT_SEQ: &[u8] = b"Mnext_seq";
 pub const META_MAX_TIME: &[u8] = b"Mmax_time";
 /// Meta key: the format version of the key layout (u32 LE).
 pub const META_FORMAT: &[u8] = b"Mformat";
-/// The current key layout version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The current key layout version. Version 2 added chunk bounds ('b', 'B'); a version-1
+/// store opens as is (its partitions have no 'B' mark) and is marked version 2.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// An i64 as 8 bytes that sort like the numbers.
 pub fn put_i64(dst: &mut Vec<u8>, v: i64) {
@@ -145,6 +152,28 @@ pub fn parse_series_key(key: &[u8]) -> Option<SeriesRef> {
         return None;
     }
     get_u64(&key[10..])
+}
+
+/// `'P' part 'b' ref`: the prefix of the bounds fragments of one series.
+pub fn bounds_series_prefix(part: i64, r: SeriesRef) -> Vec<u8> {
+    let mut k = sub_prefix(part, BOUNDS);
+    k.extend_from_slice(&r.to_be_bytes());
+    k
+}
+
+/// The key of the bounds of the chunks that write `seq` added to series `r`.
+pub fn bounds_key(part: i64, r: SeriesRef, seq: u64) -> Vec<u8> {
+    let mut k = bounds_series_prefix(part, r);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Decodes a bounds key's `(ref, seq)`.
+pub fn parse_bounds_key(key: &[u8]) -> Option<(SeriesRef, u64)> {
+    if key.len() != 26 || key[9] != BOUNDS {
+        return None;
+    }
+    Some((get_u64(&key[10..])?, get_u64(&key[18..])?))
 }
 
 /// `'P' part 'x' esc(name)`: the prefix of the postings of every value of a label.
@@ -250,12 +279,56 @@ pub fn decode_postings(src: &[u8]) -> Result<Vec<SeriesRef>, usize> {
     Ok(out)
 }
 
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Encodes chunk bounds `(mint, maxt)` (maxt >= mint): count, then per chunk zig-zag
+/// `mint - previous maxt` (0 before the first) and `maxt - mint`, varints.
+pub fn encode_bounds(bounds: &[(i64, i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + bounds.len() * 6);
+    strata_kv::coding::put_varint64(&mut out, bounds.len() as u64);
+    let mut prev = 0i64;
+    for &(mint, maxt) in bounds {
+        strata_kv::coding::put_varint64(&mut out, zigzag(mint.wrapping_sub(prev)));
+        strata_kv::coding::put_varint64(&mut out, maxt.wrapping_sub(mint) as u64);
+        prev = maxt;
+    }
+    out
+}
+
+/// Whether any chunk of [`encode_bounds`]' `src` overlaps `[mint, maxt]`; `Err(offset)`
+/// where the bytes stop making sense (checked up to the first overlap).
+pub fn bounds_overlap(src: &[u8], mint: i64, maxt: i64) -> Result<bool, usize> {
+    let mut d = strata_kv::coding::Decoder::new(src);
+    let n = d.varint64().ok_or(0usize)?;
+    let mut prev = 0i64;
+    for _ in 0..n {
+        let at = d.position();
+        let cmint = prev.wrapping_add(unzigzag(d.varint64().ok_or(at)?));
+        let span = d.varint64().ok_or(at)?;
+        let cmaxt = cmint.checked_add_unsigned(span).ok_or(at)?;
+        if cmint <= maxt && cmaxt >= mint {
+            return Ok(true);
+        }
+        prev = cmaxt;
+    }
+    if !d.is_empty() {
+        return Err(d.position());
+    }
+    Ok(false)
+}
+
 /// Encodes a stats fragment: zig-zag varints `samples, chunks, chunk_bytes, series`
 /// (deltas; docs/format/tsdb-keys.md).
 pub fn encode_stats(vals: &[i64]) -> Vec<u8> {
     let mut out = Vec::new();
     for &v in vals {
-        strata_kv::coding::put_varint64(&mut out, ((v << 1) ^ (v >> 63)) as u64);
+        strata_kv::coding::put_varint64(&mut out, zigzag(v));
     }
     out
 }
@@ -266,7 +339,7 @@ pub fn decode_stats(src: &[u8]) -> Option<[i64; 4]> {
     let mut out = [0i64; 4];
     for o in &mut out {
         let v = d.varint64()?;
-        *o = ((v >> 1) as i64) ^ -((v & 1) as i64);
+        *o = unzigzag(v);
     }
     d.is_empty().then_some(out)
 }
@@ -306,6 +379,30 @@ mod tests {
         assert!(pk.starts_with(&postings_name_prefix(1, "job")));
         // A value that is a prefix of another never shares its list's prefix.
         assert!(!postings_key(1, "job", "ab", 0).starts_with(&postings_prefix(1, "job", "a")));
+    }
+
+    #[test]
+    fn bounds_answer_overlaps_and_reject_garbage() {
+        let b = [
+            (-50, -10),
+            (100, 200),
+            (i64::MIN, i64::MIN + 1),
+            (300, i64::MAX),
+        ];
+        let enc = encode_bounds(&b);
+        assert_eq!(bounds_overlap(&enc, -9, 99), Ok(false));
+        assert_eq!(bounds_overlap(&enc, 1000, 2000), Ok(true));
+        assert_eq!(bounds_overlap(&enc, i64::MIN, i64::MIN), Ok(true));
+        let enc = encode_bounds(&b[..2]);
+        assert_eq!(bounds_overlap(&enc, -9, 99), Ok(false));
+        assert_eq!(bounds_overlap(&enc, -10, -10), Ok(true));
+        assert_eq!(bounds_overlap(&enc, 200, 250), Ok(true));
+        assert_eq!(bounds_overlap(&enc, 201, 250), Ok(false));
+        assert_eq!(bounds_overlap(&encode_bounds(&[]), 0, 0), Ok(false));
+        assert!(bounds_overlap(&[2, 1], 0, 0).is_err());
+        assert!(bounds_overlap(&[1, 0, 0, 7], 5, 5).is_err());
+        assert_eq!(parse_bounds_key(&bounds_key(-2, 9, 4)), Some((9, 4)));
+        assert!(bounds_key(3, 9, 4).starts_with(&bounds_series_prefix(3, 9)));
     }
 
     #[test]
