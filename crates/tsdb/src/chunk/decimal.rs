@@ -97,6 +97,27 @@ fn put_deltas(out: &mut Vec<u8>, vals: &[i64], dod: bool) {
     }
 }
 
+/// The varint at `buf[*pos..]`, moving `pos` past it: one- and two-byte varints (most of
+/// a chunk's) inline, longer ones by the general reader.
+#[inline(always)]
+fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    match (buf.get(*pos), buf.get(*pos + 1)) {
+        (Some(&b), _) if b < 0x80 => {
+            *pos += 1;
+            Some(u64::from(b))
+        }
+        (Some(&b0), Some(&b1)) if b1 < 0x80 => {
+            *pos += 2;
+            Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+        }
+        _ => {
+            let (v, len) = get_varint64(buf.get(*pos..).unwrap_or_default())?;
+            *pos += len;
+            Some(v)
+        }
+    }
+}
+
 /// Reads `n` delta (or delta-of-delta) coded integers, handing each to `sink` with its
 /// index (no vector of its own: the caller writes them where they belong).
 fn get_deltas(
@@ -114,23 +135,7 @@ fn get_deltas(
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for i in 0..n {
-        let raw = match (buf.get(pos), buf.get(pos + 1)) {
-            (Some(&b), _) if b < 0x80 => {
-                pos += 1;
-                u64::from(b)
-            }
-            (Some(&b0), Some(&b1)) if b1 < 0x80 => {
-                pos += 2;
-                u64::from(b0 & 0x7f) | u64::from(b1) << 7
-            }
-            _ => {
-                let (v, len) =
-                    get_varint64(buf.get(pos..).unwrap_or_default()).ok_or_else(truncated)?;
-                pos += len;
-                v
-            }
-        };
-        let x = unzz(raw);
+        let x = unzz(read_varint(buf, &mut pos).ok_or_else(truncated)?);
         let v = if i == 0 {
             x
         } else {
@@ -310,53 +315,57 @@ fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
     (mode, factor, out)
 }
 
-/// Reads [`value_layout`]'s mantissas back.
-fn get_values(d: &mut Decoder<'_>, n: usize, mode: u8, factor: u64, at: usize) -> Result<Vec<i64>> {
+/// Reads [`value_layout`]'s mantissas back, handing each to `sink` with its index (as
+/// [`get_deltas`]: no vector of its own).
+fn get_values(
+    d: &mut Decoder<'_>,
+    n: usize,
+    mode: u8,
+    factor: u64,
+    at: usize,
+    mut sink: impl FnMut(usize, i64),
+) -> Result<()> {
     let corrupt = |r: &str| ChunkError::corrupt(at, r.to_string());
-    let mut out = Vec::with_capacity(n);
     if n == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let first = unzz(
         d.varint64()
             .ok_or_else(|| corrupt("truncated first value"))?,
     );
-    let mut rest = Vec::with_capacity(n - 1);
-    if mode & FLAG_MASK != 0 {
-        let bits = d
-            .bytes((n - 1).div_ceil(8))
-            .ok_or_else(|| corrupt("truncated zero bitmap"))?;
-        for i in 0..n - 1 {
-            if bits[i / 8] & (1 << (i % 8)) != 0 {
-                let x = d.varint64().ok_or_else(|| corrupt("truncated values"))?;
-                if x == 0 {
+    sink(0, first);
+    let mask = if mode & FLAG_MASK != 0 {
+        Some(
+            d.bytes((n - 1).div_ceil(8))
+                .ok_or_else(|| corrupt("truncated zero bitmap"))?,
+        )
+    } else {
+        None
+    };
+    let dod = mode & MODE_DOD != 0;
+    // The rest of the body, read with the inlined varint reader; `d` moves past what was
+    // read at the end.
+    let buf = d.clone().bytes(d.remaining()).unwrap_or_default();
+    let mut pos = 0;
+    let mut m = first;
+    let mut delta = 0i64;
+    for i in 0..n - 1 {
+        let x = match mask {
+            Some(bits) if bits[i / 8] & (1 << (i % 8)) == 0 => 0,
+            _ => {
+                let x = read_varint(buf, &mut pos).ok_or_else(|| corrupt("truncated values"))?;
+                if mask.is_some() && x == 0 {
                     return Err(corrupt("a zero marked non-zero"));
                 }
-                rest.push(unzz(x));
-            } else {
-                rest.push(0);
+                unzz(x)
             }
-        }
-    } else {
-        for _ in 0..n - 1 {
-            rest.push(unzz(
-                d.varint64().ok_or_else(|| corrupt("truncated values"))?,
-            ));
-        }
-    }
-    let mut m = first;
-    out.push(m);
-    let mut delta = 0i64;
-    for x in rest {
-        delta = if mode & MODE_DOD != 0 {
-            delta.wrapping_add(x)
-        } else {
-            x
         };
+        delta = if dod { delta.wrapping_add(x) } else { x };
         m = m.wrapping_add(delta.wrapping_mul(factor as i64));
-        out.push(m);
+        sink(i + 1, m);
     }
-    Ok(out)
+    d.bytes(pos).ok_or_else(|| corrupt("truncated values"))?;
+    Ok(())
 }
 
 /// Where a [`Encoding::DecimalColumn`] chunk's timestamps are: the column key
@@ -647,7 +656,7 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
                 }
             };
             let mut exi = ex.iter().peekable();
-            let mut put = |i: usize, m: i64| {
+            let put = |i: usize, m: i64| {
                 out[i].1 = match exi.peek() {
                     Some((j, bits)) if *j == i => {
                         exi.next();
@@ -659,12 +668,7 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
             if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
                 get_deltas(&mut d, n, mode == MODE_DOD, at, put)?;
             } else {
-                for (i, m) in get_values(&mut d, n, mode, factor, at)?
-                    .into_iter()
-                    .enumerate()
-                {
-                    put(i, m);
-                }
+                get_values(&mut d, n, mode, factor, at, put)?;
             }
         }
         MODE_RAW => {
