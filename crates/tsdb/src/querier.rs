@@ -479,12 +479,19 @@ fn decode_stored(
         return Err(short_chunk_value(key));
     }
     let in_range = |t: i64| t >= mint && t <= maxt;
-    // Decimal chunks are decoded straight from the value's bytes, no copy of the chunk.
-    let decoded = match (value.get(8), column) {
-        (Some(&b), None) if b == Encoding::Decimal as u8 => Some(decimal::decode(&value[8..])),
-        (Some(&b), Some(ts)) if b == Encoding::DecimalColumn as u8 => {
-            Some(decimal::decode_with_column(&value[8..], ts))
+    if let (Some(&b), Some(ts)) = (value.get(8), column) {
+        if b == Encoding::DecimalColumn as u8 {
+            // A column's timestamps increase (checked when it is decoded): the range's
+            // samples are an index range, and decoding stops at its end.
+            let lo = ts.partition_point(|&t| t < mint);
+            let hi = lo + ts[lo..].partition_point(|&t| t <= maxt);
+            return decimal::decode_with_column_range(&value[8..], ts, lo..hi)
+                .map_err(|e| crate::db::chunk_error(key, r, e));
         }
+    }
+    // Decimal chunks are decoded straight from the value's bytes, no copy of the chunk.
+    let decoded = match value.get(8) {
+        Some(&b) if b == Encoding::Decimal as u8 => Some(decimal::decode(&value[8..])),
         _ => None,
     };
     if let Some(samples) = decoded {

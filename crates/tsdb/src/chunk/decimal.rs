@@ -315,18 +315,21 @@ fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
     (mode, factor, out)
 }
 
-/// Reads [`value_layout`]'s mantissas back, handing each to `sink` with its index (as
-/// [`get_deltas`]: no vector of its own).
+/// Reads the first `upto` of [`value_layout`]'s `n` mantissas back, handing each to `sink`
+/// with its index (as [`get_deltas`]: no vector of its own).
+#[allow(clippy::too_many_arguments)]
 fn get_values(
     d: &mut Decoder<'_>,
     n: usize,
+    upto: usize,
     mode: u8,
     factor: u64,
     at: usize,
     mut sink: impl FnMut(usize, i64),
 ) -> Result<()> {
     let corrupt = |r: &str| ChunkError::corrupt(at, r.to_string());
-    if n == 0 {
+    let upto = upto.min(n);
+    if upto == 0 {
         return Ok(());
     }
     let first = unzz(
@@ -349,7 +352,7 @@ fn get_values(
     let mut pos = 0;
     let mut m = first;
     let mut delta = 0i64;
-    for i in 0..n - 1 {
+    for i in 0..upto - 1 {
         let x = match mask {
             Some(bits) if bits[i / 8] & (1 << (i % 8)) == 0 => 0,
             _ => {
@@ -429,6 +432,13 @@ pub fn decode_column(bytes: &[u8]) -> Result<Vec<i64>> {
         if !d.is_empty() {
             return Err(ChunkError::corrupt(start, "trailing bytes in the column"));
         }
+        // Readers find a query's samples in a column by binary search.
+        if ts.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ChunkError::corrupt(
+                start,
+                "column timestamps do not increase",
+            ));
+        }
         Ok(ts)
     })
 }
@@ -455,6 +465,17 @@ pub fn column_of(bytes: &[u8]) -> Result<ColumnRef> {
 
 /// Decodes a [`Encoding::DecimalColumn`] chunk with its column's timestamps `ts`.
 pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
+    decode_with_column_range(bytes, ts, 0..ts.len())
+}
+
+/// Decodes the samples `keep` (indices into the column `ts`) of a
+/// [`Encoding::DecimalColumn`] chunk. Values are delta coded, so those before `keep` are
+/// decoded too, but none after it (then the rest of the body is not checked either).
+pub fn decode_with_column_range(
+    bytes: &[u8],
+    ts: &[i64],
+    keep: std::ops::Range<usize>,
+) -> Result<Vec<(i64, f64)>> {
     let (n, _, raw_len, start) = column_header(bytes)?;
     if n != ts.len() as u64 {
         return Err(ChunkError::corrupt(
@@ -471,7 +492,7 @@ pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
         ));
     }
     decompressed(bytes, start, raw_len, |body| {
-        decode_body(body, n as usize, Some(ts), start)
+        decode_body(body, n as usize, Some((ts, keep)), start)
     })
 }
 
@@ -594,16 +615,31 @@ fn decompressed<T>(
 }
 
 /// Decodes the decompressed body of a chunk of `n` samples; `times` given means the body
-/// holds none (they are in a column).
-fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Result<Vec<(i64, f64)>> {
+/// holds none (they are in a column of `n`), and only the samples of its index range are
+/// wanted: values are read up to its end, the rest of the body is left unread.
+fn decode_body(
+    body: &[u8],
+    n: usize,
+    times: Option<(&[i64], std::ops::Range<usize>)>,
+    at: usize,
+) -> Result<Vec<(i64, f64)>> {
     let mut d = Decoder::new(body);
     let mode = d
         .u8()
         .ok_or_else(|| ChunkError::corrupt(at, "empty body"))?;
-    let mut out = Vec::with_capacity(n);
+    // Samples `from..upto` are returned; timestamps in the body are all read.
+    let (from, upto) = match &times {
+        Some((_, keep)) => {
+            let upto = keep.end.min(n);
+            (keep.start.min(upto), upto)
+        }
+        None => (0, n),
+    };
+    let mut out = Vec::with_capacity(upto - from);
     let read_times = |d: &mut Decoder<'_>, out: &mut Vec<(i64, f64)>| -> Result<()> {
-        match times {
-            Some(ts) => {
+        match &times {
+            Some((ts, _)) => {
+                let ts = ts.get(from..upto).unwrap_or_default();
                 out.extend(ts.iter().map(|&t| (t, 0.0)));
                 Ok(())
             }
@@ -656,35 +692,42 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
                 }
             };
             let mut exi = ex.iter().peekable();
+            // Called for every index in order (exceptions are consumed in order); writes
+            // those from `from` on.
             let put = |i: usize, m: i64| {
-                out[i].1 = match exi.peek() {
+                let v = match exi.peek() {
                     Some((j, bits)) if *j == i => {
                         exi.next();
                         f64::from_bits(*bits)
                     }
                     _ => from_decimal(m, e),
                 };
+                if let Some(smp) = i.checked_sub(from).and_then(|k| out.get_mut(k)) {
+                    smp.1 = v;
+                }
             };
             if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
-                get_deltas(&mut d, n, mode == MODE_DOD, at, put)?;
+                get_deltas(&mut d, upto, mode == MODE_DOD, at, put)?;
             } else {
-                get_values(&mut d, n, mode, factor, at, put)?;
+                get_values(&mut d, n, upto, mode, factor, at, put)?;
             }
         }
         MODE_RAW => {
             read_times(&mut d, &mut out)?;
             let mut prev = 0u64;
-            for smp in out.iter_mut() {
+            for i in 0..upto {
                 let x = d
                     .fixed64()
                     .ok_or_else(|| ChunkError::corrupt(at, "truncated raw values"))?;
                 prev ^= x;
-                smp.1 = f64::from_bits(prev);
+                if let Some(smp) = i.checked_sub(from).and_then(|k| out.get_mut(k)) {
+                    smp.1 = f64::from_bits(prev);
+                }
             }
         }
         m => return Err(ChunkError::corrupt(at, format!("unknown value mode {m}"))),
     }
-    if !d.is_empty() {
+    if upto == n && !d.is_empty() {
         return Err(ChunkError::corrupt(at, "trailing bytes in the body"));
     }
     Ok(out)
@@ -714,7 +757,11 @@ mod tests {
         let col = ColumnRef { seq: 7, index: 300 };
         let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
         let column = encode_column(&ts, 3).unwrap();
-        assert_eq!(decode_column(&column).unwrap(), ts);
+        if ts.windows(2).all(|w| w[0] < w[1]) {
+            assert_eq!(decode_column(&column).unwrap(), ts);
+        } else {
+            assert!(decode_column(&column).is_err(), "a column must increase");
+        }
         let enc = encode_with_column(samples, col, 3).unwrap();
         assert_eq!(column_of(&enc).unwrap(), col);
         assert_eq!(num_samples(&enc).unwrap(), samples.len());
@@ -728,6 +775,21 @@ mod tests {
                 decode_with_column(&enc, &ts[1..]).is_err(),
                 "a column of another length"
             );
+        }
+        // Every sub-range decodes to the same samples as the whole.
+        let n = samples.len();
+        for lo in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+            for hi in [lo, lo + 1, (lo + n) / 2, n.saturating_sub(1), n, n + 5] {
+                if lo > hi || lo > n {
+                    continue;
+                }
+                let part = decode_with_column_range(&enc, &ts, lo..hi).unwrap();
+                let want = &dec[lo..hi.min(n)];
+                assert_eq!(part.len(), want.len(), "{lo}..{hi} of {n}");
+                for (a, b) in part.iter().zip(want) {
+                    assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "{lo}..{hi}");
+                }
+            }
         }
     }
 
