@@ -353,7 +353,7 @@ mod tests {
         assert!(ra.series.len() * ra.ends.len() >= PARALLEL_WINDOWS);
         let f = |s: &MatrixSeries, r: std::ops::Range<usize>, i: usize| {
             let w = &s.samples[r];
-            (w.len() > 1 && i % 5 != 0).then(|| w[w.len() - 1].v - w[0].v + i as f64)
+            (w.len() > 1 && !i.is_multiple_of(5)).then(|| w[w.len() - 1].v - w[0].v + i as f64)
         };
         let one = over_window_ranges(&mut ev, &ra, true, |_, _, s, r, i| f(s, r, i)).unwrap();
         let many =

@@ -65,6 +65,7 @@ fn resets_of(samples: &[Sample], out: &mut Vec<usize>) {
 /// before each reset (`resets` as [`resets_of`] the whole series). The same additions in
 /// the same order as Prometheus' loop over the window, which compares the first sample with
 /// zero, but only over the resets instead of every sample.
+#[inline]
 fn raw_change(
     samples: &[Sample],
     r: std::ops::Range<usize>,
@@ -76,6 +77,9 @@ fn raw_change(
     if counter {
         if first.v < 0.0 {
             result += 0.0;
+        }
+        if resets.is_empty() {
+            return result;
         }
         let from = resets.partition_point(|&j| j <= r.start);
         for &j in resets[from..].iter().take_while(|&&j| j < r.end) {
