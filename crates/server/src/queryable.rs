@@ -41,10 +41,10 @@ impl Queryable for TsdbQueryable<'_> {
         maxt: i64,
     ) -> strata_promql::Result<Vec<Series>> {
         let ms = convert_matchers(matchers)?;
-        let got = self.db.querier(mint, maxt).select(&ms).map_err(storage)?;
-        Ok(got
-            .into_iter()
-            .map(|s| Series {
+        // Converted on the threads that decode the chunks.
+        self.db
+            .querier(mint, maxt)
+            .select_map(&ms, |s| Series {
                 labels: PLabels::from_pairs(
                     s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
                 ),
@@ -54,7 +54,7 @@ impl Queryable for TsdbQueryable<'_> {
                     .map(|(t, v)| Sample { t, v })
                     .collect(),
             })
-            .collect())
+            .map_err(storage)
     }
 
     fn label_names(&self) -> strata_promql::Result<Vec<String>> {

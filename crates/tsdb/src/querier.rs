@@ -69,16 +69,27 @@ impl Querier {
     /// on this thread, then chunks are decoded and merged per label set, on several threads
     /// when there is much to decode.
     pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>> {
-        self.select_sharing_above(matchers, PARALLEL_DECODE_BYTES)
+        self.select_sharing_above(matchers, PARALLEL_DECODE_BYTES, &|s| s)
     }
 
-    /// [`Querier::select`], decoding on several threads once `parallel_bytes` of chunks
-    /// are read.
-    fn select_sharing_above(
+    /// [`Querier::select`] with `f` applied to each series on the thread that decoded it
+    /// (a caller's conversion to its own types then shares the decoding threads).
+    pub fn select_map<T: Send>(
+        &self,
+        matchers: &[Matcher],
+        f: impl Fn(Series) -> T + Sync,
+    ) -> Result<Vec<T>> {
+        self.select_sharing_above(matchers, PARALLEL_DECODE_BYTES, &f)
+    }
+
+    /// [`Querier::select_map`], decoding on several threads once `parallel_bytes` of
+    /// chunks are read.
+    fn select_sharing_above<T: Send>(
         &self,
         matchers: &[Matcher],
         parallel_bytes: usize,
-    ) -> Result<Vec<Series>> {
+        f: &(impl Fn(Series) -> T + Sync),
+    ) -> Result<Vec<T>> {
         let (mint, maxt) = (self.mint, self.maxt);
         if mint > maxt {
             return Ok(Vec::new());
@@ -163,7 +174,7 @@ impl Querier {
             1
         };
         if threads <= 1 {
-            return finish_series(groups, mint, maxt);
+            return finish_series(groups, mint, maxt, f);
         }
         // Contiguous shares of the label-ordered groups, so the output stays sorted.
         let per = groups.len().div_ceil(threads);
@@ -176,10 +187,10 @@ impl Querier {
             }
             shares.push(share);
         }
-        let results: Vec<Result<Vec<Series>>> = std::thread::scope(|scope| {
+        let results: Vec<Result<Vec<T>>> = std::thread::scope(|scope| {
             let handles: Vec<_> = shares
                 .into_iter()
-                .map(|share| scope.spawn(move || finish_series(share, mint, maxt)))
+                .map(|share| scope.spawn(move || finish_series(share, mint, maxt, f)))
                 .collect();
             handles
                 .into_iter()
@@ -536,9 +547,14 @@ enum Source {
     },
 }
 
-/// Decodes and merges the sources of each label set; label sets left without samples in
-/// `[mint, maxt]` are dropped.
-fn finish_series(groups: Vec<(Labels, Vec<Source>)>, mint: i64, maxt: i64) -> Result<Vec<Series>> {
+/// Decodes and merges the sources of each label set and applies `f`; label sets left
+/// without samples in `[mint, maxt]` are dropped.
+fn finish_series<T>(
+    groups: Vec<(Labels, Vec<Source>)>,
+    mint: i64,
+    maxt: i64,
+    f: &impl Fn(Series) -> T,
+) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(groups.len());
     for (labels, sources) in groups {
         let mut ranked: Vec<Ranked> = Vec::with_capacity(sources.len());
@@ -559,7 +575,7 @@ fn finish_series(groups: Vec<(Labels, Vec<Source>)>, mint: i64, maxt: i64) -> Re
         }
         let samples = merge_ranked(ranked);
         if !samples.is_empty() {
-            out.push(Series { labels, samples });
+            out.push(f(Series { labels, samples }));
         }
     }
     Ok(out)
@@ -578,12 +594,19 @@ fn decode_stored(
         return Err(short_chunk_value(key));
     }
     let in_range = |t: i64| t >= mint && t <= maxt;
-    // Decimal chunks are decoded straight from the value's bytes, no copy of the chunk.
-    let decoded = match (value.get(8), column) {
-        (Some(&b), None) if b == Encoding::Decimal as u8 => Some(decimal::decode(&value[8..])),
-        (Some(&b), Some(ts)) if b == Encoding::DecimalColumn as u8 => {
-            Some(decimal::decode_with_column(&value[8..], ts))
+    if let (Some(&b), Some(ts)) = (value.get(8), column) {
+        if b == Encoding::DecimalColumn as u8 {
+            // A column's timestamps increase (checked when it is decoded): the range's
+            // samples are an index range, and decoding stops at its end.
+            let lo = ts.partition_point(|&t| t < mint);
+            let hi = lo + ts[lo..].partition_point(|&t| t <= maxt);
+            return decimal::decode_with_column_range(&value[8..], ts, lo..hi)
+                .map_err(|e| crate::db::chunk_error(key, r, e));
         }
+    }
+    // Decimal chunks are decoded straight from the value's bytes, no copy of the chunk.
+    let decoded = match value.get(8) {
+        Some(&b) if b == Encoding::Decimal as u8 => Some(decimal::decode(&value[8..])),
         _ => None,
     };
     if let Some(samples) = decoded {
@@ -748,8 +771,8 @@ mod tests {
         let ms = [Matcher::equal("__name__", "m")];
         for (mint, maxt) in [(0, t), (1_000_000, 9_000_000), (4_400_000, 4_600_000)] {
             let q = db.querier(mint, maxt);
-            let one = q.select_sharing_above(&ms, usize::MAX).unwrap();
-            let many = q.select_sharing_above(&ms, 0).unwrap();
+            let one = q.select_sharing_above(&ms, usize::MAX, &|s| s).unwrap();
+            let many = q.select_sharing_above(&ms, 0, &|s| s).unwrap();
             assert_eq!(one, many);
             assert!(!one.is_empty());
             assert!(one.windows(2).all(|w| w[0].labels < w[1].labels));

@@ -34,6 +34,26 @@ pub struct Evaluator<'a> {
     pub invalid_utf8: HashMap<String, Vec<u8>>,
 }
 
+/// A query's deadline and cancellation, checkable from any thread.
+#[derive(Debug, Clone)]
+pub(crate) struct Checker {
+    deadline: Instant,
+    cancel: CancelHandle,
+}
+
+impl Checker {
+    /// Fails if the query ran out of time or was cancelled.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.cancel.is_canceled() {
+            return Err(Error::Canceled);
+        }
+        if Instant::now() > self.deadline {
+            return Err(Error::Timeout);
+        }
+        Ok(())
+    }
+}
+
 /// Milliseconds of a `SystemTime` (negative before the epoch).
 fn system_time_ms(t: &SystemTime) -> i64 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
@@ -100,13 +120,15 @@ impl<'a> Evaluator<'a> {
 
     /// Fails if the query ran out of time or was cancelled.
     pub fn check(&self) -> Result<()> {
-        if self.cancel.is_canceled() {
-            return Err(Error::Canceled);
+        self.checker().check()
+    }
+
+    /// The query's deadline and cancellation, for worker threads.
+    pub(crate) fn checker(&self) -> Checker {
+        Checker {
+            deadline: self.deadline,
+            cancel: self.cancel.clone(),
         }
-        if Instant::now() > self.deadline {
-            return Err(Error::Timeout);
-        }
-        Ok(())
     }
 
     /// Accounts `n` more samples held; fails past the limit.
@@ -439,9 +461,14 @@ impl<'a> Evaluator<'a> {
         let series = self
             .select(vs, mint - range + 1, maxt)?
             .into_iter()
-            .map(|s| MatrixSeries {
-                labels: s.labels,
-                samples: s.samples.into_iter().filter(|x| !is_stale(x.v)).collect(),
+            .map(|s| {
+                // In place: most series hold no stale marker, and this costs no copy.
+                let mut samples = s.samples;
+                samples.retain(|x| !is_stale(x.v));
+                MatrixSeries {
+                    labels: s.labels,
+                    samples,
+                }
             })
             .collect();
         Ok(RangeArg {

@@ -146,6 +146,7 @@ pub(crate) struct WindowCursor {
 
 impl WindowCursor {
     /// The index range of the samples of `samples` (sorted by time) in `(end - range, end]`.
+    #[inline]
     pub(crate) fn window(
         &mut self,
         samples: &[Sample],
@@ -157,23 +158,26 @@ impl WindowCursor {
         }
         self.end = Some(end);
         let start = end.saturating_sub(range);
-        self.lo = forward(samples, self.lo, |t| t <= start);
-        self.hi = forward(samples, self.hi.max(self.lo), |t| t <= end);
+        self.lo = forward(samples, self.lo, start);
+        self.hi = forward(samples, self.hi.max(self.lo), end);
         self.lo..self.hi
     }
 }
 
-/// The first index at or after `from` whose sample does not satisfy `before` (which holds
-/// for a prefix of `samples`): a few steps linearly, then by binary search.
-fn forward(samples: &[Sample], mut from: usize, before: impl Fn(i64) -> bool) -> usize {
-    for _ in 0..8 {
-        match samples.get(from) {
-            Some(x) if before(x.t) => from += 1,
-            _ => return from,
+/// The first index at or after `from` whose sample is after `t` (`samples` sorted by
+/// time): a few steps linearly, then by binary search.
+#[inline(always)]
+fn forward(samples: &[Sample], from: usize, t: i64) -> usize {
+    let rest = samples.get(from..).unwrap_or_default();
+    for (k, x) in rest.iter().take(8).enumerate() {
+        if x.t > t {
+            return from + k;
         }
     }
-    let rest = samples.get(from..).unwrap_or_default();
-    from + rest.partition_point(|x| before(x.t))
+    if rest.len() <= 8 {
+        return samples.len();
+    }
+    from + 8 + rest[8..].partition_point(|x| x.t <= t)
 }
 
 /// An intermediate value over all steps.

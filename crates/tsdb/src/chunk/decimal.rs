@@ -97,6 +97,27 @@ fn put_deltas(out: &mut Vec<u8>, vals: &[i64], dod: bool) {
     }
 }
 
+/// The varint at `buf[*pos..]`, moving `pos` past it: one- and two-byte varints (most of
+/// a chunk's) inline, longer ones by the general reader.
+#[inline(always)]
+fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    match (buf.get(*pos), buf.get(*pos + 1)) {
+        (Some(&b), _) if b < 0x80 => {
+            *pos += 1;
+            Some(u64::from(b))
+        }
+        (Some(&b0), Some(&b1)) if b1 < 0x80 => {
+            *pos += 2;
+            Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+        }
+        _ => {
+            let (v, len) = get_varint64(buf.get(*pos..).unwrap_or_default())?;
+            *pos += len;
+            Some(v)
+        }
+    }
+}
+
 /// Reads `n` delta (or delta-of-delta) coded integers, handing each to `sink` with its
 /// index (no vector of its own: the caller writes them where they belong).
 fn get_deltas(
@@ -114,23 +135,7 @@ fn get_deltas(
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for i in 0..n {
-        let raw = match (buf.get(pos), buf.get(pos + 1)) {
-            (Some(&b), _) if b < 0x80 => {
-                pos += 1;
-                u64::from(b)
-            }
-            (Some(&b0), Some(&b1)) if b1 < 0x80 => {
-                pos += 2;
-                u64::from(b0 & 0x7f) | u64::from(b1) << 7
-            }
-            _ => {
-                let (v, len) =
-                    get_varint64(buf.get(pos..).unwrap_or_default()).ok_or_else(truncated)?;
-                pos += len;
-                v
-            }
-        };
-        let x = unzz(raw);
+        let x = unzz(read_varint(buf, &mut pos).ok_or_else(truncated)?);
         let v = if i == 0 {
             x
         } else {
@@ -310,53 +315,60 @@ fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
     (mode, factor, out)
 }
 
-/// Reads [`value_layout`]'s mantissas back.
-fn get_values(d: &mut Decoder<'_>, n: usize, mode: u8, factor: u64, at: usize) -> Result<Vec<i64>> {
+/// Reads the first `upto` of [`value_layout`]'s `n` mantissas back, handing each to `sink`
+/// with its index (as [`get_deltas`]: no vector of its own).
+#[allow(clippy::too_many_arguments)]
+fn get_values(
+    d: &mut Decoder<'_>,
+    n: usize,
+    upto: usize,
+    mode: u8,
+    factor: u64,
+    at: usize,
+    mut sink: impl FnMut(usize, i64),
+) -> Result<()> {
     let corrupt = |r: &str| ChunkError::corrupt(at, r.to_string());
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return Ok(out);
+    let upto = upto.min(n);
+    if upto == 0 {
+        return Ok(());
     }
     let first = unzz(
         d.varint64()
             .ok_or_else(|| corrupt("truncated first value"))?,
     );
-    let mut rest = Vec::with_capacity(n - 1);
-    if mode & FLAG_MASK != 0 {
-        let bits = d
-            .bytes((n - 1).div_ceil(8))
-            .ok_or_else(|| corrupt("truncated zero bitmap"))?;
-        for i in 0..n - 1 {
-            if bits[i / 8] & (1 << (i % 8)) != 0 {
-                let x = d.varint64().ok_or_else(|| corrupt("truncated values"))?;
-                if x == 0 {
+    sink(0, first);
+    let mask = if mode & FLAG_MASK != 0 {
+        Some(
+            d.bytes((n - 1).div_ceil(8))
+                .ok_or_else(|| corrupt("truncated zero bitmap"))?,
+        )
+    } else {
+        None
+    };
+    let dod = mode & MODE_DOD != 0;
+    // The rest of the body, read with the inlined varint reader; `d` moves past what was
+    // read at the end.
+    let buf = d.clone().bytes(d.remaining()).unwrap_or_default();
+    let mut pos = 0;
+    let mut m = first;
+    let mut delta = 0i64;
+    for i in 0..upto - 1 {
+        let x = match mask {
+            Some(bits) if bits[i / 8] & (1 << (i % 8)) == 0 => 0,
+            _ => {
+                let x = read_varint(buf, &mut pos).ok_or_else(|| corrupt("truncated values"))?;
+                if mask.is_some() && x == 0 {
                     return Err(corrupt("a zero marked non-zero"));
                 }
-                rest.push(unzz(x));
-            } else {
-                rest.push(0);
+                unzz(x)
             }
-        }
-    } else {
-        for _ in 0..n - 1 {
-            rest.push(unzz(
-                d.varint64().ok_or_else(|| corrupt("truncated values"))?,
-            ));
-        }
-    }
-    let mut m = first;
-    out.push(m);
-    let mut delta = 0i64;
-    for x in rest {
-        delta = if mode & MODE_DOD != 0 {
-            delta.wrapping_add(x)
-        } else {
-            x
         };
+        delta = if dod { delta.wrapping_add(x) } else { x };
         m = m.wrapping_add(delta.wrapping_mul(factor as i64));
-        out.push(m);
+        sink(i + 1, m);
     }
-    Ok(out)
+    d.bytes(pos).ok_or_else(|| corrupt("truncated values"))?;
+    Ok(())
 }
 
 /// Where a [`Encoding::DecimalColumn`] chunk's timestamps are: the column key
@@ -420,6 +432,13 @@ pub fn decode_column(bytes: &[u8]) -> Result<Vec<i64>> {
         if !d.is_empty() {
             return Err(ChunkError::corrupt(start, "trailing bytes in the column"));
         }
+        // Readers find a query's samples in a column by binary search.
+        if ts.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ChunkError::corrupt(
+                start,
+                "column timestamps do not increase",
+            ));
+        }
         Ok(ts)
     })
 }
@@ -446,6 +465,17 @@ pub fn column_of(bytes: &[u8]) -> Result<ColumnRef> {
 
 /// Decodes a [`Encoding::DecimalColumn`] chunk with its column's timestamps `ts`.
 pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
+    decode_with_column_range(bytes, ts, 0..ts.len())
+}
+
+/// Decodes the samples `keep` (indices into the column `ts`) of a
+/// [`Encoding::DecimalColumn`] chunk. Values are delta coded, so those before `keep` are
+/// decoded too, but none after it (then the rest of the body is not checked either).
+pub fn decode_with_column_range(
+    bytes: &[u8],
+    ts: &[i64],
+    keep: std::ops::Range<usize>,
+) -> Result<Vec<(i64, f64)>> {
     let (n, _, raw_len, start) = column_header(bytes)?;
     if n != ts.len() as u64 {
         return Err(ChunkError::corrupt(
@@ -462,7 +492,7 @@ pub fn decode_with_column(bytes: &[u8], ts: &[i64]) -> Result<Vec<(i64, f64)>> {
         ));
     }
     decompressed(bytes, start, raw_len, |body| {
-        decode_body(body, n as usize, Some(ts), start)
+        decode_body(body, n as usize, Some((ts, keep)), start)
     })
 }
 
@@ -585,16 +615,31 @@ fn decompressed<T>(
 }
 
 /// Decodes the decompressed body of a chunk of `n` samples; `times` given means the body
-/// holds none (they are in a column).
-fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Result<Vec<(i64, f64)>> {
+/// holds none (they are in a column of `n`), and only the samples of its index range are
+/// wanted: values are read up to its end, the rest of the body is left unread.
+fn decode_body(
+    body: &[u8],
+    n: usize,
+    times: Option<(&[i64], std::ops::Range<usize>)>,
+    at: usize,
+) -> Result<Vec<(i64, f64)>> {
     let mut d = Decoder::new(body);
     let mode = d
         .u8()
         .ok_or_else(|| ChunkError::corrupt(at, "empty body"))?;
-    let mut out = Vec::with_capacity(n);
+    // Samples `from..upto` are returned; timestamps in the body are all read.
+    let (from, upto) = match &times {
+        Some((_, keep)) => {
+            let upto = keep.end.min(n);
+            (keep.start.min(upto), upto)
+        }
+        None => (0, n),
+    };
+    let mut out = Vec::with_capacity(upto - from);
     let read_times = |d: &mut Decoder<'_>, out: &mut Vec<(i64, f64)>| -> Result<()> {
-        match times {
-            Some(ts) => {
+        match &times {
+            Some((ts, _)) => {
+                let ts = ts.get(from..upto).unwrap_or_default();
                 out.extend(ts.iter().map(|&t| (t, 0.0)));
                 Ok(())
             }
@@ -647,40 +692,42 @@ fn decode_body(body: &[u8], n: usize, times: Option<&[i64]>, at: usize) -> Resul
                 }
             };
             let mut exi = ex.iter().peekable();
-            let mut put = |i: usize, m: i64| {
-                out[i].1 = match exi.peek() {
+            // Called for every index in order (exceptions are consumed in order); writes
+            // those from `from` on.
+            let put = |i: usize, m: i64| {
+                let v = match exi.peek() {
                     Some((j, bits)) if *j == i => {
                         exi.next();
                         f64::from_bits(*bits)
                     }
                     _ => from_decimal(m, e),
                 };
+                if let Some(smp) = i.checked_sub(from).and_then(|k| out.get_mut(k)) {
+                    smp.1 = v;
+                }
             };
             if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
-                get_deltas(&mut d, n, mode == MODE_DOD, at, put)?;
+                get_deltas(&mut d, upto, mode == MODE_DOD, at, put)?;
             } else {
-                for (i, m) in get_values(&mut d, n, mode, factor, at)?
-                    .into_iter()
-                    .enumerate()
-                {
-                    put(i, m);
-                }
+                get_values(&mut d, n, upto, mode, factor, at, put)?;
             }
         }
         MODE_RAW => {
             read_times(&mut d, &mut out)?;
             let mut prev = 0u64;
-            for smp in out.iter_mut() {
+            for i in 0..upto {
                 let x = d
                     .fixed64()
                     .ok_or_else(|| ChunkError::corrupt(at, "truncated raw values"))?;
                 prev ^= x;
-                smp.1 = f64::from_bits(prev);
+                if let Some(smp) = i.checked_sub(from).and_then(|k| out.get_mut(k)) {
+                    smp.1 = f64::from_bits(prev);
+                }
             }
         }
         m => return Err(ChunkError::corrupt(at, format!("unknown value mode {m}"))),
     }
-    if !d.is_empty() {
+    if upto == n && !d.is_empty() {
         return Err(ChunkError::corrupt(at, "trailing bytes in the body"));
     }
     Ok(out)
@@ -710,7 +757,11 @@ mod tests {
         let col = ColumnRef { seq: 7, index: 300 };
         let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
         let column = encode_column(&ts, 3).unwrap();
-        assert_eq!(decode_column(&column).unwrap(), ts);
+        if ts.windows(2).all(|w| w[0] < w[1]) {
+            assert_eq!(decode_column(&column).unwrap(), ts);
+        } else {
+            assert!(decode_column(&column).is_err(), "a column must increase");
+        }
         let enc = encode_with_column(samples, col, 3).unwrap();
         assert_eq!(column_of(&enc).unwrap(), col);
         assert_eq!(num_samples(&enc).unwrap(), samples.len());
@@ -724,6 +775,21 @@ mod tests {
                 decode_with_column(&enc, &ts[1..]).is_err(),
                 "a column of another length"
             );
+        }
+        // Every sub-range decodes to the same samples as the whole.
+        let n = samples.len();
+        for lo in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+            for hi in [lo, lo + 1, (lo + n) / 2, n.saturating_sub(1), n, n + 5] {
+                if lo > hi || lo > n {
+                    continue;
+                }
+                let part = decode_with_column_range(&enc, &ts, lo..hi).unwrap();
+                let want = &dec[lo..hi.min(n)];
+                assert_eq!(part.len(), want.len(), "{lo}..{hi} of {n}");
+                for (a, b) in part.iter().zip(want) {
+                    assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "{lo}..{hi}");
+                }
+            }
         }
     }
 

@@ -88,6 +88,106 @@ pub(crate) fn over_window_ranges(
     Ok(out)
 }
 
+/// Windows (series × steps) of a range vector above which a function's evaluation is
+/// shared between threads (below, starting threads costs more than it saves).
+const PARALLEL_WINDOWS: usize = 32 * 1024;
+
+/// Threads that share one large evaluation: the machine's cores, at most 8.
+fn eval_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}
+
+/// [`over_window_ranges`] for functions that need nothing of the evaluator, on several
+/// threads when there are many windows (see [`par_over_series`]). `prepare` runs once per
+/// series (e.g. to find its counter resets) and `f` gets its result with every non-empty
+/// window.
+pub(crate) fn par_over_window_ranges<S>(
+    ev: &mut Evaluator<'_>,
+    ra: RangeArg,
+    drop_name: bool,
+    prepare: impl Fn(&MatrixSeries) -> S + Sync,
+    f: impl Fn(&S, &MatrixSeries, std::ops::Range<usize>, usize) -> Option<f64> + Sync,
+) -> Result<Vec<StepSeries>> {
+    let (ends, range) = (ra.ends.clone(), ra.range);
+    par_over_series(ev, ra, drop_name, |s, vals| {
+        let st = prepare(s);
+        let mut any = false;
+        let mut cursor = WindowCursor::default();
+        for (i, (slot, &end)) in vals.iter_mut().zip(&ends).enumerate() {
+            let r = cursor.window(&s.samples, end, range);
+            if r.is_empty() {
+                continue;
+            }
+            *slot = f(&st, s, r, i);
+            any |= slot.is_some();
+        }
+        any
+    })
+}
+
+/// Evaluates a range vector series by series, on several threads when there are many
+/// windows: `fill(series, vals)` writes the value of each step (`vals` starts all `None`)
+/// and says whether it wrote any. Consumes `ra`: the labels move into the result instead
+/// of being copied. The result is in series order, series without a value left out.
+pub(crate) fn par_over_series(
+    ev: &mut Evaluator<'_>,
+    mut ra: RangeArg,
+    drop_name: bool,
+    fill: impl Fn(&MatrixSeries, &mut [Option<f64>]) -> bool + Sync,
+) -> Result<Vec<StepSeries>> {
+    let checker = ev.checker();
+    let n = ra.ends.len();
+    let run = |share: &mut [MatrixSeries]| -> Result<Vec<StepSeries>> {
+        let mut out = Vec::with_capacity(share.len());
+        for (k, s) in share.iter_mut().enumerate() {
+            if k % 64 == 0 {
+                checker.check()?;
+            }
+            let mut vals = vec![None; n];
+            if fill(s, &mut vals) {
+                out.push(StepSeries {
+                    labels: std::mem::take(&mut s.labels),
+                    drop_name,
+                    vals,
+                });
+            }
+        }
+        Ok(out)
+    };
+    let windows = ra.series.len().saturating_mul(n);
+    let threads = if windows >= PARALLEL_WINDOWS {
+        eval_threads().min(ra.series.len())
+    } else {
+        1
+    };
+    if threads <= 1 {
+        return run(&mut ra.series);
+    }
+    // Contiguous shares, so the output keeps the series' order.
+    let per = ra.series.len().div_ceil(threads);
+    let results: Vec<Result<Vec<StepSeries>>> = std::thread::scope(|scope| {
+        let run = &run;
+        let handles: Vec<_> = ra
+            .series
+            .chunks_mut(per)
+            .map(|share| scope.spawn(move || run(share)))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a worker is re-raised here, as if it had happened on this thread.
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
 /// Maps each value of an instant vector, dropping `__name__`.
 pub(crate) fn map_values(mut v: Vec<StepSeries>, f: impl Fn(f64, usize) -> f64) -> Vec<StepSeries> {
     for s in &mut v {
@@ -202,5 +302,63 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<EvalValue> {
             histogram::call(ev, c, grid).map(EvalValue::Vector)
         }
         _ => eval_err(format!("function {name:?} is not supported yet")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineOptions;
+    use crate::queryable::MemStore;
+
+    /// Series with counter resets, gaps and a stale-free mix of sample spacings.
+    fn range_arg(series: usize, steps: usize) -> RangeArg {
+        let series = (0..series)
+            .map(|k| MatrixSeries {
+                labels: Labels::from_pairs([("k", format!("{k:04}"))]),
+                samples: (0..steps as i64 * 4)
+                    .filter(|i| (i + k as i64) % 11 != 0)
+                    .map(|i| Sample {
+                        t: i * 15_000 + (k as i64 % 7) * 1000,
+                        v: ((i * (k as i64 + 1)) % 97) as f64 * 0.5,
+                    })
+                    .collect(),
+            })
+            .collect();
+        RangeArg {
+            series,
+            ends: (0..steps as i64).map(|i| i * 60_000).collect(),
+            range: 300_000,
+        }
+    }
+
+    #[test]
+    fn shared_between_threads_gives_what_one_thread_gives() {
+        let store = MemStore::new();
+        let opts = EngineOptions::default();
+        let grid = Grid {
+            start: 0,
+            end: 0,
+            step: 1,
+        };
+        let mut ev = Evaluator::new(
+            &store,
+            &opts,
+            grid,
+            std::time::Instant::now() + std::time::Duration::from_secs(60),
+            Default::default(),
+        );
+        // Far above the threshold, so the work is shared.
+        let ra = range_arg(300, 200);
+        assert!(ra.series.len() * ra.ends.len() >= PARALLEL_WINDOWS);
+        let f = |s: &MatrixSeries, r: std::ops::Range<usize>, i: usize| {
+            let w = &s.samples[r];
+            (w.len() > 1 && !i.is_multiple_of(5)).then(|| w[w.len() - 1].v - w[0].v + i as f64)
+        };
+        let one = over_window_ranges(&mut ev, &ra, true, |_, _, s, r, i| f(s, r, i)).unwrap();
+        let many =
+            par_over_window_ranges(&mut ev, ra, true, |_| (), |_, s, r, i| f(s, r, i)).unwrap();
+        assert!(one.len() > 250);
+        assert_eq!(one, many);
     }
 }

@@ -3,10 +3,11 @@
 
 use promql_parser::parser::Call;
 
-use super::{arg, over_window_ranges, over_windows};
+use super::{arg, par_over_series, par_over_window_ranges};
 use crate::engine::aggregate::kahan_inc;
 use crate::engine::eval::Evaluator;
 use crate::engine::{Grid, StepSeries};
+use crate::engine::{RangeArg, WindowCursor};
 use crate::error::Result;
 use crate::labels::Labels;
 use crate::value::Sample;
@@ -64,6 +65,7 @@ fn resets_of(samples: &[Sample], out: &mut Vec<usize>) {
 /// before each reset (`resets` as [`resets_of`] the whole series). The same additions in
 /// the same order as Prometheus' loop over the window, which compares the first sample with
 /// zero, but only over the resets instead of every sample.
+#[inline]
 fn raw_change(
     samples: &[Sample],
     r: std::ops::Range<usize>,
@@ -75,6 +77,9 @@ fn raw_change(
     if counter {
         if first.v < 0.0 {
             result += 0.0;
+        }
+        if resets.is_empty() {
+            return result;
         }
         let from = resets.partition_point(|&j| j <= r.start);
         for &j in resets[from..].iter().take_while(|&&j| j < r.end) {
@@ -129,6 +134,16 @@ fn non_counter_info(ev: &mut Evaluator<'_>, l: &Labels) {
     }
 }
 
+/// [`par_over_window_ranges`] with a function of the window's samples and the step, dropping
+/// `__name__`.
+fn par_windows(
+    ev: &mut Evaluator<'_>,
+    ra: RangeArg,
+    f: impl Fn(&[Sample], usize) -> Option<f64> + Sync,
+) -> Result<Vec<StepSeries>> {
+    par_over_window_ranges(ev, ra, true, |_| (), |_, s, r, i| f(&s.samples[r], i))
+}
+
 /// Evaluates `c` if it is one of this module's functions.
 pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<StepSeries>>> {
     let name = c.func.name;
@@ -145,27 +160,31 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
         "rate" | "increase" | "delta" => {
             let counter = name != "delta";
             let is_rate = name == "rate";
-            let mut resets = Vec::new();
-            let mut resets_for = usize::MAX;
-            let out = over_window_ranges(ev, &ra, true, |_, k, s, r, i| {
-                if r.len() < 2 {
-                    return None;
-                }
-                if counter && resets_for != k {
+            let out = par_over_series(ev, ra, true, |s, vals| {
+                let mut resets = Vec::new();
+                if counter {
                     resets_of(&s.samples, &mut resets);
-                    resets_for = k;
                 }
-                let result = raw_change(&s.samples, r.clone(), counter, &resets);
-                let w = &s.samples[r];
-                extrapolated(
-                    w,
-                    result,
-                    ends[i] - range,
-                    ends[i],
-                    range_s,
-                    counter,
-                    is_rate,
-                )
+                let mut any = false;
+                let mut cursor = WindowCursor::default();
+                for (slot, &end) in vals.iter_mut().zip(&ends) {
+                    let r = cursor.window(&s.samples, end, range);
+                    if r.len() < 2 {
+                        continue;
+                    }
+                    let result = raw_change(&s.samples, r.clone(), counter, &resets);
+                    *slot = extrapolated(
+                        &s.samples[r],
+                        result,
+                        end - range,
+                        end,
+                        range_s,
+                        counter,
+                        is_rate,
+                    );
+                    any |= slot.is_some();
+                }
+                any
             })?;
             // Prometheus only remarks on series that produced a result.
             if counter {
@@ -175,7 +194,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
             }
             out
         }
-        "irate" | "idelta" => over_windows(ev, &ra, true, |_, _, w, _| {
+        "irate" | "idelta" => par_windows(ev, ra, |w, _| {
             if w.len() < 2 {
                 return None;
             }
@@ -194,7 +213,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
             }
             Some(d / dt)
         })?,
-        "deriv" => over_windows(ev, &ra, true, |_, _, w, _| {
+        "deriv" => par_windows(ev, ra, |w, _| {
             if w.len() < 2 {
                 return None;
             }
@@ -202,7 +221,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
         })?,
         "predict_linear" => {
             let secs = ev.eval_scalar(arg(c, 1)?, grid)?;
-            over_windows(ev, &ra, true, |_, _, w, i| {
+            par_windows(ev, ra, |w, i| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -210,10 +229,10 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
                 Some(slope * secs[i] + icpt)
             })?
         }
-        "resets" => over_windows(ev, &ra, true, |_, _, w, _| {
+        "resets" => par_windows(ev, ra, |w, _| {
             Some(w.windows(2).filter(|p| p[1].v < p[0].v).count() as f64)
         })?,
-        _ => over_windows(ev, &ra, true, |_, _, w, _| {
+        _ => par_windows(ev, ra, |w, _| {
             Some(
                 w.windows(2)
                     .filter(|p| !(p[1].v == p[0].v || (p[1].v.is_nan() && p[0].v.is_nan())))
