@@ -135,7 +135,7 @@ impl Querier {
         let mut it = Cursor::new(&snap, 0);
         let mut columns = Columns::new(&snap);
         for part in self.inner.partitions_overlapping(mint, maxt) {
-            for (r, labels) in selected(&snap, part, matchers)? {
+            for (r, labels) in selected(&snap, &self.inner.head, part, matchers)? {
                 let mut sources = Vec::new();
                 for_each_chunk(&mut it, part, r, maxt, |key, value| {
                     let (_, _, rank) = parse_chunk(key)?;
@@ -413,10 +413,12 @@ impl Found {
 }
 
 /// The series of partition `part` selected by `matchers`, with their labels (deleted ones
-/// left out). The labels are read through one cursor moving forward over the partition's
+/// left out). A series still in the head takes its labels from there (refs are never
+/// reused); the others are read through one cursor moving forward over the partition's
 /// series keys (refs come sorted), not one lookup each.
 fn selected(
     snap: &strata_kv::Snapshot,
+    head: &head::Head,
     part: i64,
     matchers: &[Matcher],
 ) -> Result<Vec<(crate::postings::SeriesRef, Labels)>> {
@@ -426,6 +428,10 @@ fn selected(
     let mut out = Vec::with_capacity(refs.len());
     let mut it = Cursor::new(snap, LABEL_STEPS);
     for r in refs {
+        if let Some(s) = head.get(r) {
+            out.push((r, s.labels.clone()));
+            continue;
+        }
         let key = keys::series_key(part, r);
         it.seek(&key)?;
         if !it.it.valid() || it.it.key() != key.as_slice() {
