@@ -204,6 +204,18 @@ for name, _, _ in queries:
     for k, label in ((0, "median"), (1, "p99")):
         v = [lat[p][name][k] * 1000 for p in peers]
         print(f"{(name + ' ' + label + ' ms'):28} {v[0]:>14.2f} {v[1]:>16.2f} {v[2]:>14.2f} {ratio(v[0], v[1]):>7} {ratio(v[0], v[2]):>7}")
+# VictoriaMetrics answers repeated range queries from its rollup result cache (and Strata from
+# its own, unless --query-cache-bytes 0): the same queries again with nocache=1, for both.
+print()
+print("the queries again with each engine's result cache bypassed (nocache=1):")
+for name, path, params in queries:
+    if path not in ("/api/v1/query_range", "/api/v1/query"):
+        continue
+    v = []
+    for p in ("strata", "victoriametrics"):
+        times = sorted(get(p, path, dict(params, nocache=1))[0] for _ in range(runs))
+        v.append(times[len(times) // 2] * 1000)
+    print(f"{(name + ' median ms'):28} {v[0]:>14.2f} {v[1]:>16.2f} {'':>14} {ratio(v[0], v[1]):>7}")
 print()
 bad = 0
 for name, _, _ in queries:
