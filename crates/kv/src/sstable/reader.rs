@@ -562,7 +562,10 @@ impl TableIterator {
         let block = self
             .table
             .read_data_block_ahead(handle, cache_use, &mut self.readahead)?;
-        self.data_iter = Some(BlockIter::new(block));
+        match &mut self.data_iter {
+            Some(it) => it.reset(block),
+            None => self.data_iter = Some(BlockIter::new(block)),
+        }
         self.data_handle = Some(handle);
         Ok(())
     }
