@@ -71,6 +71,13 @@ impl InternalIterator for Source {
     fn value(&self) -> &[u8] {
         on_source!(self, it => it.value())
     }
+    #[inline]
+    fn prepare_value(&mut self) -> Result<()> {
+        match self {
+            Source::Mem(_) => Ok(()),
+            Source::Level(it) => it.prepare_value(),
+        }
+    }
 }
 
 /// A cursor over user keys and values at a fixed sequence number, in either direction.

@@ -22,8 +22,15 @@ pub trait InternalIterator: Send {
     fn prev(&mut self) -> Result<()>;
     /// The current internal key.
     fn key(&self) -> &[u8];
-    /// The current value.
+    /// The current value. REQUIRES: [`InternalIterator::prepare_value`] since the last move.
     fn value(&self) -> &[u8];
+    /// Makes the current entry's value readable. A cursor may be positioned lazily: a
+    /// level cursor sought to before its table's first key knows that key from the
+    /// manifest and reads no block until its value is wanted (a merge asks only the
+    /// cursor on top; the others never pay for a block). Default: nothing to do.
+    fn prepare_value(&mut self) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl<I: InternalIterator + ?Sized> InternalIterator for Box<I> {
@@ -55,6 +62,9 @@ impl<I: InternalIterator + ?Sized> InternalIterator for Box<I> {
     #[inline]
     fn value(&self) -> &[u8] {
         (**self).value()
+    }
+    fn prepare_value(&mut self) -> Result<()> {
+        (**self).prepare_value()
     }
 }
 

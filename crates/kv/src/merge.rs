@@ -93,6 +93,16 @@ impl<I: InternalIterator> MergingIterator<I> {
     fn current(&self) -> usize {
         self.heap[0]
     }
+
+    /// The top child's value is the merge's: make it readable (see
+    /// [`InternalIterator::prepare_value`]); the other children stay lazy.
+    #[inline]
+    fn prepare_top(&mut self) -> Result<()> {
+        match self.heap.first() {
+            Some(&top) => self.children[top].prepare_value(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
@@ -105,7 +115,7 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             c.seek_to_first()?;
         }
         self.rebuild(Direction::Forward);
-        Ok(())
+        self.prepare_top()
     }
 
     fn seek_to_last(&mut self) -> Result<()> {
@@ -113,7 +123,7 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             c.seek_to_last()?;
         }
         self.rebuild(Direction::Reverse);
-        Ok(())
+        self.prepare_top()
     }
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
@@ -121,7 +131,7 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             c.seek(target)?;
         }
         self.rebuild(Direction::Forward);
-        Ok(())
+        self.prepare_top()
     }
 
     fn next(&mut self) -> Result<()> {
@@ -140,10 +150,14 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             }
             self.children[cur].next()?;
             self.rebuild(Direction::Forward);
-            return Ok(());
+            return self.prepare_top();
         }
         self.children[cur].next()?;
         self.fix_top();
+        // A child that just moved is settled; only a new top may be lazy.
+        if self.heap.first().is_some_and(|&top| top != cur) {
+            self.prepare_top()?;
+        }
         Ok(())
     }
 
@@ -165,10 +179,13 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             }
             self.children[cur].prev()?;
             self.rebuild(Direction::Reverse);
-            return Ok(());
+            return self.prepare_top();
         }
         self.children[cur].prev()?;
         self.fix_top();
+        if self.heap.first().is_some_and(|&top| top != cur) {
+            self.prepare_top()?;
+        }
         Ok(())
     }
 

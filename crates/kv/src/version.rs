@@ -334,6 +334,14 @@ pub struct LevelIterator {
     index: usize,
     current: Option<TableIterator>,
     fill_cache: bool,
+    /// Whether a seek before a table's first key may leave the cursor [`pending`]
+    /// (readers' cursors, which a merge prepares; see [`InternalIterator::prepare_value`]).
+    ///
+    /// [`pending`]: LevelIterator::pending
+    lazy: bool,
+    /// Positioned at the first entry of table `index`, which is its manifest's smallest
+    /// key, without having opened the table or read a block.
+    pending: bool,
 }
 
 impl LevelIterator {
@@ -344,6 +352,8 @@ impl LevelIterator {
             index: 0,
             current: None,
             fill_cache,
+            lazy: false,
+            pending: false,
         }
     }
 
@@ -359,6 +369,8 @@ impl LevelIterator {
             index: 0,
             current: None,
             fill_cache: true,
+            lazy: true,
+            pending: false,
         }
     }
 
@@ -366,6 +378,7 @@ impl LevelIterator {
     fn open(&mut self, index: usize) -> Result<Option<&mut TableIterator>> {
         self.index = index;
         self.current = None;
+        self.pending = false;
         if let Some(t) = self.files.get().get(index) {
             let table: Arc<Table> = t.table()?;
             let mut it = table.iter();
@@ -386,6 +399,41 @@ impl LevelIterator {
         Ok(())
     }
 
+    /// Leaves the pending state: opens table `index` and positions at its first entry,
+    /// which must be the smallest key the manifest recorded for it.
+    #[inline]
+    fn settle(&mut self) -> Result<()> {
+        if self.pending {
+            self.settle_pending()
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline(never)]
+    fn settle_pending(&mut self) -> Result<()> {
+        let index = self.index;
+        let Some(it) = self.open(index)? else {
+            return Ok(());
+        };
+        it.seek_to_first()?;
+        let expected = self.files.get().get(index).map(|t| &t.meta.smallest[..]);
+        let found = self.current.as_ref().filter(|c| c.valid()).map(|c| c.key());
+        if found != expected {
+            let name = self
+                .current
+                .as_ref()
+                .map_or_else(String::new, |c| c.table().file_name().to_string());
+            self.current = None;
+            return Err(crate::Error::corruption(
+                name,
+                0,
+                "first key differs from the smallest key in the manifest",
+            ));
+        }
+        Ok(())
+    }
+
     fn skip_backward(&mut self) -> Result<()> {
         while self.current.as_ref().is_some_and(|c| !c.valid()) {
             if self.index == 0 {
@@ -401,8 +449,9 @@ impl LevelIterator {
 }
 
 impl InternalIterator for LevelIterator {
+    #[inline]
     fn valid(&self) -> bool {
-        self.current.as_ref().is_some_and(|c| c.valid())
+        self.pending || self.current.as_ref().is_some_and(|c| c.valid())
     }
     fn seek_to_first(&mut self) -> Result<()> {
         if let Some(it) = self.open(0)? {
@@ -417,36 +466,65 @@ impl InternalIterator for LevelIterator {
             }
         } else {
             self.current = None;
+            self.pending = false;
         }
         self.skip_backward()
     }
     fn seek(&mut self, target: &[u8]) -> Result<()> {
-        let i = self
-            .files
-            .get()
-            .partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
+        let files = self.files.get();
+        let i = files.partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
+        if self.lazy
+            && files
+                .get(i)
+                .is_some_and(|t| compare_internal(target, &t.meta.smallest) != Ordering::Greater)
+        {
+            // Every entry of table i is >= target: the answer is its first key, known
+            // without a read (settled when the value or a step is wanted).
+            self.index = i;
+            self.current = None;
+            self.pending = true;
+            return Ok(());
+        }
         match self.open(i)? {
             Some(it) => it.seek(target)?,
             None => return Ok(()),
         }
         self.skip_forward()
     }
+    #[inline]
     fn next(&mut self) -> Result<()> {
+        self.settle()?;
         if let Some(c) = self.current.as_mut() {
             c.next()?;
+            if c.valid() {
+                return Ok(());
+            }
         }
         self.skip_forward()
     }
     fn prev(&mut self) -> Result<()> {
+        self.settle()?;
         if let Some(c) = self.current.as_mut() {
             c.prev()?;
         }
         self.skip_backward()
     }
+    #[inline]
     fn key(&self) -> &[u8] {
+        if self.pending {
+            return self
+                .files
+                .get()
+                .get(self.index)
+                .map_or(&[], |t| &t.meta.smallest[..]);
+        }
         self.current.as_ref().map_or(&[], |c| c.key())
     }
     fn value(&self) -> &[u8] {
         self.current.as_ref().map_or(&[], |c| c.value())
+    }
+    #[inline]
+    fn prepare_value(&mut self) -> Result<()> {
+        self.settle()
     }
 }

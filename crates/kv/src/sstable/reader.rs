@@ -653,14 +653,18 @@ impl InternalIterator for TableIterator {
         })
     }
 
+    #[inline]
     fn next(&mut self) -> Result<()> {
-        if !self.valid() {
+        let Some(d) = self.data_iter.as_mut().filter(|d| d.valid()) else {
+            return Ok(());
+        };
+        let r = d.next();
+        // Within a block (all but the last entry of each): done, no block change.
+        if r.is_ok() && d.valid() {
             return Ok(());
         }
         self.guard(|s| {
-            if let Some(d) = &mut s.data_iter {
-                d.next()?;
-            }
+            r?;
             s.skip_empty_forward()
         })
     }
