@@ -210,7 +210,8 @@ impl DbIterator {
             loop {
                 self.merged.prev()?;
                 if !self.merged.valid()
-                    || compare_bytes(user_key(self.merged.key()), self.key.as_slice()) == Ordering::Less
+                    || compare_bytes(user_key(self.merged.key()), self.key.as_slice())
+                        == Ordering::Less
                 {
                     break;
                 }
@@ -239,7 +240,8 @@ impl DbIterator {
             let ikey = self.merged.key();
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
             let hidden = p.seq > self.seq
-                || (skipping && compare_bytes(p.user_key, self.key.as_slice()) != Ordering::Greater);
+                || (skipping
+                    && compare_bytes(p.user_key, self.key.as_slice()) != Ordering::Greater);
             if !hidden {
                 let kind = self.effective_kind(p.user_key, p.seq, p.kind);
                 self.key.set(p.user_key);

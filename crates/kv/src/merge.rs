@@ -98,10 +98,15 @@ impl<I: InternalIterator> MergingIterator<I> {
     /// [`InternalIterator::prepare_value`]); the other children stay lazy.
     #[inline]
     fn prepare_top(&mut self) -> Result<()> {
-        match self.heap.first() {
-            Some(&top) => self.children[top].prepare_value(),
-            None => Ok(()),
+        let Some(&top) = self.heap.first() else {
+            return Ok(());
+        };
+        let r = self.children[top].prepare_value();
+        if r.is_err() {
+            // Invalid after an error, as every cursor.
+            self.heap.clear();
         }
+        r
     }
 }
 
