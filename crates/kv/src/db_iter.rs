@@ -63,7 +63,7 @@ impl InternalIterator for Source {
     fn prev(&mut self) -> Result<()> {
         on_source!(self, it => it.prev())
     }
-    #[inline]
+    #[inline(always)]
     fn key(&self) -> &[u8] {
         on_source!(self, it => it.key())
     }

@@ -101,7 +101,7 @@ impl std::fmt::Debug for KeyBuf {
 
 impl KeyBuf {
     /// The key.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn as_slice(&self) -> &[u8] {
         if self.len <= KEY_INLINE {
             &self.inline[..self.len]

@@ -48,21 +48,37 @@ impl<I: InternalIterator> MergingIterator<I> {
 
     fn sift_down(&mut self, mut i: usize) {
         let n = self.heap.len();
+        let Some(&moving) = self.heap.get(i) else {
+            return;
+        };
+        // The sinking child's key is fetched once, not at every comparison.
+        let key = self.children[moving].key();
         loop {
             let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut best = i;
-            if l < n && self.before(self.heap[l], self.heap[best]) {
-                best = l;
+            if l >= n {
+                break;
             }
-            if r < n && self.before(self.heap[r], self.heap[best]) {
-                best = r;
+            // The child of `i` that comes first.
+            let mut c = l;
+            if r < n && self.before(self.heap[r], self.heap[l]) {
+                c = r;
             }
-            if best == i {
-                return;
+            let ck = self.children[self.heap[c]].key();
+            let ord = compare_internal(ck, key);
+            let first = match (ord, self.direction) {
+                (Ordering::Equal, _) => self.heap[c] < moving,
+                (Ordering::Less, Direction::Forward) | (Ordering::Greater, Direction::Reverse) => {
+                    true
+                }
+                _ => false,
+            };
+            if !first {
+                break;
             }
-            self.heap.swap(i, best);
-            i = best;
+            self.heap[i] = self.heap[c];
+            i = c;
         }
+        self.heap[i] = moving;
     }
 
     fn rebuild(&mut self, direction: Direction) {

@@ -510,7 +510,7 @@ impl InternalIterator for LevelIterator {
         }
         self.skip_backward()
     }
-    #[inline]
+    #[inline(always)]
     fn key(&self) -> &[u8] {
         if self.pending {
             return self

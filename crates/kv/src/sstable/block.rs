@@ -569,6 +569,7 @@ impl InternalIterator for BlockIter {
         self.guarded(r)
     }
 
+    #[inline(always)]
     fn key(&self) -> &[u8] {
         self.key.as_slice()
     }

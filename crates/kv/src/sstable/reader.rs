@@ -681,6 +681,7 @@ impl InternalIterator for TableIterator {
         })
     }
 
+    #[inline(always)]
     fn key(&self) -> &[u8] {
         self.data_iter.as_ref().map_or(&[], |d| d.key())
     }
