@@ -29,8 +29,8 @@ impl<I: InternalIterator> MergingIterator<I> {
     /// Merges `children` (newest source first).
     pub fn new(children: Vec<I>) -> Self {
         MergingIterator {
+            heap: Vec::with_capacity(children.len()),
             children,
-            heap: Vec::new(),
             direction: Direction::Forward,
         }
     }
@@ -83,9 +83,13 @@ impl<I: InternalIterator> MergingIterator<I> {
 
     fn rebuild(&mut self, direction: Direction) {
         self.direction = direction;
-        self.heap = (0..self.children.len())
-            .filter(|&i| self.children[i].valid())
-            .collect();
+        // Refilled in place: a seek allocates nothing once the heap has grown.
+        self.heap.clear();
+        for i in 0..self.children.len() {
+            if self.children[i].valid() {
+                self.heap.push(i);
+            }
+        }
         for i in (0..self.heap.len() / 2).rev() {
             self.sift_down(i);
         }
