@@ -4,7 +4,7 @@
 
 use crate::db::SuperVersion;
 use crate::error::Result;
-use crate::iterator::InternalIterator;
+use crate::iterator::{InternalIterator, KeyBuf};
 use crate::key::{compare_bytes, parse_internal_key, seek_key, user_key, ValueKind};
 use crate::memtable::MemtableIterator;
 use crate::merge::MergingIterator;
@@ -63,13 +63,20 @@ impl InternalIterator for Source {
     fn prev(&mut self) -> Result<()> {
         on_source!(self, it => it.prev())
     }
-    #[inline]
+    #[inline(always)]
     fn key(&self) -> &[u8] {
         on_source!(self, it => it.key())
     }
     #[inline]
     fn value(&self) -> &[u8] {
         on_source!(self, it => it.value())
+    }
+    #[inline]
+    fn prepare_value(&mut self) -> Result<()> {
+        match self {
+            Source::Mem(_) => Ok(()),
+            Source::Level(it) => it.prepare_value(),
+        }
     }
 }
 
@@ -87,7 +94,7 @@ pub struct DbIterator {
     direction: Direction,
     valid: bool,
     /// The current user key (a copy: forward, the next step compares against it).
-    key: Vec<u8>,
+    key: KeyBuf,
     /// The current value, going backward only (the merged cursor has moved past its
     /// entry); going forward the value is read in place from the merged cursor.
     value: Vec<u8>,
@@ -110,7 +117,7 @@ impl DbIterator {
             seq,
             direction: Direction::Forward,
             valid: false,
-            key: Vec::new(),
+            key: KeyBuf::default(),
             value: Vec::new(),
         }
     }
@@ -124,7 +131,7 @@ impl DbIterator {
     /// The current key. REQUIRES: `valid()`.
     #[inline]
     pub fn key(&self) -> &[u8] {
-        &self.key
+        self.key.as_slice()
     }
 
     /// The current value. REQUIRES: `valid()`.
@@ -203,7 +210,8 @@ impl DbIterator {
             loop {
                 self.merged.prev()?;
                 if !self.merged.valid()
-                    || compare_bytes(user_key(self.merged.key()), &self.key) == Ordering::Less
+                    || compare_bytes(user_key(self.merged.key()), self.key.as_slice())
+                        == Ordering::Less
                 {
                     break;
                 }
@@ -232,11 +240,11 @@ impl DbIterator {
             let ikey = self.merged.key();
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
             let hidden = p.seq > self.seq
-                || (skipping && compare_bytes(p.user_key, &self.key) != Ordering::Greater);
+                || (skipping
+                    && compare_bytes(p.user_key, self.key.as_slice()) != Ordering::Greater);
             if !hidden {
                 let kind = self.effective_kind(p.user_key, p.seq, p.kind);
-                self.key.clear();
-                self.key.extend_from_slice(p.user_key);
+                self.key.set(p.user_key);
                 match kind {
                     // Hide the older versions of the deleted key too.
                     ValueKind::Deletion => skipping = true,
@@ -260,14 +268,13 @@ impl DbIterator {
             let ikey = self.merged.key();
             let p = parse_internal_key(ikey).ok_or_else(|| corrupt_key(ikey))?;
             if p.seq <= self.seq {
-                if have_value && compare_bytes(p.user_key, &self.key) == Ordering::Less {
+                if have_value && compare_bytes(p.user_key, self.key.as_slice()) == Ordering::Less {
                     break;
                 }
                 match self.effective_kind(p.user_key, p.seq, p.kind) {
                     ValueKind::Deletion => have_value = false,
                     ValueKind::Value => {
-                        self.key.clear();
-                        self.key.extend_from_slice(p.user_key);
+                        self.key.set(p.user_key);
                         self.value.clear();
                         self.value.extend_from_slice(self.merged.value());
                         have_value = true;

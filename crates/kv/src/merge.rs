@@ -29,8 +29,8 @@ impl<I: InternalIterator> MergingIterator<I> {
     /// Merges `children` (newest source first).
     pub fn new(children: Vec<I>) -> Self {
         MergingIterator {
+            heap: Vec::with_capacity(children.len()),
             children,
-            heap: Vec::new(),
             direction: Direction::Forward,
         }
     }
@@ -48,28 +48,48 @@ impl<I: InternalIterator> MergingIterator<I> {
 
     fn sift_down(&mut self, mut i: usize) {
         let n = self.heap.len();
+        let Some(&moving) = self.heap.get(i) else {
+            return;
+        };
+        // The sinking child's key is fetched once, not at every comparison.
+        let key = self.children[moving].key();
         loop {
             let (l, r) = (2 * i + 1, 2 * i + 2);
-            let mut best = i;
-            if l < n && self.before(self.heap[l], self.heap[best]) {
-                best = l;
+            if l >= n {
+                break;
             }
-            if r < n && self.before(self.heap[r], self.heap[best]) {
-                best = r;
+            // The child of `i` that comes first.
+            let mut c = l;
+            if r < n && self.before(self.heap[r], self.heap[l]) {
+                c = r;
             }
-            if best == i {
-                return;
+            let ck = self.children[self.heap[c]].key();
+            let ord = compare_internal(ck, key);
+            let first = match (ord, self.direction) {
+                (Ordering::Equal, _) => self.heap[c] < moving,
+                (Ordering::Less, Direction::Forward) | (Ordering::Greater, Direction::Reverse) => {
+                    true
+                }
+                _ => false,
+            };
+            if !first {
+                break;
             }
-            self.heap.swap(i, best);
-            i = best;
+            self.heap[i] = self.heap[c];
+            i = c;
         }
+        self.heap[i] = moving;
     }
 
     fn rebuild(&mut self, direction: Direction) {
         self.direction = direction;
-        self.heap = (0..self.children.len())
-            .filter(|&i| self.children[i].valid())
-            .collect();
+        // Refilled in place: a seek allocates nothing once the heap has grown.
+        self.heap.clear();
+        for i in 0..self.children.len() {
+            if self.children[i].valid() {
+                self.heap.push(i);
+            }
+        }
         for i in (0..self.heap.len() / 2).rev() {
             self.sift_down(i);
         }
@@ -93,6 +113,21 @@ impl<I: InternalIterator> MergingIterator<I> {
     fn current(&self) -> usize {
         self.heap[0]
     }
+
+    /// The top child's value is the merge's: make it readable (see
+    /// [`InternalIterator::prepare_value`]); the other children stay lazy.
+    #[inline]
+    fn prepare_top(&mut self) -> Result<()> {
+        let Some(&top) = self.heap.first() else {
+            return Ok(());
+        };
+        let r = self.children[top].prepare_value();
+        if r.is_err() {
+            // Invalid after an error, as every cursor.
+            self.heap.clear();
+        }
+        r
+    }
 }
 
 impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
@@ -105,7 +140,7 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             c.seek_to_first()?;
         }
         self.rebuild(Direction::Forward);
-        Ok(())
+        self.prepare_top()
     }
 
     fn seek_to_last(&mut self) -> Result<()> {
@@ -113,7 +148,7 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             c.seek_to_last()?;
         }
         self.rebuild(Direction::Reverse);
-        Ok(())
+        self.prepare_top()
     }
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
@@ -121,7 +156,7 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             c.seek(target)?;
         }
         self.rebuild(Direction::Forward);
-        Ok(())
+        self.prepare_top()
     }
 
     fn next(&mut self) -> Result<()> {
@@ -140,10 +175,14 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             }
             self.children[cur].next()?;
             self.rebuild(Direction::Forward);
-            return Ok(());
+            return self.prepare_top();
         }
         self.children[cur].next()?;
         self.fix_top();
+        // A child that just moved is settled; only a new top may be lazy.
+        if self.heap.first().is_some_and(|&top| top != cur) {
+            self.prepare_top()?;
+        }
         Ok(())
     }
 
@@ -165,10 +204,13 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
             }
             self.children[cur].prev()?;
             self.rebuild(Direction::Reverse);
-            return Ok(());
+            return self.prepare_top();
         }
         self.children[cur].prev()?;
         self.fix_top();
+        if self.heap.first().is_some_and(|&top| top != cur) {
+            self.prepare_top()?;
+        }
         Ok(())
     }
 

@@ -334,6 +334,14 @@ pub struct LevelIterator {
     index: usize,
     current: Option<TableIterator>,
     fill_cache: bool,
+    /// Whether a seek before a table's first key may leave the cursor [`pending`]
+    /// (readers' cursors, which a merge prepares; see [`InternalIterator::prepare_value`]).
+    ///
+    /// [`pending`]: LevelIterator::pending
+    lazy: bool,
+    /// Positioned at the first entry of table `index`, which is its manifest's smallest
+    /// key, without having opened the table or read a block.
+    pending: bool,
 }
 
 impl LevelIterator {
@@ -344,6 +352,8 @@ impl LevelIterator {
             index: 0,
             current: None,
             fill_cache,
+            lazy: false,
+            pending: false,
         }
     }
 
@@ -359,6 +369,8 @@ impl LevelIterator {
             index: 0,
             current: None,
             fill_cache: true,
+            lazy: true,
+            pending: false,
         }
     }
 
@@ -366,6 +378,7 @@ impl LevelIterator {
     fn open(&mut self, index: usize) -> Result<Option<&mut TableIterator>> {
         self.index = index;
         self.current = None;
+        self.pending = false;
         if let Some(t) = self.files.get().get(index) {
             let table: Arc<Table> = t.table()?;
             let mut it = table.iter();
@@ -386,6 +399,41 @@ impl LevelIterator {
         Ok(())
     }
 
+    /// Leaves the pending state: opens table `index` and positions at its first entry,
+    /// which must be the smallest key the manifest recorded for it.
+    #[inline]
+    fn settle(&mut self) -> Result<()> {
+        if self.pending {
+            self.settle_pending()
+        } else {
+            Ok(())
+        }
+    }
+
+    #[inline(never)]
+    fn settle_pending(&mut self) -> Result<()> {
+        let index = self.index;
+        let Some(it) = self.open(index)? else {
+            return Ok(());
+        };
+        it.seek_to_first()?;
+        let expected = self.files.get().get(index).map(|t| &t.meta.smallest[..]);
+        let found = self.current.as_ref().filter(|c| c.valid()).map(|c| c.key());
+        if found != expected {
+            let name = self
+                .current
+                .as_ref()
+                .map_or_else(String::new, |c| c.table().file_name().to_string());
+            self.current = None;
+            return Err(crate::Error::corruption(
+                name,
+                0,
+                "first key differs from the smallest key in the manifest",
+            ));
+        }
+        Ok(())
+    }
+
     fn skip_backward(&mut self) -> Result<()> {
         while self.current.as_ref().is_some_and(|c| !c.valid()) {
             if self.index == 0 {
@@ -401,8 +449,9 @@ impl LevelIterator {
 }
 
 impl InternalIterator for LevelIterator {
+    #[inline]
     fn valid(&self) -> bool {
-        self.current.as_ref().is_some_and(|c| c.valid())
+        self.pending || self.current.as_ref().is_some_and(|c| c.valid())
     }
     fn seek_to_first(&mut self) -> Result<()> {
         if let Some(it) = self.open(0)? {
@@ -417,36 +466,211 @@ impl InternalIterator for LevelIterator {
             }
         } else {
             self.current = None;
+            self.pending = false;
         }
         self.skip_backward()
     }
     fn seek(&mut self, target: &[u8]) -> Result<()> {
-        let i = self
-            .files
-            .get()
-            .partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
+        let files = self.files.get();
+        let i =
+            files.partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
+        if self.lazy
+            && files
+                .get(i)
+                .is_some_and(|t| compare_internal(target, &t.meta.smallest) != Ordering::Greater)
+        {
+            // Every entry of table i is >= target: the answer is its first key, known
+            // without a read (settled when the value or a step is wanted).
+            self.index = i;
+            self.current = None;
+            self.pending = true;
+            return Ok(());
+        }
         match self.open(i)? {
             Some(it) => it.seek(target)?,
             None => return Ok(()),
         }
         self.skip_forward()
     }
+    #[inline]
     fn next(&mut self) -> Result<()> {
+        self.settle()?;
         if let Some(c) = self.current.as_mut() {
             c.next()?;
+            if c.valid() {
+                return Ok(());
+            }
         }
         self.skip_forward()
     }
     fn prev(&mut self) -> Result<()> {
+        self.settle()?;
         if let Some(c) = self.current.as_mut() {
             c.prev()?;
         }
         self.skip_backward()
     }
+    #[inline(always)]
     fn key(&self) -> &[u8] {
+        if self.pending {
+            return self
+                .files
+                .get()
+                .get(self.index)
+                .map_or(&[], |t| &t.meta.smallest[..]);
+        }
         self.current.as_ref().map_or(&[], |c| c.key())
     }
     fn value(&self) -> &[u8] {
         self.current.as_ref().map_or(&[], |c| c.value())
+    }
+    #[inline]
+    fn prepare_value(&mut self) -> Result<()> {
+        self.settle()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::cache::BlockCache;
+    use crate::filename::table_path;
+    use crate::fs::MemFs;
+    use crate::key::{internal_key, seek_key, ValueKind};
+    use crate::merge::MergingIterator;
+    use crate::options::TableOptions;
+    use crate::sstable::TableBuilder;
+    use std::path::Path;
+
+    /// Table `number` holding keys `k{i}` for `i` in `keys` (value `v{i}`), and its handle.
+    fn table(
+        fs: &MemFs,
+        tc: &Arc<TableCache>,
+        number: u64,
+        keys: std::ops::Range<u32>,
+    ) -> Arc<TableHandle> {
+        let path = table_path(Path::new("/db"), number);
+        let mut b = TableBuilder::new(
+            fs.create(&path).unwrap(),
+            path.display().to_string(),
+            &TableOptions::default(),
+        );
+        for i in keys {
+            b.add(
+                &internal_key(format!("k{i:05}").as_bytes(), 1, ValueKind::Value),
+                format!("v{i}").as_bytes(),
+            )
+            .unwrap();
+        }
+        let meta = FileMeta::from_properties(number, b.finish().unwrap());
+        Arc::new(TableHandle::new(
+            meta,
+            tc.clone(),
+            Arc::new(fs.clone()),
+            path,
+        ))
+    }
+
+    fn lazy(files: Vec<Arc<TableHandle>>) -> LevelIterator {
+        let mut it = LevelIterator::new(files, true);
+        it.lazy = true;
+        it
+    }
+
+    fn cache(fs: &MemFs) -> Arc<TableCache> {
+        Arc::new(TableCache::new(
+            Arc::new(fs.clone()),
+            "/db".into(),
+            100,
+            Some(Arc::new(BlockCache::new(1 << 20))),
+        ))
+    }
+
+    fn uk(it: &impl InternalIterator) -> String {
+        String::from_utf8(crate::key::user_key(it.key()).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn lazy_seek_reads_nothing_until_the_merge_needs_the_value() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        // Two "L0 tables" (one level cursor each, newest first) and a level of two tables.
+        let l0a = table(&fs, &tc, 1, 3000..4000);
+        let l0b = table(&fs, &tc, 2, 2000..3000);
+        let deep = vec![table(&fs, &tc, 3, 0..1000), table(&fs, &tc, 4, 1000..2000)];
+        let tables = [l0a.clone(), l0b.clone(), deep[0].clone(), deep[1].clone()];
+        let mut m = MergingIterator::new(vec![lazy(vec![l0a]), lazy(vec![l0b]), lazy(deep)]);
+        let read = || {
+            tables
+                .iter()
+                .map(|t| t.table().unwrap().bytes_read())
+                .collect::<Vec<_>>()
+        };
+        let opened = read();
+        for (target, expect) in [
+            (1500, 1500),
+            (0u32, 0u32),
+            (999, 999),
+            (1000, 1000),
+            (2000, 2000),
+            (2999, 2999),
+            (3000, 3000),
+        ] {
+            m.seek(&seek_key(format!("k{target:05}").as_bytes(), 5))
+                .unwrap();
+            assert_eq!(uk(&m), format!("k{expect:05}"));
+            assert_eq!(m.value(), format!("v{expect}").as_bytes());
+            // Forward and back across table and cursor boundaries.
+            for i in expect + 1..(expect + 3).min(4000) {
+                m.next().unwrap();
+                assert_eq!(
+                    (uk(&m), m.value()),
+                    (format!("k{i:05}"), format!("v{i}").as_bytes())
+                );
+            }
+            m.seek(&seek_key(format!("k{target:05}").as_bytes(), 5))
+                .unwrap();
+            for i in (expect.saturating_sub(2)..expect).rev() {
+                m.prev().unwrap();
+                assert_eq!(
+                    (uk(&m), m.value()),
+                    (format!("k{i:05}"), format!("v{i}").as_bytes())
+                );
+            }
+        }
+        // A seek into the deep level leaves both L0 cursors lazy: one block lookup, not 3.
+        let lookups = || {
+            let s = tc.block_cache().unwrap().stats();
+            s.hits + s.misses
+        };
+        let before = lookups();
+        m.seek(&seek_key(b"k00500", 5)).unwrap();
+        assert_eq!(m.value(), b"v500");
+        assert_eq!(lookups() - before, 1);
+        assert!(read().iter().zip(&opened).all(|(a, o)| a >= o));
+        m.seek(&seek_key(b"k09999", 5)).unwrap();
+        assert!(!m.valid());
+    }
+
+    #[test]
+    fn lazy_key_that_differs_from_the_table_is_corruption() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let t = table(&fs, &tc, 1, 10..20);
+        let mut meta = t.meta.clone();
+        // The manifest claims a smaller first key than the table holds.
+        meta.smallest = internal_key(b"k00005", 1, ValueKind::Value);
+        let lying = Arc::new(TableHandle::new(
+            meta,
+            tc.clone(),
+            Arc::new(fs.clone()),
+            table_path(Path::new("/db"), 1),
+        ));
+        let mut m = MergingIterator::new(vec![lazy(vec![lying])]);
+        let e = m.seek(&seek_key(b"k00001", 5)).unwrap_err();
+        assert!(e.is_corruption(), "{e:?}");
+        assert!(e.to_string().contains("000001.sst"), "{e}");
+        assert!(!m.valid());
     }
 }

@@ -13,7 +13,7 @@
 
 use crate::coding::{get_fixed32, put_fixed32, put_varint32, Decoder};
 use crate::error::{Error, Result};
-use crate::iterator::InternalIterator;
+use crate::iterator::{InternalIterator, KeyBuf};
 use crate::key::compare_internal;
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -307,7 +307,7 @@ pub struct BlockIter {
     next_offset: usize,
     /// Index of the restart point at or before `current`.
     restart_index: usize,
-    key: Vec<u8>,
+    key: KeyBuf,
     value_start: usize,
     value_len: usize,
     /// Going backward: the entries of the current restart interval before the current
@@ -339,12 +339,20 @@ impl BlockIter {
             current: end,
             next_offset: end,
             restart_index: 0,
-            key: Vec::new(),
+            key: KeyBuf::default(),
             value_start: 0,
             value_len: 0,
             prev_entries: Vec::new(),
             prev_keys: Vec::new(),
         }
+    }
+
+    /// Makes this an (invalid) iterator over `block`, keeping its buffers: a table
+    /// iterator moving to its next block reuses its block cursor.
+    pub fn reset(&mut self, block: Arc<Block>) {
+        self.block = block;
+        self.invalidate();
+        self.restart_index = 0;
     }
 
     /// The block being iterated.
@@ -418,8 +426,7 @@ impl BlockIter {
             .data
             .get(key_start..key_start + non_shared)
             .ok_or_else(|| block.corruption(at, "key out of range"))?;
-        self.key.truncate(shared);
-        self.key.extend_from_slice(suffix);
+        self.key.keep_and_append(shared, suffix);
         self.value_start = key_start + non_shared;
         self.value_len = value_len;
         self.current = at;
@@ -449,7 +456,7 @@ impl BlockIter {
         }
         self.seek_to_restart_point(left);
         while self.parse_next()? {
-            if compare_internal(&self.key, target) != Ordering::Less {
+            if compare_internal(self.key.as_slice(), target) != Ordering::Less {
                 return Ok(());
             }
         }
@@ -478,9 +485,7 @@ impl BlockIter {
         // The entry before the current one, if the last backward scan decoded it.
         if let Some(e) = self.prev_entries.pop_if(|e| e.next_offset == original) {
             let key_start = self.prev_entries.last().map_or(0, |p| p.key_end);
-            self.key.clear();
-            self.key
-                .extend_from_slice(&self.prev_keys[key_start..e.key_end]);
+            self.key.set(&self.prev_keys[key_start..e.key_end]);
             self.prev_keys.truncate(key_start);
             self.current = e.offset;
             self.next_offset = e.next_offset;
@@ -512,7 +517,7 @@ impl BlockIter {
                     .block
                     .corruption(self.current, "entry runs across the next entry's start"));
             }
-            self.prev_keys.extend_from_slice(&self.key);
+            self.prev_keys.extend_from_slice(self.key.as_slice());
             self.prev_entries.push(PrevEntry {
                 offset: self.current,
                 next_offset: self.next_offset,
@@ -564,8 +569,9 @@ impl InternalIterator for BlockIter {
         self.guarded(r)
     }
 
+    #[inline(always)]
     fn key(&self) -> &[u8] {
-        &self.key
+        self.key.as_slice()
     }
 
     fn value(&self) -> &[u8] {

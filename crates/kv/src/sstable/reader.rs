@@ -562,7 +562,10 @@ impl TableIterator {
         let block = self
             .table
             .read_data_block_ahead(handle, cache_use, &mut self.readahead)?;
-        self.data_iter = Some(BlockIter::new(block));
+        match &mut self.data_iter {
+            Some(it) => it.reset(block),
+            None => self.data_iter = Some(BlockIter::new(block)),
+        }
         self.data_handle = Some(handle);
         Ok(())
     }
@@ -650,14 +653,18 @@ impl InternalIterator for TableIterator {
         })
     }
 
+    #[inline]
     fn next(&mut self) -> Result<()> {
-        if !self.valid() {
+        let Some(d) = self.data_iter.as_mut().filter(|d| d.valid()) else {
+            return Ok(());
+        };
+        let r = d.next();
+        // Within a block (all but the last entry of each): done, no block change.
+        if r.is_ok() && d.valid() {
             return Ok(());
         }
         self.guard(|s| {
-            if let Some(d) = &mut s.data_iter {
-                d.next()?;
-            }
+            r?;
             s.skip_empty_forward()
         })
     }
@@ -674,6 +681,7 @@ impl InternalIterator for TableIterator {
         })
     }
 
+    #[inline(always)]
     fn key(&self) -> &[u8] {
         self.data_iter.as_ref().map_or(&[], |d| d.key())
     }
