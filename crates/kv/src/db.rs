@@ -1670,11 +1670,13 @@ impl DbInner {
     fn run_compaction(&self, c: &Compaction, version: &Version) -> Result<()> {
         let started = Instant::now();
         let (deleted, added, output) = if c.is_trivial_move() {
-            let t = &c.inputs[0];
             self.counters.trivial_moves.fetch_add(1, Ordering::Relaxed);
             (
-                vec![(c.level, t.meta.number)],
-                vec![(c.output_level, t.clone())],
+                c.inputs.iter().map(|t| (c.level, t.meta.number)).collect(),
+                c.inputs
+                    .iter()
+                    .map(|t| (c.output_level, t.clone()))
+                    .collect(),
                 job::JobOutput::default(),
             )
         } else {
