@@ -35,6 +35,18 @@ pub trait WritableFile: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A handle through which another thread can make the bytes flushed so far durable
+    /// while this one keeps appending, if the file system has one (the default: none).
+    fn background_syncer(&self) -> Option<Box<dyn BackgroundSync>> {
+        None
+    }
+}
+
+/// Makes a file's flushed bytes durable from another thread; see
+/// [`WritableFile::background_syncer`].
+pub trait BackgroundSync: Send {
+    /// Makes at least the bytes flushed before the handle was made durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// An immutable file read by positioned reads. Shared between threads.

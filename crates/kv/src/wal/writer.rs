@@ -2,7 +2,7 @@
 
 use super::format::{encode_file_header, encode_record_header, MAX_RECORD_SIZE};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::WritableFile;
+use crate::fs::{BackgroundSync, WritableFile};
 use std::io;
 
 /// Writes a log file: the header, then one framed record per [`LogWriter::add_record`].
@@ -83,6 +83,15 @@ impl LogWriter {
         let res = self.file.sync();
         self.track(res)
             .context(|| format!("syncing {}", self.file_name))
+    }
+
+    /// A handle that syncs, from another thread, the records flushed so far (see
+    /// [`WritableFile::background_syncer`]); none once the writer has failed.
+    pub fn background_syncer(&self) -> Option<Box<dyn BackgroundSync>> {
+        if self.failed {
+            return None;
+        }
+        self.file.background_syncer()
     }
 
     /// Bytes written to the file so far, header included.
