@@ -25,12 +25,12 @@ use crate::fs::{BackgroundSync, FileLock, FileSystem};
 use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
-use crate::options::{Options, WriteOptions};
+use crate::options::{Options, WalRecoveryMode, WriteOptions};
 use crate::range_del::RangeTombstoneSet;
 use crate::sstable::TableBuilder;
 use crate::table_cache::{TableCache, TableCacheStats};
 use crate::version::{TableHandle, Version, NUM_LEVELS};
-use crate::wal::{LogReader, LogWriter, WAL_MAGIC};
+use crate::wal::{LogReader, LogWriter, RECORD_HEADER_SIZE, WAL_MAGIC};
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,11 @@ const MAX_GROUP_BYTES: usize = 1 << 20;
 /// the fsync at a memtable switch, which the writers wait for, then finds at most about
 /// this much left to write (it used to find the whole segment, tens of milliseconds).
 const WAL_BYTES_PER_SYNC: u64 = 8 << 20;
+
+/// Zeros written ahead of synced WAL writes at a time (see [`LogWriter::preallocate`]): a
+/// synced write into them costs one fdatasync of data alone (measured ~30% faster on ext4
+/// than one that also grows the file); once per this many bytes one pays for the growth.
+const WAL_PREALLOCATE_CHUNK: u64 = 1 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The engine's state is only mutated in small sections that cannot panic half-way, so
@@ -190,6 +195,8 @@ struct WalState {
     writer: LogWriter,
     /// Segment length from which the next background sync is asked for.
     next_background_sync: u64,
+    /// Offset up to which the segment is zero-filled ahead of the records (0: not at all).
+    preallocated: u64,
 }
 
 enum Request {
@@ -565,6 +572,7 @@ impl Db {
             wal: Mutex::new(WalState {
                 writer,
                 next_background_sync: WAL_BYTES_PER_SYNC,
+                preallocated: 0,
             }),
             manifest: Mutex::new(manifest_writer),
             visible_seq: AtomicU64::new(last_seq),
@@ -1195,6 +1203,27 @@ impl DbInner {
             let mut wal = lock(&self.wal);
             let mut syncer = None;
             let before = wal.writer.len();
+            // Zeros ahead of synced writes, unless recovery is strict (a zero tail left by a
+            // crash would then refuse to open instead of reading as a torn tail).
+            if sync && self.opts.wal_recovery == WalRecoveryMode::TolerateTail {
+                let mut need = before;
+                for p in group {
+                    if let Request::Write { batch, .. } = &*lock(&p.request) {
+                        need += (batch.encoded_size() + RECORD_HEADER_SIZE) as u64;
+                    }
+                }
+                if need > wal.preallocated {
+                    let until = need + WAL_PREALLOCATE_CHUNK;
+                    match wal.writer.preallocate(until) {
+                        Ok(()) => wal.preallocated = until,
+                        // Only costs speed: stop trying for this segment.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "WAL preallocation failed");
+                            wal.preallocated = u64::MAX;
+                        }
+                    }
+                }
+            }
             for p in group {
                 if let Request::Write { batch, .. } = &mut *lock(&p.request) {
                     batch.set_sequence(seq);
@@ -1368,11 +1397,17 @@ impl DbInner {
             // write there must never stand after a hole in the log (recovery would refuse
             // the damaged segment, or lose the writes before the synced one).
             if sync_old {
+                // Zeros after the last record would read as a torn tail, which recovery
+                // refuses before a later segment: cut them (the fsync covers the size).
+                if wal.preallocated > 0 {
+                    wal.writer.trim()?;
+                }
                 wal.writer.sync()?;
                 self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
             }
             wal.writer = writer;
             wal.next_background_sync = WAL_BYTES_PER_SYNC;
+            wal.preallocated = 0;
             Ok(())
         })();
         let mut st = lock(&self.state);

@@ -45,3 +45,58 @@ fn background_wal_syncs_run_and_recovery_sees_every_write() {
     assert_eq!(db.scan::<&[u8]>(..).count(), N as usize);
     db.close().expect("close");
 }
+
+fn live_wal_len(dir: &std::path::Path) -> u64 {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    let last = logs.last().expect("a WAL segment");
+    std::fs::metadata(last).expect("metadata").len()
+}
+
+/// Synced writes zero-fill the live segment ahead of them (their fdatasync then commits no
+/// file-size change); after a kill the zeros read as the end of the log and every synced
+/// write comes back, again and again. Strict recovery gets no zeros (it would refuse them).
+#[test]
+fn synced_writes_preallocate_and_recovery_reads_past_nothing() {
+    use strata_kv::{WalRecoveryMode, WriteBatch, WriteOptions};
+    for mode in [WalRecoveryMode::TolerateTail, WalRecoveryMode::Strict] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = || Options {
+            wal_recovery: mode,
+            ..Options::default()
+        };
+        let mut n = 0u32;
+        for round in 0..3 {
+            let db = Db::open(dir.path(), opts()).expect("open");
+            for _ in 0..200 {
+                let mut b = WriteBatch::new();
+                b.put(key(n), value(n));
+                db.write(b, WriteOptions { sync: true }).expect("write");
+                n += 1;
+            }
+            let len = live_wal_len(dir.path());
+            if mode == WalRecoveryMode::TolerateTail {
+                assert!(len >= 1 << 20, "round {round}: live WAL of {len} bytes");
+            } else {
+                assert!(len < 100_000, "round {round}: live WAL of {len} bytes");
+            }
+            db.abandon();
+            let db = Db::open(dir.path(), opts()).expect("reopen");
+            for i in 0..n {
+                assert_eq!(db.get(key(i)).expect("get"), Some(value(i)), "key {i}");
+            }
+            db.abandon();
+        }
+        // A clean close leaves no zeros behind.
+        let db = Db::open(dir.path(), opts()).expect("open");
+        let mut b = WriteBatch::new();
+        b.put(key(n), value(n));
+        db.write(b, WriteOptions { sync: true }).expect("write");
+        db.close().expect("close");
+        assert!(live_wal_len(dir.path()) < 1 << 10);
+    }
+}

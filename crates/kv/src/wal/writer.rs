@@ -85,6 +85,27 @@ impl LogWriter {
             .context(|| format!("syncing {}", self.file_name))
     }
 
+    /// Zero-fills the file up to offset `until`, so that synced records appended before it
+    /// overwrite allocated blocks within the file size and their fdatasync commits no
+    /// metadata (see [`WritableFile::preallocate`]). Readers take zeros up to the end of
+    /// the file for a torn tail: only the live segment may carry them, and
+    /// [`LogWriter::trim`] removes them before another segment follows it.
+    pub fn preallocate(&mut self, until: u64) -> Result<()> {
+        self.check_usable()?;
+        // A failure here leaves at most zeros past the records: nothing to poison.
+        self.file
+            .preallocate(until)
+            .context(|| format!("preallocating {}", self.file_name))
+    }
+
+    /// Cuts preallocated zeros off the end of the file (the next sync makes it durable).
+    pub fn trim(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let res = self.file.trim();
+        self.track(res)
+            .context(|| format!("trimming {}", self.file_name))
+    }
+
     /// A handle that syncs, from another thread, the records flushed so far (see
     /// [`WritableFile::background_syncer`]); none once the writer has failed.
     pub fn background_syncer(&self) -> Option<Box<dyn BackgroundSync>> {
