@@ -965,7 +965,7 @@ fn print_lsm_stats(db: &Db, out: &mut dyn Write) -> Result<()> {
     }
     writeln!(
         out,
-        "  writes/group             {} writes in {} groups ({:.2} per group), {} WAL syncs, {} flushes",
+        "  writes/group             {} writes in {} groups ({:.2} per group), {} WAL syncs (+{} in the background), {} flushes",
         s.writes,
         s.write_groups,
         if s.write_groups == 0 {
@@ -974,6 +974,7 @@ fn print_lsm_stats(db: &Db, out: &mut dyn Write) -> Result<()> {
             s.writes as f64 / s.write_groups as f64
         },
         s.wal_syncs,
+        s.wal_background_syncs,
         s.flushes
     )?;
     Ok(())

@@ -20,6 +20,9 @@ const HEADER_LEN: usize = 12;
 const TAG_DELETE: u8 = 0;
 const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
+/// Bytes a new batch allocates: the header and one entry of a short key and a value of up
+/// to about 200 bytes.
+const INITIAL_CAPACITY: usize = 256;
 /// Longest varint encoding of a length (a u64).
 const MAX_VARINT_LEN: usize = 10;
 
@@ -75,10 +78,11 @@ impl<'a> BatchEntry<'a> {
 impl WriteBatch {
     /// An empty batch.
     pub fn new() -> Self {
-        WriteBatch {
-            rep: vec![0; HEADER_LEN],
-            count: 0,
-        }
+        // Room for a typical single-entry batch up front: a header-sized buffer was
+        // zero-allocated, then reallocated by the first put (two allocator calls a write).
+        let mut rep = Vec::with_capacity(INITIAL_CAPACITY);
+        rep.resize(HEADER_LEN, 0);
+        WriteBatch { rep, count: 0 }
     }
 
     /// Adds a put of `key` -> `value`.

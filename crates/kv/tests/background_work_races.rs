@@ -166,9 +166,11 @@ fn compactions_into_one_level_never_overlap() {
     db.flush().unwrap(); // L0: A = [a, c]
                          // Let B's flush through, block the automatic compaction's first output.
     fs.sst_create.arm_after(1, false);
+    // B overlaps A ("b"), so that {A, B} is merged, not moved down as disjoint tables are.
+    db.put("b", "1").unwrap();
     db.put("g", "1").unwrap();
     db.put("h", "1").unwrap();
-    db.flush().unwrap(); // L0: B = [g, h] -> auto compaction of {A, B} starts
+    db.flush().unwrap(); // L0: B = [b, h] -> auto compaction of {A, B} starts
     fs.sst_create.wait_blocked();
     db.put("d", "1").unwrap();
     db.put("e", "1").unwrap();
@@ -190,7 +192,7 @@ fn compactions_into_one_level_never_overlap() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     eprintln!("files per level: {:?}", db.stats().files_per_level);
-    for k in ["a", "c", "d", "e", "g", "h"] {
+    for k in ["a", "b", "c", "d", "e", "g", "h"] {
         assert_eq!(
             db.get(k).unwrap().as_deref(),
             Some(&b"1"[..]),
@@ -198,5 +200,5 @@ fn compactions_into_one_level_never_overlap() {
         );
     }
     let keys: Vec<_> = db.scan::<&str>(..).map(|r| r.unwrap().0).collect();
-    assert_eq!(keys.len(), 6, "{keys:?}");
+    assert_eq!(keys.len(), 7, "{keys:?}");
 }

@@ -41,12 +41,25 @@ pub enum CompactionReason {
 }
 
 impl Compaction {
-    /// True if the one input table can move down a level without being rewritten: nothing
-    /// in the output level overlaps it (and, from L0, no other L0 table does).
+    /// True if the input tables can move down a level without being rewritten: nothing in
+    /// the output level overlaps their key range and their own key ranges are disjoint.
+    /// From L0 that takes every L0 table at once when they are disjoint, as the flushes of
+    /// a sequential load are: merging them would rewrite every byte to drop nothing.
     pub fn is_trivial_move(&self) -> bool {
-        self.reason != CompactionReason::Manual
-            && self.inputs.len() == 1
-            && self.output_level_inputs.is_empty()
+        if self.reason == CompactionReason::Manual
+            || self.inputs.is_empty()
+            || !self.output_level_inputs.is_empty()
+        {
+            return false;
+        }
+        let mut ranges: Vec<_> = self
+            .inputs
+            .iter()
+            .map(|t| (t.smallest_user_key(), t.largest_user_key()))
+            .collect();
+        ranges.sort_unstable();
+        // Strictly below: two versions of one user key must stay in L0's newest-first order.
+        ranges.windows(2).all(|w| w[0].1 < w[1].0)
     }
 
     /// Numbers of all input tables.

@@ -35,6 +35,29 @@ pub trait WritableFile: Send {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Fills the file with zero bytes up to offset `until` (beyond what was appended), so
+    /// that later appends overwrite blocks already allocated and written within the file's
+    /// size: their fdatasync then writes the data alone, without the file-size and
+    /// block-allocation metadata (a journal commit on ext4). A no-op by default.
+    fn preallocate(&mut self, _until: u64) -> io::Result<()> {
+        Ok(())
+    }
+    /// Cuts the file back to the bytes appended, dropping preallocated zeros (not synced).
+    fn trim(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+    /// A handle through which another thread can make the bytes flushed so far durable
+    /// while this one keeps appending, if the file system has one (the default: none).
+    fn background_syncer(&self) -> Option<Box<dyn BackgroundSync>> {
+        None
+    }
+}
+
+/// Makes a file's flushed bytes durable from another thread; see
+/// [`WritableFile::background_syncer`].
+pub trait BackgroundSync: Send {
+    /// Makes at least the bytes flushed before the handle was made durable (fdatasync).
+    fn sync(&self) -> io::Result<()>;
 }
 
 /// An immutable file read by positioned reads. Shared between threads.

@@ -1,6 +1,6 @@
 //! The real filesystem.
 
-use super::{FileLock, FileSystem, RandomAccessFile, WritableFile};
+use super::{BackgroundSync, FileLock, FileSystem, RandomAccessFile, WritableFile};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -14,7 +14,12 @@ pub struct PosixFs;
 struct PosixWritable {
     file: BufWriter<File>,
     len: u64,
+    /// File size reached by [`WritableFile::preallocate`] (0: none).
+    allocated: u64,
 }
+
+/// Zeros written per `pwrite` while preallocating.
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
 
 impl WritableFile for PosixWritable {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
@@ -31,6 +36,40 @@ impl WritableFile for PosixWritable {
     }
     fn len(&self) -> u64 {
         self.len
+    }
+    fn preallocate(&mut self, until: u64) -> io::Result<()> {
+        // Positioned writes past the appended (and buffered) bytes: the file position, where
+        // appends go, does not move.
+        let mut at = self.allocated.max(self.len);
+        while at < until {
+            let n = (until - at).min(ZEROS.len() as u64) as usize;
+            self.file.get_ref().write_all_at(&ZEROS[..n], at)?;
+            at += n as u64;
+            self.allocated = at;
+        }
+        Ok(())
+    }
+    fn trim(&mut self) -> io::Result<()> {
+        if self.allocated > self.len {
+            self.file.flush()?;
+            self.file.get_ref().set_len(self.len)?;
+        }
+        self.allocated = 0;
+        Ok(())
+    }
+    fn background_syncer(&self) -> Option<Box<dyn BackgroundSync>> {
+        let file = self.file.get_ref().try_clone().ok()?;
+        Some(Box::new(PosixSyncer(file)))
+    }
+}
+
+/// A second descriptor of a file being written: fdatasync through it covers what the
+/// writer flushed through the first.
+struct PosixSyncer(File);
+
+impl BackgroundSync for PosixSyncer {
+    fn sync(&self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 
@@ -66,6 +105,7 @@ impl FileSystem for PosixFs {
         Ok(Box::new(PosixWritable {
             file: BufWriter::with_capacity(64 * 1024, file),
             len: 0,
+            allocated: 0,
         }))
     }
 

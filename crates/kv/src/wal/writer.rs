@@ -2,7 +2,7 @@
 
 use super::format::{encode_file_header, encode_record_header, MAX_RECORD_SIZE};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::WritableFile;
+use crate::fs::{BackgroundSync, WritableFile};
 use std::io;
 
 /// Writes a log file: the header, then one framed record per [`LogWriter::add_record`].
@@ -83,6 +83,36 @@ impl LogWriter {
         let res = self.file.sync();
         self.track(res)
             .context(|| format!("syncing {}", self.file_name))
+    }
+
+    /// Zero-fills the file up to offset `until`, so that synced records appended before it
+    /// overwrite allocated blocks within the file size and their fdatasync commits no
+    /// metadata (see [`WritableFile::preallocate`]). Readers take zeros up to the end of
+    /// the file for a torn tail: only the live segment may carry them, and
+    /// [`LogWriter::trim`] removes them before another segment follows it.
+    pub fn preallocate(&mut self, until: u64) -> Result<()> {
+        self.check_usable()?;
+        // A failure here leaves at most zeros past the records: nothing to poison.
+        self.file
+            .preallocate(until)
+            .context(|| format!("preallocating {}", self.file_name))
+    }
+
+    /// Cuts preallocated zeros off the end of the file (the next sync makes it durable).
+    pub fn trim(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let res = self.file.trim();
+        self.track(res)
+            .context(|| format!("trimming {}", self.file_name))
+    }
+
+    /// A handle that syncs, from another thread, the records flushed so far (see
+    /// [`WritableFile::background_syncer`]); none once the writer has failed.
+    pub fn background_syncer(&self) -> Option<Box<dyn BackgroundSync>> {
+        if self.failed {
+            return None;
+        }
+        self.file.background_syncer()
     }
 
     /// Bytes written to the file so far, header included.
