@@ -1,8 +1,19 @@
 //! `strata inspect tsdb|tsdb-wal|chunks` on a real data directory, through the binary.
 
 use std::process::Command;
+use std::sync::Mutex;
 
 use strata_tsdb::{keys, Labels, Options, Tsdb};
+
+/// Held by each test for its whole run. A child spawned by one test inherits, until it
+/// execs, the open `LOCK` file of a store the other test has open in this process (flock
+/// is per open file), so the other test's reopen right after a close could find the
+/// directory still locked: the tests take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn strata(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -49,6 +60,7 @@ fn make_store(dir: &std::path::Path) {
 
 #[test]
 fn inspect_shows_partitions_wal_and_chunks_and_verify_passes() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     make_store(&dir);
@@ -112,6 +124,7 @@ fn inspect_shows_partitions_wal_and_chunks_and_verify_passes() {
 
 #[test]
 fn verify_names_the_key_of_a_chunk_that_disagrees_with_its_key() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     make_store(&dir);
