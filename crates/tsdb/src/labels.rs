@@ -381,9 +381,30 @@ fn corrupt(offset: usize, reason: impl Into<String>) -> LabelError {
     }
 }
 
+/// Whether `s` holds a 0x00 byte. Label strings are short: eight bytes at a time beats
+/// `memchr`'s setup on them.
+fn has_nul(s: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    // Exact test for a zero byte in `x`.
+    let zero_in = |w: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        x.wrapping_sub(LO) & !x & HI != 0
+    };
+    if s.len() < 8 {
+        return s.iter().fold(false, |nul, &b| nul | (b == 0));
+    }
+    let words = s.chunks_exact(8);
+    // The last eight bytes (overlapping the words) cover the remainder.
+    let tail = &s[s.len() - 8..];
+    words.fold(zero_in(tail), |nul, w| nul | zero_in(w))
+}
+
 pub(crate) fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
     // Label bytes almost never hold 0x00: copy them whole then.
-    if !s.contains(&ESCAPE) {
+    if !has_nul(s) {
         dst.extend_from_slice(s);
         dst.extend_from_slice(&[ESCAPE, TERMINATOR]);
         return;
