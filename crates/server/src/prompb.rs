@@ -302,7 +302,20 @@ impl<'a> Wire<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// Field keys and most lengths are one byte: that case inline, the rest in
+    /// [`Wire::varint_long`].
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
