@@ -197,15 +197,18 @@ pub struct Chunk {
 /// three flat arrays (a few allocations per request instead of several per series).
 ///
 /// Decoding agrees with `prost` on [`WriteRequest`]: same series, labels and samples
-/// (tested), strings checked as UTF-8, unknown fields skipped. It is stricter in one way
+/// (tested), strings checked as UTF-8 ([`decode_write_request`]; or not,
+/// [`decode_write_request_deferred`], for a caller that checks what it must later),
+/// unknown fields skipped. It is stricter in one way
 /// (groups, a wire type no Prometheus message uses, are refused) and laxer in another
 /// (the ignored metadata, exemplars and histograms are skipped unread).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteRequestView<'a> {
     /// The series, in request order.
     pub series: Vec<SeriesView>,
-    /// The labels of all series: `(name, value)`, in request order.
-    pub labels: Vec<(&'a str, &'a str)>,
+    /// The labels of all series: `(name, value)` bytes, in request order (UTF-8 unless
+    /// decoded by [`decode_write_request_deferred`]).
+    pub labels: Vec<(&'a [u8], &'a [u8])>,
     /// The samples of all series.
     pub samples: Vec<Sample>,
 }
@@ -223,8 +226,16 @@ pub struct SeriesView {
 
 impl<'a> WriteRequestView<'a> {
     /// The labels of `s`.
-    pub fn labels_of(&self, s: &SeriesView) -> &[(&'a str, &'a str)] {
+    pub fn labels_of(&self, s: &SeriesView) -> &[(&'a [u8], &'a [u8])] {
         self.labels.get(s.labels.clone()).unwrap_or_default()
+    }
+
+    /// The labels of `s` as strings; `None` if one is not UTF-8.
+    pub fn labels_str_of(&self, s: &SeriesView) -> Option<Vec<(&'a str, &'a str)>> {
+        self.labels_of(s)
+            .iter()
+            .map(|&(n, v)| Some((std::str::from_utf8(n).ok()?, std::str::from_utf8(v).ok()?)))
+            .collect()
     }
 
     /// The samples of `s`.
@@ -240,7 +251,7 @@ impl<'a> WriteRequestView<'a> {
             v.labels.extend(
                 ts.labels
                     .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str())),
+                    .map(|l| (l.name.as_bytes(), l.value.as_bytes())),
             );
             v.samples.extend_from_slice(&ts.samples);
             v.series.push(SeriesView {
@@ -291,7 +302,20 @@ impl<'a> Wire<'a> {
         self.pos >= self.buf.len()
     }
 
+    /// Field keys and most lengths are one byte: that case inline, the rest in
+    /// [`Wire::varint_long`].
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_long()
+    }
+
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -350,13 +374,11 @@ impl<'a> Wire<'a> {
         Ok((&self.buf[start..self.pos], self.base + start))
     }
 
-    fn string(&mut self) -> Result<&'a str, DecodeError> {
+    /// A string field's bytes, checked as UTF-8 if `CHECK`.
+    fn string<const CHECK: bool>(&mut self) -> Result<&'a [u8], DecodeError> {
         let at = self.pos;
         let (b, _) = self.len_delimited()?;
-        std::str::from_utf8(b).map_err(|_| DecodeError {
-            offset: self.base + at,
-            reason: "string is not UTF-8",
-        })
+        utf8::<CHECK>(b, self.base + at)
     }
 
     fn skip(&mut self, wire: u8) -> Result<(), DecodeError> {
@@ -388,6 +410,18 @@ impl<'a> Wire<'a> {
 /// Decodes a [`WriteRequest`] without copying its strings. Arbitrary bytes give an error,
 /// never a panic; memory is bounded by the input's size.
 pub fn decode_write_request(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeError> {
+    decode::<true>(buf)
+}
+
+/// [`decode_write_request`] without checking that label names and values are UTF-8: the
+/// caller must check the labels it does not find byte for byte in the store (whose
+/// labels were checked when created), and answer with [`decode_write_request`]'s error
+/// when one is not UTF-8. Anything else wrong with the bytes is an error here too.
+pub fn decode_write_request_deferred(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeError> {
+    decode::<false>(buf)
+}
+
+fn decode<const CHECK: bool>(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeError> {
     // Typical Prometheus series take ~100-200 bytes with a handful of labels: reserve
     // for that (at most about twice the input's size) instead of growing and copying.
     let mut out = WriteRequestView {
@@ -402,7 +436,7 @@ pub fn decode_write_request(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeEr
             1 => {
                 w.expect(wire, WIRE_LEN)?;
                 let (b, at) = w.len_delimited()?;
-                decode_series(b, at, &mut out)?;
+                decode_series::<CHECK>(b, at, &mut out)?;
             }
             _ => w.skip(wire)?,
         }
@@ -410,7 +444,7 @@ pub fn decode_write_request(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeEr
     Ok(out)
 }
 
-fn decode_series<'a>(
+fn decode_series<'a, const CHECK: bool>(
     buf: &'a [u8],
     base: usize,
     out: &mut WriteRequestView<'a>,
@@ -424,7 +458,7 @@ fn decode_series<'a>(
             1 => {
                 w.expect(wire, WIRE_LEN)?;
                 let (b, at) = w.len_delimited()?;
-                out.labels.push(decode_label(b, at)?);
+                out.labels.push(decode_label::<CHECK>(b, at)?);
             }
             2 => {
                 w.expect(wire, WIRE_LEN)?;
@@ -451,14 +485,20 @@ fn decode_series<'a>(
     Ok(())
 }
 
-fn utf8(b: &[u8], offset: usize) -> Result<&str, DecodeError> {
-    std::str::from_utf8(b).map_err(|_| DecodeError {
-        offset,
-        reason: "string is not UTF-8",
-    })
+/// `b`, checked as UTF-8 if `CHECK`.
+fn utf8<const CHECK: bool>(b: &[u8], offset: usize) -> Result<&[u8], DecodeError> {
+    if CHECK && std::str::from_utf8(b).is_err() {
+        return Err(DecodeError {
+            offset,
+            reason: "string is not UTF-8",
+        });
+    }
+    Ok(b)
 }
 
-fn decode_label(buf: &[u8], base: usize) -> Result<(&str, &str), DecodeError> {
+type Pair<'a> = (&'a [u8], &'a [u8]);
+
+fn decode_label<const CHECK: bool>(buf: &[u8], base: usize) -> Result<Pair<'_>, DecodeError> {
     // Fast path, the layout every sender uses: name then value, each under 128 bytes and
     // present, nothing else. Anything else takes the general path below.
     if let [0x0a, n, rest @ ..] = buf {
@@ -467,24 +507,24 @@ fn decode_label(buf: &[u8], base: usize) -> Result<(&str, &str), DecodeError> {
             let m = usize::from(rest[n + 1]);
             if m < 0x80 && rest.len() == n + 2 + m {
                 return Ok((
-                    utf8(&rest[..n], base + 1)?,
-                    utf8(&rest[n + 2..], base + n + 3)?,
+                    utf8::<CHECK>(&rest[..n], base + 1)?,
+                    utf8::<CHECK>(&rest[n + 2..], base + n + 3)?,
                 ));
             }
         }
     }
-    let (mut name, mut value) = ("", "");
+    let (mut name, mut value): Pair<'_> = (b"", b"");
     let mut w = Wire::new(buf, base);
     while !w.done() {
         let (tag, wire) = w.key()?;
         match tag {
             1 => {
                 w.expect(wire, WIRE_LEN)?;
-                name = w.string()?;
+                name = w.string::<CHECK>()?;
             }
             2 => {
                 w.expect(wire, WIRE_LEN)?;
-                value = w.string()?;
+                value = w.string::<CHECK>()?;
             }
             _ => w.skip(wire)?,
         }

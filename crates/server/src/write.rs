@@ -71,16 +71,33 @@ pub fn ingest(
     req: prompb::WriteRequest,
     limits: &LabelLimits,
 ) -> Result<Ingested, strata_tsdb::Error> {
-    ingest_view(state, &prompb::WriteRequestView::of(&req), limits)
+    // An owned request's strings are UTF-8: `NotUtf8` cannot happen.
+    ingest_view(state, &prompb::WriteRequestView::of(&req), limits).map_err(|e| match e {
+        IngestError::Store(e) => e,
+        IngestError::NotUtf8 => strata_tsdb::Error::InvalidArgument("label not UTF-8".into()),
+    })
+}
+
+/// Why [`ingest_view`] stored nothing.
+#[derive(Debug)]
+pub enum IngestError {
+    /// The store failed.
+    Store(strata_tsdb::Error),
+    /// A label that is not a head series' is not UTF-8 (only possible for a view from
+    /// [`prompb::decode_write_request_deferred`]); the request is refused whole, as the
+    /// checked decoder refuses it.
+    NotUtf8,
 }
 
 /// [`ingest`] of a request decoded without copying: series already in the head are found
-/// by the hash of their borrowed labels, with no label set built.
+/// by the hash of their borrowed label bytes, with no label set built and no UTF-8 check
+/// (their bytes are a head series' labels, checked when it was created). Any other
+/// series' labels are checked as UTF-8 before anything is stored.
 pub fn ingest_view(
     state: &AppState,
     req: &prompb::WriteRequestView<'_>,
     limits: &LabelLimits,
-) -> Result<Ingested, strata_tsdb::Error> {
+) -> Result<Ingested, IngestError> {
     let mut out = Ingested::default();
     let mut app = state.tsdb.appender();
     for ts in &req.series {
@@ -90,10 +107,24 @@ pub fn ingest_view(
                 .get_or_insert_with(|| "native histograms are not supported".into());
         }
         let samples = req.samples_of(ts);
+        let raw = req.labels_of(ts);
+        // The common case: a known series with a metric name (checked first, as the
+        // general path below refuses series without one even if the head holds them).
+        if !samples.is_empty()
+            && raw.len() <= limits.max_labels
+            && raw
+                .iter()
+                .any(|(n, v)| *n == METRIC_NAME.as_bytes() && !v.is_empty())
+            && app.add_known_series(raw, samples.iter().map(|s| (s.timestamp, s.value)), limits)
+        {
+            continue;
+        }
+        let Some(pairs) = req.labels_str_of(ts) else {
+            return Err(IngestError::NotUtf8);
+        };
         if samples.is_empty() {
             continue;
         }
-        let pairs = req.labels_of(ts);
         // Refuse absurd label counts before sorting and copying them.
         if pairs.len() > limits.max_labels {
             out.rejected_invalid += samples.len() as u64;
@@ -120,7 +151,7 @@ pub fn ingest_view(
             continue;
         }
         let added = app.add_series_pairs(
-            pairs,
+            &pairs,
             samples.iter().map(|s| (s.timestamp, s.value)),
             limits,
         );
@@ -129,7 +160,7 @@ pub fn ingest_view(
             out.first_error.get_or_insert_with(|| e.to_string());
         }
     }
-    let st = app.commit()?;
+    let st = app.commit().map_err(IngestError::Store)?;
     out.samples = st.appended;
     out.out_of_order = st.out_of_order;
     out.rejected_too_old = st.too_old;
@@ -204,6 +235,18 @@ fn write_blocking(state: &AppState, body: &[u8]) -> Response {
     })
 }
 
+/// A status and its text (empty for 204).
+type Answer = (StatusCode, String);
+
+/// A request that does not decode: refused whole. A structural error found with the
+/// UTF-8 check deferred may come after a string the checked decoder refuses first:
+/// answer with the checked decoder's error, the first in the bytes.
+fn bad_request(state: &AppState, raw: &[u8], e: prompb::DecodeError) -> Answer {
+    let e = prompb::decode_write_request(raw).err().unwrap_or(e);
+    state.metrics.rejected("bad_request", 1);
+    (StatusCode::BAD_REQUEST, e.to_string())
+}
+
 fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Response {
     let limits = &state.config.limits;
     let raw = match snappy_decode_into(body, limits.max_decompressed_bytes, buf) {
@@ -213,20 +256,39 @@ fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Respo
             return text(status, msg);
         }
     };
-    let req = match prompb::decode_write_request(raw) {
+    match store(state, raw, true) {
+        (StatusCode::NO_CONTENT, _) => StatusCode::NO_CONTENT.into_response(),
+        (status, msg) => text(status, msg),
+    }
+}
+
+/// Decodes, checks and stores one decompressed remote-write request. With `deferred`,
+/// label bytes are checked as UTF-8 only where no head series has them (`ingest_view`);
+/// without, every string is checked while decoding. The answers are the same (tested).
+fn store(state: &AppState, raw: &[u8], deferred: bool) -> Answer {
+    let limits = &state.config.limits;
+    let decoded = if deferred {
+        prompb::decode_write_request_deferred(raw)
+    } else {
+        prompb::decode_write_request(raw)
+    };
+    let req = match decoded {
         Ok(r) => r,
-        Err(e) => {
-            state.metrics.rejected("bad_request", 1);
-            return text(StatusCode::BAD_REQUEST, e.to_string());
-        }
+        Err(e) => return bad_request(state, raw, e),
     };
     let n_series = req.series.len();
     let n_samples = req.samples.len();
     if n_series > limits.max_series_per_request || n_samples > limits.max_samples_per_request {
+        // As before the check was deferred, a string that is not UTF-8 is a bad request.
+        if deferred {
+            if let Err(e) = prompb::decode_write_request(raw) {
+                return bad_request(state, raw, e);
+            }
+        }
         state
             .metrics
             .rejected("request_too_large", n_samples as u64);
-        return text(
+        return (
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "request has {n_series} series and {n_samples} samples; limits are {} and {}",
@@ -236,7 +298,16 @@ fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Respo
     }
     let got = match ingest_view(state, &req, &state.config.label_limits()) {
         Ok(g) => g,
-        Err(e) => {
+        Err(IngestError::NotUtf8) => {
+            // The checked decoder names the first string that is not UTF-8, as it did
+            // when every string was checked up front.
+            let e = prompb::DecodeError {
+                offset: 0,
+                reason: "string is not UTF-8",
+            };
+            return bad_request(state, raw, e);
+        }
+        Err(IngestError::Store(e)) => {
             tracing::error!(error = %e, "remote write failed");
             let status = match e {
                 strata_tsdb::Error::ReadOnly(_) | strata_tsdb::Error::Closed => {
@@ -244,12 +315,15 @@ fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Respo
                 }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            return text(status, e.to_string());
+            return (status, e.to_string());
         }
     };
     state.metrics.ingested(&got);
     match got.first_error {
-        None => StatusCode::NO_CONTENT.into_response(),
-        Some(msg) => text(StatusCode::BAD_REQUEST, msg),
+        None => (StatusCode::NO_CONTENT, String::new()),
+        Some(msg) => (StatusCode::BAD_REQUEST, msg),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -724,6 +724,38 @@ impl Appender<'_> {
         Ok(())
     }
 
+    /// Adds samples of the head series whose labels are exactly these `(name, value)` byte
+    /// pairs, in name order, and returns `true`; returns `false`, adding nothing, if no
+    /// head series has them. The bytes need not be checked first (say, as UTF-8): a head
+    /// series' labels were checked when it was created, and equal bytes are equally valid.
+    pub fn add_known_series(
+        &mut self,
+        pairs: &[(&[u8], &[u8])],
+        samples: impl IntoIterator<Item = (i64, f64)>,
+        limits: &LabelLimits,
+    ) -> bool {
+        // Series created before the limits were lowered are not found: the caller's
+        // general path applies the limits to them.
+        let within_limits = pairs.len() <= limits.max_labels
+            && pairs
+                .iter()
+                .all(|(n, v)| n.len() <= limits.max_name_len && v.len() <= limits.max_value_len);
+        if !within_limits {
+            return false;
+        }
+        let found = labels::with_encoded(pairs.iter().copied(), |key, h| {
+            self.db.inner.head.find_encoded(key, h)
+        });
+        match found {
+            Some(s) => {
+                self.samples.extend(samples);
+                self.push_run(SeriesKey::Found(s));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Adds one sample of the series with these label pairs, checked against
     /// [`Options::label_limits`].
     pub fn add_pairs<N: Into<String>, V: Into<String>>(

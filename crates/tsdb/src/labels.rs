@@ -351,13 +351,15 @@ pub(crate) fn with_encoded<'a, R>(
     // short pieces through the hasher, and the same digest.
     BUF.with(|buf| match buf.try_borrow_mut() {
         Ok(mut buf) => {
-            buf.clear();
+            // `buf` is scratch space, its length its room (kept, so not zeroed again).
+            let mut end = 0;
             for (name, value) in pairs {
-                put_escaped(&mut buf, name);
-                put_escaped(&mut buf, value);
+                end = put_escaped_at(&mut buf, end, name);
+                end = put_escaped_at(&mut buf, end, value);
             }
-            let r = f(&buf, xxhash_rust::xxh3::xxh3_64(&buf));
-            if buf.capacity() > 64 << 10 {
+            let key = &buf[..end];
+            let r = f(key, xxhash_rust::xxh3::xxh3_64(key));
+            if buf.len() > 64 << 10 {
                 *buf = Vec::new();
             }
             r
@@ -374,6 +376,85 @@ pub(crate) fn with_encoded<'a, R>(
     })
 }
 
+/// [`put_escaped`] into `buf[at..]`, growing `buf` if needed; returns the end of what
+/// was written. Label strings are short: fixed-size copies of overlapping words, checked
+/// for 0x00 as they are copied, cost far less than `memchr` and `memcpy` calls.
+#[inline(always)]
+fn put_escaped_at(buf: &mut Vec<u8>, at: usize, s: &[u8]) -> usize {
+    let n = s.len();
+    // Room for the escaped string, its terminator and a word past the end.
+    let need = at + 2 * n + 2 + 8;
+    if buf.len() < need {
+        buf.resize(need.max(2 * buf.len()).max(256), 0);
+    }
+    let nul = if n > 16 {
+        buf[at..at + n].copy_from_slice(s);
+        has_nul(s)
+    } else if n >= 8 {
+        let (head, tail) = (word8(&s[..8]), word8(&s[n - 8..]));
+        buf[at..at + 8].copy_from_slice(&head.to_le_bytes());
+        buf[at + n - 8..at + n].copy_from_slice(&tail.to_le_bytes());
+        zero_byte_in(head) || zero_byte_in(tail)
+    } else if n >= 4 {
+        let (head, tail) = (word4(&s[..4]), word4(&s[n - 4..]));
+        buf[at..at + 4].copy_from_slice(&head.to_le_bytes());
+        buf[at + n - 4..at + n].copy_from_slice(&tail.to_le_bytes());
+        zero_byte_in4(head) || zero_byte_in4(tail)
+    } else if n > 0 {
+        // One to three bytes: first, middle and last cover them.
+        let (a, b, c) = (s[0], s[n / 2], s[n - 1]);
+        buf[at] = a;
+        buf[at + n / 2] = b;
+        buf[at + n - 1] = c;
+        a == ESCAPE || b == ESCAPE || c == ESCAPE
+    } else {
+        false
+    };
+    if !nul {
+        buf[at + n] = ESCAPE;
+        buf[at + n + 1] = TERMINATOR;
+        return at + n + 2;
+    }
+    let mut i = at;
+    for &b in s {
+        buf[i] = b;
+        i += 1;
+        if b == ESCAPE {
+            buf[i] = ESCAPED_ZERO;
+            i += 1;
+        }
+    }
+    buf[i] = ESCAPE;
+    buf[i + 1] = TERMINATOR;
+    i + 2
+}
+
+/// The first eight bytes of `s` (at least eight long) as a little-endian word.
+fn word8(s: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&s[..8]);
+    u64::from_le_bytes(a)
+}
+
+/// The first four bytes of `s` (at least four long) as a little-endian word.
+fn word4(s: &[u8]) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&s[..4]);
+    u32::from_le_bytes(a)
+}
+
+/// Whether a byte of `x` is zero (exact).
+fn zero_byte_in4(x: u32) -> bool {
+    x.wrapping_sub(0x0101_0101) & !x & 0x8080_8080 != 0
+}
+
+/// Whether a byte of `x` is zero (exact).
+fn zero_byte_in(x: u64) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    x.wrapping_sub(LO) & !x & HI != 0
+}
+
 fn corrupt(offset: usize, reason: impl Into<String>) -> LabelError {
     LabelError::Corrupt {
         offset,
@@ -381,9 +462,21 @@ fn corrupt(offset: usize, reason: impl Into<String>) -> LabelError {
     }
 }
 
+/// Whether `s` holds a 0x00 byte. Label strings are short: eight bytes at a time beats
+/// `memchr`'s setup on them.
+fn has_nul(s: &[u8]) -> bool {
+    if s.len() < 8 {
+        return s.iter().fold(false, |nul, &b| nul | (b == 0));
+    }
+    // The last eight bytes (overlapping the words) cover the remainder.
+    let tail = zero_byte_in(word8(&s[s.len() - 8..]));
+    s.chunks_exact(8)
+        .fold(tail, |nul, w| nul | zero_byte_in(word8(w)))
+}
+
 pub(crate) fn put_escaped(dst: &mut Vec<u8>, s: &[u8]) {
     // Label bytes almost never hold 0x00: copy them whole then.
-    if !s.contains(&ESCAPE) {
+    if !has_nul(s) {
         dst.extend_from_slice(s);
         dst.extend_from_slice(&[ESCAPE, TERMINATOR]);
         return;

@@ -34,7 +34,12 @@ fn flatten_view(v: &WriteRequestView<'_>) -> Vec<Flat> {
             (
                 v.labels_of(s)
                     .iter()
-                    .map(|(n, x)| (n.to_string(), x.to_string()))
+                    .map(|(n, x)| {
+                        (
+                            String::from_utf8(n.to_vec()).expect("UTF-8 name"),
+                            String::from_utf8(x.to_vec()).expect("UTF-8 value"),
+                        )
+                    })
                     .collect(),
                 v.samples_of(s)
                     .iter()
@@ -135,6 +140,7 @@ proptest! {
         if let (Ok(v), Ok(p)) = (&ours, WriteRequest::decode(bytes.as_slice())) {
             prop_assert_eq!(flatten_view(v), flatten(&p));
         }
+        deferred_agrees(&bytes)?;
     }
 
     #[test]
@@ -143,7 +149,20 @@ proptest! {
         if let (Ok(v), Ok(p)) = (&ours, WriteRequest::decode(bytes.as_slice())) {
             prop_assert_eq!(flatten_view(v), flatten(&p));
         }
+        deferred_agrees(&bytes)?;
     }
+}
+
+/// Decoding with the UTF-8 check deferred gives what checked decoding gives, except that
+/// it may accept what was refused only for a string not being UTF-8.
+fn deferred_agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let deferred = decode_write_request_deferred(bytes);
+    match decode_write_request(bytes) {
+        Ok(v) => prop_assert_eq!(deferred, Ok(v)),
+        Err(e) if e.reason == "string is not UTF-8" => {}
+        Err(e) => prop_assert_eq!(deferred, Err(e)),
+    }
+    Ok(())
 }
 
 #[test]
@@ -158,6 +177,10 @@ fn errors_name_the_offset() {
         "string is not UTF-8"
     );
     assert!(WriteRequest::decode(&bad[..]).is_err());
+    // Deferred, the same bytes decode; the caller checks them.
+    let v = decode_write_request_deferred(&bad).expect("structurally valid");
+    assert_eq!(v.labels, vec![(&[0xff, 0xfe][..], &b""[..])]);
+    assert_eq!(v.labels_str_of(&v.series[0]), None);
     // Field number 0.
     assert!(decode_write_request(&[0x00]).is_err());
     // An unknown field of each wire type is skipped.

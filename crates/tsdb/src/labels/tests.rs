@@ -242,3 +242,29 @@ fn stable_hash_is_xxh3_of_the_encoding() {
         );
     }
 }
+
+proptest! {
+    #[test]
+    fn with_encoded_writes_what_put_escaped_writes(
+        pairs in prop::collection::vec(
+            (
+                prop::collection::vec(prop::sample::select(vec![0u8, 1, 0xff, b'a']), 0..40),
+                prop::collection::vec(any::<u8>(), 0..40),
+            ),
+            0..8,
+        )
+    ) {
+        let mut want = Vec::new();
+        for (n, v) in &pairs {
+            put_escaped(&mut want, n);
+            put_escaped(&mut want, v);
+        }
+        let iter = || pairs.iter().map(|(n, v)| (n.as_slice(), v.as_slice()));
+        let (got, h) = with_encoded(iter(), |k, h| (k.to_vec(), h));
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(h, xxhash_rust::xxh3::xxh3_64(&want));
+        // Reentrant use (a buffer of its own) agrees.
+        let inner = with_encoded(iter(), |_, _| with_encoded(iter(), |k, _| k.to_vec()));
+        prop_assert_eq!(inner, want);
+    }
+}
