@@ -31,6 +31,13 @@ pub struct ServeArgs {
     /// PromQL lookback delta.
     #[arg(long, env = "STRATA_LOOKBACK_DELTA", default_value = "5m")]
     lookback_delta: String,
+    /// Range query result cache size, bytes (0 disables it).
+    #[arg(long, env = "STRATA_QUERY_CACHE_BYTES", default_value_t = 64 << 20)]
+    query_cache_bytes: usize,
+    /// Steps of range queries newer than now minus this are never cached (recent data
+    /// is still arriving), as VictoriaMetrics' -search.cacheTimestampOffset.
+    #[arg(long, env = "STRATA_QUERY_CACHE_OFFSET", default_value = "5m")]
+    query_cache_offset: String,
     /// Largest request body, bytes.
     #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = 32 << 20)]
     max_body_bytes: usize,
@@ -100,6 +107,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         auth_token: args.auth_token.filter(|t| !t.is_empty()),
         basic_auth: args.basic_auth.filter(|t| t.contains(':')),
         lookback_delta_ms: duration_ms("lookback-delta", &args.lookback_delta)?,
+        query_cache_bytes: args.query_cache_bytes,
+        query_cache_offset_ms: duration_ms("query-cache-offset", &args.query_cache_offset)?,
         wal_fsync,
         limits: Limits {
             max_body_bytes: args.max_body_bytes,

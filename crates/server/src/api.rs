@@ -18,6 +18,7 @@ use strata_tsdb::{Labels, Matcher};
 use crate::error::ApiError;
 use crate::params::{parse_duration, Params};
 use crate::queryable::{convert_matchers, TsdbQueryable};
+use crate::result_cache::ResultCache;
 use crate::AppState;
 
 /// Prometheus' cap on points per series of a range query.
@@ -217,6 +218,7 @@ async fn run_query(
     end: i64,
     step: i64,
     instant: bool,
+    use_cache: bool,
 ) -> Result<Response, ApiError> {
     let _permit = state
         .query_slots
@@ -228,8 +230,15 @@ async fn run_query(
     let st = Arc::clone(&state);
     let res = tokio::task::spawn_blocking(move || {
         let q = TsdbQueryable { db: &st.tsdb };
+        let cache = &st.result_cache;
+        let key = (!instant && use_cache && cache.enabled())
+            .then(|| ResultCache::key(&query, start, step))
+            .flatten();
         if instant {
             st.engine.instant_query(&q, &query, start)
+        } else if let Some(key) = key {
+            let now = chrono::Utc::now().timestamp_millis();
+            cache.range_query(key, &st.engine, &q, &st.tsdb, &query, start, end, step, now)
         } else {
             st.engine.range_query(&q, &query, start, end, step)
         }
@@ -291,7 +300,7 @@ pub async fn query(
     let expr = query_param(&p)?;
     let now = chrono::Utc::now().timestamp_millis();
     let t = p.time("time", now)?;
-    run_query(state, expr, t, t, 1, true).await
+    run_query(state, expr, t, t, 1, true, false).await
 }
 
 /// `GET|POST /api/v1/query_range`.
@@ -330,7 +339,9 @@ pub async fn query_range(
             "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
         ));
     }
-    run_query(state, expr, start, end, step, false).await
+    // `nocache=1` bypasses the result cache, as VictoriaMetrics'.
+    let use_cache = !matches!(p.get("nocache"), Some("1" | "true"));
+    run_query(state, expr, start, end, step, false, use_cache).await
 }
 
 /// Parses `match[]` selectors into matcher sets.

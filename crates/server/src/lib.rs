@@ -12,6 +12,7 @@ pub mod params;
 pub mod prompb;
 pub mod queryable;
 pub mod read;
+pub mod result_cache;
 pub mod text;
 pub mod ui;
 pub mod write;
@@ -97,6 +98,10 @@ pub struct Config {
     pub basic_auth: Option<String>,
     /// PromQL lookback delta, ms.
     pub lookback_delta_ms: i64,
+    /// Range query result cache size, bytes (0 disables it).
+    pub query_cache_bytes: usize,
+    /// Steps newer than now minus this (ms) are never cached.
+    pub query_cache_offset_ms: i64,
     /// WAL fsync policy.
     pub wal_fsync: strata_tsdb::FsyncPolicy,
     /// Bounds.
@@ -112,6 +117,8 @@ impl Default for Config {
             auth_token: None,
             basic_auth: None,
             lookback_delta_ms: 5 * 60 * 1000,
+            query_cache_bytes: 64 << 20,
+            query_cache_offset_ms: 5 * 60 * 1000,
             wal_fsync: strata_tsdb::FsyncPolicy::IntervalMs(1000),
             limits: Limits::default(),
         }
@@ -152,6 +159,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Query slots.
     pub query_slots: Arc<Semaphore>,
+    /// Range query results.
+    pub result_cache: result_cache::ResultCache,
 }
 
 impl AppState {
@@ -167,6 +176,10 @@ impl AppState {
             tsdb,
             engine,
             query_slots: Arc::new(Semaphore::new(config.limits.max_concurrent_queries.max(1))),
+            result_cache: result_cache::ResultCache::new(
+                config.query_cache_bytes,
+                config.query_cache_offset_ms,
+            ),
             config,
             metrics: metrics::Metrics::default(),
         }
@@ -265,7 +278,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
     let st = Arc::clone(&state);
-    match tokio::task::spawn_blocking(move || st.metrics.render(&st.tsdb)).await {
+    let render = move || {
+        let mut body = st.metrics.render(&st.tsdb);
+        st.result_cache.render(&mut body);
+        body
+    };
+    match tokio::task::spawn_blocking(render).await {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

@@ -12,7 +12,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -199,6 +202,11 @@ pub(crate) struct Inner {
     head_min_t: AtomicI64,
     /// Samples before this are rejected.
     min_valid_t: AtomicI64,
+    /// Appends of samples at or before this time bump `data_gen` (a result cache's
+    /// boundary: see [`Tsdb::data_generation`]).
+    watch_t: AtomicI64,
+    /// Changes when data at or before `watch_t` changes.
+    data_gen: AtomicU64,
     pub partitions: RwLock<BTreeSet<i64>>,
     pub(crate) counters: Counters,
     failed: Mutex<Option<String>>,
@@ -428,6 +436,8 @@ impl Tsdb {
             max_t: AtomicI64::new(max_seen),
             head_min_t: AtomicI64::new(head_min),
             min_valid_t: AtomicI64::new(i64::MIN),
+            watch_t: AtomicI64::new(i64::MIN),
+            data_gen: AtomicU64::new(0),
             partitions: RwLock::new(partitions),
             counters: Counters::default(),
             failed: Mutex::new(None),
@@ -528,7 +538,25 @@ impl Tsdb {
     /// is flushed first; samples appended while the deletion runs may survive it.
     pub fn delete_series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<u64> {
         self.inner.flush()?;
-        self.inner.delete_series(matchers, mint, maxt)
+        let r = self.inner.delete_series(matchers, mint, maxt);
+        // After the deletion (even a failed one, which may have deleted part): a result
+        // computed while it ran is then stale.
+        self.inner.data_gen.fetch_add(1, SeqCst);
+        r
+    }
+
+    /// A counter for result caches: it changes (after the data is visible) whenever
+    /// samples at or before the boundary set by [`Tsdb::watch_writes_before`] are
+    /// appended, when data is deleted, and when retention drops a partition. Appends of
+    /// newer samples leave it alone. A result computed from data at or before the boundary
+    /// is still exact while this reads the same as before it was computed.
+    pub fn data_generation(&self) -> u64 {
+        self.inner.data_gen.load(SeqCst)
+    }
+
+    /// Raises the boundary of [`Tsdb::data_generation`] to `t` (it never goes down).
+    pub fn watch_writes_before(&self, t: i64) {
+        self.inner.watch_t.fetch_max(t, SeqCst);
     }
 
     /// Writes a consistent copy of the store to `target` (which must not exist): the head
@@ -921,6 +949,11 @@ impl Inner {
             }
         }
         drop(wal);
+        // One load per batch: a late sample (at or before the watched boundary) changes
+        // results a cache may hold. Checked after the samples are visible.
+        if min_t <= self.watch_t.load(SeqCst) {
+            self.data_gen.fetch_add(1, SeqCst);
+        }
         stats.appended = appended as u64;
         self.max_t.fetch_max(max_t, Relaxed);
         self.head_min_t.fetch_min(min_t, Relaxed);
@@ -1210,6 +1243,7 @@ impl Inner {
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&p);
             tracing::info!(partition = p, "dropped an expired partition");
+            self.data_gen.fetch_add(1, SeqCst);
         }
         Ok(())
     }
