@@ -45,6 +45,9 @@ impl RandomAccessFile for PosixRandom {
         self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
+    fn read_exact_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
     fn len(&self) -> u64 {
         self.len
     }
