@@ -673,4 +673,135 @@ mod tests {
         assert!(e.to_string().contains("000001.sst"), "{e}");
         assert!(!m.valid());
     }
+
+    /// Table `number` holding `k{i}` -> 100-byte values for `i` in `keys`.
+    fn big_table(
+        fs: &MemFs,
+        tc: &Arc<TableCache>,
+        number: u64,
+        keys: std::ops::Range<u32>,
+    ) -> Arc<TableHandle> {
+        let path = table_path(Path::new("/db"), number);
+        let mut b = TableBuilder::new(
+            fs.create(&path).unwrap(),
+            path.display().to_string(),
+            &TableOptions {
+                compression: crate::options::CompressionType::None,
+                ..TableOptions::default()
+            },
+        );
+        for i in keys {
+            b.add(
+                &internal_key(format!("k{i:05}").as_bytes(), 1, ValueKind::Value),
+                &big_value(i),
+            )
+            .unwrap();
+        }
+        let meta = FileMeta::from_properties(number, b.finish().unwrap());
+        Arc::new(TableHandle::new(
+            meta,
+            tc.clone(),
+            Arc::new(fs.clone()),
+            path,
+        ))
+    }
+
+    fn big_value(i: u32) -> Vec<u8> {
+        format!("{i:0>100}").into_bytes()
+    }
+
+    /// Three tables of ~450 KiB each: larger than the largest readahead window.
+    fn big_level(fs: &MemFs, tc: &Arc<TableCache>) -> Vec<Arc<TableHandle>> {
+        let files: Vec<_> = (0..3u32)
+            .map(|t| big_table(fs, tc, u64::from(t) + 1, t * 4000..(t + 1) * 4000))
+            .collect();
+        for f in &files {
+            assert!(f.meta.file_size > 256 << 10, "{}", f.meta.file_size);
+        }
+        files
+    }
+
+    #[test]
+    fn scans_through_readahead_windows_match_the_model_and_do_not_fill_the_cache() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let files = big_level(&fs, &tc);
+        let n = 12_000u32;
+        let check = |it: &LevelIterator, i: u32| {
+            assert_eq!(uk(it), format!("k{i:05}"));
+            assert_eq!(it.value(), big_value(i).as_slice());
+        };
+        let mut it = LevelIterator::new(files.clone(), true);
+        it.seek_to_first().unwrap();
+        for i in 0..n {
+            check(&it, i);
+            it.next().unwrap();
+        }
+        assert!(!it.valid());
+        // Only the block each table's scan starts with was cached (read alone, before the
+        // iterator was seen scanning); the ~350 others came from readahead windows.
+        let stats = tc.block_cache().unwrap().stats();
+        assert!(stats.inserts <= 3, "{stats:?}");
+        let read: u64 = files.iter().map(|f| f.table().unwrap().bytes_read()).sum();
+        let size: u64 = files.iter().map(|f| f.meta.file_size).sum();
+        assert!(read <= size, "every block read once: {read} > {size}");
+
+        it.seek_to_last().unwrap();
+        for i in (0..n).rev() {
+            check(&it, i);
+            it.prev().unwrap();
+        }
+        assert!(!it.valid());
+
+        // Seeks, then scans long enough to ramp up the windows and cross tables.
+        for start in [0u32, 17, 3000, 3999, 4000, 7777, 11_000] {
+            it.seek(&seek_key(format!("k{start:05}").as_bytes(), 5))
+                .unwrap();
+            for i in start..(start + 2500).min(n) {
+                check(&it, i);
+                it.next().unwrap();
+            }
+        }
+        let stats = tc.block_cache().unwrap().stats();
+        assert!(stats.inserts <= 3 + 2 * 7 + 3, "{stats:?}");
+    }
+
+    #[test]
+    fn a_corrupt_block_in_a_readahead_window_names_file_and_offset() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let files = big_level(&fs, &tc);
+        // Deep inside the second table: reached by a scan through a readahead window.
+        let bad = 300_000u64;
+        fs.corrupt_byte(&table_path(Path::new("/db"), 2), bad)
+            .unwrap();
+        let mut it = LevelIterator::new(files, true);
+        it.seek_to_first().unwrap();
+        let mut i = 0u32;
+        let err = loop {
+            match it.next() {
+                Ok(()) => {
+                    i += 1;
+                    assert!(it.valid(), "scan ended without reporting the corruption");
+                    assert_eq!(uk(&it), format!("k{i:05}"));
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(!it.valid());
+        assert!(i > 4000, "failed in the second table, after {i} entries");
+        match err {
+            crate::Error::Corruption {
+                file,
+                offset,
+                reason,
+            } => {
+                assert!(file.ends_with("000002.sst"), "{file}");
+                assert!(reason.contains("checksum"), "{reason}");
+                // The block holding the flipped byte.
+                assert!(offset <= bad && bad - offset < 8192, "{offset}");
+            }
+            e => panic!("{e:?}"),
+        }
+    }
 }

@@ -65,6 +65,15 @@ pub trait RandomAccessFile: Send + Sync {
     /// Reads exactly `len` bytes at `offset`; a read past the end is an
     /// `UnexpectedEof` error.
     fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// Fills `buf` with the bytes at `offset` (as [`RandomAccessFile::read_at`] of
+    /// `buf.len()` bytes), into a buffer the caller reuses: a scan's readahead reads
+    /// hundreds of KiB per call, and a fresh allocation that large costs page faults and
+    /// zeroing on every window.
+    fn read_exact_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let data = self.read_at(offset, buf.len())?;
+        buf.copy_from_slice(&data);
+        Ok(())
+    }
     /// The file's size in bytes.
     fn len(&self) -> u64;
     /// True if the file is empty.

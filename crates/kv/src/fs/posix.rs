@@ -84,6 +84,9 @@ impl RandomAccessFile for PosixRandom {
         self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
+    fn read_exact_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
     fn len(&self) -> u64 {
         self.len
     }
@@ -172,5 +175,28 @@ impl FileSystem for PosixFs {
             )),
             Err(fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_exact_into_matches_read_at_and_stops_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let fs = PosixFs;
+        let mut w = fs.create(&path).unwrap();
+        w.append(&data).unwrap();
+        w.sync().unwrap();
+        let f = fs.open(&path).unwrap();
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_into(1234, &mut buf).unwrap();
+        assert_eq!(buf, f.read_at(1234, 4096).unwrap());
+        assert_eq!(&buf[..], &data[1234..1234 + 4096]);
+        let e = f.read_exact_into(8000, &mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

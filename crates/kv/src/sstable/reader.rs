@@ -238,7 +238,12 @@ impl Table {
     /// taken from the iterator's readahead window, and once the iterator reads adjacent
     /// blocks from the file (a scan, either way) it reads whole windows of them at once,
     /// growing from [`READAHEAD_MIN`] to [`READAHEAD_MAX`] bytes: one system call per
-    /// window rather than per 4 KiB block.
+    /// window rather than per 4 KiB block. Every block is still checksummed.
+    ///
+    /// Blocks taken from a window are not inserted in the block cache even under
+    /// [`CacheUse::Fill`]: a scan reads each block once, and inserting them would only
+    /// evict the hot blocks of point reads and seeks (a scan of a table larger than the
+    /// cache is pure churn). The block a seek lands on is read alone and cached.
     fn read_data_block_ahead(
         &self,
         handle: BlockHandle,
@@ -254,24 +259,24 @@ impl Table {
             }
         }
         let total = block_len_with_trailer(self.file.len(), &self.file_name, handle)?;
-        let raw = match ra.cut(handle, total) {
-            Some(raw) => raw,
+        let (raw, from_window) = match ra.cut(handle, total) {
+            Some(raw) => (raw, true),
             None => {
                 let (start, len) = ra.plan(handle, total, self.file.len());
-                let data = self.file.read_at(start, len).context(|| {
+                let context = || {
                     format!(
                         "reading block at offset {} of {}",
                         handle.offset, self.file_name
                     )
-                })?;
+                };
                 if len == total {
-                    data
+                    (self.file.read_at(start, len).context(context)?, false)
                 } else {
-                    ra.buf = data;
-                    ra.buf_offset = start;
-                    ra.cut(handle, total).ok_or_else(|| {
+                    ra.fill(self.file.as_ref(), start, len).context(context)?;
+                    let raw = ra.cut(handle, total).ok_or_else(|| {
                         Error::corruption(&*self.file_name, handle.offset, "short read")
-                    })?
+                    })?;
+                    (raw, true)
                 }
             }
         };
@@ -280,7 +285,7 @@ impl Table {
         self.bytes_read
             .fetch_add(total as u64, AtomicOrdering::Relaxed);
         let block = Arc::new(Block::new(data, self.file_name.clone(), handle.offset)?);
-        if cache_use == CacheUse::Fill {
+        if cache_use == CacheUse::Fill && !from_window {
             if let Some((cache, id)) = &self.cache {
                 cache.insert(*id, handle.offset, block.clone());
             }
@@ -464,8 +469,10 @@ const READAHEAD_MAX: usize = 256 << 10;
 /// A table iterator's readahead: the last window read and how the iterator has moved.
 #[derive(Debug, Default)]
 struct Readahead {
-    /// Stored bytes of the file from `buf_offset` (blocks with their trailers).
+    /// Stored bytes of the file from `buf_offset` (blocks with their trailers) in
+    /// `buf[..buf_len]`. The allocation is kept from window to window.
     buf: Vec<u8>,
+    buf_len: usize,
     buf_offset: u64,
     /// The block the iterator fetched last (from the cache, the window or the file).
     last: Option<BlockHandle>,
@@ -479,8 +486,22 @@ impl Readahead {
     fn cut(&self, handle: BlockHandle, total: usize) -> Option<Vec<u8>> {
         let start = usize::try_from(handle.offset.checked_sub(self.buf_offset)?).ok()?;
         self.buf
+            .get(..self.buf_len)?
             .get(start..start.checked_add(total)?)
             .map(<[u8]>::to_vec)
+    }
+
+    /// Reads `len` bytes at `start` into the window, reusing its allocation. On error
+    /// the window is empty.
+    fn fill(&mut self, file: &dyn RandomAccessFile, start: u64, len: usize) -> std::io::Result<()> {
+        self.buf_len = 0;
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        file.read_exact_into(start, &mut self.buf[..len])?;
+        self.buf_offset = start;
+        self.buf_len = len;
+        Ok(())
     }
 
     /// Where to read for a block the window does not hold: `(offset, length)`. Just the
@@ -494,7 +515,7 @@ impl Readahead {
         let backward = self.last.is_some_and(|l| l.offset == end);
         if !forward && !backward {
             self.window = 0;
-            self.buf = Vec::new();
+            self.buf_len = 0;
             return (handle.offset, total);
         }
         self.window = (self.window * 2).clamp(READAHEAD_MIN, READAHEAD_MAX);
