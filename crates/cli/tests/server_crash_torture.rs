@@ -29,22 +29,7 @@ const SERIES: u64 = 4;
 /// Samples per series per request.
 const PER_SERIES: u64 = 3;
 
-/// SplitMix64: a tiny seeded generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use strata_testkit::SplitMix as Rng;
 
 /// The timestamp of sample `j` of request `i` (every request owns its own timestamps).
 fn ts(base: i64, i: u64, j: u64) -> i64 {

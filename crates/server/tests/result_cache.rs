@@ -30,19 +30,7 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use strata_testkit::XorShift as Rng;
 
 fn labels(name: &str, job: &str, inst: u32) -> Labels {
     Labels::from_pairs([

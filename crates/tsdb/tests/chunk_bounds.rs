@@ -28,19 +28,7 @@ fn series(i: u64) -> Labels {
     Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]).unwrap()
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use strata_testkit::XorShift as Rng;
 
 /// Appends bursts of samples: series 0..40, each with its own gaps, some out of order.
 fn write(db: &Tsdb, rng: &mut Rng, from: i64, to: i64) {

@@ -12,23 +12,7 @@ use std::path::Path;
 
 const NAME: &str = "/db/000007.log";
 
-/// Deterministic pseudo-random numbers (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
+use strata_testkit::XorShift as Rng;
 
 /// Writes `records` as a log through a MemFs file; returns the bytes and each record's
 /// (start offset, end offset).
