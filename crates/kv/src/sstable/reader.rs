@@ -240,10 +240,11 @@ impl Table {
     /// growing from [`READAHEAD_MIN`] to [`READAHEAD_MAX`] bytes: one system call per
     /// window rather than per 4 KiB block. Every block is still checksummed.
     ///
-    /// Blocks taken from a window are not inserted in the block cache even under
-    /// [`CacheUse::Fill`]: a scan reads each block once, and inserting them would only
-    /// evict the hot blocks of point reads and seeks (a scan of a table larger than the
-    /// cache is pure churn). The block a seek lands on is read alone and cached.
+    /// Blocks taken from a window are cached like any other under [`CacheUse::Fill`]:
+    /// the time-series store scans the same key ranges query after query (not caching
+    /// them made every repeat re-read and re-verify them). Scans that should not disturb
+    /// the cache (compaction) use `set_fill_cache(false)` ([`CacheUse::NoFill`]), as
+    /// RocksDB's `fill_cache`.
     fn read_data_block_ahead(
         &self,
         handle: BlockHandle,
@@ -259,8 +260,8 @@ impl Table {
             }
         }
         let total = block_len_with_trailer(self.file.len(), &self.file_name, handle)?;
-        let (raw, from_window) = match ra.cut(handle, total) {
-            Some(raw) => (raw, true),
+        let raw = match ra.cut(handle, total) {
+            Some(raw) => raw,
             None => {
                 let (start, len) = ra.plan(handle, total, self.file.len());
                 let context = || {
@@ -270,13 +271,12 @@ impl Table {
                     )
                 };
                 if len == total {
-                    (self.file.read_at(start, len).context(context)?, false)
+                    self.file.read_at(start, len).context(context)?
                 } else {
                     ra.fill(self.file.as_ref(), start, len).context(context)?;
-                    let raw = ra.cut(handle, total).ok_or_else(|| {
+                    ra.cut(handle, total).ok_or_else(|| {
                         Error::corruption(&*self.file_name, handle.offset, "short read")
-                    })?;
-                    (raw, true)
+                    })?
                 }
             }
         };
@@ -285,7 +285,7 @@ impl Table {
         self.bytes_read
             .fetch_add(total as u64, AtomicOrdering::Relaxed);
         let block = Arc::new(Block::new(data, self.file_name.clone(), handle.offset)?);
-        if cache_use == CacheUse::Fill && !from_window {
+        if cache_use == CacheUse::Fill {
             if let Some((cache, id)) = &self.cache {
                 cache.insert(*id, handle.offset, block.clone());
             }
