@@ -1,17 +1,7 @@
 //! `strata import`, `export` and `query` on a data directory, through the real binary.
 
-use std::process::Command;
-
 fn strata(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("run strata");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    strata_testkit::run(env!("CARGO_BIN_EXE_strata"), args)
 }
 
 #[test]

@@ -1,6 +1,5 @@
 //! `strata inspect tsdb|tsdb-wal|chunks` on a real data directory, through the binary.
 
-use std::process::Command;
 use std::sync::Mutex;
 
 use strata_tsdb::{keys, Labels, Options, Tsdb};
@@ -16,15 +15,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn strata(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("run strata");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    strata_testkit::run(env!("CARGO_BIN_EXE_strata"), args)
 }
 
 // 01:00 UTC, so that every sample falls in one day partition.

@@ -55,6 +55,17 @@ fn write(st: &AppState, rng: &mut Rng, ts: &[i64]) {
     app.commit().unwrap();
 }
 
+/// Scrape times every 15 s from a minute three hours ago up to `gap` ms before now.
+fn scrape_times(gap: i64) -> (i64, Vec<i64>) {
+    let t_now = now();
+    let t0 = (t_now - 3 * 60 * MIN) / MIN * MIN;
+    let ts = (0..)
+        .map(|i| t0 + i * 15_000)
+        .take_while(|t| *t < t_now - gap)
+        .collect();
+    (t0, ts)
+}
+
 fn secs(ms: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
@@ -110,12 +121,7 @@ async fn cached_answers_equal_uncached_under_late_writes_and_deletes() {
     let st = state(dir.path(), 64 << 20);
     let app = router(Arc::clone(&st));
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let t_now = now();
-    let t0 = (t_now - 3 * 60 * MIN) / MIN * MIN;
-    let ts: Vec<i64> = (0..)
-        .map(|i| t0 + i * 15_000)
-        .take_while(|t| *t < t_now - 10 * MIN)
-        .collect();
+    let (t0, ts) = scrape_times(10 * MIN);
     write(&st, &mut rng, &ts);
     let steps = [7_000, 15_000, 60_000];
     let (mut late, mut recent, mut deletes) = (0, 0, 0);
@@ -178,12 +184,7 @@ async fn recent_writes_keep_old_steps_and_late_writes_drop_them() {
     let st = state(dir.path(), 64 << 20);
     let app = router(Arc::clone(&st));
     let mut rng = Rng(7);
-    let t_now = now();
-    let t0 = (t_now - 3 * 60 * MIN) / MIN * MIN;
-    let ts: Vec<i64> = (0..)
-        .map(|i| t0 + i * 15_000)
-        .take_while(|t| *t < t_now)
-        .collect();
+    let (t0, ts) = scrape_times(0);
     write(&st, &mut rng, &ts);
     let q = "sum by (job) (rate(req_total[5m]))";
     let (start, end) = (t0 + 10 * MIN, t0 + 120 * MIN);
@@ -220,12 +221,7 @@ async fn size_bound_holds() {
     let st = state(dir.path(), max);
     let app = router(Arc::clone(&st));
     let mut rng = Rng(11);
-    let t_now = now();
-    let t0 = (t_now - 3 * 60 * MIN) / MIN * MIN;
-    let ts: Vec<i64> = (0..)
-        .map(|i| t0 + i * 15_000)
-        .take_while(|t| *t < t_now)
-        .collect();
+    let (t0, ts) = scrape_times(0);
     write(&st, &mut rng, &ts);
     let mut stored = 0;
     for i in 0..60 {

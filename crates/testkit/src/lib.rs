@@ -163,3 +163,17 @@ impl SplitMix {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
+
+/// Runs the program `exe` (a test's `env!("CARGO_BIN_EXE_...")`) with `args` to its end:
+/// whether it succeeded, its stdout and its stderr.
+pub fn run(exe: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(exe)
+        .args(args)
+        .output()
+        .expect("run the program");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
