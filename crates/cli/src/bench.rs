@@ -587,6 +587,8 @@ fn do_delete(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
     })
 }
 
+// Not inlined: profilers can collect just the benchmark loop (`--toggle-collect`).
+#[inline(never)]
 fn read_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
     let mut key = vec![0u8; ctx.cfg.key_size];
     for _ in 0..ctx.reads {
@@ -602,6 +604,7 @@ fn read_random(ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
     Ok(())
 }
 
+#[inline(never)]
 fn seek_random(db: &Db, ctx: &mut Ctx<'_>, st: &mut ThreadStats) -> Result<()> {
     let mut key = vec![0u8; ctx.cfg.key_size];
     for _ in 0..ctx.reads {
