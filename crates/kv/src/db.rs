@@ -100,7 +100,12 @@ impl SuperVersion {
 impl SuperVersion {
     /// Cursors over every source, newest first.
     pub(crate) fn iterators(&self) -> Vec<Source> {
-        let mut v = Vec::with_capacity(1 + self.imm.len() + self.version.levels.len() + 4);
+        // Sized exactly: a source is a few hundred bytes and an iterator is created per
+        // seek (`seekrandom`), where spare slots cost a larger allocation to fill.
+        let levels = &self.version.levels;
+        let deeper = levels.iter().skip(1).filter(|l| !l.is_empty()).count();
+        let n = 1 + self.imm.len() + levels.first().map_or(0, Vec::len) + deeper;
+        let mut v = Vec::with_capacity(n);
         v.push(Source::Mem(self.mem.iter()));
         v.extend(self.imm.iter().map(|m| Source::Mem(m.iter())));
         v.extend(self.version.level_iterators().map(Source::Level));

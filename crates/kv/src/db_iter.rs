@@ -5,7 +5,7 @@
 use crate::db::SuperVersion;
 use crate::error::Result;
 use crate::iterator::{InternalIterator, KeyBuf};
-use crate::key::{compare_bytes, parse_internal_key, seek_key, user_key, ValueKind};
+use crate::key::{compare_bytes, pack_trailer, parse_internal_key, seek_key, user_key, ValueKind};
 use crate::memtable::MemtableIterator;
 use crate::merge::MergingIterator;
 use crate::range_del::RangeTombstoneSet;
@@ -160,7 +160,18 @@ impl DbIterator {
     /// Positions at the first key `>= target`.
     pub fn seek(&mut self, target: &[u8]) -> Result<()> {
         self.direction = Direction::Forward;
-        self.merged.seek(&seek_key(target, self.seq))?;
+        // Built in a key buffer (inline for short keys): a point seek allocates nothing
+        // for it. `self.key` is rewritten by `find_next` anyway.
+        let mut ikey = std::mem::take(&mut self.key);
+        ikey.set(target);
+        ikey.keep_and_append(
+            target.len(),
+            &pack_trailer(self.seq, ValueKind::FOR_SEEK).to_le_bytes(),
+        );
+        let r = self.merged.seek(ikey.as_slice());
+        self.key = ikey;
+        self.valid = false;
+        r?;
         self.find_next(false)
     }
 

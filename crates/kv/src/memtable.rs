@@ -97,6 +97,8 @@ impl PartialEq for MemKey {
 impl Eq for MemKey {}
 
 impl Ord for MemKey {
+    // Inlined into the B-tree's node search (a call per probed key otherwise).
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
         compare_internal(self.as_slice(), other.as_slice())
     }
@@ -492,6 +494,8 @@ struct Span {
 impl Span {
     /// Appends `k` and `v` to `data` and returns where they lie.
     fn push(data: &mut Vec<u8>, k: &[u8], v: &[u8]) -> Span {
+        // One exact allocation for a point seek's single entry (growing twice otherwise).
+        data.reserve(k.len() + v.len());
         let key_start = data.len();
         data.extend_from_slice(k);
         let value_start = data.len();
