@@ -16,7 +16,7 @@ use crate::table_cache::TableCache;
 use std::cmp::Ordering;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 
 /// Number of levels (L0 holds overlapping tables straight from flushes).
 pub const NUM_LEVELS: usize = 7;
@@ -31,6 +31,10 @@ pub struct TableHandle {
     fs: Arc<dyn FileSystem>,
     path: PathBuf,
     obsolete: AtomicBool,
+    /// The table as last handed out by the table cache, without keeping it open: a reader
+    /// that finds it still open (held by the cache or another reader) skips the cache's
+    /// hash lookup and shard lock, which every seek paid once per table.
+    open: RwLock<Weak<Table>>,
 }
 
 impl std::fmt::Debug for TableHandle {
@@ -56,12 +60,21 @@ impl TableHandle {
             fs,
             path,
             obsolete: AtomicBool::new(false),
+            open: RwLock::new(Weak::new()),
         }
     }
 
     /// The open table (opened now if the table cache had closed it).
     pub fn table(&self) -> Result<Arc<Table>> {
-        self.tables.get(self.meta.number, self.meta.file_size)
+        let cached = self.open.read().map(|w| w.upgrade());
+        if let Ok(Some(t)) = cached {
+            return Ok(t);
+        }
+        let t = self.tables.get(self.meta.number, self.meta.file_size)?;
+        if let Ok(mut w) = self.open.write() {
+            *w = Arc::downgrade(&t);
+        }
+        Ok(t)
     }
 
     /// Marks the table as no longer part of the database: its file is deleted when the last

@@ -1,0 +1,95 @@
+//! Point seeks as `seekrandom` does them (a new iterator per seek, one `seek`, one entry
+//! read) against a `BTreeMap`, on a database whose keys are spread over the memtable, L0
+//! tables and deeper levels, with overwrites, deletes, a range delete and a snapshot: the
+//! fast paths of a seek (inline seek key, the block's interval scan, the table handle's
+//! cached table, lazy level cursors) must land where the model says, for keys present
+//! and absent.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::ops::Bound::{Included, Unbounded};
+use std::path::Path;
+use strata_kv::fs::MemFs;
+use strata_kv::Db;
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Key `i`; odd `i` are never written, so seeks for them fall between keys.
+fn key(i: u32) -> Vec<u8> {
+    format!("key{i:07}").into_bytes()
+}
+
+/// A fixed-seed generator (xorshift), so that a failure repeats.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % u64::from(n)) as u32
+    }
+}
+
+/// Seeks a fresh cursor of `iter` to every even and odd key in `0..n` (and past the end)
+/// and compares the entry found with the model's first entry at or after the key.
+fn check_point_seeks(iter: impl Fn() -> strata_kv::DbIterator, model: &Model, n: u32) {
+    for i in 0..=n {
+        let k = key(i);
+        let mut it = iter();
+        it.seek(&k).expect("seek");
+        match model.range::<Vec<u8>, _>((Included(&k), Unbounded)).next() {
+            Some((mk, mv)) => {
+                assert!(it.valid(), "seek {i}: cursor invalid, model at {mk:?}");
+                assert_eq!((it.key(), it.value()), (&mk[..], &mv[..]), "seek {i}");
+            }
+            None => assert!(!it.valid(), "seek {i}: cursor at {:?}", it.key()),
+        }
+    }
+}
+
+#[test]
+fn point_seeks_agree_with_btreemap_across_levels() {
+    let fs = MemFs::new();
+    let db = Db::open(Path::new("/db"), common::small_options(&fs)).expect("open");
+    let mut model = Model::new();
+    let mut rng = Rng(0x5eed_5eed);
+    const N: u32 = 4000;
+    let write = |db: &Db, model: &mut Model, rng: &mut Rng, round: u32| {
+        for _ in 0..1500 {
+            let i = rng.below(N / 2) * 2;
+            if rng.below(8) == 0 {
+                db.delete(key(i)).expect("delete");
+                model.remove(&key(i));
+            } else {
+                let v = format!("v{round}-{i}-{}", "x".repeat(rng.below(60) as usize));
+                db.put(key(i), v.as_bytes()).expect("put");
+                model.insert(key(i), v.into_bytes());
+            }
+        }
+    };
+    // Older data pushed down the levels, newer data in L0 tables, the newest in the
+    // memtable.
+    write(&db, &mut model, &mut rng, 0);
+    db.compact_range::<&[u8]>(..).expect("compact");
+    write(&db, &mut model, &mut rng, 1);
+    db.flush().expect("flush");
+    let snapshot = db.snapshot();
+    let at_snapshot = model.clone();
+    write(&db, &mut model, &mut rng, 2);
+    db.flush().expect("flush");
+    let (lo, hi) = (key(1000), key(1300));
+    db.delete_range(&lo, &hi).expect("delete_range");
+    model.retain(|k, _| !(*k >= lo && *k < hi));
+    write(&db, &mut model, &mut rng, 3);
+
+    check_point_seeks(|| db.iter(), &model, N);
+    check_point_seeks(|| snapshot.iter(), &at_snapshot, N);
+    drop(snapshot);
+    // Everything in tables, then everything in one level.
+    db.flush().expect("flush");
+    check_point_seeks(|| db.iter(), &model, N);
+    db.compact_range::<&[u8]>(..).expect("compact");
+    check_point_seeks(|| db.iter(), &model, N);
+}
