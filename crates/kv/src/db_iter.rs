@@ -244,7 +244,7 @@ impl DbIterator {
                     && compare_bytes(p.user_key, self.key.as_slice()) != Ordering::Greater);
             if !hidden {
                 let kind = self.effective_kind(p.user_key, p.seq, p.kind);
-                self.key.set(p.user_key);
+                self.key.set_padded(ikey, p.user_key.len());
                 match kind {
                     // Hide the older versions of the deleted key too.
                     ValueKind::Deletion => skipping = true,
@@ -274,7 +274,7 @@ impl DbIterator {
                 match self.effective_kind(p.user_key, p.seq, p.kind) {
                     ValueKind::Deletion => have_value = false,
                     ValueKind::Value => {
-                        self.key.set(p.user_key);
+                        self.key.set_padded(ikey, p.user_key.len());
                         self.value.clear();
                         self.value.extend_from_slice(self.merged.value());
                         have_value = true;
