@@ -163,7 +163,8 @@ impl DbIterator {
         // Built in a key buffer (inline for short keys): a point seek allocates nothing
         // for it. `self.key` is rewritten by `find_next` anyway.
         let mut ikey = std::mem::take(&mut self.key);
-        ikey.set(target);
+        ikey.clear();
+        ikey.keep_and_append(0, target);
         ikey.keep_and_append(
             target.len(),
             &pack_trailer(self.seq, ValueKind::FOR_SEEK).to_le_bytes(),
@@ -255,7 +256,7 @@ impl DbIterator {
                     && compare_bytes(p.user_key, self.key.as_slice()) != Ordering::Greater);
             if !hidden {
                 let kind = self.effective_kind(p.user_key, p.seq, p.kind);
-                self.key.set(p.user_key);
+                self.key.set_padded(ikey, p.user_key.len());
                 match kind {
                     // Hide the older versions of the deleted key too.
                     ValueKind::Deletion => skipping = true,
@@ -285,7 +286,7 @@ impl DbIterator {
                 match self.effective_kind(p.user_key, p.seq, p.kind) {
                     ValueKind::Deletion => have_value = false,
                     ValueKind::Value => {
-                        self.key.set(p.user_key);
+                        self.key.set_padded(ikey, p.user_key.len());
                         self.value.clear();
                         self.value.extend_from_slice(self.merged.value());
                         have_value = true;

@@ -122,11 +122,12 @@ impl KeyBuf {
         self.len = 0;
     }
 
-    /// Replaces the key by `key`.
-    #[inline]
-    pub(crate) fn set(&mut self, key: &[u8]) {
+    /// Replaces the key by `src[..len]`, as [`KeyBuf::keep_and_append_padded`] (a user key
+    /// is set from its internal key, whose 8-byte trailer is the padding).
+    #[inline(always)]
+    pub(crate) fn set_padded(&mut self, src: &[u8], len: usize) {
         self.clear();
-        self.keep_and_append(0, key);
+        self.keep_and_append_padded(0, src, len);
     }
 
     /// Keeps the first `shared` bytes (at most the current length) and appends `suffix`.
@@ -142,6 +143,43 @@ impl KeyBuf {
             }
         }
         self.keep_and_append_slow(shared, suffix);
+    }
+
+    /// As `keep_and_append(shared, &src[..len])`, where `src` may hold more bytes after
+    /// the suffix: a suffix of up to 16 (32) bytes is then copied as 16 (32) fixed bytes
+    /// (a few moves, not a call into `memcpy`); the bytes copied past the key lie beyond
+    /// `len` and are never read. REQUIRES: `len <= src.len()`.
+    #[inline(always)]
+    pub(crate) fn keep_and_append_padded(&mut self, shared: usize, src: &[u8], len: usize) {
+        if self.len <= KEY_INLINE && shared <= self.len {
+            if len <= 16 {
+                if let (Some(dst), Some(chunk)) = (
+                    self.inline.get_mut(shared..shared + 16),
+                    src.first_chunk::<16>(),
+                ) {
+                    dst.copy_from_slice(chunk);
+                    self.len = shared + len;
+                    return;
+                }
+            } else if len <= 32 {
+                if let (Some(dst), Some(chunk)) = (
+                    self.inline.get_mut(shared..shared + 32),
+                    src.first_chunk::<32>(),
+                ) {
+                    dst.copy_from_slice(chunk);
+                    self.len = shared + len;
+                    return;
+                }
+            }
+        }
+        self.keep_and_append(shared, src.get(..len).unwrap_or_default());
+    }
+
+    /// The inline storage, whose first `len()` bytes are the key, if the key is inline:
+    /// a copy of all of it is a fixed-size copy.
+    #[inline(always)]
+    pub(crate) fn inline_padded(&self) -> Option<&[u8; KEY_INLINE]> {
+        (self.len <= KEY_INLINE).then_some(&self.inline)
     }
 
     #[inline(never)]
@@ -186,8 +224,25 @@ mod key_buf_tests {
                 prop_assert_eq!(k.as_slice(), &v[..]);
                 prop_assert_eq!(k.len(), v.len());
             }
-            k.set(b"abc");
+            k.set_padded(b"abc", 3);
             prop_assert_eq!(k.as_slice(), b"abc");
+        }
+
+        /// The padded append (16 fixed bytes for short suffixes) matches a `Vec` too,
+        /// whatever follows the suffix in the source.
+        #[test]
+        fn padded_matches_vec(steps in proptest::collection::vec(
+            (0usize..50, proptest::collection::vec(any::<u8>(), 0..60), 0usize..30), 0..40)) {
+            let mut k = KeyBuf::default();
+            let mut v: Vec<u8> = Vec::new();
+            for (keep, src, len) in steps {
+                let keep = keep.min(v.len());
+                let len = len.min(src.len());
+                k.keep_and_append_padded(keep, &src, len);
+                v.truncate(keep);
+                v.extend_from_slice(&src[..len]);
+                prop_assert_eq!(k.as_slice(), &v[..]);
+            }
         }
     }
 }

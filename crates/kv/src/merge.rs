@@ -23,6 +23,12 @@ pub struct MergingIterator<I: InternalIterator = Box<dyn InternalIterator>> {
     /// Indexes of the valid children, heap-ordered for `direction`; the top is current.
     heap: Vec<usize>,
     direction: Direction,
+    /// Slot in `heap` (1 or 2) of the child that comes first after the top, or 0 if not
+    /// known. It stays right while only the top moves and stays on top: the rest of the
+    /// heap is untouched. A scan mostly reads runs of one child (a full compaction leaves
+    /// most keys in one level; a sequential load leaves tables of disjoint ranges), and
+    /// then a step is one comparison against this child instead of a sift through the heap.
+    runner_up: usize,
 }
 
 impl<I: InternalIterator> MergingIterator<I> {
@@ -32,11 +38,12 @@ impl<I: InternalIterator> MergingIterator<I> {
             heap: Vec::with_capacity(children.len()),
             children,
             direction: Direction::Forward,
+            runner_up: 0,
         }
     }
 
     /// True if child `a` should come out before child `b`.
-    #[inline]
+    #[inline(always)]
     fn before(&self, a: usize, b: usize) -> bool {
         let ord = compare_internal(self.children[a].key(), self.children[b].key());
         match (ord, self.direction) {
@@ -83,6 +90,7 @@ impl<I: InternalIterator> MergingIterator<I> {
 
     fn rebuild(&mut self, direction: Direction) {
         self.direction = direction;
+        self.runner_up = 0;
         // Refilled in place: a seek allocates nothing once the heap has grown.
         self.heap.clear();
         for i in 0..self.children.len() {
@@ -96,18 +104,41 @@ impl<I: InternalIterator> MergingIterator<I> {
     }
 
     /// After the top child moved: restore the heap.
+    #[inline]
     fn fix_top(&mut self) {
         let top = self.heap[0];
-        if self.children[top].valid() {
-            self.sift_down(0);
-        } else {
+        if !self.children[top].valid() {
+            self.runner_up = 0;
             let last = self.heap.len() - 1;
             self.heap.swap(0, last);
             self.heap.pop();
             if !self.heap.is_empty() {
                 self.sift_down(0);
             }
+            return;
         }
+        let n = self.heap.len();
+        if n == 1 {
+            return;
+        }
+        let mut slot = self.runner_up;
+        if slot == 0 {
+            slot = if n > 2 && self.before(self.heap[2], self.heap[1]) {
+                2
+            } else {
+                1
+            };
+            self.runner_up = slot;
+        }
+        if self.before(top, self.heap[slot]) {
+            // The top still comes first: the heap is unchanged.
+            return;
+        }
+        // The runner-up comes before every child (the top included): it becomes the top,
+        // and the old top sinks from the runner-up's slot, below which it belongs.
+        self.runner_up = 0;
+        self.heap.swap(0, slot);
+        self.sift_down(slot);
     }
 
     fn current(&self) -> usize {
@@ -125,12 +156,14 @@ impl<I: InternalIterator> MergingIterator<I> {
         if r.is_err() {
             // Invalid after an error, as every cursor.
             self.heap.clear();
+            self.runner_up = 0;
         }
         r
     }
 }
 
 impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
+    #[inline]
     fn valid(&self) -> bool {
         !self.heap.is_empty()
     }
@@ -214,10 +247,12 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
         Ok(())
     }
 
+    #[inline(always)]
     fn key(&self) -> &[u8] {
         self.children[self.current()].key()
     }
 
+    #[inline]
     fn value(&self) -> &[u8] {
         self.children[self.current()].value()
     }
@@ -226,8 +261,9 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{internal_key, ValueKind};
+    use crate::key::{internal_key, seek_key, ValueKind};
     use crate::memtable::Memtable;
+    use proptest::prelude::*;
     use std::sync::Arc;
 
     #[test]
@@ -272,6 +308,87 @@ mod tests {
             m.prev().unwrap();
             assert_eq!(m.key(), &all[i][..]);
             m.next().unwrap();
+        }
+    }
+
+    /// A cursor move in [`runs_and_direction_changes_match_a_sorted_model`].
+    #[derive(Debug, Clone)]
+    enum Move {
+        First,
+        Last,
+        Seek(u16),
+        Next,
+        Prev,
+    }
+
+    proptest! {
+        /// Children that hold runs of consecutive keys (one child dominant, as after a
+        /// full compaction or a sequential load, where the top stays on top for many
+        /// steps and the runner-up check alone decides) or alternate key by key: the
+        /// merge walks them in order both ways, with direction changes and seeks.
+        #[test]
+        fn runs_and_direction_changes_match_a_sorted_model(
+            n_children in 1usize..5,
+            runs in proptest::collection::vec((0usize..5, 1usize..40), 1..30),
+            moves in proptest::collection::vec(proptest::prop_oneof![
+                1 => Just(Move::First),
+                1 => Just(Move::Last),
+                2 => any::<u16>().prop_map(Move::Seek),
+                8 => Just(Move::Next),
+                8 => Just(Move::Prev),
+            ], 1..200),
+        ) {
+            let tables: Vec<Arc<Memtable>> =
+                (0..n_children).map(|_| Arc::new(Memtable::new())).collect();
+            let mut all = Vec::new();
+            let mut seq = 0u64;
+            for (child, len) in runs {
+                let child = child % n_children;
+                for _ in 0..len {
+                    seq += 1;
+                    // Some user keys repeat with other sequence numbers (in any child).
+                    let k = format!("k{:05}", seq / 3 * 3 + seq % 2);
+                    tables[child].add(seq, ValueKind::Value, k.as_bytes(), &[child as u8]);
+                    all.push(internal_key(k.as_bytes(), seq, ValueKind::Value));
+                }
+            }
+            all.sort_by(|a, b| compare_internal(a, b));
+            let mut m = MergingIterator::new(tables.iter().map(|t| t.iter()).collect());
+            let mut at: Option<usize> = None;
+            for mv in moves {
+                at = match mv {
+                    Move::First => {
+                        m.seek_to_first().unwrap();
+                        (!all.is_empty()).then_some(0)
+                    }
+                    Move::Last => {
+                        m.seek_to_last().unwrap();
+                        all.len().checked_sub(1)
+                    }
+                    Move::Seek(t) => {
+                        let target = seek_key(format!("k{:05}", t % 2000).as_bytes(), u64::MAX >> 8);
+                        m.seek(&target).unwrap();
+                        let i = all.partition_point(|k| compare_internal(k, &target) == Ordering::Less);
+                        (i < all.len()).then_some(i)
+                    }
+                    Move::Next | Move::Prev if at.is_none() => continue,
+                    Move::Next => {
+                        m.next().unwrap();
+                        at.map(|i| i + 1).filter(|&i| i < all.len())
+                    }
+                    Move::Prev => {
+                        m.prev().unwrap();
+                        at.and_then(|i| i.checked_sub(1))
+                    }
+                };
+                match at {
+                    Some(i) => {
+                        prop_assert!(m.valid());
+                        prop_assert_eq!(m.key(), &all[i][..]);
+                    }
+                    None => prop_assert!(!m.valid()),
+                }
+            }
         }
     }
 }

@@ -320,7 +320,9 @@ pub struct BlockIter {
     /// Going backward: the entries of the current restart interval before the current
     /// entry, decoded once when `prev` first scanned the interval (as RocksDB's block
     /// iterator does), so that each further `prev` in it is a pop instead of a rescan
-    /// from the restart point. Their full keys are `prev_keys` back to back.
+    /// from the restart point. Their full keys are in `prev_keys`, one after the other,
+    /// each inline key with its [`KeyBuf`]'s whole inline array (copies of fixed size,
+    /// and padding for [`KeyBuf::keep_and_append_padded`]).
     prev_entries: Vec<PrevEntry>,
     prev_keys: Vec<u8>,
 }
@@ -331,8 +333,9 @@ struct PrevEntry {
     offset: usize,
     next_offset: usize,
     restart_index: usize,
-    /// End of its key in `prev_keys` (the start is the previous entry's end).
-    key_end: usize,
+    /// Its key is `prev_keys[key_start..key_start + key_len]`.
+    key_start: usize,
+    key_len: usize,
     value_start: usize,
     value_len: usize,
 }
@@ -396,7 +399,16 @@ impl BlockIter {
     }
 
     /// Decodes the entry at `next_offset`. Returns false (and invalidates) at the end.
+    #[inline]
     fn parse_next(&mut self) -> Result<bool> {
+        if self.next_in_interval() {
+            return Ok(true);
+        }
+        self.parse_next_checked()
+    }
+
+    #[inline(never)]
+    fn parse_next_checked(&mut self) -> Result<bool> {
         let at = self.next_offset;
         if at >= self.block.data_end {
             self.invalidate();
@@ -407,6 +419,54 @@ impl BlockIter {
             self.invalidate();
         }
         r.map(|()| true)
+    }
+
+    /// The common case of [`BlockIter::parse_next`], without the checks it can skip: the
+    /// entry lies before the next restart point (so `restart_index` stays; at the restart
+    /// point itself, as after `seek_to_restart_point`, the key is empty and `shared` must
+    /// be 0, as checked) and its three lengths take one byte each. Returns false, having
+    /// changed nothing, for anything else (the end, the next restart point, long lengths,
+    /// any inconsistency), which [`BlockIter::parse_next_checked`] decodes or reports.
+    #[inline(always)]
+    fn next_in_interval(&mut self) -> bool {
+        let block = &*self.block;
+        let at = self.next_offset;
+        // Restart point `restart_index` is at or before `at`: `at` is inside its interval
+        // unless it reached the next restart point.
+        if block
+            .restarts
+            .get(self.restart_index + 1)
+            .is_some_and(|&r| r as usize <= at)
+        {
+            return false;
+        }
+        let Some(&[a, b, c]) = block
+            .data
+            .get(at..block.data_end)
+            .and_then(|r| r.first_chunk())
+        else {
+            return false;
+        };
+        if (a | b | c) >= 0x80 {
+            return false;
+        }
+        let (shared, non_shared, value_len) = (a as usize, b as usize, c as usize);
+        let key_start = at + 3;
+        let value_start = key_start + non_shared;
+        let next = value_start + value_len;
+        if next > block.data_end || shared > self.key.len() {
+            return false;
+        }
+        // The block's bytes from the suffix on (the value and more may follow it).
+        let Some(tail) = block.data.get(key_start..) else {
+            return false;
+        };
+        self.key.keep_and_append_padded(shared, tail, non_shared);
+        self.current = at;
+        self.value_start = value_start;
+        self.value_len = value_len;
+        self.next_offset = next;
+        true
     }
 
     fn parse_at(&mut self, at: usize) -> Result<()> {
@@ -546,9 +606,8 @@ impl BlockIter {
         }
         // The entry before the current one, if the last backward scan decoded it.
         if let Some(e) = self.prev_entries.pop_if(|e| e.next_offset == original) {
-            let key_start = self.prev_entries.last().map_or(0, |p| p.key_end);
-            self.key.set(&self.prev_keys[key_start..e.key_end]);
-            self.prev_keys.truncate(key_start);
+            let src = self.prev_keys.get(e.key_start..).unwrap_or_default();
+            self.key.set_padded(src, e.key_len);
             self.current = e.offset;
             self.next_offset = e.next_offset;
             self.restart_index = e.restart_index;
@@ -579,12 +638,17 @@ impl BlockIter {
                     .block
                     .corruption(self.current, "entry runs across the next entry's start"));
             }
-            self.prev_keys.extend_from_slice(self.key.as_slice());
+            let key_start = self.prev_keys.len();
+            match self.key.inline_padded() {
+                Some(inline) => self.prev_keys.extend_from_slice(inline),
+                None => self.prev_keys.extend_from_slice(self.key.as_slice()),
+            }
             self.prev_entries.push(PrevEntry {
                 offset: self.current,
                 next_offset: self.next_offset,
                 restart_index: self.restart_index,
-                key_end: self.prev_keys.len(),
+                key_start,
+                key_len: self.key.len(),
                 value_start: self.value_start,
                 value_len: self.value_len,
             });
@@ -619,6 +683,7 @@ impl InternalIterator for BlockIter {
         self.guarded(r)
     }
 
+    #[inline]
     fn next(&mut self) -> Result<()> {
         if !self.valid() {
             return Ok(());
@@ -967,6 +1032,66 @@ mod tests {
                         if want > 0 {
                             prop_assert_eq!(it.key(), &entries[want - 1].0[..]);
                         }
+                    }
+                    None => prop_assert!(!it.valid()),
+                }
+            }
+        }
+
+        /// Keys of every length around the fast paths' limits (suffixes of up to 16 bytes
+        /// copied as 16; keys inline up to 40 bytes, on the heap beyond), lengths of one
+        /// varint byte or more, any restart interval: random moves agree with the entries.
+        #[test]
+        fn moves_match_the_entries(
+            keys in proptest::collection::btree_set(
+                proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), any::<u8>()], 0..70),
+                1..120),
+            value_lens in proptest::collection::vec(0usize..300, 1..120),
+            interval in 1usize..20,
+            moves in proptest::collection::vec((0u8..10, any::<usize>()), 1..300),
+        ) {
+            let mut uks: Vec<Vec<u8>> = keys.into_iter().collect();
+            uks.sort();
+            let entries: Vec<(Vec<u8>, Vec<u8>)> = uks
+                .iter()
+                .enumerate()
+                .map(|(i, uk)| {
+                    let n = value_lens[i % value_lens.len()];
+                    (internal_key(uk, 7, ValueKind::Value), vec![i as u8; n])
+                })
+                .collect();
+            let block = build(&entries, interval);
+            let mut it = BlockIter::new(block);
+            let mut at: Option<usize> = None;
+            for (m, r) in moves {
+                at = match m {
+                    0 => {
+                        it.seek_to_first().unwrap();
+                        Some(0)
+                    }
+                    1 => {
+                        it.seek_to_last().unwrap();
+                        Some(entries.len() - 1)
+                    }
+                    2 => {
+                        let i = r % entries.len();
+                        it.seek(&entries[i].0).unwrap();
+                        Some(i)
+                    }
+                    _ if at.is_none() => continue,
+                    3..=6 => {
+                        it.next().unwrap();
+                        at.map(|i| i + 1).filter(|&i| i < entries.len())
+                    }
+                    _ => {
+                        it.prev().unwrap();
+                        at.and_then(|i| i.checked_sub(1))
+                    }
+                };
+                match at {
+                    Some(i) => {
+                        prop_assert!(it.valid());
+                        prop_assert_eq!((it.key(), it.value()), (&entries[i].0[..], &entries[i].1[..]));
                     }
                     None => prop_assert!(!it.valid()),
                 }

@@ -690,14 +690,18 @@ impl InternalIterator for TableIterator {
         })
     }
 
+    #[inline]
     fn prev(&mut self) -> Result<()> {
-        if !self.valid() {
+        let Some(d) = self.data_iter.as_mut().filter(|d| d.valid()) else {
+            return Ok(());
+        };
+        let r = d.prev();
+        // Within a block: done, as in `next`.
+        if r.is_ok() && d.valid() {
             return Ok(());
         }
         self.guard(|s| {
-            if let Some(d) = &mut s.data_iter {
-                d.prev()?;
-            }
+            r?;
             s.skip_empty_backward()
         })
     }
