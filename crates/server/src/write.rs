@@ -243,7 +243,7 @@ fn write_blocking(state: &AppState, body: &[u8]) -> Response {
             if raw.capacity() <= 64 << 20 {
                 cell.replace(raw);
             }
-            if view.labels.capacity() <= 4 << 20 {
+            if view.labels.capacity() <= 1 << 20 {
                 view_cell.replace(view);
             }
             resp

@@ -1429,6 +1429,7 @@ impl Inner {
         let mut by_name: HashMap<String, u64> = HashMap::new();
         let mut by_pair: HashMap<(String, String), u64> = HashMap::new();
         let mut min_t = i64::MAX;
+        st.head_memory_bytes += self.head.wire_cache_bytes() as u64;
         for series in self.head.all() {
             let s = head::lock(&series);
             st.head_series += 1;

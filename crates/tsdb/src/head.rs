@@ -503,6 +503,12 @@ impl Head {
         }
     }
 
+    /// Approximate heap bytes of the wire cache (a hash map slot of a key and a pointer
+    /// per entry, at most 8/7 of them empty).
+    pub fn wire_cache_bytes(&self) -> usize {
+        self.by_wire.iter().map(|m| read(m).capacity() * 17).sum()
+    }
+
     /// Adds a series under `r`; a series with the same ref is kept (WAL replay sees
     /// checkpointed series again).
     pub fn insert(&self, r: SeriesRef, labels: Labels, hash: u64) -> Arc<HeadSeries> {
@@ -623,7 +629,9 @@ mod tests {
     }
 
     fn pairs<'a>(p: &[(&'a str, &'a str)]) -> Vec<(&'a [u8], &'a [u8])> {
-        p.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())).collect()
+        p.iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect()
     }
 
     #[test]

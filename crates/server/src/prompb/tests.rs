@@ -168,7 +168,10 @@ fn reusing_decoder_keeps_the_vectors_and_agrees() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut spare = WriteRequestView::<'static>::default();
     for _ in 0..32 {
-        let req = request().new_tree(&mut runner).expect("a request").current();
+        let req = request()
+            .new_tree(&mut runner)
+            .expect("a request")
+            .current();
         let bytes = req.encode_to_vec();
         let caps = (
             spare.series.capacity(),
@@ -180,12 +183,20 @@ fn reusing_decoder_keeps_the_vectors_and_agrees() {
         assert_eq!(Ok(&v), decode_write_request_deferred(&bytes).as_ref());
         assert!(v.series.capacity() >= caps.0 && v.samples.capacity() >= caps.2);
         if v.labels.capacity() == caps.1 && caps.1 > 0 {
-            assert_eq!(v.labels.as_ptr() as usize, label_ptr, "the label vector is kept");
+            assert_eq!(
+                v.labels.as_ptr() as usize,
+                label_ptr,
+                "the label vector is kept"
+            );
         }
         let cap = v.labels.capacity();
         spare = v.into_spare();
         assert!(spare.series.is_empty() && spare.labels.is_empty() && spare.samples.is_empty());
-        assert_eq!(spare.labels.capacity(), cap, "emptying keeps the allocation");
+        assert_eq!(
+            spare.labels.capacity(),
+            cap,
+            "emptying keeps the allocation"
+        );
     }
 }
 
@@ -219,7 +230,10 @@ fn label_bytes_are_only_a_run_of_label_fields() {
     let mut sample_field = vec![0x12, 11, 0x09];
     sample_field.extend_from_slice(&1f64.to_le_bytes());
     sample_field.extend_from_slice(&[0x10, 2]);
-    bytes.splice(first_label_end..first_label_end, sample_field.iter().copied());
+    bytes.splice(
+        first_label_end..first_label_end,
+        sample_field.iter().copied(),
+    );
     bytes[1] += sample_field.len() as u8;
     let v = decode_write_request(&bytes).expect("still valid");
     assert_eq!(v.series[0].labels.len(), 2);

@@ -325,7 +325,7 @@ fn write_xor(w: &mut BitWriter<'_>, v: u64, prev: u64, leading: &mut u8, trailin
     *leading = lz;
     *trailing = tz;
     let sig = 64 - lz - tz; // 1..=64
-    // Control bits `11`, 5 bits of leading zeros, 6 of meaningful bits (64 written as 0).
+                            // Control bits `11`, 5 bits of leading zeros, 6 of meaningful bits (64 written as 0).
     let head = (0b11 << 11) | (u64::from(lz) << 6) | u64::from(sig & 63);
     let sig = u32::from(sig);
     if sig <= 51 {
