@@ -617,7 +617,8 @@ mod tests {
         for n in 0..=20 {
             for at in 0..4 {
                 let a = &data[at..at + n];
-                assert!(same_bytes(a, &a.to_vec()));
+                let copy = a.to_vec();
+                assert!(same_bytes(a, &copy));
                 for i in 0..n {
                     let mut b = a.to_vec();
                     b[i] ^= 0x40;
