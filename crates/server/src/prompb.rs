@@ -211,6 +211,8 @@ pub struct WriteRequestView<'a> {
     pub labels: Vec<(&'a [u8], &'a [u8])>,
     /// The samples of all series.
     pub samples: Vec<Sample>,
+    /// The decoded bytes (empty for a view of an owned request).
+    pub body: &'a [u8],
 }
 
 /// One series of a [`WriteRequestView`].
@@ -222,6 +224,10 @@ pub struct SeriesView {
     pub samples: std::ops::Range<usize>,
     /// How many native histograms it carried (not decoded).
     pub histograms: usize,
+    /// Where its label fields are in [`WriteRequestView::body`], when they are one run of
+    /// bytes (as every sender writes them: labels first); else empty. Equal bytes decode
+    /// to equal labels, so a receiver can recognize a series it saw by these bytes.
+    pub label_bytes: std::ops::Range<usize>,
 }
 
 impl<'a> WriteRequestView<'a> {
@@ -238,9 +244,39 @@ impl<'a> WriteRequestView<'a> {
             .collect()
     }
 
+    /// The bytes of the label fields of `s` (see [`SeriesView::label_bytes`]).
+    pub fn label_bytes_of(&self, s: &SeriesView) -> &'a [u8] {
+        self.body.get(s.label_bytes.clone()).unwrap_or_default()
+    }
+
     /// The samples of `s`.
     pub fn samples_of(&self, s: &SeriesView) -> &[Sample] {
         self.samples.get(s.samples.clone()).unwrap_or_default()
+    }
+
+    /// The view emptied, its vectors kept (with their capacity) for another request's
+    /// labels, whatever they borrow from.
+    pub fn into_spare<'b>(self) -> WriteRequestView<'b> {
+        let WriteRequestView {
+            mut series,
+            mut labels,
+            mut samples,
+            body: _,
+        } = self;
+        series.clear();
+        samples.clear();
+        labels.clear();
+        WriteRequestView {
+            series,
+            // An empty vector mapped in place onto a type of the same layout: the standard
+            // library's in-place collect keeps the allocation (tested), no unsafe needed.
+            labels: labels
+                .into_iter()
+                .map(|_| -> (&'b [u8], &'b [u8]) { (&[], &[]) })
+                .collect(),
+            samples,
+            body: &[],
+        }
     }
 
     /// A view of an owned request (for callers that built one).
@@ -258,6 +294,7 @@ impl<'a> WriteRequestView<'a> {
                 labels: l0..v.labels.len(),
                 samples: s0..v.samples.len(),
                 histograms: ts.histograms.len(),
+                label_bytes: 0..0,
             });
         }
         v
@@ -410,7 +447,7 @@ impl<'a> Wire<'a> {
 /// Decodes a [`WriteRequest`] without copying its strings. Arbitrary bytes give an error,
 /// never a panic; memory is bounded by the input's size.
 pub fn decode_write_request(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeError> {
-    decode::<true>(buf)
+    decode::<true>(buf, WriteRequestView::default())
 }
 
 /// [`decode_write_request`] without checking that label names and values are UTF-8: the
@@ -418,17 +455,31 @@ pub fn decode_write_request(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeEr
 /// labels were checked when created), and answer with [`decode_write_request`]'s error
 /// when one is not UTF-8. Anything else wrong with the bytes is an error here too.
 pub fn decode_write_request_deferred(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeError> {
-    decode::<false>(buf)
+    decode::<false>(buf, WriteRequestView::default())
 }
 
-fn decode<const CHECK: bool>(buf: &[u8]) -> Result<WriteRequestView<'_>, DecodeError> {
-    // Typical Prometheus series take ~100-200 bytes with a handful of labels: reserve
-    // for that (at most about twice the input's size) instead of growing and copying.
-    let mut out = WriteRequestView {
-        series: Vec::with_capacity(buf.len() / 128),
-        labels: Vec::with_capacity(buf.len() / 32),
-        samples: Vec::with_capacity(buf.len() / 64),
-    };
+/// [`decode_write_request_deferred`] into the vectors of `spare` (from
+/// [`WriteRequestView::into_spare`]): a server decoding request after request reuses them
+/// instead of growing fresh ones, megabytes each, every time.
+pub fn decode_write_request_deferred_reusing<'a>(
+    buf: &'a [u8],
+    spare: WriteRequestView<'static>,
+) -> Result<WriteRequestView<'a>, DecodeError> {
+    decode::<false>(buf, spare.into_spare())
+}
+
+fn decode<'a, const CHECK: bool>(
+    buf: &'a [u8],
+    spare: WriteRequestView<'_>,
+) -> Result<WriteRequestView<'a>, DecodeError> {
+    let mut out = spare.into_spare();
+    out.body = buf;
+    // Typical Prometheus series take ~100-200 bytes with a handful of labels of ~20
+    // bytes: reserve for that (at most about twice the input's size) instead of growing
+    // and copying.
+    out.series.reserve(buf.len() / 128);
+    out.labels.reserve(buf.len() / 16);
+    out.samples.reserve(buf.len() / 64);
     let mut w = Wire::new(buf, 0);
     while !w.done() {
         let (tag, wire) = w.key()?;
@@ -452,13 +503,55 @@ fn decode_series<'a, const CHECK: bool>(
     let (l0, s0) = (out.labels.len(), out.samples.len());
     let mut histograms = 0;
     let mut w = Wire::new(buf, base);
+    // The label fields: where the first starts, where the last ends, and their total
+    // length; they are one run when that spans exactly the total.
+    let (mut first, mut last_end, mut total) = (usize::MAX, 0, 0);
     while !w.done() {
+        let field_at = w.pos;
+        // Fast paths for the layouts every sender writes, each giving what the general
+        // path below gives for the same bytes: a label field `0a L 0a n <name> 12 m
+        // <value>` and a sample field `12 L 09 <value> 10 <timestamp>`, one-byte lengths.
+        if let Some(&[0x0a, l, 0x0a, n]) = buf.get(field_at..field_at + 4) {
+            let (l, n) = (usize::from(l), usize::from(n));
+            let (end, v) = (field_at + 2 + l, field_at + 4 + n);
+            if l < 0x80 && n < 0x80 && n + 4 <= l && end <= buf.len() {
+                // `v + 1 < end`: both bytes of the value's key and length are there.
+                if buf[v] == 0x12 && usize::from(buf[v + 1]) == l - n - 4 {
+                    // Offsets as `decode_label` reports them.
+                    let at = base + field_at + 2;
+                    let name = utf8::<CHECK>(&buf[field_at + 4..v], at + 1)?;
+                    let value = utf8::<CHECK>(&buf[v + 2..end], at + n + 3)?;
+                    out.labels.push((name, value));
+                    first = first.min(field_at);
+                    (last_end, total) = (end, total + 2 + l);
+                    w.pos = end;
+                    continue;
+                }
+            }
+        }
+        if let Some(&[0x12, l, 0x09]) = buf.get(field_at..field_at + 3) {
+            let (l, end) = (usize::from(l), field_at + 2 + usize::from(l));
+            if (11..=19).contains(&l) && end <= buf.len() && buf[field_at + 11] == 0x10 {
+                if let Some(t) = varint_exact(&buf[field_at + 12..end]) {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(&buf[field_at + 3..field_at + 11]);
+                    out.samples.push(Sample {
+                        value: f64::from_le_bytes(v),
+                        timestamp: t as i64,
+                    });
+                    w.pos = end;
+                    continue;
+                }
+            }
+        }
         let (tag, wire) = w.key()?;
         match tag {
             1 => {
                 w.expect(wire, WIRE_LEN)?;
                 let (b, at) = w.len_delimited()?;
                 out.labels.push(decode_label::<CHECK>(b, at)?);
+                first = first.min(field_at);
+                (last_end, total) = (w.pos, total + w.pos - field_at);
             }
             2 => {
                 w.expect(wire, WIRE_LEN)?;
@@ -477,12 +570,36 @@ fn decode_series<'a, const CHECK: bool>(
             _ => w.skip(wire)?,
         }
     }
+    let label_bytes = if first != usize::MAX && last_end - first == total {
+        base + first..base + last_end
+    } else {
+        0..0
+    };
     out.series.push(SeriesView {
         labels: l0..out.labels.len(),
         samples: s0..out.samples.len(),
         histograms,
+        label_bytes,
     });
     Ok(())
+}
+
+/// The varint that is exactly `b` (one to nine bytes, the top bit set on all but the
+/// last), as [`Wire::varint`] reads it; `None` for anything else.
+#[inline(always)]
+fn varint_exact(b: &[u8]) -> Option<u64> {
+    let (&last, init) = b.split_last()?;
+    if init.len() > 8 || last >= 0x80 {
+        return None;
+    }
+    let mut v = 0u64;
+    for (i, &x) in init.iter().enumerate() {
+        if x < 0x80 {
+            return None;
+        }
+        v |= u64::from(x & 0x7f) << (7 * i);
+    }
+    Some(v | (u64::from(last) << (7 * init.len())))
 }
 
 /// `b`, checked as UTF-8 if `CHECK`.

@@ -99,7 +99,9 @@ pub fn ingest_view(
     limits: &LabelLimits,
 ) -> Result<Ingested, IngestError> {
     let mut out = Ingested::default();
-    let mut app = state.tsdb.appender();
+    let mut app = state
+        .tsdb
+        .appender_with_capacity(req.series.len(), req.samples.len());
     for ts in &req.series {
         if ts.histograms > 0 {
             out.rejected_histograms += ts.histograms as u64;
@@ -115,7 +117,12 @@ pub fn ingest_view(
             && raw
                 .iter()
                 .any(|(n, v)| *n == METRIC_NAME.as_bytes() && !v.is_empty())
-            && app.add_known_series(raw, samples.iter().map(|s| (s.timestamp, s.value)), limits)
+            && app.add_known_series(
+                raw,
+                req.label_bytes_of(ts),
+                samples.iter().map(|s| (s.timestamp, s.value)),
+                limits,
+            )
         {
             continue;
         }
@@ -222,16 +229,25 @@ pub async fn remote_write(
 fn write_blocking(state: &AppState, body: &[u8]) -> Response {
     // The decompressed bytes go to a buffer kept per blocking thread: fresh megabytes per
     // request would cost page faults and zeroing every time.
+    // So do the decoded request's vectors.
     thread_local! {
         static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        static VIEW: std::cell::RefCell<prompb::WriteRequestView<'static>> =
+            std::cell::RefCell::new(prompb::WriteRequestView::default());
     }
     RAW.with(|cell| {
-        let mut raw = cell.take();
-        let resp = write_decompressed(state, body, &mut raw);
-        if raw.capacity() <= 64 << 20 {
-            cell.replace(raw);
-        }
-        resp
+        VIEW.with(|view_cell| {
+            let mut raw = cell.take();
+            let mut view = view_cell.take();
+            let resp = write_decompressed(state, body, &mut raw, &mut view);
+            if raw.capacity() <= 64 << 20 {
+                cell.replace(raw);
+            }
+            if view.labels.capacity() <= 1 << 20 {
+                view_cell.replace(view);
+            }
+            resp
+        })
     })
 }
 
@@ -247,7 +263,12 @@ fn bad_request(state: &AppState, raw: &[u8], e: prompb::DecodeError) -> Answer {
     (StatusCode::BAD_REQUEST, e.to_string())
 }
 
-fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Response {
+fn write_decompressed(
+    state: &AppState,
+    body: &[u8],
+    buf: &mut Vec<u8>,
+    spare: &mut prompb::WriteRequestView<'static>,
+) -> Response {
     let limits = &state.config.limits;
     let raw = match snappy_decode_into(body, limits.max_decompressed_bytes, buf) {
         Ok(len) => &buf[..len],
@@ -256,7 +277,7 @@ fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Respo
             return text(status, msg);
         }
     };
-    match store(state, raw, true) {
+    match store(state, raw, true, spare) {
         (StatusCode::NO_CONTENT, _) => StatusCode::NO_CONTENT.into_response(),
         (status, msg) => text(status, msg),
     }
@@ -265,10 +286,15 @@ fn write_decompressed(state: &AppState, body: &[u8], buf: &mut Vec<u8>) -> Respo
 /// Decodes, checks and stores one decompressed remote-write request. With `deferred`,
 /// label bytes are checked as UTF-8 only where no head series has them (`ingest_view`);
 /// without, every string is checked while decoding. The answers are the same (tested).
-fn store(state: &AppState, raw: &[u8], deferred: bool) -> Answer {
-    let limits = &state.config.limits;
+/// The vectors of the decoded request come from `spare` and go back to it.
+fn store(
+    state: &AppState,
+    raw: &[u8],
+    deferred: bool,
+    spare: &mut prompb::WriteRequestView<'static>,
+) -> Answer {
     let decoded = if deferred {
-        prompb::decode_write_request_deferred(raw)
+        prompb::decode_write_request_deferred_reusing(raw, std::mem::take(spare))
     } else {
         prompb::decode_write_request(raw)
     };
@@ -276,6 +302,18 @@ fn store(state: &AppState, raw: &[u8], deferred: bool) -> Answer {
         Ok(r) => r,
         Err(e) => return bad_request(state, raw, e),
     };
+    let answer = store_decoded(state, raw, deferred, &req);
+    *spare = req.into_spare();
+    answer
+}
+
+fn store_decoded(
+    state: &AppState,
+    raw: &[u8],
+    deferred: bool,
+    req: &prompb::WriteRequestView<'_>,
+) -> Answer {
+    let limits = &state.config.limits;
     let n_series = req.series.len();
     let n_samples = req.samples.len();
     if n_series > limits.max_series_per_request || n_samples > limits.max_samples_per_request {
@@ -296,7 +334,7 @@ fn store(state: &AppState, raw: &[u8], deferred: bool) -> Answer {
             ),
         );
     }
-    let got = match ingest_view(state, &req, &state.config.label_limits()) {
+    let got = match ingest_view(state, req, &state.config.label_limits()) {
         Ok(g) => g,
         Err(IngestError::NotUtf8) => {
             // The checked decoder names the first string that is not UTF-8, as it did

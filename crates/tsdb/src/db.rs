@@ -480,6 +480,17 @@ impl Tsdb {
         }
     }
 
+    /// [`Tsdb::appender`] with room for runs of `series` series and `samples` samples: a
+    /// caller that knows its batch (a decoded remote-write request) spares the vectors'
+    /// growth, a copy of everything added so far at each doubling.
+    pub fn appender_with_capacity(&self, series: usize, samples: usize) -> Appender<'_> {
+        Appender {
+            db: self,
+            pending: Vec::with_capacity(series),
+            samples: Vec::with_capacity(samples),
+        }
+    }
+
     /// A querier over `[mint, maxt]` (inclusive, ms).
     pub fn querier(&self, mint: i64, maxt: i64) -> Querier {
         Querier::new(Arc::clone(&self.inner), mint, maxt)
@@ -756,9 +767,16 @@ impl Appender<'_> {
     /// pairs, in name order, and returns `true`; returns `false`, adding nothing, if no
     /// head series has them. The bytes need not be checked first (say, as UTF-8): a head
     /// series' labels were checked when it was created, and equal bytes are equally valid.
+    ///
+    /// `wire`, if not empty, are the bytes the pairs were decoded from (a remote-write
+    /// series' label fields): a series found is remembered by their hash, and found again
+    /// next time by that hash and a comparison of the pairs with its labels, without
+    /// encoding and hashing the pairs. Any bytes are safe (the comparison decides);
+    /// bytes that decode to the pairs make the shortcut hit.
     pub fn add_known_series(
         &mut self,
         pairs: &[(&[u8], &[u8])],
+        wire: &[u8],
         samples: impl IntoIterator<Item = (i64, f64)>,
         limits: &LabelLimits,
     ) -> bool {
@@ -771,9 +789,17 @@ impl Appender<'_> {
         if !within_limits {
             return false;
         }
-        let found = labels::with_encoded(pairs.iter().copied(), |key, h| {
-            self.db.inner.head.find_encoded(key, h)
-        });
+        let head = &self.db.inner.head;
+        let wire_hash = (!wire.is_empty()).then(|| xxhash_rust::xxh3::xxh3_64(wire));
+        if let Some(s) = wire_hash.and_then(|h| head.find_wire(h, pairs)) {
+            self.samples.extend(samples);
+            self.push_run(SeriesKey::Found(s));
+            return true;
+        }
+        let found = labels::with_encoded(pairs.iter().copied(), |key, h| head.find_encoded(key, h));
+        if let (Some(s), Some(h)) = (&found, wire_hash) {
+            head.remember_wire(h, s);
+        }
         match found {
             Some(s) => {
                 self.samples.extend(samples);
@@ -1403,6 +1429,7 @@ impl Inner {
         let mut by_name: HashMap<String, u64> = HashMap::new();
         let mut by_pair: HashMap<(String, String), u64> = HashMap::new();
         let mut min_t = i64::MAX;
+        st.head_memory_bytes += self.head.wire_cache_bytes() as u64;
         for series in self.head.all() {
             let s = head::lock(&series);
             st.head_series += 1;

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use crate::chunk::{XorAppender, XorChunk};
@@ -215,6 +215,9 @@ pub(crate) struct HeadSeries {
     key: Box<[u8]>,
     /// `labels.stable_hash()`.
     pub hash: u64,
+    /// No label holds a 0x00 byte: `key` is each string followed by the two-byte
+    /// separator, nothing escaped ([`Head::find_wire`] relies on it).
+    plain: bool,
     /// Set (under the commit lock) when the series leaves the head.
     retired: AtomicBool,
     state: Mutex<MemSeries>,
@@ -350,6 +353,72 @@ impl HashShard {
     }
 }
 
+/// Whether `pairs`, taken as they are, are the labels of `s`: the same count, and the
+/// strings one after another, each followed by the separator, are `s.key`.
+///
+/// Exact for a `plain` series without looking for 0x00 in the pairs: its key holds 0x00
+/// only as the first byte of its separators, so each string of the pairs ends where one
+/// of the series' strings ends; as many strings as the series has end at all of them.
+fn plain_key_is(s: &HeadSeries, pairs: &[(&[u8], &[u8])]) -> bool {
+    if !s.plain || s.labels.len() != pairs.len() {
+        return false;
+    }
+    let key = &*s.key;
+    let mut at = 0;
+    for &(name, value) in pairs {
+        for part in [name, value] {
+            let end = at + part.len();
+            match key.get(at..end + 2) {
+                Some(k) if k[part.len()..] == SEPARATOR && same_bytes(&k[..part.len()], part) => {}
+                _ => return false,
+            }
+            at = end + 2;
+        }
+    }
+    at == key.len()
+}
+
+/// `a == b` for slices of equal length, short ones (label strings) compared as two
+/// overlapping words instead of by a call to `memcmp`.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n > 16 {
+        a == b
+    } else if n >= 8 {
+        word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8)
+    } else if n >= 4 {
+        word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4)
+    } else if n > 0 {
+        // First, middle and last cover one to three bytes.
+        a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1]
+    } else {
+        true
+    }
+}
+
+/// Eight bytes of `s` from `at` (`at + 8 <= s.len()`).
+#[inline(always)]
+fn word8(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_ne_bytes(w)
+}
+
+/// Four bytes of `s` from `at` (`at + 4 <= s.len()`).
+#[inline(always)]
+fn word4(s: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u32::from_ne_bytes(w)
+}
+
+/// The two bytes after each string of a `plain` series' key.
+const SEPARATOR: [u8; 2] = crate::labels::SEPARATOR;
+
 /// The series of the head and their index.
 //
 // Lock order: a ref shard, then a hash shard. Series are created and removed only under
@@ -358,6 +427,11 @@ impl HashShard {
 pub(crate) struct Head {
     by_ref: Box<[RwLock<U64Map<Arc<HeadSeries>>>]>,
     by_hash: Box<[RwLock<HashShard>]>,
+    /// A cache: series by the hash of the bytes their labels last came as (a remote-write
+    /// series' label fields), to find a series again without encoding its labels.
+    /// Entries are checked against the series' labels on use ([`Head::find_wire`]);
+    /// retired series leave it with their last removal.
+    by_wire: Box<[RwLock<U64Map<Arc<HeadSeries>>>]>,
     count: AtomicUsize,
     pub postings: MemPostings,
 }
@@ -367,6 +441,7 @@ impl Default for Head {
         Head {
             by_ref: (0..SHARDS).map(|_| RwLock::default()).collect(),
             by_hash: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            by_wire: (0..SHARDS).map(|_| RwLock::default()).collect(),
             count: AtomicUsize::new(0),
             postings: MemPostings::default(),
         }
@@ -401,6 +476,39 @@ impl Head {
             .cloned()
     }
 
+    /// The series cached under `wire_hash` ([`Head::remember_wire`]) if its labels are
+    /// exactly `pairs` (checked: a hash is never enough) and it is still in the head.
+    pub fn find_wire(&self, wire_hash: u64, pairs: &[(&[u8], &[u8])]) -> Option<Arc<HeadSeries>> {
+        let shard = read(&self.by_wire[shard_of(wire_hash)]);
+        let s = shard.get(&wire_hash)?;
+        (plain_key_is(s, pairs) && !s.is_retired()).then(|| Arc::clone(s))
+    }
+
+    /// Caches `s` under `wire_hash`, the hash of bytes its labels came as; replaces what
+    /// was cached there. Series with 0x00 in a label are not cached.
+    pub fn remember_wire(&self, wire_hash: u64, s: &Arc<HeadSeries>) {
+        if !s.plain {
+            return;
+        }
+        let shard = &self.by_wire[shard_of(wire_hash)];
+        write(shard).insert(wire_hash, Arc::clone(s));
+        // Retired since it was found: `remove` may have swept this shard before the
+        // insert. Either it did after (and the entry is gone), or this load sees the
+        // flag it set before sweeping (both SeqCst).
+        if s.retired.load(SeqCst) {
+            let mut m = write(shard);
+            if m.get(&wire_hash).is_some_and(|c| Arc::ptr_eq(c, s)) {
+                m.remove(&wire_hash);
+            }
+        }
+    }
+
+    /// Approximate heap bytes of the wire cache (a hash map slot of a key and a pointer
+    /// per entry, at most 8/7 of them empty).
+    pub fn wire_cache_bytes(&self) -> usize {
+        self.by_wire.iter().map(|m| read(m).capacity() * 17).sum()
+    }
+
     /// Adds a series under `r`; a series with the same ref is kept (WAL replay sees
     /// checkpointed series again).
     pub fn insert(&self, r: SeriesRef, labels: Labels, hash: u64) -> Arc<HeadSeries> {
@@ -409,9 +517,16 @@ impl Head {
             return Arc::clone(s);
         }
         self.postings.add(r, &labels);
+        let key = labels.encode().into_boxed_slice();
         let s = Arc::new(HeadSeries {
             r,
-            key: labels.encode().into_boxed_slice(),
+            // No escape: the key is the strings and a separator after each.
+            plain: key.len()
+                == labels
+                    .iter()
+                    .map(|l| l.name.len() + l.value.len() + 4)
+                    .sum::<usize>(),
+            key,
             labels,
             hash,
             retired: AtomicBool::new(false),
@@ -432,9 +547,14 @@ impl Head {
             let mut refs = write(&self.by_ref[shard_of(s.r)]);
             if refs.remove(&s.r).is_some() {
                 write(&self.by_hash[shard_of(s.hash)]).remove(s.hash, s.r);
-                s.retired.store(true, Relaxed);
+                s.retired.store(true, SeqCst);
                 self.count.fetch_sub(1, Relaxed);
             }
+        }
+        // The wire cache does not know its entries' hashes by series: sweep it (removals
+        // come with flushes, which visit every series anyway).
+        for shard in self.by_wire.iter() {
+            write(shard).retain(|_, s| !s.retired.load(SeqCst));
         }
         self.postings
             .delete_with_labels(gone.iter().map(|s| (s.r, &s.labels)));
@@ -489,5 +609,64 @@ mod tests {
         assert!(head.find(&c, 7).is_none());
         assert_eq!(head.num_series(), 1);
         assert_eq!(head.all().len(), 1);
+    }
+
+    #[test]
+    fn same_bytes_is_slice_equality() {
+        let data: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37)).collect();
+        for n in 0..=20 {
+            for at in 0..4 {
+                let a = &data[at..at + n];
+                let copy = a.to_vec();
+                assert!(same_bytes(a, &copy));
+                for i in 0..n {
+                    let mut b = a.to_vec();
+                    b[i] ^= 0x40;
+                    assert!(!same_bytes(a, &b), "n {n} differs at {i}");
+                }
+                assert!(!same_bytes(a, &data[at..at + n + 1]));
+            }
+        }
+    }
+
+    fn pairs<'a>(p: &[(&'a str, &'a str)]) -> Vec<(&'a [u8], &'a [u8])> {
+        p.iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn wire_cache_finds_only_the_exact_labels() {
+        let head = Head::default();
+        let abc = Labels::from_pairs([("a", "b"), ("c", "d"), ("e", "f")]).expect("valid");
+        let s = head.insert(1, abc.clone(), abc.stable_hash());
+        head.remember_wire(42, &s);
+        let exact = pairs(&[("a", "b"), ("c", "d"), ("e", "f")]);
+        assert_eq!(head.find_wire(42, &exact).map(|s| s.r), Some(1));
+        // Another hash, or other labels under the same hash: not found.
+        assert!(head.find_wire(43, &exact).is_none());
+        for other in [
+            pairs(&[("a", "b"), ("c", "d")]),
+            pairs(&[("a", "b"), ("c", "d"), ("e", "g")]),
+            pairs(&[("a", "b"), ("c", "d"), ("e", "f"), ("g", "h")]),
+            pairs(&[("a", "b"), ("c", "d"), ("e", "")]),
+            // Strings holding the separator, spanning several of the series' strings.
+            pairs(&[("a\0\u{1}b\0\u{1}c", "d"), ("e", "f")]),
+            pairs(&[("a", "b\0\u{1}c"), ("d", "e"), ("\0\u{1}f", "")]),
+        ] {
+            assert!(head.find_wire(42, &other).is_none(), "{other:?}");
+        }
+        // A retired series leaves the cache.
+        head.remove(std::slice::from_ref(&s));
+        assert!(head.find_wire(42, &exact).is_none());
+        assert!(read(&head.by_wire[shard_of(42)]).is_empty());
+        // Remembered after it was retired: dropped at once.
+        head.remember_wire(42, &s);
+        assert!(read(&head.by_wire[shard_of(42)]).is_empty());
+        // A series with 0x00 in a label is never cached (its key is escaped).
+        let nul = Labels::from_pairs([("a", "x\0y")]).expect("valid");
+        let n = head.insert(2, nul.clone(), nul.stable_hash());
+        head.remember_wire(7, &n);
+        assert!(head.find_wire(7, &pairs(&[("a", "x\0y")])).is_none());
     }
 }

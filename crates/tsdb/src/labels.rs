@@ -157,6 +157,8 @@ pub struct Labels {
 const ESCAPE: u8 = 0x00;
 const ESCAPED_ZERO: u8 = 0xff;
 const TERMINATOR: u8 = 0x01;
+/// What follows each string in [`Labels::encode`].
+pub(crate) const SEPARATOR: [u8; 2] = [ESCAPE, TERMINATOR];
 
 impl Labels {
     /// The empty label set.

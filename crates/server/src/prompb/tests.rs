@@ -2,6 +2,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use prost::Message;
 
 /// A decoded series, comparable: labels, samples (value bits, timestamp), histograms.
@@ -119,6 +120,14 @@ proptest! {
         let view = decode_write_request(&bytes).expect("a valid request decodes");
         prop_assert_eq!(flatten_view(&view), flatten(&req));
         prop_assert_eq!(flatten_view(&WriteRequestView::of(&req)), flatten(&req));
+        // Each series' label fields are one run of bytes holding exactly its labels.
+        for (s, ts) in view.series.iter().zip(&req.timeseries) {
+            let run = view.label_bytes_of(s);
+            prop_assert_eq!(run.is_empty(), ts.labels.is_empty());
+            let only_labels = TimeSeries::decode(run).expect("label fields decode");
+            prop_assert_eq!(&only_labels.labels, &ts.labels);
+            prop_assert!(only_labels.samples.is_empty());
+        }
     }
 
     #[test]
@@ -151,6 +160,86 @@ proptest! {
         }
         deferred_agrees(&bytes)?;
     }
+}
+
+/// A view decoded into a previous request's vectors is the same view, and keeps them.
+#[test]
+fn reusing_decoder_keeps_the_vectors_and_agrees() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut spare = WriteRequestView::<'static>::default();
+    for _ in 0..32 {
+        let req = request()
+            .new_tree(&mut runner)
+            .expect("a request")
+            .current();
+        let bytes = req.encode_to_vec();
+        let caps = (
+            spare.series.capacity(),
+            spare.labels.capacity(),
+            spare.samples.capacity(),
+        );
+        let label_ptr = spare.labels.as_ptr() as usize;
+        let v = decode_write_request_deferred_reusing(&bytes, spare).expect("valid");
+        assert_eq!(Ok(&v), decode_write_request_deferred(&bytes).as_ref());
+        assert!(v.series.capacity() >= caps.0 && v.samples.capacity() >= caps.2);
+        if v.labels.capacity() == caps.1 && caps.1 > 0 {
+            assert_eq!(
+                v.labels.as_ptr() as usize,
+                label_ptr,
+                "the label vector is kept"
+            );
+        }
+        let cap = v.labels.capacity();
+        spare = v.into_spare();
+        assert!(spare.series.is_empty() && spare.labels.is_empty() && spare.samples.is_empty());
+        assert_eq!(
+            spare.labels.capacity(),
+            cap,
+            "emptying keeps the allocation"
+        );
+    }
+}
+
+#[test]
+fn label_bytes_are_only_a_run_of_label_fields() {
+    let label = |n: &str, v: &str| Label {
+        name: n.into(),
+        value: v.into(),
+    };
+    let sample = Sample {
+        value: 1.0,
+        timestamp: 2,
+    };
+    // Labels, then a sample: the run is the labels.
+    let ts = TimeSeries {
+        labels: vec![label("__name__", "up"), label("job", "a")],
+        samples: vec![sample],
+        ..TimeSeries::default()
+    };
+    let mut bytes = WriteRequest {
+        timeseries: vec![ts],
+        metadata: vec![],
+    }
+    .encode_to_vec();
+    let v = decode_write_request(&bytes).expect("valid");
+    let run = v.series[0].label_bytes.clone();
+    // Field key and length, then the label: name key, length, bytes, value likewise.
+    assert_eq!(run.len(), (2 + 2 + 8 + 2 + 2) + (2 + 2 + 3 + 2 + 1));
+    // The same series with a sample between its labels: no run.
+    let first_label_end = run.start + 2 + 2 + 8 + 2 + 2;
+    let mut sample_field = vec![0x12, 11, 0x09];
+    sample_field.extend_from_slice(&1f64.to_le_bytes());
+    sample_field.extend_from_slice(&[0x10, 2]);
+    bytes.splice(
+        first_label_end..first_label_end,
+        sample_field.iter().copied(),
+    );
+    bytes[1] += sample_field.len() as u8;
+    let v = decode_write_request(&bytes).expect("still valid");
+    assert_eq!(v.series[0].labels.len(), 2);
+    assert_eq!(v.samples.len(), 2);
+    assert!(v.series[0].label_bytes.is_empty());
+    assert!(v.label_bytes_of(&v.series[0]).is_empty());
 }
 
 /// Decoding with the UTF-8 check deferred gives what checked decoding gives, except that
@@ -187,6 +276,9 @@ fn errors_name_the_offset() {
     let ok = [0x10, 0x01, 0x19, 0, 0, 0, 0, 0, 0, 0, 0, 0x25, 0, 0, 0, 0];
     assert_eq!(
         decode_write_request(&ok).unwrap(),
-        WriteRequestView::default()
+        WriteRequestView {
+            body: &ok,
+            ..WriteRequestView::default()
+        }
     );
 }

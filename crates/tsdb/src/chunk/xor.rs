@@ -269,20 +269,28 @@ pub fn encode_prometheus(samples: &[(i64, f64)]) -> Vec<u8> {
 
 /// True if `x` fits the `nbits`-bit bucket: `-(2^(nbits-1) - 1) <= x <= 2^(nbits-1)`, the
 /// range Prometheus uses (one more positive value than two's complement, one fewer negative).
+#[inline(always)]
 fn fits_bucket(x: i64, nbits: u32) -> bool {
     let half = 1i64 << (nbits - 1);
     -(half - 1) <= x && x <= half
 }
 
+#[inline]
 fn write_dod(w: &mut BitWriter<'_>, dod: i64) {
     if dod == 0 {
         w.write_bit(false);
         return;
     }
+    // The first bucket (the jitter of a regular scrape) checked first, as one range.
+    if fits_bucket(dod, 14) {
+        w.write_bits((0b10 << 14) | (dod as u64 & 0x3fff), 16);
+        return;
+    }
     for (prefix, prefix_len, nbits) in DOD_BUCKETS {
         if fits_bucket(dod, nbits) {
-            w.write_bits(prefix, prefix_len);
-            w.write_bits(dod as u64, nbits); // low nbits of the two's complement
+            // Prefix and the low nbits of the two's complement, in one write.
+            let field = (prefix << nbits) | (dod as u64 & ((1u64 << nbits) - 1));
+            w.write_bits(field, prefix_len + nbits);
             return;
         }
     }
@@ -290,30 +298,42 @@ fn write_dod(w: &mut BitWriter<'_>, dod: i64) {
     w.write_bits(dod as u64, 64);
 }
 
+#[inline]
 fn write_xor(w: &mut BitWriter<'_>, v: u64, prev: u64, leading: &mut u8, trailing: &mut u8) {
     let x = v ^ prev;
     if x == 0 {
         w.write_bit(false);
         return;
     }
-    w.write_bit(true);
     // The leading-zero field has 5 bits; a longer run is written as 31 leading zeros
     // followed by meaningful bits that start with zeros.
     let lz = (x.leading_zeros() as u8).min(31);
     let tz = x.trailing_zeros() as u8;
     if *leading != NO_WINDOW && lz >= *leading && tz >= *trailing {
-        // The meaningful bits fit the previous window: reuse it.
-        w.write_bit(false);
-        w.write_bits(x >> *trailing, u32::from(64 - *leading - *trailing));
+        // The meaningful bits fit the previous window: reuse it. Control bits `10` and
+        // the bits in one write when they fit a word.
+        let sig = u32::from(64 - *leading - *trailing);
+        let bits = x >> *trailing;
+        if sig <= 62 {
+            w.write_bits((0b10 << sig) | bits, sig + 2);
+        } else {
+            w.write_bits(0b10, 2);
+            w.write_bits(bits, sig);
+        }
         return;
     }
     *leading = lz;
     *trailing = tz;
     let sig = 64 - lz - tz; // 1..=64
-    w.write_bit(true);
-    w.write_bits(u64::from(lz), 5);
-    w.write_bits(u64::from(sig & 63), 6); // 64 is written as 0
-    w.write_bits(x >> tz, u32::from(sig));
+                            // Control bits `11`, 5 bits of leading zeros, 6 of meaningful bits (64 written as 0).
+    let head = (0b11 << 11) | (u64::from(lz) << 6) | u64::from(sig & 63);
+    let sig = u32::from(sig);
+    if sig <= 51 {
+        w.write_bits((head << sig) | (x >> tz), 13 + sig);
+    } else {
+        w.write_bits(head, 13);
+        w.write_bits(x >> tz, sig);
+    }
 }
 
 fn write_varint_signed(w: &mut BitWriter<'_>, x: i64) {
