@@ -89,22 +89,29 @@ impl<'a> PartitionIndex<'a> {
             .collect())
     }
 
-    /// Every value of label `name`, sorted, from the keys alone (no list is decoded).
+    /// Every value of label `name`, sorted, from the keys alone (no list is decoded, no
+    /// value copied): one allocation per distinct value, for the answer itself.
     pub fn label_values(&self, name: &str) -> Result<Vec<String>> {
+        let prefix = keys::postings_name_prefix(self.part, name);
         let mut out: Vec<String> = Vec::new();
-        for item in self
-            .snap
-            .prefix(keys::postings_name_prefix(self.part, name))
-        {
-            let (k, _) = item?;
-            let (n, value) = keys::parse_postings_key(&k).ok_or_else(|| bad_key(&k))?;
-            if n != name {
-                return Err(bad_key(&k));
-            }
-            // A value's fragments are adjacent: keep it once.
-            if out.last() != Some(&value) {
+        // The escaped value of the previous key: a value's fragments are adjacent.
+        let mut last: Vec<u8> = Vec::new();
+        let mut it = self.snap.iter();
+        it.seek(&prefix)?;
+        while it.valid() && it.key().starts_with(&prefix) {
+            let k = it.key();
+            // `prefix` ends with the escaped name: the rest is esc(value) and the sequence.
+            let escaped = k
+                .get(prefix.len()..k.len().saturating_sub(8))
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| bad_key(k))?;
+            if out.is_empty() || escaped != last.as_slice() {
+                let value = keys::parse_escaped_str(escaped).ok_or_else(|| bad_key(k))?;
+                last.clear();
+                last.extend_from_slice(escaped);
                 out.push(value);
             }
+            it.next()?;
         }
         Ok(out)
     }
