@@ -91,7 +91,12 @@ impl<'a> PartitionIndex<'a> {
 
     /// Every value of label `name`, sorted, from the keys alone (no list is decoded, no
     /// value copied): one allocation per distinct value, for the answer itself.
-    pub fn label_values(&self, name: &str) -> Result<Vec<String>> {
+    /// Reads at most `budget` keys (decremented by the keys read); `None` once it runs out.
+    pub fn label_values_within(
+        &self,
+        name: &str,
+        budget: &mut usize,
+    ) -> Result<Option<Vec<String>>> {
         let prefix = keys::postings_name_prefix(self.part, name);
         let mut out: Vec<String> = Vec::new();
         // The escaped value of the previous key: a value's fragments are adjacent.
@@ -99,6 +104,10 @@ impl<'a> PartitionIndex<'a> {
         let mut it = self.snap.iter();
         it.seek(&prefix)?;
         while it.valid() && it.key().starts_with(&prefix) {
+            if *budget == 0 {
+                return Ok(None);
+            }
+            *budget -= 1;
             let k = it.key();
             // `prefix` ends with the escaped name: the rest is esc(value) and the sequence.
             let escaped = k
@@ -113,7 +122,7 @@ impl<'a> PartitionIndex<'a> {
             }
             it.next()?;
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Every label name of the partition, sorted (skipping the all-series key).

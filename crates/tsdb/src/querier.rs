@@ -366,14 +366,32 @@ impl Querier {
                 .collect();
             return Ok(values.into_iter().collect());
         }
+        Ok(self
+            .label_values_within(name, usize::MAX)?
+            .unwrap_or_default())
+    }
+
+    /// The values of label `name` among all series (as [`Querier::label_values`] without
+    /// matchers), if reading them takes at most `max_keys` index keys; `None` otherwise
+    /// (after reading no more than that). Lets a server answer small metadata queries
+    /// where it is, and send the others to a thread that may block.
+    pub fn label_values_within(&self, name: &str, max_keys: usize) -> Result<Option<Vec<String>>> {
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("empty label name".into()));
+        }
         // Each source is sorted and unique; most often one or two hold the same values.
         let mut values = self.inner.head.postings.label_values(name);
+        let Some(mut budget) = max_keys.checked_sub(values.len()) else {
+            return Ok(None);
+        };
         let snap = self.inner.kv.snapshot();
         for part in self.inner.partitions_overlapping(self.mint, self.maxt) {
-            let more = PartitionIndex::new(&snap, part).label_values(name)?;
-            values = union_sorted(values, more);
+            match PartitionIndex::new(&snap, part).label_values_within(name, &mut budget)? {
+                Some(more) => values = union_sorted(values, more),
+                None => return Ok(None),
+            }
         }
-        Ok(values)
+        Ok(Some(values))
     }
 
     /// Number of series the partitions of the range and the head hold for `matchers`
@@ -889,6 +907,19 @@ mod tests {
                 assert!(got.windows(2).all(|w| w[0] < w[1]));
             }
         }
+        let q = db.querier(0, t);
+        let all = q.label_values("k", &[]).unwrap();
+        assert_eq!(
+            q.label_values_within("k", usize::MAX).unwrap(),
+            Some(all.clone())
+        );
+        assert_eq!(q.label_values_within("k", 0).unwrap(), None);
+        assert_eq!(
+            q.label_values_within("k", all.len()).unwrap(),
+            None,
+            "fragments are keys too"
+        );
+        assert_eq!(q.label_values_within("k", 100).unwrap(), Some(all));
         assert_eq!(
             union_sorted(
                 vec!["a".into(), "c".into()],
