@@ -452,16 +452,6 @@ pub async fn series(
 /// order from few blocks; a label with more keys is read again on the blocking pool.
 const INLINE_MAX_KEYS: usize = 4096;
 
-fn inline_max_keys() -> usize {
-    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *N.get_or_init(|| {
-        std::env::var("STRATA_INLINE_META_KEYS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(INLINE_MAX_KEYS)
-    })
-}
-
 async fn names_or_values(
     state: Arc<AppState>,
     p: Params,
@@ -474,10 +464,10 @@ async fn names_or_values(
         .and_then(|l| l.parse::<usize>().ok())
         .filter(|l| *l > 0);
     let inline = match &name {
-        Some(n) if sets.is_empty() && inline_max_keys() > 0 => state
+        Some(n) if sets.is_empty() => state
             .tsdb
             .querier(start, end)
-            .label_values_within(n, inline_max_keys())?,
+            .label_values_within(n, INLINE_MAX_KEYS)?,
         _ => None,
     };
     let out = match inline {

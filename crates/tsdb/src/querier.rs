@@ -864,6 +864,7 @@ mod tests {
             ..Options::default()
         };
         let db = Tsdb::open(dir.path(), opts).unwrap();
+        assert_eq!(db.warm_index(usize::MAX).unwrap(), 0);
         // Escaped bytes, a value that is a prefix of another, a name that is a prefix of
         // another, non-ASCII.
         let values = ["a", "a\u{0}b", "ab", "b\u{0}", "\u{0}", "é", "zz"];
@@ -907,6 +908,11 @@ mod tests {
                 assert!(got.windows(2).all(|w| w[0] < w[1]));
             }
         }
+        // Warming reads every partition's postings, or stops at its bound.
+        let full = db.warm_index(usize::MAX).unwrap();
+        assert!(full > 0);
+        let some = db.warm_index(full / 2).unwrap();
+        assert!(some >= full / 2 && some < full);
         let q = db.querier(0, t);
         let all = q.label_values("k", &[]).unwrap();
         assert_eq!(
