@@ -89,24 +89,40 @@ impl<'a> PartitionIndex<'a> {
             .collect())
     }
 
-    /// Every value of label `name`, sorted, from the keys alone (no list is decoded).
-    pub fn label_values(&self, name: &str) -> Result<Vec<String>> {
+    /// Every value of label `name`, sorted, from the keys alone (no list is decoded, no
+    /// value copied): one allocation per distinct value, for the answer itself.
+    /// Reads at most `budget` keys (decremented by the keys read); `None` once it runs out.
+    pub fn label_values_within(
+        &self,
+        name: &str,
+        budget: &mut usize,
+    ) -> Result<Option<Vec<String>>> {
+        let prefix = keys::postings_name_prefix(self.part, name);
         let mut out: Vec<String> = Vec::new();
-        for item in self
-            .snap
-            .prefix(keys::postings_name_prefix(self.part, name))
-        {
-            let (k, _) = item?;
-            let (n, value) = keys::parse_postings_key(&k).ok_or_else(|| bad_key(&k))?;
-            if n != name {
-                return Err(bad_key(&k));
+        // The escaped value of the previous key: a value's fragments are adjacent.
+        let mut last: Vec<u8> = Vec::new();
+        let mut it = self.snap.iter();
+        it.seek(&prefix)?;
+        while it.valid() && it.key().starts_with(&prefix) {
+            if *budget == 0 {
+                return Ok(None);
             }
-            // A value's fragments are adjacent: keep it once.
-            if out.last() != Some(&value) {
+            *budget -= 1;
+            let k = it.key();
+            // `prefix` ends with the escaped name: the rest is esc(value) and the sequence.
+            let escaped = k
+                .get(prefix.len()..k.len().saturating_sub(8))
+                .filter(|e| !e.is_empty())
+                .ok_or_else(|| bad_key(k))?;
+            if out.is_empty() || escaped != last.as_slice() {
+                let value = keys::parse_escaped_str(escaped).ok_or_else(|| bad_key(k))?;
+                last.clear();
+                last.extend_from_slice(escaped);
                 out.push(value);
             }
+            it.next()?;
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     /// Every label name of the partition, sorted (skipping the all-series key).

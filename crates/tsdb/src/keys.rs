@@ -214,6 +214,17 @@ pub fn parse_postings_key(key: &[u8]) -> Option<(String, String)> {
     ))
 }
 
+/// Decodes `src` as exactly one escaped, terminated UTF-8 string (the value part of a
+/// postings key); `None` if it is not.
+pub fn parse_escaped_str(src: &[u8]) -> Option<String> {
+    let mut rest = src;
+    let s = take_escaped(&mut rest)?;
+    if !rest.is_empty() {
+        return None;
+    }
+    String::from_utf8(s).ok()
+}
+
 /// The key of a stats fragment.
 pub fn stats_key(part: i64, seq: u64) -> Vec<u8> {
     let mut k = sub_prefix(part, STATS);

@@ -498,27 +498,32 @@ pub(crate) fn take_escaped(src: &mut &[u8], total: usize) -> Result<Vec<u8>, Lab
     let mut out = Vec::new();
     let mut i = 0;
     loop {
-        match src.get(i) {
-            None => return Err(corrupt(total, "unterminated string")),
-            Some(&ESCAPE) => match src.get(i + 1) {
-                Some(&TERMINATOR) => {
-                    *src = &src[i + 2..];
-                    return Ok(out);
+        // Copy each run up to the next 0x00 whole: label bytes almost never hold one, so
+        // this is usually one copy into an exactly sized buffer.
+        let Some(at) = src[i..].iter().position(|&b| b == ESCAPE) else {
+            return Err(corrupt(total, "unterminated string"));
+        };
+        let run = &src[i..i + at];
+        match src.get(i + at + 1) {
+            Some(&TERMINATOR) => {
+                if out.is_empty() {
+                    out = run.to_vec();
+                } else {
+                    out.extend_from_slice(run);
                 }
-                Some(&ESCAPED_ZERO) => {
-                    out.push(0);
-                    i += 2;
-                }
-                _ => {
-                    return Err(corrupt(
-                        total - src.len() + i,
-                        "0x00 not followed by 0x01 or 0xFF",
-                    ))
-                }
-            },
-            Some(&b) => {
-                out.push(b);
-                i += 1;
+                *src = &src[i + at + 2..];
+                return Ok(out);
+            }
+            Some(&ESCAPED_ZERO) => {
+                out.extend_from_slice(run);
+                out.push(0);
+                i += at + 2;
+            }
+            _ => {
+                return Err(corrupt(
+                    total - src.len() + i + at,
+                    "0x00 not followed by 0x01 or 0xFF",
+                ))
             }
         }
     }

@@ -366,18 +366,32 @@ impl Querier {
                 .collect();
             return Ok(values.into_iter().collect());
         }
-        let mut values: BTreeSet<String> = self
-            .inner
-            .head
-            .postings
-            .label_values(name)
-            .into_iter()
-            .collect();
+        Ok(self
+            .label_values_within(name, usize::MAX)?
+            .unwrap_or_default())
+    }
+
+    /// The values of label `name` among all series (as [`Querier::label_values`] without
+    /// matchers), if reading them takes at most `max_keys` index keys; `None` otherwise
+    /// (after reading no more than that). Lets a server answer small metadata queries
+    /// where it is, and send the others to a thread that may block.
+    pub fn label_values_within(&self, name: &str, max_keys: usize) -> Result<Option<Vec<String>>> {
+        if name.is_empty() {
+            return Err(Error::InvalidArgument("empty label name".into()));
+        }
+        // Each source is sorted and unique; most often one or two hold the same values.
+        let mut values = self.inner.head.postings.label_values(name);
+        let Some(mut budget) = max_keys.checked_sub(values.len()) else {
+            return Ok(None);
+        };
         let snap = self.inner.kv.snapshot();
         for part in self.inner.partitions_overlapping(self.mint, self.maxt) {
-            values.extend(PartitionIndex::new(&snap, part).label_values(name)?);
+            match PartitionIndex::new(&snap, part).label_values_within(name, &mut budget)? {
+                Some(more) => values = union_sorted(values, more),
+                None => return Ok(None),
+            }
         }
-        Ok(values.into_iter().collect())
+        Ok(Some(values))
     }
 
     /// Number of series the partitions of the range and the head hold for `matchers`
@@ -393,6 +407,36 @@ impl Querier {
         }
         Ok(n)
     }
+}
+
+/// The sorted union of two sorted, duplicate-free lists. The common cases cost no
+/// allocation: one side empty, or both equal (the head and a partition of the same hours).
+fn union_sorted(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+    if b.is_empty() || a == b {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match x.cmp(y) {
+                std::cmp::Ordering::Less => a.next(),
+                std::cmp::Ordering::Greater => b.next(),
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    a.next()
+                }
+            },
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => break,
+        };
+        out.extend(next);
+    }
+    out
 }
 
 /// A series found by [`Querier::series`]: a head series, or stored labels with their
@@ -787,6 +831,109 @@ mod tests {
                 assert!(s.samples.windows(2).all(|w| w[0].0 < w[1].0));
             }
         }
+    }
+
+    /// The values as the first implementation read them: every key parsed whole, values
+    /// copied, a set over all sources.
+    fn label_values_oracle(q: &Querier, name: &str) -> Vec<String> {
+        let mut all: BTreeSet<String> = q
+            .inner
+            .head
+            .postings
+            .label_values(name)
+            .into_iter()
+            .collect();
+        let snap = q.inner.kv.snapshot();
+        for part in q.inner.partitions_overlapping(q.mint, q.maxt) {
+            for item in snap.prefix(keys::postings_name_prefix(part, name)) {
+                let (k, _) = item.unwrap();
+                let (n, v) = keys::parse_postings_key(&k).unwrap();
+                assert_eq!(n, name);
+                all.insert(v);
+            }
+        }
+        all.into_iter().collect()
+    }
+
+    #[test]
+    fn label_values_read_from_keys_match_the_parsed_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            background: false,
+            partition_ms: 3_600_000,
+            ..Options::default()
+        };
+        let db = Tsdb::open(dir.path(), opts).unwrap();
+        assert_eq!(db.warm_index(usize::MAX).unwrap(), 0);
+        // Escaped bytes, a value that is a prefix of another, a name that is a prefix of
+        // another, non-ASCII.
+        let values = ["a", "a\u{0}b", "ab", "b\u{0}", "\u{0}", "é", "zz"];
+        let mut t = 0;
+        for round in 0..4i64 {
+            let mut app = db.appender();
+            for (i, v) in values.iter().enumerate() {
+                if (i as i64 + round) % 3 == 0 {
+                    continue;
+                }
+                let l = Labels::from_pairs([("__name__", "m"), ("k", *v), ("kk", "x")]).unwrap();
+                app.add(l, t, 1.0);
+            }
+            app.commit().unwrap();
+            // Two flushes in the same partition make two fragments of one value.
+            db.flush().unwrap();
+            t += 1_800_000;
+        }
+        let mut app = db.appender();
+        app.add(
+            Labels::from_pairs([("__name__", "m"), ("k", "head-only")]).unwrap(),
+            t,
+            1.0,
+        );
+        app.commit().unwrap();
+        for (mint, maxt) in [
+            (0, t),
+            (0, 0),
+            (3_600_000, 3_600_000),
+            (t, t + 1),
+            (t + 10_000_000, t + 20_000_000),
+        ] {
+            let q = db.querier(mint, maxt);
+            for name in ["k", "kk", "__name__", "nope"] {
+                let got = q.label_values(name, &[]).unwrap();
+                assert_eq!(
+                    got,
+                    label_values_oracle(&q, name),
+                    "{name} in [{mint}, {maxt}]"
+                );
+                assert!(got.windows(2).all(|w| w[0] < w[1]));
+            }
+        }
+        // Warming reads every partition's postings, or stops at its bound.
+        let full = db.warm_index(usize::MAX).unwrap();
+        assert!(full > 0);
+        let some = db.warm_index(full / 2).unwrap();
+        assert!(some >= full / 2 && some < full);
+        let q = db.querier(0, t);
+        let all = q.label_values("k", &[]).unwrap();
+        assert_eq!(
+            q.label_values_within("k", usize::MAX).unwrap(),
+            Some(all.clone())
+        );
+        assert_eq!(q.label_values_within("k", 0).unwrap(), None);
+        assert_eq!(
+            q.label_values_within("k", all.len()).unwrap(),
+            None,
+            "fragments are keys too"
+        );
+        assert_eq!(q.label_values_within("k", 100).unwrap(), Some(all));
+        assert_eq!(
+            union_sorted(
+                vec!["a".into(), "c".into()],
+                vec!["b".into(), "c".into(), "d".into()]
+            ),
+            ["a", "b", "c", "d"]
+        );
+        assert_eq!(union_sorted(vec![], vec!["b".into()]), ["b"]);
     }
 
     #[test]
