@@ -58,6 +58,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Adds to a counter only the write leader changes: leaders follow one another through the
+/// queue lock, so a plain load and store suffice (a locked read-modify-write costs some
+/// twenty cycles, several times per write).
+fn leader_add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
 fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
     cv.wait(g).unwrap_or_else(|e| e.into_inner())
 }
@@ -215,6 +222,23 @@ struct Pending {
     result: Mutex<Option<Result<u64>>>,
 }
 
+/// What a leader carries out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeadKind {
+    Write,
+    Flush,
+    Resume,
+}
+
+/// The writers' queue.
+#[derive(Default)]
+struct Queue {
+    /// A leader is at work (its own request is not in `waiting` when it came alone).
+    leader: bool,
+    /// Writers waiting to lead or to be served, oldest first.
+    waiting: VecDeque<Arc<Pending>>,
+}
+
 #[derive(Default)]
 struct Counters {
     user_bytes_written: AtomicU64,
@@ -243,7 +267,7 @@ struct DbInner {
     /// Signalled when a flush finishes, a memtable is frozen, an error is recorded or the
     /// database closes.
     bg_cv: Condvar,
-    queue: Mutex<VecDeque<Arc<Pending>>>,
+    queue: Mutex<Queue>,
     queue_cv: Condvar,
     wal: Mutex<WalState>,
     manifest: Mutex<ManifestWriter>,
@@ -567,7 +591,7 @@ impl Db {
                 wal_syncer: None,
             }),
             bg_cv: Condvar::new(),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             wal: Mutex::new(WalState {
                 writer,
@@ -1106,66 +1130,107 @@ impl DbInner {
         Ok(Some(found.value))
     }
 
-    /// Queues a request and returns when it has been carried out, by us as leader or by
-    /// another leader on our behalf. For a write: the sequence number of its first entry.
-    fn submit(&self, request: Request) -> Result<u64> {
+    /// Carries out a request, as leader or through another leader. For a write: the
+    /// sequence number of its first entry.
+    ///
+    /// A lone writer (nobody leading, nobody queued), the common case, leads at once with
+    /// its request on its own stack: no shared `Pending` to allocate, no group to build.
+    fn submit(&self, mut request: Request) -> Result<u64> {
+        {
+            let mut q = lock(&self.queue);
+            if q.leader || !q.waiting.is_empty() {
+                drop(q);
+                return self.submit_queued(request);
+            }
+            q.leader = true;
+        }
+        let result = match &mut request {
+            Request::Write { batch, sync } => {
+                let sync = *sync;
+                self.lead(LeadKind::Write, &mut [batch], sync)
+                    .map(|()| batch.sequence())
+            }
+            Request::Flush => self.lead(LeadKind::Flush, &mut [], false).map(|()| 0),
+            Request::Resume => self.lead(LeadKind::Resume, &mut [], false).map(|()| 0),
+        };
+        self.hand_over_lead();
+        result
+    }
+
+    /// Ends a leader's turn: the writer now at the front of the queue (if any) leads next.
+    fn hand_over_lead(&self) {
+        let mut q = lock(&self.queue);
+        q.leader = false;
+        // A wake-up costs a system call even with nobody waiting: only when needed.
+        let wake = !q.waiting.is_empty();
+        drop(q);
+        if wake {
+            self.queue_cv.notify_all();
+        }
+    }
+
+    /// [`Self::submit`] behind another leader: queue up, and either find our request done
+    /// by a later leader or reach the front and lead a group.
+    fn submit_queued(&self, request: Request) -> Result<u64> {
         let me = Arc::new(Pending {
             request: Mutex::new(request),
             result: Mutex::new(None),
         });
         let mut q = lock(&self.queue);
-        q.push_back(me.clone());
+        q.waiting.push_back(me.clone());
         loop {
             if let Some(r) = lock(&me.result).take() {
                 return r;
             }
-            if q.front().is_some_and(|f| Arc::ptr_eq(f, &me)) {
+            if !q.leader && q.waiting.front().is_some_and(|f| Arc::ptr_eq(f, &me)) {
                 break;
             }
             q = wait(&self.queue_cv, q);
         }
         // We lead: take a group of writes from the front (a flush or resume request goes
-        // alone). A lone writer, the common case, commits without building a group.
-        let mut gathered = Vec::new();
-        let is_flush = matches!(*lock(&me.request), Request::Flush | Request::Resume);
-        if !is_flush && q.len() > 1 {
-            gathered.push(me.clone());
+        // alone).
+        q.leader = true;
+        let kind = match &*lock(&me.request) {
+            Request::Write { .. } => LeadKind::Write,
+            Request::Flush => LeadKind::Flush,
+            Request::Resume => LeadKind::Resume,
+        };
+        let mut group = Vec::new();
+        if let Some(first) = q.waiting.pop_front() {
+            group.push(first);
+        }
+        if kind == LeadKind::Write {
             let mut bytes = 0;
-            for p in q.iter().skip(1) {
+            while let Some(p) = q.waiting.front() {
                 match &*lock(&p.request) {
                     Request::Write { batch, .. } if bytes < MAX_GROUP_BYTES => {
                         bytes += batch.encoded_size();
-                        gathered.push(p.clone());
                     }
                     _ => break,
+                }
+                if let Some(p) = q.waiting.pop_front() {
+                    group.push(p);
                 }
             }
         }
         drop(q);
-        let group: &[Arc<Pending>] = if gathered.is_empty() {
-            std::slice::from_ref(&me)
-        } else {
-            &gathered
+        let result = {
+            let mut guards: Vec<MutexGuard<'_, Request>> =
+                group.iter().map(|p| lock(&p.request)).collect();
+            let mut sync = false;
+            let mut batches: Vec<&mut WriteBatch> = guards
+                .iter_mut()
+                .filter_map(|g| match &mut **g {
+                    Request::Write { batch, sync: s } => {
+                        sync |= *s;
+                        Some(batch)
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.lead(kind, &mut batches, sync)
         };
-        // After a full disk, every leader tries to resume first (cheap otherwise).
-        let is_resume = matches!(*lock(&me.request), Request::Resume);
-        let resumed = if is_resume || self.recoverable_error.load(Ordering::Acquire) {
-            self.resume()
-        } else {
-            Ok(())
-        };
-        let result = resumed.and_then(|()| {
-            if is_resume {
-                Ok(())
-            } else if is_flush {
-                self.freeze_memtable()
-            } else {
-                self.commit_group(group)
-            }
-        });
-        let mut q = lock(&self.queue);
-        for p in group {
-            q.pop_front();
+        for p in &group {
             *lock(&p.result) = Some(match &result {
                 Ok(()) => Ok(match &*lock(&p.request) {
                     Request::Write { batch, .. } => batch.sequence(),
@@ -1174,9 +1239,10 @@ impl DbInner {
                 Err(e) => Err(e.duplicate()),
             });
         }
-        // Waiters are the gathered just served and the writers still queued; a lone
-        // writer skips the wake-up, which costs a system call even with nobody waiting.
-        let wake = group.len() > 1 || !q.is_empty();
+        // The gathered writers wait on the same condition variable as the queue.
+        let mut q = lock(&self.queue);
+        q.leader = false;
+        let wake = group.len() > 1 || !q.waiting.is_empty();
         drop(q);
         if wake {
             self.queue_cv.notify_all();
@@ -1185,16 +1251,22 @@ impl DbInner {
         mine.unwrap_or(Ok(0))
     }
 
-    /// Leader only: appends the group's batches to the WAL, then to the memtable.
-    fn commit_group(&self, group: &[Arc<Pending>]) -> Result<()> {
-        let mut total = 0u64;
-        let mut sync = false;
-        for p in group {
-            if let Request::Write { batch, sync: s } = &*lock(&p.request) {
-                total += batch.len() as u64;
-                sync |= *s;
-            }
+    /// REQUIRES: leader. Carries out one request, or one group of writes.
+    fn lead(&self, kind: LeadKind, batches: &mut [&mut WriteBatch], sync: bool) -> Result<()> {
+        // After a full disk, every leader tries to resume first (cheap otherwise).
+        if kind == LeadKind::Resume || self.recoverable_error.load(Ordering::Acquire) {
+            self.resume()?;
         }
+        match kind {
+            LeadKind::Resume => Ok(()),
+            LeadKind::Flush => self.freeze_memtable(),
+            LeadKind::Write => self.commit_group(batches, sync),
+        }
+    }
+
+    /// Leader only: appends the group's batches to the WAL, then to the memtable.
+    fn commit_group(&self, group: &mut [&mut WriteBatch], sync: bool) -> Result<()> {
+        let total: u64 = group.iter().map(|b| b.len() as u64).sum();
         let (first_seq, mem) = self.make_room_and_assign(total)?;
 
         let mut seq = first_seq;
@@ -1207,10 +1279,8 @@ impl DbInner {
             // crash would then refuse to open instead of reading as a torn tail).
             if sync && self.opts.wal_recovery == WalRecoveryMode::TolerateTail {
                 let mut need = before;
-                for p in group {
-                    if let Request::Write { batch, .. } = &*lock(&p.request) {
-                        need += (batch.encoded_size() + RECORD_HEADER_SIZE) as u64;
-                    }
+                for batch in group.iter() {
+                    need += (batch.encoded_size() + RECORD_HEADER_SIZE) as u64;
                 }
                 if need > wal.preallocated {
                     let until = need + WAL_PREALLOCATE_CHUNK;
@@ -1224,13 +1294,11 @@ impl DbInner {
                     }
                 }
             }
-            for p in group {
-                if let Request::Write { batch, .. } = &mut *lock(&p.request) {
-                    batch.set_sequence(seq);
-                    seq += batch.len() as u64;
-                    user_bytes += batch.encoded_size() as u64;
-                    wal.writer.add_record(batch.encoded())?;
-                }
+            for batch in group.iter_mut() {
+                batch.set_sequence(seq);
+                seq += batch.len() as u64;
+                user_bytes += batch.encoded_size() as u64;
+                wal.writer.add_record(batch.encoded())?;
             }
             wal.writer.flush()?;
             if sync {
@@ -1251,9 +1319,7 @@ impl DbInner {
                 wal.next_background_sync = wal.writer.len() + WAL_BYTES_PER_SYNC;
                 syncer = wal.writer.background_syncer();
             }
-            self.counters
-                .wal_bytes_written
-                .fetch_add(wal.writer.len() - before, Ordering::Relaxed);
+            leader_add(&self.counters.wal_bytes_written, wal.writer.len() - before);
             Ok(syncer)
         })();
         match wal_result {
@@ -1274,18 +1340,15 @@ impl DbInner {
                 return Err(e);
             }
         }
-        for p in group {
-            if let Request::Write { batch, .. } = &*lock(&p.request) {
-                mem.apply_batch(batch);
-            }
+        for batch in group.iter() {
+            mem.apply_batch(batch);
         }
         self.visible_seq
             .store(first_seq + total - 1, Ordering::Release);
         let c = &self.counters;
-        c.user_bytes_written
-            .fetch_add(user_bytes, Ordering::Relaxed);
-        c.writes.fetch_add(group.len() as u64, Ordering::Relaxed);
-        c.write_groups.fetch_add(1, Ordering::Relaxed);
+        leader_add(&c.user_bytes_written, user_bytes);
+        leader_add(&c.writes, group.len() as u64);
+        leader_add(&c.write_groups, 1);
         Ok(())
     }
 
