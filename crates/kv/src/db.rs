@@ -160,6 +160,10 @@ struct State {
     cursors: Vec<Vec<u8>>,
     /// A background sync of the WAL segment asked for by a writer, for the flush thread.
     wal_syncer: Option<Box<dyn BackgroundSync>>,
+    /// The active memtable is half full: the flush thread should create the next WAL
+    /// segment. Asked once per memtable (`next_wal_asked`).
+    prepare_wal: bool,
+    next_wal_asked: bool,
 }
 
 impl State {
@@ -204,6 +208,10 @@ struct WalState {
     next_background_sync: u64,
     /// Offset up to which the segment is zero-filled ahead of the records (0: not at all).
     preallocated: u64,
+    /// The next segment, created ahead by the flush thread (header written, directory
+    /// entry synced) so that a memtable switch does not wait for that; see
+    /// [`DbInner::prepare_next_wal`].
+    next: Option<(u64, LogWriter)>,
 }
 
 enum Request {
@@ -589,6 +597,8 @@ impl Db {
                 busy: BusySet::default(),
                 cursors: vec![Vec::new(); NUM_LEVELS],
                 wal_syncer: None,
+                prepare_wal: false,
+                next_wal_asked: false,
             }),
             bg_cv: Condvar::new(),
             queue: Mutex::new(Queue::default()),
@@ -597,6 +607,7 @@ impl Db {
                 writer,
                 next_background_sync: WAL_BYTES_PER_SYNC,
                 preallocated: 0,
+                next: None,
             }),
             manifest: Mutex::new(manifest_writer),
             visible_seq: AtomicU64::new(last_seq),
@@ -918,6 +929,15 @@ impl Db {
             if t.join().is_err() {
                 tracing::error!("background thread panicked");
             }
+        }
+        // A segment created ahead and never written: not left behind (it would replay as
+        // empty, and wait for the next flush to be deleted).
+        let unused = lock(&self.inner.wal).next.take();
+        if let Some((n, _)) = unused {
+            remove_quietly(
+                self.inner.fs.as_ref(),
+                &filename::wal_path(&self.inner.dir, n),
+            );
         }
         match flushed {
             Err(Error::ReadOnly(_)) | Err(Error::NoSpace(_)) | Err(Error::Closed) | Ok(()) => {
@@ -1389,7 +1409,13 @@ impl DbInner {
                 }
                 _ => {}
             }
-            if st.mem.approximate_size() < self.opts.write_buffer_size {
+            let size = st.mem.approximate_size();
+            if size < self.opts.write_buffer_size {
+                if !st.next_wal_asked && size >= self.opts.write_buffer_size / 2 {
+                    st.next_wal_asked = true;
+                    st.prepare_wal = true;
+                    self.bg_cv.notify_all();
+                }
                 break;
             }
             if st.imm.len() + 1 >= self.opts.max_write_buffers {
@@ -1442,19 +1468,28 @@ impl DbInner {
     /// [`Self::switch_memtable`]; without `sync_old` the old segment is not synced (it
     /// failed: its memtable is flushed before anything is written to the new one).
     fn switch_memtable_inner(&self, sync_old: bool) -> Result<()> {
-        let number = lock(&self.state).new_file_number();
+        let current = lock(&self.state).mem_wal;
+        // A segment prepared ahead, if the flush thread got to it (and numbered after the
+        // current one: segments are replayed in number order).
+        let prepared = lock(&self.wal).next.take();
+        let prepared = match prepared {
+            Some((n, w)) if n > current => Some((n, w)),
+            Some((n, _)) => {
+                remove_quietly(self.fs.as_ref(), &filename::wal_path(&self.dir, n));
+                None
+            }
+            None => None,
+        };
+        let number = match &prepared {
+            Some((n, _)) => *n,
+            None => lock(&self.state).new_file_number(),
+        };
         let path = filename::wal_path(&self.dir, number);
         let result = (|| {
-            let file = self
-                .fs
-                .create(&path)
-                .context(|| format!("creating WAL segment {}", path.display()))?;
-            let mut writer = LogWriter::new(file, path_name(&path), WAL_MAGIC)?;
-            writer.flush()?;
-            // Durable directory entry: later sync writes into this segment rely on it.
-            self.fs
-                .sync_dir(&self.dir)
-                .context(|| format!("syncing directory {}", self.dir.display()))?;
+            let writer = match prepared {
+                Some((_, w)) => w,
+                None => self.create_wal_segment(&path)?,
+            };
             let mut wal = lock(&self.wal);
             // The old segment must be durable before anything in the new one is: a synced
             // write there must never stand after a hole in the log (recovery would refuse
@@ -1481,6 +1516,7 @@ impl DbInner {
         }
         let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
         let old_wal = std::mem::replace(&mut st.mem_wal, number);
+        st.next_wal_asked = false;
         st.imm.push_back(Frozen {
             mem: old,
             wal: old_wal,
@@ -1488,6 +1524,44 @@ impl DbInner {
         st.refresh_super_version();
         self.bg_cv.notify_all();
         Ok(())
+    }
+
+    /// A new WAL segment at `path`: header written and handed to the OS, directory entry
+    /// durable (later synced writes into the segment rely on it).
+    fn create_wal_segment(&self, path: &Path) -> Result<LogWriter> {
+        let file = self
+            .fs
+            .create(path)
+            .context(|| format!("creating WAL segment {}", path.display()))?;
+        let mut writer = LogWriter::new(file, path_name(path), WAL_MAGIC)?;
+        writer.flush()?;
+        self.fs
+            .sync_dir(&self.dir)
+            .context(|| format!("syncing directory {}", self.dir.display()))?;
+        Ok(writer)
+    }
+
+    /// Flush thread: creates WAL segment `number` ahead of the memtable switch that will
+    /// write into it (the switch otherwise waited ~5 ms for the file and the directory
+    /// fsync). Until then the segment holds only its header, which recovery replays as
+    /// empty. A failure only costs the switch that time: it creates the segment itself.
+    fn prepare_next_wal(&self, number: u64) {
+        let path = filename::wal_path(&self.dir, number);
+        match self.create_wal_segment(&path) {
+            Ok(writer) => {
+                let mut wal = lock(&self.wal);
+                if wal.next.is_none() {
+                    wal.next = Some((number, writer));
+                    return;
+                }
+                drop(wal);
+                remove_quietly(self.fs.as_ref(), &path);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "creating the next WAL segment ahead failed");
+                remove_quietly(self.fs.as_ref(), &path);
+            }
+        }
     }
 
     fn set_bg_error(&self, e: &Error) {
@@ -1592,6 +1666,7 @@ impl DbInner {
         enum Work {
             Flush(Arc<Memtable>, u64),
             SyncWal(Box<dyn BackgroundSync>),
+            PrepareWal(u64),
         }
         loop {
             let work = {
@@ -1604,6 +1679,11 @@ impl DbInner {
                         // First: it is quick, and a switch may be about to wait for it.
                         if let Some(s) = st.wal_syncer.take() {
                             break Work::SyncWal(s);
+                        }
+                        // Also quick, and due before the memtable fills up.
+                        if st.prepare_wal && !st.closing {
+                            st.prepare_wal = false;
+                            break Work::PrepareWal(st.new_file_number());
                         }
                         if let Some(f) = st.imm.front() {
                             let mem = f.mem.clone();
@@ -1618,6 +1698,10 @@ impl DbInner {
             };
             let result = match work {
                 Work::Flush(mem, number) => self.flush_one(&mem, number),
+                Work::PrepareWal(number) => {
+                    self.prepare_next_wal(number);
+                    Ok(())
+                }
                 // A failed fsync may have dropped pages of acknowledged writes: never
                 // recoverable, whatever its error code (as in the write path).
                 Work::SyncWal(s) => {
