@@ -58,6 +58,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Adds to a counter only the write leader changes: leaders follow one another through the
+/// queue lock, so a plain load and store suffice (a locked read-modify-write costs some
+/// twenty cycles, several times per write).
+fn leader_add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
 fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
     cv.wait(g).unwrap_or_else(|e| e.into_inner())
 }
@@ -158,6 +165,10 @@ struct State {
     cursors: Vec<Vec<u8>>,
     /// A background sync of the WAL segment asked for by a writer, for the flush thread.
     wal_syncer: Option<Box<dyn BackgroundSync>>,
+    /// The active memtable is half full: the flush thread should create the next WAL
+    /// segment. Asked once per memtable (`next_wal_asked`).
+    prepare_wal: bool,
+    next_wal_asked: bool,
 }
 
 impl State {
@@ -202,6 +213,10 @@ struct WalState {
     next_background_sync: u64,
     /// Offset up to which the segment is zero-filled ahead of the records (0: not at all).
     preallocated: u64,
+    /// The next segment, created ahead by the flush thread (header written, directory
+    /// entry synced) so that a memtable switch does not wait for that; see
+    /// [`DbInner::prepare_next_wal`].
+    next: Option<(u64, LogWriter)>,
 }
 
 enum Request {
@@ -218,6 +233,23 @@ enum Request {
 struct Pending {
     request: Mutex<Request>,
     result: Mutex<Option<Result<u64>>>,
+}
+
+/// What a leader carries out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LeadKind {
+    Write,
+    Flush,
+    Resume,
+}
+
+/// The writers' queue.
+#[derive(Default)]
+struct Queue {
+    /// A leader is at work (its own request is not in `waiting` when it came alone).
+    leader: bool,
+    /// Writers waiting to lead or to be served, oldest first.
+    waiting: VecDeque<Arc<Pending>>,
 }
 
 #[derive(Default)]
@@ -248,7 +280,7 @@ struct DbInner {
     /// Signalled when a flush finishes, a memtable is frozen, an error is recorded or the
     /// database closes.
     bg_cv: Condvar,
-    queue: Mutex<VecDeque<Arc<Pending>>>,
+    queue: Mutex<Queue>,
     queue_cv: Condvar,
     wal: Mutex<WalState>,
     manifest: Mutex<ManifestWriter>,
@@ -570,14 +602,17 @@ impl Db {
                 busy: BusySet::default(),
                 cursors: vec![Vec::new(); NUM_LEVELS],
                 wal_syncer: None,
+                prepare_wal: false,
+                next_wal_asked: false,
             }),
             bg_cv: Condvar::new(),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             queue_cv: Condvar::new(),
             wal: Mutex::new(WalState {
                 writer,
                 next_background_sync: WAL_BYTES_PER_SYNC,
                 preallocated: 0,
+                next: None,
             }),
             manifest: Mutex::new(manifest_writer),
             visible_seq: AtomicU64::new(last_seq),
@@ -900,6 +935,15 @@ impl Db {
                 tracing::error!("background thread panicked");
             }
         }
+        // A segment created ahead and never written: not left behind (it would replay as
+        // empty, and wait for the next flush to be deleted).
+        let unused = lock(&self.inner.wal).next.take();
+        if let Some((n, _)) = unused {
+            remove_quietly(
+                self.inner.fs.as_ref(),
+                &filename::wal_path(&self.inner.dir, n),
+            );
+        }
         match flushed {
             Err(Error::ReadOnly(_)) | Err(Error::NoSpace(_)) | Err(Error::Closed) | Ok(()) => {
                 Ok(())
@@ -1111,66 +1155,107 @@ impl DbInner {
         Ok(Some(found.value))
     }
 
-    /// Queues a request and returns when it has been carried out, by us as leader or by
-    /// another leader on our behalf. For a write: the sequence number of its first entry.
-    fn submit(&self, request: Request) -> Result<u64> {
+    /// Carries out a request, as leader or through another leader. For a write: the
+    /// sequence number of its first entry.
+    ///
+    /// A lone writer (nobody leading, nobody queued), the common case, leads at once with
+    /// its request on its own stack: no shared `Pending` to allocate, no group to build.
+    fn submit(&self, mut request: Request) -> Result<u64> {
+        {
+            let mut q = lock(&self.queue);
+            if q.leader || !q.waiting.is_empty() {
+                drop(q);
+                return self.submit_queued(request);
+            }
+            q.leader = true;
+        }
+        let result = match &mut request {
+            Request::Write { batch, sync } => {
+                let sync = *sync;
+                self.lead(LeadKind::Write, &mut [batch], sync)
+                    .map(|()| batch.sequence())
+            }
+            Request::Flush => self.lead(LeadKind::Flush, &mut [], false).map(|()| 0),
+            Request::Resume => self.lead(LeadKind::Resume, &mut [], false).map(|()| 0),
+        };
+        self.hand_over_lead();
+        result
+    }
+
+    /// Ends a leader's turn: the writer now at the front of the queue (if any) leads next.
+    fn hand_over_lead(&self) {
+        let mut q = lock(&self.queue);
+        q.leader = false;
+        // A wake-up costs a system call even with nobody waiting: only when needed.
+        let wake = !q.waiting.is_empty();
+        drop(q);
+        if wake {
+            self.queue_cv.notify_all();
+        }
+    }
+
+    /// [`Self::submit`] behind another leader: queue up, and either find our request done
+    /// by a later leader or reach the front and lead a group.
+    fn submit_queued(&self, request: Request) -> Result<u64> {
         let me = Arc::new(Pending {
             request: Mutex::new(request),
             result: Mutex::new(None),
         });
         let mut q = lock(&self.queue);
-        q.push_back(me.clone());
+        q.waiting.push_back(me.clone());
         loop {
             if let Some(r) = lock(&me.result).take() {
                 return r;
             }
-            if q.front().is_some_and(|f| Arc::ptr_eq(f, &me)) {
+            if !q.leader && q.waiting.front().is_some_and(|f| Arc::ptr_eq(f, &me)) {
                 break;
             }
             q = wait(&self.queue_cv, q);
         }
         // We lead: take a group of writes from the front (a flush or resume request goes
-        // alone). A lone writer, the common case, commits without building a group.
-        let mut gathered = Vec::new();
-        let is_flush = matches!(*lock(&me.request), Request::Flush | Request::Resume);
-        if !is_flush && q.len() > 1 {
-            gathered.push(me.clone());
+        // alone).
+        q.leader = true;
+        let kind = match &*lock(&me.request) {
+            Request::Write { .. } => LeadKind::Write,
+            Request::Flush => LeadKind::Flush,
+            Request::Resume => LeadKind::Resume,
+        };
+        let mut group = Vec::new();
+        if let Some(first) = q.waiting.pop_front() {
+            group.push(first);
+        }
+        if kind == LeadKind::Write {
             let mut bytes = 0;
-            for p in q.iter().skip(1) {
+            while let Some(p) = q.waiting.front() {
                 match &*lock(&p.request) {
                     Request::Write { batch, .. } if bytes < MAX_GROUP_BYTES => {
                         bytes += batch.encoded_size();
-                        gathered.push(p.clone());
                     }
                     _ => break,
+                }
+                if let Some(p) = q.waiting.pop_front() {
+                    group.push(p);
                 }
             }
         }
         drop(q);
-        let group: &[Arc<Pending>] = if gathered.is_empty() {
-            std::slice::from_ref(&me)
-        } else {
-            &gathered
+        let result = {
+            let mut guards: Vec<MutexGuard<'_, Request>> =
+                group.iter().map(|p| lock(&p.request)).collect();
+            let mut sync = false;
+            let mut batches: Vec<&mut WriteBatch> = guards
+                .iter_mut()
+                .filter_map(|g| match &mut **g {
+                    Request::Write { batch, sync: s } => {
+                        sync |= *s;
+                        Some(batch)
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.lead(kind, &mut batches, sync)
         };
-        // After a full disk, every leader tries to resume first (cheap otherwise).
-        let is_resume = matches!(*lock(&me.request), Request::Resume);
-        let resumed = if is_resume || self.recoverable_error.load(Ordering::Acquire) {
-            self.resume()
-        } else {
-            Ok(())
-        };
-        let result = resumed.and_then(|()| {
-            if is_resume {
-                Ok(())
-            } else if is_flush {
-                self.freeze_memtable()
-            } else {
-                self.commit_group(group)
-            }
-        });
-        let mut q = lock(&self.queue);
-        for p in group {
-            q.pop_front();
+        for p in &group {
             *lock(&p.result) = Some(match &result {
                 Ok(()) => Ok(match &*lock(&p.request) {
                     Request::Write { batch, .. } => batch.sequence(),
@@ -1179,9 +1264,10 @@ impl DbInner {
                 Err(e) => Err(e.duplicate()),
             });
         }
-        // Waiters are the gathered just served and the writers still queued; a lone
-        // writer skips the wake-up, which costs a system call even with nobody waiting.
-        let wake = group.len() > 1 || !q.is_empty();
+        // The gathered writers wait on the same condition variable as the queue.
+        let mut q = lock(&self.queue);
+        q.leader = false;
+        let wake = group.len() > 1 || !q.waiting.is_empty();
         drop(q);
         if wake {
             self.queue_cv.notify_all();
@@ -1190,16 +1276,22 @@ impl DbInner {
         mine.unwrap_or(Ok(0))
     }
 
-    /// Leader only: appends the group's batches to the WAL, then to the memtable.
-    fn commit_group(&self, group: &[Arc<Pending>]) -> Result<()> {
-        let mut total = 0u64;
-        let mut sync = false;
-        for p in group {
-            if let Request::Write { batch, sync: s } = &*lock(&p.request) {
-                total += batch.len() as u64;
-                sync |= *s;
-            }
+    /// REQUIRES: leader. Carries out one request, or one group of writes.
+    fn lead(&self, kind: LeadKind, batches: &mut [&mut WriteBatch], sync: bool) -> Result<()> {
+        // After a full disk, every leader tries to resume first (cheap otherwise).
+        if kind == LeadKind::Resume || self.recoverable_error.load(Ordering::Acquire) {
+            self.resume()?;
         }
+        match kind {
+            LeadKind::Resume => Ok(()),
+            LeadKind::Flush => self.freeze_memtable(),
+            LeadKind::Write => self.commit_group(batches, sync),
+        }
+    }
+
+    /// Leader only: appends the group's batches to the WAL, then to the memtable.
+    fn commit_group(&self, group: &mut [&mut WriteBatch], sync: bool) -> Result<()> {
+        let total: u64 = group.iter().map(|b| b.len() as u64).sum();
         let (first_seq, mem) = self.make_room_and_assign(total)?;
 
         let mut seq = first_seq;
@@ -1212,10 +1304,8 @@ impl DbInner {
             // crash would then refuse to open instead of reading as a torn tail).
             if sync && self.opts.wal_recovery == WalRecoveryMode::TolerateTail {
                 let mut need = before;
-                for p in group {
-                    if let Request::Write { batch, .. } = &*lock(&p.request) {
-                        need += (batch.encoded_size() + RECORD_HEADER_SIZE) as u64;
-                    }
+                for batch in group.iter() {
+                    need += (batch.encoded_size() + RECORD_HEADER_SIZE) as u64;
                 }
                 if need > wal.preallocated {
                     let until = need + WAL_PREALLOCATE_CHUNK;
@@ -1229,13 +1319,11 @@ impl DbInner {
                     }
                 }
             }
-            for p in group {
-                if let Request::Write { batch, .. } = &mut *lock(&p.request) {
-                    batch.set_sequence(seq);
-                    seq += batch.len() as u64;
-                    user_bytes += batch.encoded_size() as u64;
-                    wal.writer.add_record(batch.encoded())?;
-                }
+            for batch in group.iter_mut() {
+                batch.set_sequence(seq);
+                seq += batch.len() as u64;
+                user_bytes += batch.encoded_size() as u64;
+                wal.writer.add_record(batch.encoded())?;
             }
             wal.writer.flush()?;
             if sync {
@@ -1256,9 +1344,7 @@ impl DbInner {
                 wal.next_background_sync = wal.writer.len() + WAL_BYTES_PER_SYNC;
                 syncer = wal.writer.background_syncer();
             }
-            self.counters
-                .wal_bytes_written
-                .fetch_add(wal.writer.len() - before, Ordering::Relaxed);
+            leader_add(&self.counters.wal_bytes_written, wal.writer.len() - before);
             Ok(syncer)
         })();
         match wal_result {
@@ -1279,18 +1365,15 @@ impl DbInner {
                 return Err(e);
             }
         }
-        for p in group {
-            if let Request::Write { batch, .. } = &*lock(&p.request) {
-                mem.apply_batch(batch);
-            }
+        for batch in group.iter() {
+            mem.apply_batch(batch);
         }
         self.visible_seq
             .store(first_seq + total - 1, Ordering::Release);
         let c = &self.counters;
-        c.user_bytes_written
-            .fetch_add(user_bytes, Ordering::Relaxed);
-        c.writes.fetch_add(group.len() as u64, Ordering::Relaxed);
-        c.write_groups.fetch_add(1, Ordering::Relaxed);
+        leader_add(&c.user_bytes_written, user_bytes);
+        leader_add(&c.writes, group.len() as u64);
+        leader_add(&c.write_groups, 1);
         Ok(())
     }
 
@@ -1331,7 +1414,13 @@ impl DbInner {
                 }
                 _ => {}
             }
-            if st.mem.approximate_size() < self.opts.write_buffer_size {
+            let size = st.mem.approximate_size();
+            if size < self.opts.write_buffer_size {
+                if !st.next_wal_asked && size >= self.opts.write_buffer_size / 2 {
+                    st.next_wal_asked = true;
+                    st.prepare_wal = true;
+                    self.bg_cv.notify_all();
+                }
                 break;
             }
             if st.imm.len() + 1 >= self.opts.max_write_buffers {
@@ -1384,19 +1473,28 @@ impl DbInner {
     /// [`Self::switch_memtable`]; without `sync_old` the old segment is not synced (it
     /// failed: its memtable is flushed before anything is written to the new one).
     fn switch_memtable_inner(&self, sync_old: bool) -> Result<()> {
-        let number = lock(&self.state).new_file_number();
+        let current = lock(&self.state).mem_wal;
+        // A segment prepared ahead, if the flush thread got to it (and numbered after the
+        // current one: segments are replayed in number order).
+        let prepared = lock(&self.wal).next.take();
+        let prepared = match prepared {
+            Some((n, w)) if n > current => Some((n, w)),
+            Some((n, _)) => {
+                remove_quietly(self.fs.as_ref(), &filename::wal_path(&self.dir, n));
+                None
+            }
+            None => None,
+        };
+        let number = match &prepared {
+            Some((n, _)) => *n,
+            None => lock(&self.state).new_file_number(),
+        };
         let path = filename::wal_path(&self.dir, number);
         let result = (|| {
-            let file = self
-                .fs
-                .create(&path)
-                .context(|| format!("creating WAL segment {}", path.display()))?;
-            let mut writer = LogWriter::new(file, path_name(&path), WAL_MAGIC)?;
-            writer.flush()?;
-            // Durable directory entry: later sync writes into this segment rely on it.
-            self.fs
-                .sync_dir(&self.dir)
-                .context(|| format!("syncing directory {}", self.dir.display()))?;
+            let writer = match prepared {
+                Some((_, w)) => w,
+                None => self.create_wal_segment(&path)?,
+            };
             let mut wal = lock(&self.wal);
             // The old segment must be durable before anything in the new one is: a synced
             // write there must never stand after a hole in the log (recovery would refuse
@@ -1423,6 +1521,7 @@ impl DbInner {
         }
         let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
         let old_wal = std::mem::replace(&mut st.mem_wal, number);
+        st.next_wal_asked = false;
         st.imm.push_back(Frozen {
             mem: old,
             wal: old_wal,
@@ -1430,6 +1529,44 @@ impl DbInner {
         st.refresh_super_version();
         self.bg_cv.notify_all();
         Ok(())
+    }
+
+    /// A new WAL segment at `path`: header written and handed to the OS, directory entry
+    /// durable (later synced writes into the segment rely on it).
+    fn create_wal_segment(&self, path: &Path) -> Result<LogWriter> {
+        let file = self
+            .fs
+            .create(path)
+            .context(|| format!("creating WAL segment {}", path.display()))?;
+        let mut writer = LogWriter::new(file, path_name(path), WAL_MAGIC)?;
+        writer.flush()?;
+        self.fs
+            .sync_dir(&self.dir)
+            .context(|| format!("syncing directory {}", self.dir.display()))?;
+        Ok(writer)
+    }
+
+    /// Flush thread: creates WAL segment `number` ahead of the memtable switch that will
+    /// write into it (the switch otherwise waited ~5 ms for the file and the directory
+    /// fsync). Until then the segment holds only its header, which recovery replays as
+    /// empty. A failure only costs the switch that time: it creates the segment itself.
+    fn prepare_next_wal(&self, number: u64) {
+        let path = filename::wal_path(&self.dir, number);
+        match self.create_wal_segment(&path) {
+            Ok(writer) => {
+                let mut wal = lock(&self.wal);
+                if wal.next.is_none() {
+                    wal.next = Some((number, writer));
+                    return;
+                }
+                drop(wal);
+                remove_quietly(self.fs.as_ref(), &path);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "creating the next WAL segment ahead failed");
+                remove_quietly(self.fs.as_ref(), &path);
+            }
+        }
     }
 
     fn set_bg_error(&self, e: &Error) {
@@ -1534,6 +1671,7 @@ impl DbInner {
         enum Work {
             Flush(Arc<Memtable>, u64),
             SyncWal(Box<dyn BackgroundSync>),
+            PrepareWal(u64),
         }
         loop {
             let work = {
@@ -1546,6 +1684,11 @@ impl DbInner {
                         // First: it is quick, and a switch may be about to wait for it.
                         if let Some(s) = st.wal_syncer.take() {
                             break Work::SyncWal(s);
+                        }
+                        // Also quick, and due before the memtable fills up.
+                        if st.prepare_wal && !st.closing {
+                            st.prepare_wal = false;
+                            break Work::PrepareWal(st.new_file_number());
                         }
                         if let Some(f) = st.imm.front() {
                             let mem = f.mem.clone();
@@ -1560,6 +1703,10 @@ impl DbInner {
             };
             let result = match work {
                 Work::Flush(mem, number) => self.flush_one(&mem, number),
+                Work::PrepareWal(number) => {
+                    self.prepare_next_wal(number);
+                    Ok(())
+                }
                 // A failed fsync may have dropped pages of acknowledged writes: never
                 // recoverable, whatever its error code (as in the write path).
                 Work::SyncWal(s) => {

@@ -183,3 +183,54 @@ fn sequential_load_moves_disjoint_tables_down_without_rewriting() {
     let n = db.scan::<&[u8]>(..).count();
     assert_eq!(n, KEYS as usize);
 }
+
+/// A bulk delete flushed into one L0 table, over data in a lower level, is compacted down
+/// on its own account (L0 far below its file-count trigger, L1 below its size target): the
+/// tombstones and the values they delete do not linger on disk.
+#[test]
+fn a_table_of_tombstones_is_compacted_down_without_waiting_for_l0_to_fill() {
+    let dir = Path::new("/db");
+    let fs = MemFs::new();
+    let mut o = options(&fs);
+    o.write_buffer_size = 4 << 20;
+    o.compaction.l0_trigger = 8;
+    o.compaction.level1_max_bytes = 64 << 20;
+    let db = Db::open(dir, o).expect("open");
+    const KEYS: u32 = 40_000;
+    for k in 0..KEYS {
+        db.put(format!("key{k:08}"), value(0, k)).expect("put");
+    }
+    db.flush().expect("flush");
+    db.compact_range::<&[u8]>(..).expect("compact");
+    let full = table_bytes(&fs);
+    let before = db.stats();
+    assert_eq!(before.files_per_level[0], 0, "{before:?}");
+    // Delete three keys in four: one flush, a table of 30,000 tombstones in L0.
+    for k in (0..KEYS).filter(|k| k % 4 != 0) {
+        db.delete(format!("key{k:08}")).expect("delete");
+    }
+    db.flush().expect("flush");
+    // Wait for the compaction, and for the replaced tables' files to go (once no reader
+    // holds them).
+    let mut stats = db.stats();
+    let mut left = table_bytes(&fs);
+    for _ in 0..1000 {
+        stats = db.stats();
+        left = table_bytes(&fs);
+        if stats.files_per_level[0] == 0
+            && stats.compactions > before.compactions
+            && left < full / 3
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(stats.files_per_level[0], 0, "{stats:?}");
+    assert!(
+        left < full / 3,
+        "{left} bytes of tables after deleting 3/4 of {full}: {stats:?}"
+    );
+    assert_eq!(db.scan::<&[u8]>(..).count(), (KEYS / 4) as usize);
+    assert_eq!(db.get("key00000001").expect("get"), None);
+    assert_eq!(db.get("key00000004").expect("get"), Some(value(0, 4)));
+}

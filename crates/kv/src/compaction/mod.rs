@@ -38,6 +38,9 @@ pub enum CompactionReason {
     LevelSize,
     /// `Db::compact_range`.
     Manual,
+    /// A table mostly of tombstones over older data below it: pushed down so that the
+    /// tombstones and what they delete are dropped, though no level is over its target.
+    Tombstones,
 }
 
 impl Compaction {

@@ -128,5 +128,46 @@ pub fn pick(
             }
         }
     }
+    pick_tombstones(v, busy)
+}
+
+/// A table at least this fraction tombstones is worth compacting on its own account.
+const TOMBSTONE_FRACTION: f64 = 0.5;
+
+/// ... and holds at least this many of them (a few deletes are not worth a rewrite).
+const TOMBSTONE_MIN: u64 = 16 << 10;
+
+/// With no level over its target: the first table, upper levels first, that is mostly
+/// tombstones over data in a deeper level. Until compaction carries them down, the
+/// tombstones and every version they delete take disk space (after a bulk delete, most of
+/// the database) and every read of those keys steps over them; by size alone they would
+/// wait for the level above to fill up. Each compaction moves the tombstones one level
+/// down, where they and what they hide are dropped once nothing older lies below, so a
+/// table is picked at most once per level.
+fn pick_tombstones(v: &Version, busy: &BusySet) -> Option<Compaction> {
+    for level in 0..NUM_LEVELS - 1 {
+        for t in &v.levels[level] {
+            let m = &t.meta;
+            if m.num_deletions < TOMBSTONE_MIN
+                || (m.num_deletions as f64) < TOMBSTONE_FRACTION * m.num_entries as f64
+                || busy.holds_table(m.number)
+            {
+                continue;
+            }
+            let (lo, hi) = (t.smallest_user_key(), t.largest_user_key());
+            if !(level + 1..NUM_LEVELS).any(|l| !v.overlapping(l, lo, hi).is_empty()) {
+                continue;
+            }
+            // L0 tables overlap one another: all of them go down together (see `pick`).
+            let inputs = if level == 0 {
+                v.levels[0].clone()
+            } else {
+                vec![t.clone()]
+            };
+            if let Some(c) = compaction_for(v, level, inputs, busy, CompactionReason::Tombstones) {
+                return Some(c);
+            }
+        }
+    }
     None
 }
