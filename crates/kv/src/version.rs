@@ -563,16 +563,31 @@ mod tests {
         number: u64,
         keys: std::ops::Range<u32>,
     ) -> Arc<TableHandle> {
+        table_with(fs, tc, number, keys, &TableOptions::default(), |i| {
+            format!("v{i}").into_bytes()
+        })
+    }
+
+    /// Table `number` holding keys `k{i}` for `i` in `keys`, values `value(i)`, built with
+    /// `options`.
+    fn table_with(
+        fs: &MemFs,
+        tc: &Arc<TableCache>,
+        number: u64,
+        keys: std::ops::Range<u32>,
+        options: &TableOptions,
+        value: impl Fn(u32) -> Vec<u8>,
+    ) -> Arc<TableHandle> {
         let path = table_path(Path::new("/db"), number);
         let mut b = TableBuilder::new(
             fs.create(&path).unwrap(),
             path.display().to_string(),
-            &TableOptions::default(),
+            options,
         );
         for i in keys {
             b.add(
                 &internal_key(format!("k{i:05}").as_bytes(), 1, ValueKind::Value),
-                format!("v{i}").as_bytes(),
+                &value(i),
             )
             .unwrap();
         }
@@ -687,36 +702,18 @@ mod tests {
         assert!(!m.valid());
     }
 
-    /// Table `number` holding `k{i}` -> 100-byte values for `i` in `keys`.
+    /// Table `number` holding `k{i}` -> 100-byte values for `i` in `keys`, uncompressed.
     fn big_table(
         fs: &MemFs,
         tc: &Arc<TableCache>,
         number: u64,
         keys: std::ops::Range<u32>,
     ) -> Arc<TableHandle> {
-        let path = table_path(Path::new("/db"), number);
-        let mut b = TableBuilder::new(
-            fs.create(&path).unwrap(),
-            path.display().to_string(),
-            &TableOptions {
-                compression: crate::options::CompressionType::None,
-                ..TableOptions::default()
-            },
-        );
-        for i in keys {
-            b.add(
-                &internal_key(format!("k{i:05}").as_bytes(), 1, ValueKind::Value),
-                &big_value(i),
-            )
-            .unwrap();
-        }
-        let meta = FileMeta::from_properties(number, b.finish().unwrap());
-        Arc::new(TableHandle::new(
-            meta,
-            tc.clone(),
-            Arc::new(fs.clone()),
-            path,
-        ))
+        let options = TableOptions {
+            compression: crate::options::CompressionType::None,
+            ..TableOptions::default()
+        };
+        table_with(fs, tc, number, keys, &options, big_value)
     }
 
     fn big_value(i: u32) -> Vec<u8> {
