@@ -150,13 +150,19 @@ impl<'a> PartitionIndex<'a> {
         let key = keys::series_key(self.part, r);
         match self.snap.get(&key)? {
             None => Ok(None),
-            Some(v) => Labels::decode(&v).map(Some).map_err(|e| Error::Corruption {
-                location: format!("key {}", show_key(&key)),
-                offset: 0,
-                reason: e.to_string(),
-            }),
+            Some(v) => decode_labels(&key, &v).map(Some),
         }
     }
+}
+
+/// The labels a series key `key` holds as `value`; undecodable ones are corruption naming
+/// the key.
+pub(crate) fn decode_labels(key: &[u8], value: &[u8]) -> Result<Labels> {
+    Labels::decode(value).map_err(|e| Error::Corruption {
+        location: format!("key {}", show_key(key)),
+        offset: 0,
+        reason: e.to_string(),
+    })
 }
 
 fn bad_key(k: &[u8]) -> Error {

@@ -304,17 +304,9 @@ impl Querier {
                     found.push(Found::Head(s));
                     continue;
                 }
-                let key = keys::series_key(part, r);
-                labels.seek(&key)?;
-                if !labels.it.valid() || labels.it.key() != key.as_slice() {
-                    continue;
+                if let Some(decoded) = labels.series_labels(part, r)? {
+                    found.push(Found::Stored(labels.it.value().to_vec(), decoded));
                 }
-                let decoded = Labels::decode(labels.it.value()).map_err(|e| Error::Corruption {
-                    location: format!("key {}", crate::error::show_key(&key)),
-                    offset: 0,
-                    reason: e.to_string(),
-                })?;
-                found.push(Found::Stored(labels.it.value().to_vec(), decoded));
             }
         }
         found.sort_unstable_by(|a, b| a.key().cmp(b.key()));
@@ -476,17 +468,9 @@ fn selected(
             out.push((r, s.labels.clone()));
             continue;
         }
-        let key = keys::series_key(part, r);
-        it.seek(&key)?;
-        if !it.it.valid() || it.it.key() != key.as_slice() {
-            continue;
+        if let Some(labels) = it.series_labels(part, r)? {
+            out.push((r, labels));
         }
-        let labels = Labels::decode(it.it.value()).map_err(|e| Error::Corruption {
-            location: format!("key {}", crate::error::show_key(&key)),
-            offset: 0,
-            reason: e.to_string(),
-        })?;
-        out.push((r, labels));
     }
     Ok(out)
 }
@@ -537,6 +521,21 @@ impl Cursor {
         self.lower.clear();
         self.lower.extend_from_slice(target);
         Ok(())
+    }
+
+    /// The labels stored for series `r` of `part`, `None` if the partition has none; the
+    /// cursor is left on their key, so `self.it.value()` is their encoding.
+    fn series_labels(
+        &mut self,
+        part: i64,
+        r: crate::postings::SeriesRef,
+    ) -> Result<Option<Labels>> {
+        let key = keys::series_key(part, r);
+        self.seek(&key)?;
+        if !self.it.valid() || self.it.key() != key.as_slice() {
+            return Ok(None);
+        }
+        crate::index::decode_labels(&key, self.it.value()).map(Some)
     }
 
     /// Moves to the next key. REQUIRES: valid.
