@@ -151,28 +151,31 @@ impl KeyBuf {
     /// `len` and are never read. REQUIRES: `len <= src.len()`.
     #[inline(always)]
     pub(crate) fn keep_and_append_padded(&mut self, shared: usize, src: &[u8], len: usize) {
-        if self.len <= KEY_INLINE && shared <= self.len {
-            if len <= 16 {
-                if let (Some(dst), Some(chunk)) = (
-                    self.inline.get_mut(shared..shared + 16),
-                    src.first_chunk::<16>(),
-                ) {
-                    dst.copy_from_slice(chunk);
-                    self.len = shared + len;
-                    return;
-                }
-            } else if len <= 32 {
-                if let (Some(dst), Some(chunk)) = (
-                    self.inline.get_mut(shared..shared + 32),
-                    src.first_chunk::<32>(),
-                ) {
-                    dst.copy_from_slice(chunk);
-                    self.len = shared + len;
-                    return;
-                }
-            }
+        if self.len <= KEY_INLINE
+            && shared <= self.len
+            && ((len <= 16 && self.copy_fixed::<16>(shared, src, len))
+                || (16 < len && len <= 32 && self.copy_fixed::<32>(shared, src, len)))
+        {
+            return;
         }
         self.keep_and_append(shared, src.get(..len).unwrap_or_default());
+    }
+
+    /// Copies `N` bytes of `src` after the first `shared` inline bytes and makes the key
+    /// `shared + len` long, if both have room for `N` bytes.
+    #[inline(always)]
+    fn copy_fixed<const N: usize>(&mut self, shared: usize, src: &[u8], len: usize) -> bool {
+        match (
+            self.inline.get_mut(shared..shared + N),
+            src.first_chunk::<N>(),
+        ) {
+            (Some(dst), Some(chunk)) => {
+                dst.copy_from_slice(chunk);
+                self.len = shared + len;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The inline storage, whose first `len()` bytes are the key, if the key is inline:
