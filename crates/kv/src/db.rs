@@ -1770,8 +1770,15 @@ impl DbInner {
         };
         self.append_manifest(&mut manifest, &edit)?;
         let log_number = edit.log_number.unwrap_or(0);
+        let bytes = meta.as_ref().map_or(0, |m| m.file_size);
         {
             let mut st = lock(&self.state);
+            // Counted before the table becomes visible, so that stats never show the new
+            // L0 table with the flush not yet counted.
+            self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .flush_bytes_written
+                .fetch_add(bytes, Ordering::Relaxed);
             st.manifest_state.apply(&edit, "flush", 0)?;
             let mut v = st.version.with_range_tombstones(&tombstones, &[]);
             if let Some(h) = handle {
@@ -1782,11 +1789,6 @@ impl DbInner {
         }
         drop(manifest);
         self.bg_cv.notify_all();
-        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
-        let bytes = meta.as_ref().map_or(0, |m| m.file_size);
-        self.counters
-            .flush_bytes_written
-            .fetch_add(bytes, Ordering::Relaxed);
         tracing::debug!(
             table = number,
             bytes,
