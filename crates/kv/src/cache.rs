@@ -38,7 +38,7 @@ struct BlockWeighter;
 
 impl Weighter<(u64, u64), Arc<Block>> for BlockWeighter {
     fn weight(&self, _key: &(u64, u64), block: &Arc<Block>) -> u64 {
-        (block.size() + BLOCK_OVERHEAD) as u64
+        (block.charge() + BLOCK_OVERHEAD) as u64
     }
 }
 
@@ -52,6 +52,9 @@ pub struct BlockCacheStats {
     /// Blocks handed to [`BlockCache::insert`] while caching is enabled (a block larger
     /// than a shard's share of the capacity is counted but dropped by the cache).
     pub inserts: u64,
+    /// Cached blocks replaced by a copy of their own on a hit because they pinned a
+    /// mostly unused readahead window ([`Block::pins_sparse_window`]).
+    pub detached: u64,
     /// Bytes currently charged to cached blocks (contents plus overhead).
     pub usage_bytes: u64,
     /// The configured capacity in bytes.
@@ -68,6 +71,7 @@ pub struct BlockCache {
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
+    detached: AtomicU64,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -95,6 +99,7 @@ impl BlockCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
+            detached: AtomicU64::new(0),
         }
     }
 
@@ -104,15 +109,27 @@ impl BlockCache {
     }
 
     /// The cached block at `offset` of table `table_id`, if any. Counts a hit or a miss.
+    ///
+    /// A hit on a block that pins a mostly unused readahead window
+    /// ([`Block::pins_sparse_window`]) replaces it with a copy of its own: blocks that
+    /// stay hot do not keep the rest of their window in memory.
     pub fn get(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
-        let found = self.cache.as_ref().and_then(|c| c.get(&(table_id, offset)));
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
+        let Some(c) = &self.cache else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
+        let Some(block) = c.get(&(table_id, offset)) else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        if block.pins_sparse_window() {
+            let copy = Arc::new(block.detached());
+            c.insert((table_id, offset), copy.clone());
+            self.detached.fetch_add(1, Ordering::Relaxed);
+            return Some(copy);
+        }
+        Some(block)
     }
 
     /// Caches `block` as the block at `offset` of table `table_id`, evicting others as
@@ -151,6 +168,7 @@ impl BlockCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             inserts: self.inserts.load(Ordering::Relaxed),
+            detached: self.detached.load(Ordering::Relaxed),
             usage_bytes: self.usage_bytes() as u64,
             capacity_bytes: self.capacity as u64,
         }
@@ -161,7 +179,8 @@ impl BlockCache {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::sstable::block::BlockBuilder;
+    use crate::iterator::InternalIterator;
+    use crate::sstable::block::{BlockBuilder, SharedWindow};
 
     fn block(n: usize, value_len: usize) -> Arc<Block> {
         let mut b = BlockBuilder::new(16);
@@ -192,6 +211,117 @@ mod tests {
         assert_eq!(s.usage_bytes, (b.size() + BLOCK_OVERHEAD) as u64);
         assert_eq!(s.capacity_bytes, 1 << 20);
         assert_eq!(c.len(), 1);
+    }
+
+    /// Contents of a block of `n` entries with `value_len`-byte values.
+    fn contents(n: usize, value_len: usize) -> Vec<u8> {
+        let mut b = BlockBuilder::new(16);
+        for i in 0..n {
+            let k = crate::key::internal_key(
+                format!("k{i:06}").as_bytes(),
+                1,
+                crate::key::ValueKind::Value,
+            );
+            b.add(&k, &vec![b'v'; value_len]);
+        }
+        b.finish()
+    }
+
+    /// `n` blocks laid out as in a file (each followed by a 5-byte stand-in trailer) in
+    /// one shared window, each cut from it as a slice; and the window's length.
+    fn window_blocks(n: usize) -> (Arc<SharedWindow>, Vec<Arc<Block>>, usize) {
+        let mut raw = Vec::new();
+        let mut spans = Vec::new();
+        for i in 0..n {
+            let c = contents(10 + i, 60);
+            spans.push((raw.len(), c.len()));
+            raw.extend_from_slice(&c);
+            raw.extend_from_slice(&[0; 5]);
+        }
+        let len = raw.len();
+        let raw = bytes::Bytes::from(raw);
+        let window = SharedWindow::new(len);
+        let blocks = spans
+            .iter()
+            .map(|&(at, n)| {
+                let b = Block::new(raw.slice(at..at + n), "w.sst", at as u64).unwrap();
+                Arc::new(b.in_window(&window, n + 5))
+            })
+            .collect();
+        (window, blocks, len)
+    }
+
+    #[test]
+    fn window_blocks_are_charged_their_stored_bytes_and_freed_on_eviction() {
+        let (window, blocks, len) = window_blocks(6);
+        assert_eq!(window.live_bytes(), len);
+        let c = BlockCache::new(256 << 10);
+        let id = c.next_table_id();
+        // A full cache first: while it fills, quick_cache admits blocks to its hot
+        // section, where nothing evicts them until hits promote others.
+        let other = block(40, 90);
+        for i in 0..100u64 {
+            c.insert(id + 1, i, other.clone());
+        }
+        let before = c.usage_bytes();
+        for b in &blocks {
+            assert!(!b.pins_sparse_window());
+            c.insert(id, b.offset(), b.clone());
+        }
+        let usage = c.stats().usage_bytes as usize;
+        assert!(usage <= 256 << 10);
+        // Each new block charged its stored bytes plus overhead (some old ones evicted).
+        assert!(usage >= before + len + 6 * BLOCK_OVERHEAD - 2 * (other.size() + BLOCK_OVERHEAD));
+        // (No hits here: a block hit once would be promoted and outlive the others.)
+        drop(blocks);
+        assert_eq!(window.live_bytes(), len, "the cache keeps the blocks");
+        // Evicting them all (by inserting others) frees the window.
+        for i in 100..20_000u64 {
+            if window.live_bytes() == 0 {
+                break;
+            }
+            c.insert(id + 1, i, other.clone());
+            // Hits on the newcomers let CLOCK-Pro age out the idle blocks.
+            c.get(id + 1, i);
+        }
+        assert_eq!(c.stats().detached, 0);
+        assert_eq!(window.live_bytes(), 0);
+        assert_eq!(
+            Arc::strong_count(&window),
+            1,
+            "a block still refers to the window"
+        );
+    }
+
+    #[test]
+    fn a_hit_on_a_block_pinning_a_sparse_window_caches_a_copy() {
+        let (window, blocks, _) = window_blocks(6);
+        let c = BlockCache::new(1 << 20);
+        let id = c.next_table_id();
+        let kept = blocks[2].clone();
+        let at = kept.offset();
+        c.insert(id, at, kept.clone());
+        drop(blocks);
+        assert!(kept.pins_sparse_window(), "one block of six is live");
+        drop(kept);
+        let got = c.get(id, at).unwrap();
+        assert!(!got.pins_sparse_window());
+        assert_eq!(c.stats().detached, 1);
+        assert_eq!(c.usage_bytes(), got.size() + BLOCK_OVERHEAD);
+        // The window's last block was replaced in the cache and dropped: it is freed.
+        assert_eq!(window.live_bytes(), 0);
+        assert_eq!(Arc::strong_count(&window), 1);
+        // The copy is what the cache serves now, and it reads the same entries.
+        assert!(Arc::ptr_eq(&c.get(id, at).unwrap(), &got));
+        assert_eq!(c.stats().detached, 1);
+        let mut it = crate::sstable::block::BlockIter::new(got);
+        it.seek_to_first().unwrap();
+        let mut n = 0;
+        while it.valid() {
+            n += 1;
+            it.next().unwrap();
+        }
+        assert_eq!(n, 12);
     }
 
     #[test]

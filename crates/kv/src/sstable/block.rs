@@ -15,7 +15,9 @@ use crate::coding::{get_fixed32, put_fixed32, put_varint32, Decoder};
 use crate::error::{Error, Result};
 use crate::iterator::{InternalIterator, KeyBuf};
 use crate::key::compare_internal;
+use bytes::Bytes;
 use std::cmp::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 /// Builds one block in memory.
@@ -104,10 +106,15 @@ impl BlockBuilder {
     }
 }
 
-/// A parsed, validated block, owning its (uncompressed) contents.
+/// A parsed, validated block and its (uncompressed) contents. The contents are a
+/// [`Bytes`]: either the block's own allocation, or a slice of a larger read (a scan's
+/// readahead window) that the blocks cut from it share (see [`SharedWindow`]).
 #[derive(Debug)]
 pub struct Block {
-    data: Vec<u8>,
+    data: Bytes,
+    /// The window `data` is a slice of, and the stored bytes (with the trailer) this
+    /// block accounts for in it; `None` if `data` is the block's own allocation.
+    window: Option<(Arc<SharedWindow>, usize)>,
     /// Entries occupy `data[..data_end]`.
     data_end: usize,
     restarts: Vec<u32>,
@@ -118,7 +125,8 @@ pub struct Block {
 impl Block {
     /// Validates the restart array of `data`, a block read from `file` at `offset` (both
     /// only used in error messages).
-    pub fn new(data: Vec<u8>, file: impl Into<Arc<str>>, offset: u64) -> Result<Block> {
+    pub fn new(data: impl Into<Bytes>, file: impl Into<Arc<str>>, offset: u64) -> Result<Block> {
+        let data = data.into();
         let file = file.into();
         let corrupt = |reason: String| Error::corruption(&*file, offset, reason);
         let len = data.len();
@@ -155,6 +163,7 @@ impl Block {
         }
         Ok(Block {
             data,
+            window: None,
             data_end,
             restarts,
             file,
@@ -162,9 +171,47 @@ impl Block {
         })
     }
 
+    /// Records that this block's contents are a slice of `window`, occupying `stored`
+    /// bytes of it (the block with its trailer): the window's memory is live as long as
+    /// any such block is (see [`SharedWindow`]).
+    pub fn in_window(mut self, window: &Arc<SharedWindow>, stored: usize) -> Block {
+        window.live.fetch_add(stored, AtomicOrdering::Relaxed);
+        self.window = Some((window.clone(), stored));
+        self
+    }
+
+    /// True if the block is a slice of a window that live blocks now mostly do not use
+    /// (less than half of it): a block cache keeping this block should keep a copy of it
+    /// instead (see [`Block::detached`]), so that the window can be freed.
+    pub fn pins_sparse_window(&self) -> bool {
+        self.window
+            .as_ref()
+            .is_some_and(|(w, _)| w.live.load(AtomicOrdering::Relaxed) * 2 < w.len)
+    }
+
+    /// The same block in an allocation of its own (a copy of its contents).
+    pub fn detached(&self) -> Block {
+        Block {
+            data: Bytes::copy_from_slice(&self.data),
+            window: None,
+            data_end: self.data_end,
+            restarts: self.restarts.clone(),
+            file: self.file.clone(),
+            offset: self.offset,
+        }
+    }
+
     /// Size of the block contents in bytes.
     pub fn size(&self) -> usize {
         self.data.len()
+    }
+
+    /// Bytes of memory the block's contents account for: its contents, or for a slice
+    /// of a window the stored bytes it occupies there (contents and trailer).
+    pub fn charge(&self) -> usize {
+        self.window
+            .as_ref()
+            .map_or(self.data.len(), |&(_, stored)| stored)
     }
 
     /// True if the block holds no entries.
@@ -241,6 +288,39 @@ impl Block {
             .get(at + hdr..at + hdr + non_shared)
             .filter(|_| at + hdr + non_shared <= self.data_end)
             .ok_or_else(|| self.corruption(at, "key out of range"))
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if let Some((w, stored)) = &self.window {
+            w.live.fetch_sub(*stored, AtomicOrdering::Relaxed);
+        }
+    }
+}
+
+/// A scan's readahead window (one read of many adjacent blocks) whose blocks are cut from
+/// it as slices rather than copied. Its memory is freed only when the last such block is
+/// dropped, so it counts the bytes live blocks account for: once they fall under half of
+/// the window, [`Block::pins_sparse_window`] tells the block cache to keep copies instead.
+#[derive(Debug)]
+pub struct SharedWindow {
+    len: usize,
+    live: AtomicUsize,
+}
+
+impl SharedWindow {
+    /// Accounting for a window of `len` bytes, no block cut from it yet.
+    pub fn new(len: usize) -> Arc<SharedWindow> {
+        Arc::new(SharedWindow {
+            len,
+            live: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes of the window that live blocks account for.
+    pub fn live_bytes(&self) -> usize {
+        self.live.load(AtomicOrdering::Relaxed)
     }
 }
 

@@ -8,6 +8,7 @@ use crate::coding::{get_fixed32, get_fixed64, put_fixed32, put_fixed64, put_vari
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{RandomAccessFile, WritableFile};
 use crate::options::CompressionType;
+use bytes::Bytes;
 
 /// Magic number at the very end of every table: `u64::from_le_bytes(*b"STRATAST")`
 /// (`0x5453_4154_4152_5453`), in the family of the log magics `STRATAWL` / `STRATAMF`.
@@ -293,6 +294,40 @@ pub fn block_len_with_trailer(
 /// Verifies and decompresses the block at `handle` given its stored bytes with the
 /// trailer (as [`read_block`] reads them, or as cut from a larger read).
 pub fn decode_block(mut buf: Vec<u8>, file_name: &str, handle: BlockHandle) -> Result<Vec<u8>> {
+    let (ctype, n) = verify_block(&buf, file_name, handle)?;
+    match ctype {
+        CompressionType::None => {
+            // Cut the trailer off in place: no second allocation per block read.
+            buf.truncate(n);
+            Ok(buf)
+        }
+        _ => decompress_block(buf.get(..n).unwrap_or_default(), ctype, file_name, handle),
+    }
+}
+
+/// As [`decode_block`] for stored bytes shared with other blocks (a slice of a readahead
+/// window): an uncompressed block is a slice of `buf`, not a copy. The flag is true if
+/// the contents are such a slice (false if they were decompressed).
+pub fn decode_block_shared(
+    buf: Bytes,
+    file_name: &str,
+    handle: BlockHandle,
+) -> Result<(Bytes, bool)> {
+    let (ctype, n) = verify_block(&buf, file_name, handle)?;
+    match ctype {
+        CompressionType::None => Ok((buf.slice(..n), true)),
+        _ => decompress_block(buf.get(..n).unwrap_or_default(), ctype, file_name, handle)
+            .map(|v| (Bytes::from(v), false)),
+    }
+}
+
+/// Checks the length and checksum of a block's stored bytes `buf` (with the trailer):
+/// its compression type and the length of its stored contents.
+fn verify_block(
+    buf: &[u8],
+    file_name: &str,
+    handle: BlockHandle,
+) -> Result<(CompressionType, usize)> {
     let corrupt = |reason: String| Error::corruption(file_name, handle.offset, reason);
     let total = usize::try_from(handle.size)
         .ok()
@@ -302,44 +337,52 @@ pub fn decode_block(mut buf: Vec<u8>, file_name: &str, handle: BlockHandle) -> R
         return Err(corrupt("short read".to_string()));
     }
     let n = total - BLOCK_TRAILER_LEN;
-    // Read the trailer in place and cut it off: no second allocation per block read.
     let type_byte = buf.get(n).copied().unwrap_or(0xff);
     let stored = buf.get(n + 1..).and_then(get_fixed32).unwrap_or(0);
-    buf.truncate(n);
-    let actual = crc32c_extend(crc32c(&buf), &[type_byte]);
+    let actual = crc32c_extend(crc32c(buf.get(..n).unwrap_or_default()), &[type_byte]);
     if unmask(stored) != actual {
         return Err(corrupt("block checksum mismatch".to_string()));
     }
     let ctype = CompressionType::from_u8(type_byte)
         .ok_or_else(|| corrupt(format!("unknown compression type {type_byte}")))?;
-    match ctype {
-        CompressionType::None => Ok(buf),
-        CompressionType::Lz4 | CompressionType::Zstd => {
-            let raw_len = get_fixed32(&buf)
-                .ok_or_else(|| corrupt("compressed block too short".to_string()))?
-                as usize;
-            if raw_len > MAX_BLOCK_SIZE {
-                return Err(corrupt(format!(
-                    "decompressed block size {raw_len} is absurd"
-                )));
-            }
-            let payload = buf.get(4..).unwrap_or_default();
-            let out = if ctype == CompressionType::Lz4 {
-                lz4_flex::block::decompress(payload, raw_len)
-                    .map_err(|e| corrupt(format!("lz4 decompression failed: {e}")))?
-            } else {
-                zstd_decompress(payload, raw_len)
-                    .map_err(|e| corrupt(format!("zstd decompression failed: {e}")))?
-            };
-            if out.len() != raw_len {
-                return Err(corrupt(format!(
-                    "decompressed to {} bytes, expected {raw_len}",
-                    out.len()
-                )));
-            }
-            Ok(out)
-        }
+    Ok((ctype, n))
+}
+
+/// Decompresses the verified stored contents `buf` of a block (a copy if stored as is).
+fn decompress_block(
+    buf: &[u8],
+    ctype: CompressionType,
+    file_name: &str,
+    handle: BlockHandle,
+) -> Result<Vec<u8>> {
+    let lz4 = match ctype {
+        CompressionType::None => return Ok(buf.to_vec()),
+        CompressionType::Lz4 => true,
+        CompressionType::Zstd => false,
+    };
+    let corrupt = |reason: String| Error::corruption(file_name, handle.offset, reason);
+    let raw_len =
+        get_fixed32(buf).ok_or_else(|| corrupt("compressed block too short".to_string()))? as usize;
+    if raw_len > MAX_BLOCK_SIZE {
+        return Err(corrupt(format!(
+            "decompressed block size {raw_len} is absurd"
+        )));
     }
+    let payload = buf.get(4..).unwrap_or_default();
+    let out = if lz4 {
+        lz4_flex::block::decompress(payload, raw_len)
+            .map_err(|e| corrupt(format!("lz4 decompression failed: {e}")))?
+    } else {
+        zstd_decompress(payload, raw_len)
+            .map_err(|e| corrupt(format!("zstd decompression failed: {e}")))?
+    };
+    if out.len() != raw_len {
+        return Err(corrupt(format!(
+            "decompressed to {} bytes, expected {raw_len}",
+            out.len()
+        )));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

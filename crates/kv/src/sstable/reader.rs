@@ -1,10 +1,10 @@
 //! Reading a table: point lookups and a two-level iterator.
 
-use super::block::{Block, BlockIter, RestartSample};
+use super::block::{Block, BlockIter, RestartSample, SharedWindow};
 use super::filter::BloomFilter;
 use super::format::{
-    block_len_with_trailer, decode_block, read_block, BlockHandle, Footer, BLOCK_TRAILER_LEN,
-    FOOTER_LEN,
+    block_len_with_trailer, decode_block_shared, read_block, BlockHandle, Footer,
+    BLOCK_TRAILER_LEN, FOOTER_LEN,
 };
 use super::properties::Properties;
 use crate::cache::BlockCache;
@@ -12,6 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::RandomAccessFile;
 use crate::iterator::InternalIterator;
 use crate::key::{compare_internal, parse_internal_key, seek_key, user_key, Lookup};
+use bytes::Bytes;
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -260,8 +261,8 @@ impl Table {
             }
         }
         let total = block_len_with_trailer(self.file.len(), &self.file_name, handle)?;
-        let raw = match ra.cut(handle, total) {
-            Some(raw) => raw,
+        let (raw, window) = match ra.cut(handle, total) {
+            Some(raw) => (raw, ra.share.clone()),
             None => {
                 let (start, len) = ra.plan(handle, total, self.file.len());
                 let context = || {
@@ -271,20 +272,25 @@ impl Table {
                     )
                 };
                 if len == total {
-                    self.file.read_at(start, len).context(context)?
+                    (self.file.read_at(start, len).context(context)?.into(), None)
                 } else {
                     ra.fill(self.file.as_ref(), start, len).context(context)?;
-                    ra.cut(handle, total).ok_or_else(|| {
+                    let raw = ra.cut(handle, total).ok_or_else(|| {
                         Error::corruption(&*self.file_name, handle.offset, "short read")
-                    })?
+                    })?;
+                    (raw, ra.share.clone())
                 }
             }
         };
         ra.last = Some(handle);
-        let data = decode_block(raw, &self.file_name, handle)?;
+        let (data, sliced) = decode_block_shared(raw, &self.file_name, handle)?;
         self.bytes_read
             .fetch_add(total as u64, AtomicOrdering::Relaxed);
-        let block = Arc::new(Block::new(data, self.file_name.clone(), handle.offset)?);
+        let mut block = Block::new(data, self.file_name.clone(), handle.offset)?;
+        if let Some(w) = window.filter(|_| sliced) {
+            block = block.in_window(&w, total);
+        }
+        let block = Arc::new(block);
         if cache_use == CacheUse::Fill {
             if let Some((cache, id)) = &self.cache {
                 cache.insert(*id, handle.offset, block.clone());
@@ -469,10 +475,11 @@ const READAHEAD_MAX: usize = 256 << 10;
 /// A table iterator's readahead: the last window read and how the iterator has moved.
 #[derive(Debug, Default)]
 struct Readahead {
-    /// Stored bytes of the file from `buf_offset` (blocks with their trailers) in
-    /// `buf[..buf_len]`. The allocation is kept from window to window.
-    buf: Vec<u8>,
-    buf_len: usize,
+    /// Stored bytes of the file from `buf_offset` (blocks with their trailers). Blocks
+    /// cut from the window share its allocation (see [`Table::read_data_block_ahead`]).
+    buf: Bytes,
+    /// Accounting for the blocks cut from `buf`.
+    share: Option<Arc<SharedWindow>>,
     buf_offset: u64,
     /// The block the iterator fetched last (from the cache, the window or the file).
     last: Option<BlockHandle>,
@@ -482,25 +489,21 @@ struct Readahead {
 
 impl Readahead {
     /// The stored bytes of the block at `handle` (`total` with its trailer), if the
-    /// window holds all of them.
-    fn cut(&self, handle: BlockHandle, total: usize) -> Option<Vec<u8>> {
+    /// window holds all of them: a slice sharing the window's allocation.
+    fn cut(&self, handle: BlockHandle, total: usize) -> Option<Bytes> {
         let start = usize::try_from(handle.offset.checked_sub(self.buf_offset)?).ok()?;
-        self.buf
-            .get(..self.buf_len)?
-            .get(start..start.checked_add(total)?)
-            .map(<[u8]>::to_vec)
+        let end = start.checked_add(total)?;
+        (end <= self.buf.len()).then(|| self.buf.slice(start..end))
     }
 
-    /// Reads `len` bytes at `start` into the window, reusing its allocation. On error
-    /// the window is empty.
+    /// Reads `len` bytes at `start` into a fresh window (the previous one lives on in
+    /// the blocks cut from it). On error the window is empty.
     fn fill(&mut self, file: &dyn RandomAccessFile, start: u64, len: usize) -> std::io::Result<()> {
-        self.buf_len = 0;
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        file.read_exact_into(start, &mut self.buf[..len])?;
+        self.buf = Bytes::new();
+        self.share = None;
         self.buf_offset = start;
-        self.buf_len = len;
+        self.buf = file.read_at(start, len)?.into();
+        self.share = Some(SharedWindow::new(len));
         Ok(())
     }
 
@@ -515,7 +518,8 @@ impl Readahead {
         let backward = self.last.is_some_and(|l| l.offset == end);
         if !forward && !backward {
             self.window = 0;
-            self.buf_len = 0;
+            self.buf = Bytes::new();
+            self.share = None;
             return (handle.offset, total);
         }
         self.window = (self.window * 2).clamp(READAHEAD_MIN, READAHEAD_MAX);

@@ -828,3 +828,126 @@ fn scans_read_ahead_and_still_verify_every_block() {
     let err = collect_backward(&mut it).unwrap_err().to_string();
     assert!(err.contains("checksum"), "{err}");
 }
+
+/// As [`block_cache_table`], stored uncompressed: a scan's blocks are slices of its
+/// readahead windows, shared with the block cache.
+fn uncompressed_table(fs: &MemFs, path: &str, tag: u8) -> Entries {
+    let entries: Entries = (0..400u32)
+        .map(|i| {
+            (
+                internal_key(format!("key{i:05}").as_bytes(), 1, ValueKind::Value),
+                vec![tag; 100],
+            )
+        })
+        .collect();
+    let opts = TableOptions {
+        block_size: 1024,
+        compression: CompressionType::None,
+        ..TableOptions::default()
+    };
+    let props = write_table(fs, path, &entries, &opts);
+    assert!(props.num_data_blocks > 20, "{props:?}");
+    entries
+}
+
+#[test]
+fn scan_caches_window_slices_charged_by_stored_bytes() {
+    let fs = MemFs::new();
+    let entries = uncompressed_table(&fs, "/w.sst", 4);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let table = open_cached(&fs, "/w.sst", &cache).unwrap();
+    let after_open = table.bytes_read();
+    assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
+    let props = table.properties().clone();
+    let s = cache.stats();
+    assert_eq!(s.inserts, props.num_data_blocks);
+    // Each block is charged its stored bytes (contents and trailer) plus the overhead;
+    // only the first, read alone before the scan was detected, has no trailer in memory.
+    assert_eq!(
+        s.usage_bytes,
+        props.data_bytes - format::BLOCK_TRAILER_LEN as u64
+            + props.num_data_blocks * crate::cache::BLOCK_OVERHEAD as u64,
+        "{s:?} {props:?}"
+    );
+    // Repeats, either way, are served by the cache: no reads, no copies.
+    let after_scan = table.bytes_read();
+    assert_eq!(after_scan - after_open, props.data_bytes);
+    assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
+    assert_eq!(collect_backward(&mut table.iter()).unwrap(), entries);
+    assert_eq!(table.bytes_read(), after_scan);
+    let s2 = cache.stats();
+    assert_eq!((s2.inserts, s2.detached), (s.inserts, 0), "{s2:?}");
+}
+
+#[test]
+fn corrupt_block_in_a_shared_window_names_file_and_offset() {
+    let fs = MemFs::new();
+    let entries = uncompressed_table(&fs, "/w.sst", 5);
+    let mid = fs_table_data_bytes(&fs, "/w.sst") / 2;
+    fs.corrupt_byte(Path::new("/w.sst"), mid).unwrap();
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let table = open_cached(&fs, "/w.sst", &cache).unwrap();
+    // verify() reads the bad block alone; a scan takes it from a window (forward and
+    // backward): all name the same file and block offset.
+    let Err(Error::Corruption { file, offset, .. }) = table.verify() else {
+        panic!("verify passed a corrupt table");
+    };
+    assert_eq!(file, "/w.sst");
+    assert!(
+        offset > 0 && offset <= mid && mid - offset < 1200,
+        "{offset} {mid}"
+    );
+    for backward in [false, true, false] {
+        let mut it = table.iter();
+        let r = if backward {
+            collect_backward(&mut it)
+        } else {
+            collect_forward(&mut it)
+        };
+        match r {
+            Err(Error::Corruption {
+                file: f,
+                offset: o,
+                reason,
+            }) => {
+                assert_eq!((f.as_str(), o), ("/w.sst", offset), "{reason}");
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Blocks of the same windows that passed their checks were cached and stay good.
+    let s = cache.stats();
+    assert!(s.inserts > 0 && s.hits > 0, "{s:?}");
+    let uk = crate::key::user_key(&entries[0].0);
+    assert_eq!(
+        kv(table.get(uk, 5).unwrap()),
+        Some((ValueKind::Value, vec![5; 100]))
+    );
+}
+
+/// Bytes of data blocks (with trailers) of the table at `path`.
+fn fs_table_data_bytes(fs: &MemFs, path: &str) -> u64 {
+    open(fs, path).unwrap().properties().data_bytes
+}
+
+#[test]
+fn evicted_window_blocks_free_the_window_and_hot_ones_are_detached() {
+    let fs = MemFs::new();
+    let entries = uncompressed_table(&fs, "/w.sst", 6);
+    // Room for a few blocks only: a scan evicts most of what it cached.
+    let cache = Arc::new(BlockCache::new(8 << 10));
+    let table = open_cached(&fs, "/w.sst", &cache).unwrap();
+    assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
+    assert!(cache.usage_bytes() <= 8 << 10);
+    // Hits on survivors whose windows are now mostly evicted replace them by copies.
+    let last = crate::key::user_key(&entries[entries.len() - 1].0);
+    let before = cache.stats();
+    assert!(table.get(last, 5).unwrap().is_some());
+    let after = cache.stats();
+    assert_eq!(after.hits, before.hits + 1, "{after:?}");
+    assert_eq!(after.detached, before.detached + 1, "{after:?}");
+    // The copy is served from then on.
+    assert!(table.get(last, 5).unwrap().is_some());
+    assert_eq!(cache.stats().detached, after.detached);
+}
