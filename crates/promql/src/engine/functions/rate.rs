@@ -196,9 +196,8 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
         };
         let counter = name != "delta";
         let is_rate = name == "rate";
-        // The range is the selector's, or (a subquery) known once it is evaluated: the
-        // windows are then those of `RangeArg`, whose range `fill` cannot see, so a
-        // subquery goes the general way below.
+        // A range selector's range is known before selecting; a subquery's argument goes
+        // the general way below.
         if let Some(range) = range {
             let range_s = range as f64 / 1000.0;
             let fill = |s: &MatrixSeries, ends: &[i64], vals: &mut [Option<f64>]| {
