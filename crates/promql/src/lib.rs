@@ -21,5 +21,5 @@ pub mod value;
 pub use engine::{Engine, EngineOptions, QueryResult};
 pub use error::{Error, Result};
 pub use labels::Labels;
-pub use queryable::{MemStore, Queryable, Series};
+pub use queryable::{MemStore, Queryable, ReduceFn, Reduced, Series};
 pub use value::{Sample, Value};

@@ -17,12 +17,48 @@ pub struct Series {
     pub samples: Vec<Sample>,
 }
 
+/// What [`Queryable::select_reduce`]'s function makes of one series: its labels, how many
+/// samples it had (stale markers included, for the query's sample limit) and its value at
+/// each step, if it has any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reduced {
+    /// The series' identity.
+    pub labels: Labels,
+    /// Samples the series had in the range.
+    pub samples: usize,
+    /// One optional value per step; `None` if no step has one.
+    pub vals: Option<Vec<Option<f64>>>,
+}
+
+/// A function of one series, run where the series is read.
+pub type ReduceFn<'a> = dyn Fn(Series) -> Result<Reduced> + Sync + 'a;
+
 /// Anything PromQL can read series from.
 pub trait Queryable {
     /// Series matching all `matchers`, with their samples in `[mint, maxt]` (ms, inclusive).
     /// Series with no sample in the range may be omitted. A matcher on a missing label
     /// sees the empty string, as in Prometheus.
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>>;
+
+    /// [`Queryable::select`] with `f` applied to each series as soon as it is read, in any
+    /// order, possibly on several threads (a store that decodes series on several threads
+    /// runs `f` there, while the samples are in cache, and never holds all of them at
+    /// once). `weight` is the work `f` does per series, in bytes of chunks to decode that
+    /// take as long: it tells whether sharing the work between threads pays.
+    fn select_reduce(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        weight: usize,
+        f: &ReduceFn<'_>,
+    ) -> Result<Vec<Reduced>> {
+        let _ = weight;
+        self.select(matchers, mint, maxt)?
+            .into_iter()
+            .map(f)
+            .collect()
+    }
     /// All label names in use, sorted.
     fn label_names(&self) -> Result<Vec<String>>;
     /// All values of label `name`, sorted.

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod compat;
 pub mod error;
+pub mod malloc;
 pub mod metrics;
 pub mod params;
 pub mod prompb;
@@ -375,6 +376,10 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     on_listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    // Queries' freed memory stays for the next query instead of being faulted in again.
+    if !malloc::tune() {
+        tracing::debug!("allocator settings not applied (not glibc)");
+    }
     let dir = config.data_dir.join("tsdb");
     let opts = config.tsdb_options();
     let tsdb = tokio::task::spawn_blocking(move || Tsdb::open(dir, opts))

@@ -2,7 +2,7 @@
 //! the parser's types and the store's.
 
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
-use strata_promql::{Labels as PLabels, Queryable, Sample, Series};
+use strata_promql::{Labels as PLabels, Queryable, ReduceFn, Reduced, Sample, Series};
 use strata_tsdb::{MatchOp, Matcher, Tsdb};
 
 /// Converts a parsed matcher to the store's.
@@ -21,6 +21,18 @@ pub fn convert_matchers(ms: &[PMatcher]) -> strata_promql::Result<Vec<Matcher>> 
     ms.iter()
         .map(|m| convert_matcher(m).map_err(|e| strata_promql::Error::Eval(e.to_string())))
         .collect()
+}
+
+/// A series of the store as the engine's (the samples keep their allocation).
+fn convert_series(s: strata_tsdb::Series) -> Series {
+    Series {
+        labels: PLabels::from_pairs(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))),
+        samples: s
+            .samples
+            .into_iter()
+            .map(|(t, v)| Sample { t, v })
+            .collect(),
+    }
 }
 
 /// The store seen by the PromQL engine.
@@ -44,17 +56,26 @@ impl Queryable for TsdbQueryable<'_> {
         // Converted on the threads that decode the chunks.
         self.db
             .querier(mint, maxt)
-            .select_map(&ms, |s| Series {
-                labels: PLabels::from_pairs(
-                    s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
-                ),
-                samples: s
-                    .samples
-                    .into_iter()
-                    .map(|(t, v)| Sample { t, v })
-                    .collect(),
-            })
+            .select_map(&ms, convert_series)
             .map_err(storage)
+    }
+
+    fn select_reduce(
+        &self,
+        matchers: &[PMatcher],
+        mint: i64,
+        maxt: i64,
+        weight: usize,
+        f: &ReduceFn<'_>,
+    ) -> strata_promql::Result<Vec<Reduced>> {
+        let ms = convert_matchers(matchers)?;
+        // Reduced on the threads that decode the chunks, right after each series.
+        self.db
+            .querier(mint, maxt)
+            .select_map_weighted(&ms, weight, |s| f(convert_series(s)))
+            .map_err(storage)?
+            .into_iter()
+            .collect()
     }
 
     fn label_names(&self) -> strata_promql::Result<Vec<String>> {

@@ -69,7 +69,7 @@ impl Querier {
     /// on this thread, then chunks are decoded and merged per label set, on several threads
     /// when there is much to decode.
     pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<Series>> {
-        self.select_sharing_above(matchers, PARALLEL_DECODE_BYTES, &|s| s)
+        self.select_sharing_above(matchers, 0, PARALLEL_DECODE_BYTES, &|s| s)
     }
 
     /// [`Querier::select`] with `f` applied to each series on the thread that decoded it
@@ -79,14 +79,28 @@ impl Querier {
         matchers: &[Matcher],
         f: impl Fn(Series) -> T + Sync,
     ) -> Result<Vec<T>> {
-        self.select_sharing_above(matchers, PARALLEL_DECODE_BYTES, &f)
+        self.select_sharing_above(matchers, 0, PARALLEL_DECODE_BYTES, &f)
     }
 
-    /// [`Querier::select_map`], decoding on several threads once `parallel_bytes` of
-    /// chunks are read.
+    /// [`Querier::select_map`] for an `f` that does work of its own on each series (a
+    /// query engine's range function): `weight` is that work, in bytes of chunks decoded in
+    /// the same time, and counts with the chunks' bytes towards sharing the series between
+    /// threads.
+    pub fn select_map_weighted<T: Send>(
+        &self,
+        matchers: &[Matcher],
+        weight: usize,
+        f: impl Fn(Series) -> T + Sync,
+    ) -> Result<Vec<T>> {
+        self.select_sharing_above(matchers, weight, PARALLEL_DECODE_BYTES, &f)
+    }
+
+    /// [`Querier::select_map`], decoding on several threads once the chunks read plus
+    /// `weight` per series come to `parallel_bytes`.
     fn select_sharing_above<T: Send>(
         &self,
         matchers: &[Matcher],
+        weight: usize,
         parallel_bytes: usize,
         f: &(impl Fn(Series) -> T + Sync),
     ) -> Result<Vec<T>> {
@@ -168,7 +182,8 @@ impl Querier {
         }
 
         let groups: Vec<(Labels, Vec<Source>)> = groups.into_iter().collect();
-        let threads = if stored_bytes >= parallel_bytes {
+        let work = stored_bytes.saturating_add(groups.len().saturating_mul(weight));
+        let threads = if work >= parallel_bytes {
             decode_threads().min(groups.len())
         } else {
             1
@@ -820,8 +835,8 @@ mod tests {
         let ms = [Matcher::equal("__name__", "m")];
         for (mint, maxt) in [(0, t), (1_000_000, 9_000_000), (4_400_000, 4_600_000)] {
             let q = db.querier(mint, maxt);
-            let one = q.select_sharing_above(&ms, usize::MAX, &|s| s).unwrap();
-            let many = q.select_sharing_above(&ms, 0, &|s| s).unwrap();
+            let one = q.select_sharing_above(&ms, 0, usize::MAX, &|s| s).unwrap();
+            let many = q.select_sharing_above(&ms, 0, 0, &|s| s).unwrap();
             assert_eq!(one, many);
             assert!(!one.is_empty());
             assert!(one.windows(2).all(|w| w[0].labels < w[1].labels));

@@ -8,9 +8,18 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{AtModifier, Expr, Offset, VectorSelector};
 
 use super::{CancelHandle, EngineOptions, EvalValue, Grid, RangeArg, StepSeries, WindowCursor};
+
+/// What one window of a range function costs, in bytes of chunks a store decodes in the
+/// same time (the store shares decoding between threads from 256 KiB on; the engine shares
+/// range functions from 32Ki windows on).
+const WINDOW_WEIGHT: usize = 8;
+
+/// A range function's work on one series: writes the value of each step (`vals` starts
+/// all `None`, one per window end) and says whether it wrote any.
+pub(crate) type FillFn<'a> = dyn Fn(&MatrixSeries, &[i64], &mut [Option<f64>]) -> bool + Sync + 'a;
 use crate::error::{eval_err, Error, Result};
 use crate::labels::METRIC_NAME;
-use crate::queryable::{Queryable, Series};
+use crate::queryable::{Queryable, Reduced, Series};
 use crate::value::{is_stale, MatrixSeries};
 
 /// State of one query evaluation: storage, limits, and collected annotations.
@@ -476,5 +485,74 @@ impl<'a> Evaluator<'a> {
             ends,
             range,
         })
+    }
+
+    /// [`Evaluator::range_selector`] with `fill` applied to each series where the store
+    /// reads it ([`Queryable::select_reduce`]): the same series and values as selecting
+    /// the range vector and then filling each series, without holding every series'
+    /// samples at once, and with the samples still in cache when `fill` reads them.
+    /// `None` (nothing selected) for selectors with `or` groups, whose series are
+    /// deduplicated across several selects.
+    pub(crate) fn range_selector_reduce(
+        &mut self,
+        vs: &VectorSelector,
+        range: i64,
+        grid: Grid,
+        drop_name: bool,
+        fill: &FillFn<'_>,
+    ) -> Result<Option<Vec<StepSeries>>> {
+        if !vs.matchers.or_matchers.is_empty() {
+            return Ok(None);
+        }
+        let off = offset_ms(&vs.offset);
+        let at = self.at_ms(&vs.at);
+        let ends: Vec<i64> = (0..grid.len())
+            .map(|i| at.unwrap_or(grid.ts(i)) - off)
+            .collect();
+        let (Some(&mint), Some(&maxt)) = (ends.iter().min(), ends.iter().max()) else {
+            return Ok(Some(Vec::new()));
+        };
+        let mut base: Vec<Matcher> = vs.matchers.matchers.clone();
+        if let Some(n) = &vs.name {
+            base.push(Matcher::new(MatchOp::Equal, METRIC_NAME, n));
+        }
+        let checker = self.checker();
+        let reduce = |s: Series| -> Result<Reduced> {
+            checker.check()?;
+            let held = s.samples.len();
+            let mut samples = s.samples;
+            samples.retain(|x| !is_stale(x.v));
+            let ms = MatrixSeries {
+                labels: s.labels,
+                samples,
+            };
+            let mut vals = vec![None; ends.len()];
+            let any = fill(&ms, &ends, &mut vals);
+            Ok(Reduced {
+                labels: ms.labels,
+                samples: held,
+                vals: any.then_some(vals),
+            })
+        };
+        let weight = ends.len().saturating_mul(WINDOW_WEIGHT);
+        let out = self
+            .q
+            .select_reduce(&base, mint - range + 1, maxt, weight, &reduce)?;
+        // The samples count as if the range vector had been selected whole.
+        let n: usize = out.iter().map(|r| r.samples).sum();
+        self.account(n)?;
+        self.check()?;
+        let mut out: Vec<StepSeries> = out
+            .into_iter()
+            .filter_map(|r| {
+                r.vals.map(|vals| StepSeries {
+                    labels: r.labels,
+                    drop_name,
+                    vals,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Some(out))
     }
 }

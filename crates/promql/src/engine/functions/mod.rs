@@ -188,6 +188,33 @@ pub(crate) fn par_over_series(
     Ok(out)
 }
 
+/// A range function of `e` (a range vector expression) series by series: `fill` as in
+/// [`par_over_series`], given the window ends. A range selector's series are filled where
+/// the store reads them ([`Evaluator::range_selector_reduce`]); other range vectors are
+/// evaluated whole first.
+pub(crate) fn over_range_vector(
+    ev: &mut Evaluator<'_>,
+    e: &Expr,
+    grid: Grid,
+    drop_name: bool,
+    fill: &super::eval::FillFn<'_>,
+) -> Result<Vec<StepSeries>> {
+    if let Expr::MatrixSelector(ms) = unwrap_paren(e) {
+        let range = ms.range.as_millis() as i64;
+        // As `eval` checks before any node.
+        ev.check()?;
+        if grid.len() > ev.opts.max_samples {
+            return Err(crate::error::Error::TooManySamples);
+        }
+        if let Some(out) = ev.range_selector_reduce(&ms.vs, range, grid, drop_name, fill)? {
+            return Ok(out);
+        }
+    }
+    let ra = ev.eval_matrix(e, grid)?;
+    let ends = ra.ends.clone();
+    par_over_series(ev, ra, drop_name, |s, vals| fill(s, &ends, vals))
+}
+
 /// Maps each value of an instant vector, dropping `__name__`.
 pub(crate) fn map_values(mut v: Vec<StepSeries>, f: impl Fn(f64, usize) -> f64) -> Vec<StepSeries> {
     for s in &mut v {

@@ -1,16 +1,16 @@
 //! Counter and gauge change functions over range vectors: `rate`, `irate`, `increase`,
 //! `delta`, `idelta`, `deriv`, `predict_linear`, `resets`, `changes`.
 
-use promql_parser::parser::Call;
+use promql_parser::parser::{Call, Expr};
 
-use super::{arg, par_over_series, par_over_window_ranges};
+use super::{arg, over_range_vector, par_over_series, par_over_window_ranges, unwrap_paren};
 use crate::engine::aggregate::kahan_inc;
 use crate::engine::eval::Evaluator;
 use crate::engine::{Grid, StepSeries};
 use crate::engine::{RangeArg, WindowCursor};
 use crate::error::Result;
 use crate::labels::Labels;
-use crate::value::Sample;
+use crate::value::{MatrixSeries, Sample};
 
 /// Prometheus' `extrapolatedRate` over the window `(start, end]`, whose raw change
 /// `result` (last minus first, plus counter resets) the caller computed.
@@ -134,6 +134,43 @@ fn non_counter_info(ev: &mut Evaluator<'_>, l: &Labels) {
     }
 }
 
+/// `rate`, `increase` or `delta` of each window of `s` ending at `ends`, into `vals`;
+/// whether any window has a value.
+fn change_per_window(
+    s: &MatrixSeries,
+    ends: &[i64],
+    vals: &mut [Option<f64>],
+    range: i64,
+    range_s: f64,
+    counter: bool,
+    is_rate: bool,
+) -> bool {
+    let mut resets = Vec::new();
+    if counter {
+        resets_of(&s.samples, &mut resets);
+    }
+    let mut any = false;
+    let mut cursor = WindowCursor::default();
+    for (slot, &end) in vals.iter_mut().zip(ends) {
+        let r = cursor.window(&s.samples, end, range);
+        if r.len() < 2 {
+            continue;
+        }
+        let result = raw_change(&s.samples, r.clone(), counter, &resets);
+        *slot = extrapolated(
+            &s.samples[r],
+            result,
+            end - range,
+            end,
+            range_s,
+            counter,
+            is_rate,
+        );
+        any |= slot.is_some();
+    }
+    any
+}
+
 /// [`par_over_window_ranges`] with a function of the window's samples and the step, dropping
 /// `__name__`.
 fn par_windows(
@@ -152,6 +189,30 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
         | "resets" | "changes" => arg(c, 0)?,
         _ => return Ok(None),
     };
+    if let "rate" | "increase" | "delta" = name {
+        let range = match unwrap_paren(m_arg) {
+            Expr::MatrixSelector(ms) => Some(ms.range.as_millis() as i64),
+            _ => None,
+        };
+        let counter = name != "delta";
+        let is_rate = name == "rate";
+        // A range selector's range is known before selecting; a subquery's argument goes
+        // the general way below.
+        if let Some(range) = range {
+            let range_s = range as f64 / 1000.0;
+            let fill = |s: &MatrixSeries, ends: &[i64], vals: &mut [Option<f64>]| {
+                change_per_window(s, ends, vals, range, range_s, counter, is_rate)
+            };
+            let out = over_range_vector(ev, m_arg, grid, true, &fill)?;
+            // Prometheus only remarks on series that produced a result.
+            if counter {
+                for s in &out {
+                    non_counter_info(ev, &s.labels);
+                }
+            }
+            return Ok(Some(out));
+        }
+    }
     let ra = ev.eval_matrix(m_arg, grid)?;
     let range = ra.range;
     let range_s = range as f64 / 1000.0;
@@ -161,30 +222,7 @@ pub fn call(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> Result<Option<Vec<S
             let counter = name != "delta";
             let is_rate = name == "rate";
             let out = par_over_series(ev, ra, true, |s, vals| {
-                let mut resets = Vec::new();
-                if counter {
-                    resets_of(&s.samples, &mut resets);
-                }
-                let mut any = false;
-                let mut cursor = WindowCursor::default();
-                for (slot, &end) in vals.iter_mut().zip(&ends) {
-                    let r = cursor.window(&s.samples, end, range);
-                    if r.len() < 2 {
-                        continue;
-                    }
-                    let result = raw_change(&s.samples, r.clone(), counter, &resets);
-                    *slot = extrapolated(
-                        &s.samples[r],
-                        result,
-                        end - range,
-                        end,
-                        range_s,
-                        counter,
-                        is_rate,
-                    );
-                    any |= slot.is_some();
-                }
-                any
+                change_per_window(s, &ends, vals, range, range_s, counter, is_rate)
             })?;
             // Prometheus only remarks on series that produced a result.
             if counter {
