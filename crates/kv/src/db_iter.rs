@@ -78,6 +78,13 @@ impl InternalIterator for Source {
             Source::Level(it) => it.prepare_value(),
         }
     }
+    #[inline(always)]
+    fn is_bound(&self) -> bool {
+        match self {
+            Source::Mem(_) => false,
+            Source::Level(it) => it.is_bound(),
+        }
+    }
 }
 
 /// A cursor over user keys and values at a fixed sequence number, in either direction.

@@ -20,7 +20,8 @@ pub trait InternalIterator: Send {
     fn next(&mut self) -> Result<()>;
     /// Moves to the previous entry. REQUIRES: `valid()`.
     fn prev(&mut self) -> Result<()>;
-    /// The current internal key.
+    /// The current internal key, or, while [`InternalIterator::is_bound`], a lower bound
+    /// of it.
     fn key(&self) -> &[u8];
     /// The current value. REQUIRES: [`InternalIterator::prepare_value`] since the last move.
     fn value(&self) -> &[u8];
@@ -30,6 +31,18 @@ pub trait InternalIterator: Send {
     /// cursor on top; the others never pay for a block). Default: nothing to do.
     fn prepare_value(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// True if the cursor is not positioned yet and [`InternalIterator::key`] is only a
+    /// lower bound of its entry. A level cursor whose table's bloom filter rules out the
+    /// sought user key `T` knows that its entry is after every entry of `T` and reads
+    /// nothing until that matters: a merge settles it ([`InternalIterator::prepare_value`],
+    /// which then positions it for real and may move its key forward) only when the
+    /// bound reaches the top, so a seek that finds `T` in another source never searches
+    /// this one. Only a forward seek leaves a bound; any step settles it first. A bound
+    /// never escapes a merge. Default: never.
+    #[inline(always)]
+    fn is_bound(&self) -> bool {
+        false
     }
 }
 
@@ -65,6 +78,10 @@ impl<I: InternalIterator + ?Sized> InternalIterator for Box<I> {
     }
     fn prepare_value(&mut self) -> Result<()> {
         (**self).prepare_value()
+    }
+    #[inline]
+    fn is_bound(&self) -> bool {
+        (**self).is_bound()
     }
 }
 

@@ -152,13 +152,42 @@ impl<I: InternalIterator> MergingIterator<I> {
         let Some(&top) = self.heap.first() else {
             return Ok(());
         };
+        if self.children[top].is_bound() {
+            return self.settle_bounds();
+        }
         let r = self.children[top].prepare_value();
         if r.is_err() {
-            // Invalid after an error, as every cursor.
-            self.heap.clear();
-            self.runner_up = 0;
+            self.fail();
         }
         r
+    }
+
+    /// While the top child only holds a lower bound of its key (see
+    /// [`InternalIterator::is_bound`]): position it, and let it sink to where its real key
+    /// belongs. Children below the top keep their bounds: every key above them in the heap
+    /// is at most their bound, so at most their real key.
+    #[inline(never)]
+    fn settle_bounds(&mut self) -> Result<()> {
+        while let Some(&top) = self.heap.first() {
+            let bound = self.children[top].is_bound();
+            let r = self.children[top].prepare_value();
+            if r.is_err() {
+                self.fail();
+                return r;
+            }
+            if !bound {
+                return Ok(());
+            }
+            // The key moved forward, as after a step of the top.
+            self.fix_top();
+        }
+        Ok(())
+    }
+
+    /// Invalid after an error, as every cursor.
+    fn fail(&mut self) {
+        self.heap.clear();
+        self.runner_up = 0;
     }
 }
 
@@ -202,7 +231,11 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
                     continue;
                 }
                 c.seek(&key)?;
-                if c.valid() && compare_internal(c.key(), &key) == Ordering::Equal {
+                // A bound equal to `key` stands for an entry after it.
+                if c.valid()
+                    && !c.is_bound()
+                    && compare_internal(c.key(), &key) == Ordering::Equal
+                {
                     c.next()?;
                 }
             }

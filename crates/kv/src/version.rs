@@ -7,7 +7,7 @@
 
 use crate::error::{IoContext, Result};
 use crate::fs::FileSystem;
-use crate::iterator::InternalIterator;
+use crate::iterator::{InternalIterator, KeyBuf};
 use crate::key::{compare_internal, user_key, Lookup};
 use crate::manifest::FileMeta;
 use crate::range_del::{RangeTombstone, RangeTombstoneSet};
@@ -355,6 +355,12 @@ pub struct LevelIterator {
     /// Positioned at the first entry of table `index`, which is its manifest's smallest
     /// key, without having opened the table or read a block.
     pending: bool,
+    /// Not positioned: `current` is table `index`, opened but not sought, whose bloom
+    /// filter ruled out the sought user key `T`; the entry is the table's first after
+    /// every entry of `T`, and `bound_key` (`T` with trailer 0, the smallest internal key
+    /// of `T`) a lower bound of it (see [`InternalIterator::is_bound`]).
+    bound: bool,
+    bound_key: KeyBuf,
 }
 
 impl LevelIterator {
@@ -367,6 +373,8 @@ impl LevelIterator {
             fill_cache,
             lazy: false,
             pending: false,
+            bound: false,
+            bound_key: KeyBuf::default(),
         }
     }
 
@@ -384,6 +392,8 @@ impl LevelIterator {
             fill_cache: true,
             lazy: true,
             pending: false,
+            bound: false,
+            bound_key: KeyBuf::default(),
         }
     }
 
@@ -392,6 +402,7 @@ impl LevelIterator {
         self.index = index;
         self.current = None;
         self.pending = false;
+        self.bound = false;
         if let Some(t) = self.files.get().get(index) {
             let table: Arc<Table> = t.table()?;
             let mut it = table.iter();
@@ -412,15 +423,31 @@ impl LevelIterator {
         Ok(())
     }
 
-    /// Leaves the pending state: opens table `index` and positions at its first entry,
-    /// which must be the smallest key the manifest recorded for it.
+    /// Leaves the pending state (opens table `index` and positions at its first entry,
+    /// which must be the smallest key the manifest recorded for it) or the bound state
+    /// (seeks the opened table to the bound).
     #[inline]
     fn settle(&mut self) -> Result<()> {
         if self.pending {
             self.settle_pending()
+        } else if self.bound {
+            self.settle_bound()
         } else {
             Ok(())
         }
+    }
+
+    #[inline(never)]
+    fn settle_bound(&mut self) -> Result<()> {
+        self.bound = false;
+        let bound = std::mem::take(&mut self.bound_key);
+        let r = match self.current.as_mut() {
+            Some(it) => it.seek(bound.as_slice()),
+            None => Ok(()),
+        };
+        self.bound_key = bound;
+        r?;
+        self.skip_forward()
     }
 
     #[inline(never)]
@@ -447,6 +474,26 @@ impl LevelIterator {
         Ok(())
     }
 
+    /// With table `index` open (the first whose largest key is `>= target`): if its
+    /// bloom filter rules out `target`'s user key `T`, enters the bound state and returns
+    /// true. The table's largest key is then after `T`, so the level's first entry
+    /// `>= target` is in this table, after every entry of `T`.
+    #[inline]
+    fn bloom_bound(&mut self, target: &[u8]) -> bool {
+        let Some(it) = self.current.as_ref() else {
+            return false;
+        };
+        let uk = user_key(target);
+        if !it.table().filter_excludes(uk) {
+            return false;
+        }
+        self.bound_key.clear();
+        self.bound_key.keep_and_append(0, uk);
+        self.bound_key.keep_and_append(uk.len(), &[0; 8]);
+        self.bound = true;
+        true
+    }
+
     fn skip_backward(&mut self) -> Result<()> {
         while self.current.as_ref().is_some_and(|c| !c.valid()) {
             if self.index == 0 {
@@ -464,7 +511,7 @@ impl LevelIterator {
 impl InternalIterator for LevelIterator {
     #[inline]
     fn valid(&self) -> bool {
-        self.pending || self.current.as_ref().is_some_and(|c| c.valid())
+        self.pending || self.bound || self.current.as_ref().is_some_and(|c| c.valid())
     }
     fn seek_to_first(&mut self) -> Result<()> {
         if let Some(it) = self.open(0)? {
@@ -480,6 +527,7 @@ impl InternalIterator for LevelIterator {
         } else {
             self.current = None;
             self.pending = false;
+            self.bound = false;
         }
         self.skip_backward()
     }
@@ -497,11 +545,17 @@ impl InternalIterator for LevelIterator {
             self.index = i;
             self.current = None;
             self.pending = true;
+            self.bound = false;
             return Ok(());
         }
-        match self.open(i)? {
-            Some(it) => it.seek(target)?,
-            None => return Ok(()),
+        if self.open(i)?.is_none() {
+            return Ok(());
+        }
+        if self.lazy && self.bloom_bound(target) {
+            return Ok(());
+        }
+        if let Some(it) = self.current.as_mut() {
+            it.seek(target)?;
         }
         self.skip_forward()
     }
@@ -532,6 +586,9 @@ impl InternalIterator for LevelIterator {
                 .get(self.index)
                 .map_or(&[], |t| &t.meta.smallest[..]);
         }
+        if self.bound {
+            return self.bound_key.as_slice();
+        }
         self.current.as_ref().map_or(&[], |c| c.key())
     }
     fn value(&self) -> &[u8] {
@@ -540,6 +597,10 @@ impl InternalIterator for LevelIterator {
     #[inline]
     fn prepare_value(&mut self) -> Result<()> {
         self.settle()
+    }
+    #[inline(always)]
+    fn is_bound(&self) -> bool {
+        self.bound
     }
 }
 
