@@ -232,9 +232,7 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
                 }
                 c.seek(&key)?;
                 // A bound equal to `key` stands for an entry after it.
-                if c.valid()
-                    && !c.is_bound()
-                    && compare_internal(c.key(), &key) == Ordering::Equal
+                if c.valid() && !c.is_bound() && compare_internal(c.key(), &key) == Ordering::Equal
                 {
                     c.next()?;
                 }

@@ -742,6 +742,222 @@ mod tests {
         assert!(!m.valid());
     }
 
+    /// Table `number` holding `entries` (internal key, value), sorted here.
+    fn table_of(
+        fs: &MemFs,
+        tc: &Arc<TableCache>,
+        number: u64,
+        mut entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Arc<TableHandle> {
+        entries.sort_by(|a, b| compare_internal(&a.0, &b.0));
+        let path = table_path(Path::new("/db"), number);
+        let mut b = TableBuilder::new(
+            fs.create(&path).unwrap(),
+            path.display().to_string(),
+            &TableOptions::default(),
+        );
+        for (k, v) in &entries {
+            b.add(k, v).unwrap();
+        }
+        let meta = FileMeta::from_properties(number, b.finish().unwrap());
+        Arc::new(TableHandle::new(
+            meta,
+            tc.clone(),
+            Arc::new(fs.clone()),
+            path,
+        ))
+    }
+
+    fn ukey(i: u32) -> Vec<u8> {
+        format!("k{i:05}").into_bytes()
+    }
+
+    /// Cursors whose tables all span the whole key range (as L0 tables of random writes),
+    /// so that a seek inside them either searches a table or leaves a bloom bound: seeks
+    /// to present and absent keys (and to the bounds themselves), then steps both ways,
+    /// match a sorted model. Versions of one key sit in several cursors, some with
+    /// sequence number 0 (whose deletion is the bound's own key).
+    #[test]
+    fn bloom_bounds_match_a_sorted_model() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u32| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % u64::from(n)) as u32
+        };
+        // Sources 0..3: "L0 tables", newest first; 3 and 4: two tables of one level.
+        let mut per_source: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 5];
+        let mut all = Vec::new();
+        const N: u32 = 3000;
+        for i in (0..N).step_by(2) {
+            // One to three versions, older ones in later sources.
+            let versions = 1 + next(3) as usize;
+            let mut sources: Vec<usize> = (0..4).collect();
+            sources.retain(|_| next(2) == 0);
+            sources.truncate(versions);
+            if sources.is_empty() {
+                sources.push(3);
+            }
+            for (v, &src) in sources.iter().enumerate() {
+                // The deep level splits at N / 2 into two tables.
+                let src = if src == 3 && i >= N / 2 { 4 } else { src };
+                let seq = if src >= 3 && next(5) == 0 {
+                    0
+                } else {
+                    u64::from(100 - 10 * v as u32)
+                };
+                let kind = if next(6) == 0 {
+                    ValueKind::Deletion
+                } else {
+                    ValueKind::Value
+                };
+                let ikey = internal_key(&ukey(i), seq, kind);
+                per_source[src].push((ikey.clone(), format!("{i}@{src}").into_bytes()));
+                all.push((ikey, format!("{i}@{src}").into_bytes()));
+            }
+        }
+        // Every table spans (almost) the whole range.
+        for (src, entries) in per_source.iter_mut().enumerate() {
+            let (lo, hi) = match src {
+                3 => (0, N / 2),
+                4 => (N / 2, N),
+                _ => (0, N),
+            };
+            for i in [lo, hi - 2] {
+                if !entries.iter().any(|(k, _)| user_key(k) == ukey(i)) {
+                    // A sequence number of its own: no two sources hold one internal key.
+                    let ikey = internal_key(&ukey(i), 1 + src as u64, ValueKind::Value);
+                    entries.push((ikey.clone(), format!("{i}@{src}").into_bytes()));
+                    all.push((ikey, format!("{i}@{src}").into_bytes()));
+                }
+            }
+        }
+        all.sort_by(|a, b| compare_internal(&a.0, &b.0));
+        let mut tables: Vec<_> = (0..5)
+            .map(|s| table_of(&fs, &tc, s as u64 + 1, per_source[s].clone()))
+            .collect();
+        let deep = vec![tables.remove(3), tables.remove(3)];
+        let mut children: Vec<_> = tables.iter().map(|t| lazy(vec![t.clone()])).collect();
+        children.push(lazy(deep));
+        let mut m = MergingIterator::new(children);
+        let (mut bounds, mut false_positives) = (0, 0);
+        for t in 0..N + 2 {
+            for target in [
+                seek_key(&ukey(t), 1000),
+                seek_key(&ukey(t), 50),
+                internal_key(&ukey(t), 0, ValueKind::Deletion),
+            ] {
+                m.seek(&target).unwrap();
+                let mut at = all.partition_point(|(k, _)| compare_internal(k, &target).is_lt());
+                for step in 0..6 {
+                    match all.get(at) {
+                        Some((k, v)) => {
+                            assert!(m.valid(), "seek {t}, step {step}");
+                            assert_eq!(
+                                (m.key(), m.value()),
+                                (&k[..], &v[..]),
+                                "seek {target:?}, step {step}"
+                            );
+                        }
+                        None => {
+                            assert!(!m.valid(), "seek {t}, step {step}");
+                            break;
+                        }
+                    }
+                    if next(2) == 0 {
+                        m.next().unwrap();
+                        at += 1;
+                    } else {
+                        m.prev().unwrap();
+                        match at.checked_sub(1) {
+                            Some(a) => at = a,
+                            None => {
+                                assert!(!m.valid());
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            // How often the filters left bounds, and let absent keys through.
+            for tb in &tables {
+                let tb = tb.table().unwrap();
+                let present = per_source
+                    .iter()
+                    .flatten()
+                    .any(|(k, _)| user_key(k) == ukey(t) && tb.properties().smallest_key <= *k)
+                    && tb.may_contain(&ukey(t));
+                if !tb.filter_excludes(&ukey(t)) && !present && t % 2 == 1 {
+                    false_positives += 1;
+                } else if tb.filter_excludes(&ukey(t)) {
+                    bounds += 1;
+                }
+            }
+        }
+        assert!(bounds > 1000, "{bounds}");
+        assert!(false_positives > 0, "no bloom false positive exercised");
+    }
+
+    /// A seek to a key that only the deepest level holds reads one block: the filters of
+    /// the overlapping tables above rule the key out, and their cursors stay bounds.
+    #[test]
+    fn a_seek_found_in_the_deepest_level_reads_no_block_of_the_others() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let entries = |range: std::ops::Range<u32>, step: usize, seq: u64| {
+            range
+                .step_by(step)
+                .map(|i| (internal_key(&ukey(i), seq, ValueKind::Value), ukey(i)))
+                .collect::<Vec<_>>()
+        };
+        // Two L0 tables over the whole range (every 3rd and every 5th key), and a level
+        // of two tables holding every key.
+        let l0a = table_of(&fs, &tc, 1, entries(0..4000, 3, 30));
+        let l0b = table_of(&fs, &tc, 2, entries(1..4000, 5, 20));
+        let deep = vec![
+            table_of(&fs, &tc, 3, entries(0..2000, 1, 10)),
+            table_of(&fs, &tc, 4, entries(2000..4000, 1, 10)),
+        ];
+        let upper = [l0a.clone(), l0b.clone()];
+        let mut m = MergingIterator::new(vec![lazy(vec![l0a]), lazy(vec![l0b]), lazy(deep)]);
+        let lookups = || {
+            let s = tc.block_cache().unwrap().stats();
+            s.hits + s.misses
+        };
+        let upper_read = || {
+            upper
+                .iter()
+                .map(|t| t.table().unwrap().bytes_read())
+                .sum::<u64>()
+        };
+        let (mut only_deep, mut let_through) = (0, 0);
+        for i in 0..4000 {
+            let k = ukey(i);
+            let excluded = upper.iter().all(|t| t.table().unwrap().filter_excludes(&k));
+            if i % 3 == 0 || (i % 5 == 1) {
+                continue;
+            }
+            let (before, read_before) = (lookups(), upper_read());
+            m.seek(&seek_key(&k, 100)).unwrap();
+            assert_eq!(m.key(), &internal_key(&k, 10, ValueKind::Value)[..]);
+            assert_eq!(m.value(), &k[..]);
+            if excluded {
+                only_deep += 1;
+                assert_eq!(lookups() - before, 1, "seek {i}");
+                assert_eq!(upper_read(), read_before, "seek {i}");
+            } else {
+                // A false positive: that table is searched (and the seek stays right).
+                let_through += 1;
+                assert!(lookups() - before > 1, "seek {i}");
+            }
+        }
+        assert!(only_deep > 1500, "{only_deep}");
+        assert!(let_through > 0, "no bloom false positive exercised");
+    }
+
     #[test]
     fn lazy_key_that_differs_from_the_table_is_corruption() {
         let fs = MemFs::new();

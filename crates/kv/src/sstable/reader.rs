@@ -192,7 +192,9 @@ impl Table {
     /// Not counted in [`Table::filter_stats`] (a seek asks, not a point read).
     #[inline]
     pub fn filter_excludes(&self, user_key: &[u8]) -> bool {
-        self.filter.as_ref().is_some_and(|f| !f.may_contain(user_key))
+        self.filter
+            .as_ref()
+            .is_some_and(|f| !f.may_contain(user_key))
     }
 
     fn in_range(&self, uk: &[u8]) -> bool {
