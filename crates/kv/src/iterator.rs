@@ -16,6 +16,15 @@ pub trait InternalIterator: Send {
     fn seek_to_last(&mut self) -> Result<()>;
     /// Positions at the first entry whose internal key is `>= target`.
     fn seek(&mut self, target: &[u8]) -> Result<()>;
+    /// As `seek(bound)`, for a caller that knows this cursor holds no entry between its
+    /// own target and `bound` (a merge that found the sought user key in a newer source:
+    /// see [`MergingIterator::sources_by_age`]). A cursor may stay unpositioned with
+    /// `bound` as its key ([`InternalIterator::is_bound`]). Default: `seek(bound)`.
+    ///
+    /// [`MergingIterator::sources_by_age`]: crate::merge::MergingIterator::sources_by_age
+    fn seek_lazily(&mut self, bound: &[u8]) -> Result<()> {
+        self.seek(bound)
+    }
     /// Moves to the next entry. REQUIRES: `valid()`.
     fn next(&mut self) -> Result<()>;
     /// Moves to the previous entry. REQUIRES: `valid()`.
@@ -59,6 +68,9 @@ impl<I: InternalIterator + ?Sized> InternalIterator for Box<I> {
     }
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         (**self).seek(target)
+    }
+    fn seek_lazily(&mut self, bound: &[u8]) -> Result<()> {
+        (**self).seek_lazily(bound)
     }
     #[inline]
     fn next(&mut self) -> Result<()> {

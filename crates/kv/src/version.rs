@@ -355,10 +355,12 @@ pub struct LevelIterator {
     /// Positioned at the first entry of table `index`, which is its manifest's smallest
     /// key, without having opened the table or read a block.
     pending: bool,
-    /// Not positioned: `current` is table `index`, opened but not sought, whose bloom
-    /// filter ruled out the sought user key `T`; the entry is the table's first after
-    /// every entry of `T`, and `bound_key` (`T` with trailer 0, the smallest internal key
-    /// of `T`) a lower bound of it (see [`InternalIterator::is_bound`]).
+    /// Not positioned; `bound_key` is a lower bound of the entry (see
+    /// [`InternalIterator::is_bound`]), and settling seeks to it. Either `current` is
+    /// table `index`, opened but not sought, whose bloom filter ruled out the sought user
+    /// key `T` (the entry is the table's first after every entry of `T`, and `bound_key`
+    /// is `T` with trailer 0, the smallest internal key of `T`), or `current` is `None`
+    /// and the bound came from [`InternalIterator::seek_lazily`].
     bound: bool,
     bound_key: KeyBuf,
 }
@@ -442,11 +444,22 @@ impl LevelIterator {
         self.bound = false;
         let bound = std::mem::take(&mut self.bound_key);
         let r = match self.current.as_mut() {
-            Some(it) => it.seek(bound.as_slice()),
-            None => Ok(()),
+            Some(it) => it.seek(bound.as_slice()).and_then(|()| self.skip_forward()),
+            None => self.seek_eagerly(bound.as_slice()),
         };
         self.bound_key = bound;
-        r?;
+        r
+    }
+
+    /// Positions at the first entry `>= target`, searching the table that holds it.
+    fn seek_eagerly(&mut self, target: &[u8]) -> Result<()> {
+        let files = self.files.get();
+        let i =
+            files.partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
+        match self.open(i)? {
+            Some(it) => it.seek(target)?,
+            None => return Ok(()),
+        }
         self.skip_forward()
     }
 
@@ -601,6 +614,17 @@ impl InternalIterator for LevelIterator {
     #[inline(always)]
     fn is_bound(&self) -> bool {
         self.bound
+    }
+    fn seek_lazily(&mut self, bound: &[u8]) -> Result<()> {
+        if !self.lazy {
+            return self.seek(bound);
+        }
+        self.current = None;
+        self.pending = false;
+        self.bound = true;
+        self.bound_key.clear();
+        self.bound_key.keep_and_append(0, bound);
+        Ok(())
     }
 }
 
@@ -772,79 +796,15 @@ mod tests {
         format!("k{i:05}").into_bytes()
     }
 
-    /// Cursors whose tables all span the whole key range (as L0 tables of random writes),
-    /// so that a seek inside them either searches a table or leaves a bloom bound: seeks
-    /// to present and absent keys (and to the bounds themselves), then steps both ways,
-    /// match a sorted model. Versions of one key sit in several cursors, some with
-    /// sequence number 0 (whose deletion is the bound's own key).
-    #[test]
-    fn bloom_bounds_match_a_sorted_model() {
-        let fs = MemFs::new();
-        let tc = cache(&fs);
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |n: u32| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % u64::from(n)) as u32
-        };
-        // Sources 0..3: "L0 tables", newest first; 3 and 4: two tables of one level.
-        let mut per_source: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 5];
-        let mut all = Vec::new();
-        const N: u32 = 3000;
-        for i in (0..N).step_by(2) {
-            // One to three versions, older ones in later sources.
-            let versions = 1 + next(3) as usize;
-            let mut sources: Vec<usize> = (0..4).collect();
-            sources.retain(|_| next(2) == 0);
-            sources.truncate(versions);
-            if sources.is_empty() {
-                sources.push(3);
-            }
-            for (v, &src) in sources.iter().enumerate() {
-                // The deep level splits at N / 2 into two tables.
-                let src = if src == 3 && i >= N / 2 { 4 } else { src };
-                let seq = if src >= 3 && next(5) == 0 {
-                    0
-                } else {
-                    u64::from(100 - 10 * v as u32)
-                };
-                let kind = if next(6) == 0 {
-                    ValueKind::Deletion
-                } else {
-                    ValueKind::Value
-                };
-                let ikey = internal_key(&ukey(i), seq, kind);
-                per_source[src].push((ikey.clone(), format!("{i}@{src}").into_bytes()));
-                all.push((ikey, format!("{i}@{src}").into_bytes()));
-            }
-        }
-        // Every table spans (almost) the whole range.
-        for (src, entries) in per_source.iter_mut().enumerate() {
-            let (lo, hi) = match src {
-                3 => (0, N / 2),
-                4 => (N / 2, N),
-                _ => (0, N),
-            };
-            for i in [lo, hi - 2] {
-                if !entries.iter().any(|(k, _)| user_key(k) == ukey(i)) {
-                    // A sequence number of its own: no two sources hold one internal key.
-                    let ikey = internal_key(&ukey(i), 1 + src as u64, ValueKind::Value);
-                    entries.push((ikey.clone(), format!("{i}@{src}").into_bytes()));
-                    all.push((ikey, format!("{i}@{src}").into_bytes()));
-                }
-            }
-        }
-        all.sort_by(|a, b| compare_internal(&a.0, &b.0));
-        let mut tables: Vec<_> = (0..5)
-            .map(|s| table_of(&fs, &tc, s as u64 + 1, per_source[s].clone()))
-            .collect();
-        let deep = vec![tables.remove(3), tables.remove(3)];
-        let mut children: Vec<_> = tables.iter().map(|t| lazy(vec![t.clone()])).collect();
-        children.push(lazy(deep));
-        let mut m = MergingIterator::new(children);
-        let (mut bounds, mut false_positives) = (0, 0);
-        for t in 0..N + 2 {
+    /// Seeks `m` to keys `0..n + 2` (above, at and below their versions), stepping a few
+    /// entries both ways after each, and compares with `all` (sorted).
+    fn check_seeks_and_steps(
+        m: &mut impl InternalIterator,
+        all: &[(Vec<u8>, Vec<u8>)],
+        n: u32,
+        next: &mut impl FnMut(u32) -> u32,
+    ) {
+        for t in 0..n + 2 {
             for target in [
                 seek_key(&ukey(t), 1000),
                 seek_key(&ukey(t), 50),
@@ -882,6 +842,88 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Cursors whose tables all span the whole key range (as L0 tables of random writes),
+    /// so that a seek inside them either searches a table or leaves a bloom bound: seeks
+    /// to present and absent keys (and to the bounds themselves), then steps both ways,
+    /// match a sorted model. Versions of one key sit in several cursors, some with
+    /// sequence number 0 (whose deletion is the bound's own key).
+    #[test]
+    fn bloom_bounds_match_a_sorted_model() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u32| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % u64::from(n)) as u32
+        };
+        // Sources 0..3: "L0 tables", newest first; 3 and 4: two tables of one level.
+        let mut per_source: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 5];
+        let mut all = Vec::new();
+        const N: u32 = 3000;
+        // The keys every table gets, below.
+        let edges = [0, N / 2 - 2, N / 2, N - 2];
+        for i in (0..N).step_by(2).filter(|i| !edges.contains(i)) {
+            // One to three versions, older ones in later sources.
+            let versions = 1 + next(3) as usize;
+            let mut sources: Vec<usize> = (0..4).collect();
+            sources.retain(|_| next(2) == 0);
+            sources.truncate(versions);
+            if sources.is_empty() {
+                sources.push(3);
+            }
+            for (v, &src) in sources.iter().enumerate() {
+                // The deep level splits at N / 2 into two tables.
+                let src = if src == 3 && i >= N / 2 { 4 } else { src };
+                let seq = if src >= 3 && next(5) == 0 {
+                    0
+                } else {
+                    u64::from(100 - 10 * v as u32)
+                };
+                let kind = if next(6) == 0 {
+                    ValueKind::Deletion
+                } else {
+                    ValueKind::Value
+                };
+                let ikey = internal_key(&ukey(i), seq, kind);
+                per_source[src].push((ikey.clone(), format!("{i}@{src}").into_bytes()));
+                all.push((ikey, format!("{i}@{src}").into_bytes()));
+            }
+        }
+        // Every table spans (almost) the whole range.
+        for (src, entries) in per_source.iter_mut().enumerate() {
+            let (lo, hi) = match src {
+                3 => (0, N / 2),
+                4 => (N / 2, N),
+                _ => (0, N),
+            };
+            for i in [lo, hi - 2] {
+                // Newer sources hold newer versions.
+                let ikey = internal_key(&ukey(i), 10 - src as u64, ValueKind::Value);
+                entries.push((ikey.clone(), format!("{i}@{src}").into_bytes()));
+                all.push((ikey, format!("{i}@{src}").into_bytes()));
+            }
+        }
+        all.sort_by(|a, b| compare_internal(&a.0, &b.0));
+        let mut tables: Vec<_> = (0..5)
+            .map(|s| table_of(&fs, &tc, s as u64 + 1, per_source[s].clone()))
+            .collect();
+        let deep = vec![tables.remove(3), tables.remove(3)];
+        for by_age in [false, true] {
+            let mut children: Vec<_> = tables.iter().map(|t| lazy(vec![t.clone()])).collect();
+            children.push(lazy(deep.clone()));
+            let mut m = MergingIterator::new(children);
+            if by_age {
+                m = m.sources_by_age();
+            }
+            check_seeks_and_steps(&mut m, &all, N, &mut next);
+        }
+        let (mut bounds, mut false_positives) = (0, 0);
+        for t in 0..N + 2 {
             // How often the filters left bounds, and let absent keys through.
             for tb in &tables {
                 let tb = tb.table().unwrap();
