@@ -47,8 +47,10 @@ pub trait InternalIterator: Send {
     /// nothing until that matters: a merge settles it ([`InternalIterator::prepare_value`],
     /// which then positions it for real and may move its key forward) only when the
     /// bound reaches the top, so a seek that finds `T` in another source never searches
-    /// this one. Only a forward seek leaves a bound; any step settles it first. A bound
-    /// never escapes a merge. Default: never.
+    /// this one. A bound from [`InternalIterator::seek_lazily`] does not even promise an
+    /// entry: `valid()` is true while bound, and settling may leave the cursor invalid.
+    /// Only a forward seek leaves a bound; any step settles it first. A bound never
+    /// escapes a merge. Default: never.
     #[inline(always)]
     fn is_bound(&self) -> bool {
         false
