@@ -55,6 +55,9 @@ impl InternalIterator for Source {
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         on_source!(self, it => it.seek(target))
     }
+    fn seek_lazily(&mut self, bound: &[u8]) -> Result<()> {
+        on_source!(self, it => it.seek_lazily(bound))
+    }
     #[inline]
     fn next(&mut self) -> Result<()> {
         on_source!(self, it => it.next())
@@ -76,6 +79,13 @@ impl InternalIterator for Source {
         match self {
             Source::Mem(_) => Ok(()),
             Source::Level(it) => it.prepare_value(),
+        }
+    }
+    #[inline(always)]
+    fn is_bound(&self) -> bool {
+        match self {
+            Source::Mem(_) => false,
+            Source::Level(it) => it.is_bound(),
         }
     }
 }
@@ -111,7 +121,7 @@ fn corrupt_key(ikey: &[u8]) -> crate::Error {
 impl DbIterator {
     pub(crate) fn new(sources: Arc<SuperVersion>, seq: u64) -> Self {
         DbIterator {
-            merged: MergingIterator::new(sources.iterators()),
+            merged: MergingIterator::new(sources.iterators()).sources_by_age(),
             tombstones: sources.range_tombstones(),
             _sources: sources,
             seq,

@@ -16,11 +16,21 @@ pub trait InternalIterator: Send {
     fn seek_to_last(&mut self) -> Result<()>;
     /// Positions at the first entry whose internal key is `>= target`.
     fn seek(&mut self, target: &[u8]) -> Result<()>;
+    /// As `seek(bound)`, for a caller that knows this cursor holds no entry between its
+    /// own target and `bound` (a merge that found the sought user key in a newer source:
+    /// see [`MergingIterator::sources_by_age`]). A cursor may stay unpositioned with
+    /// `bound` as its key ([`InternalIterator::is_bound`]). Default: `seek(bound)`.
+    ///
+    /// [`MergingIterator::sources_by_age`]: crate::merge::MergingIterator::sources_by_age
+    fn seek_lazily(&mut self, bound: &[u8]) -> Result<()> {
+        self.seek(bound)
+    }
     /// Moves to the next entry. REQUIRES: `valid()`.
     fn next(&mut self) -> Result<()>;
     /// Moves to the previous entry. REQUIRES: `valid()`.
     fn prev(&mut self) -> Result<()>;
-    /// The current internal key.
+    /// The current internal key, or, while [`InternalIterator::is_bound`], a lower bound
+    /// of it.
     fn key(&self) -> &[u8];
     /// The current value. REQUIRES: [`InternalIterator::prepare_value`] since the last move.
     fn value(&self) -> &[u8];
@@ -30,6 +40,20 @@ pub trait InternalIterator: Send {
     /// cursor on top; the others never pay for a block). Default: nothing to do.
     fn prepare_value(&mut self) -> Result<()> {
         Ok(())
+    }
+    /// True if the cursor is not positioned yet and [`InternalIterator::key`] is only a
+    /// lower bound of its entry. A level cursor whose table's bloom filter rules out the
+    /// sought user key `T` knows that its entry is after every entry of `T` and reads
+    /// nothing until that matters: a merge settles it ([`InternalIterator::prepare_value`],
+    /// which then positions it for real and may move its key forward) only when the
+    /// bound reaches the top, so a seek that finds `T` in another source never searches
+    /// this one. A bound from [`InternalIterator::seek_lazily`] does not even promise an
+    /// entry: `valid()` is true while bound, and settling may leave the cursor invalid.
+    /// Only a forward seek leaves a bound; any step settles it first. A bound never
+    /// escapes a merge. Default: never.
+    #[inline(always)]
+    fn is_bound(&self) -> bool {
+        false
     }
 }
 
@@ -46,6 +70,9 @@ impl<I: InternalIterator + ?Sized> InternalIterator for Box<I> {
     }
     fn seek(&mut self, target: &[u8]) -> Result<()> {
         (**self).seek(target)
+    }
+    fn seek_lazily(&mut self, bound: &[u8]) -> Result<()> {
+        (**self).seek_lazily(bound)
     }
     #[inline]
     fn next(&mut self) -> Result<()> {
@@ -65,6 +92,10 @@ impl<I: InternalIterator + ?Sized> InternalIterator for Box<I> {
     }
     fn prepare_value(&mut self) -> Result<()> {
         (**self).prepare_value()
+    }
+    #[inline]
+    fn is_bound(&self) -> bool {
+        (**self).is_bound()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::compare_internal;
+use crate::key::{compare_bytes, compare_internal, user_key};
 use std::cmp::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,8 @@ pub struct MergingIterator<I: InternalIterator = Box<dyn InternalIterator>> {
     /// most keys in one level; a sequential load leaves tables of disjoint ranges), and
     /// then a step is one comparison against this child instead of a sift through the heap.
     runner_up: usize,
+    /// See [`MergingIterator::sources_by_age`].
+    by_age: bool,
 }
 
 impl<I: InternalIterator> MergingIterator<I> {
@@ -39,7 +41,21 @@ impl<I: InternalIterator> MergingIterator<I> {
             children,
             direction: Direction::Forward,
             runner_up: 0,
+            by_age: false,
         }
+    }
+
+    /// Declares that, for any user key, every version in a child is newer (has a larger
+    /// sequence number) than every version in the children after it: the memtables,
+    /// L0 tables and levels of one read view, newest first (point reads rely on it too).
+    /// A seek then stops searching at the first child whose entry has the sought user
+    /// key: each later child's first entry at or after the target is after that entry
+    /// (an older version, or a larger user key), so it gets that entry's key as a lower
+    /// bound ([`InternalIterator::seek_lazily`]) and is searched only if the merge reaches
+    /// it. A point seek that finds its key reads no source older than the one holding it.
+    pub fn sources_by_age(mut self) -> Self {
+        self.by_age = true;
+        self
     }
 
     /// True if child `a` should come out before child `b`.
@@ -152,13 +168,42 @@ impl<I: InternalIterator> MergingIterator<I> {
         let Some(&top) = self.heap.first() else {
             return Ok(());
         };
+        if self.children[top].is_bound() {
+            return self.settle_bounds();
+        }
         let r = self.children[top].prepare_value();
         if r.is_err() {
-            // Invalid after an error, as every cursor.
-            self.heap.clear();
-            self.runner_up = 0;
+            self.fail();
         }
         r
+    }
+
+    /// While the top child only holds a lower bound of its key (see
+    /// [`InternalIterator::is_bound`]): position it, and let it sink to where its real key
+    /// belongs. Children below the top keep their bounds: every key above them in the heap
+    /// is at most their bound, so at most their real key.
+    #[inline(never)]
+    fn settle_bounds(&mut self) -> Result<()> {
+        while let Some(&top) = self.heap.first() {
+            let bound = self.children[top].is_bound();
+            let r = self.children[top].prepare_value();
+            if r.is_err() {
+                self.fail();
+                return r;
+            }
+            if !bound {
+                return Ok(());
+            }
+            // The key moved forward, as after a step of the top.
+            self.fix_top();
+        }
+        Ok(())
+    }
+
+    /// Invalid after an error, as every cursor.
+    fn fail(&mut self) {
+        self.heap.clear();
+        self.runner_up = 0;
     }
 }
 
@@ -185,8 +230,26 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
     }
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
-        for c in &mut self.children {
+        let n = self.children.len();
+        let mut i = 0;
+        while i < n {
+            let c = &mut self.children[i];
             c.seek(target)?;
+            i += 1;
+            if self.by_age
+                && c.valid()
+                && !c.is_bound()
+                && compare_bytes(user_key(c.key()), user_key(target)) == Ordering::Equal
+            {
+                // Ties between equal keys go to the earlier child: the bound of a later
+                // one may be this very key.
+                let (found, older) = self.children.split_at_mut(i);
+                let key = found[i - 1].key();
+                for c in older {
+                    c.seek_lazily(key)?;
+                }
+                break;
+            }
         }
         self.rebuild(Direction::Forward);
         self.prepare_top()
@@ -202,7 +265,9 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
                     continue;
                 }
                 c.seek(&key)?;
-                if c.valid() && compare_internal(c.key(), &key) == Ordering::Equal {
+                // A bound equal to `key` stands for an entry after it.
+                if c.valid() && !c.is_bound() && compare_internal(c.key(), &key) == Ordering::Equal
+                {
                     c.next()?;
                 }
             }

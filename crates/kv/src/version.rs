@@ -7,7 +7,7 @@
 
 use crate::error::{IoContext, Result};
 use crate::fs::FileSystem;
-use crate::iterator::InternalIterator;
+use crate::iterator::{InternalIterator, KeyBuf};
 use crate::key::{compare_internal, user_key, Lookup};
 use crate::manifest::FileMeta;
 use crate::range_del::{RangeTombstone, RangeTombstoneSet};
@@ -355,6 +355,14 @@ pub struct LevelIterator {
     /// Positioned at the first entry of table `index`, which is its manifest's smallest
     /// key, without having opened the table or read a block.
     pending: bool,
+    /// Not positioned; `bound_key` is a lower bound of the entry (see
+    /// [`InternalIterator::is_bound`]), and settling seeks to it. Either `current` is
+    /// table `index`, opened but not sought, whose bloom filter ruled out the sought user
+    /// key `T` (the entry is the table's first after every entry of `T`, and `bound_key`
+    /// is `T` with trailer 0, the smallest internal key of `T`), or `current` is `None`
+    /// and the bound came from [`InternalIterator::seek_lazily`].
+    bound: bool,
+    bound_key: KeyBuf,
 }
 
 impl LevelIterator {
@@ -367,6 +375,8 @@ impl LevelIterator {
             fill_cache,
             lazy: false,
             pending: false,
+            bound: false,
+            bound_key: KeyBuf::default(),
         }
     }
 
@@ -384,6 +394,8 @@ impl LevelIterator {
             fill_cache: true,
             lazy: true,
             pending: false,
+            bound: false,
+            bound_key: KeyBuf::default(),
         }
     }
 
@@ -392,6 +404,7 @@ impl LevelIterator {
         self.index = index;
         self.current = None;
         self.pending = false;
+        self.bound = false;
         if let Some(t) = self.files.get().get(index) {
             let table: Arc<Table> = t.table()?;
             let mut it = table.iter();
@@ -412,15 +425,42 @@ impl LevelIterator {
         Ok(())
     }
 
-    /// Leaves the pending state: opens table `index` and positions at its first entry,
-    /// which must be the smallest key the manifest recorded for it.
+    /// Leaves the pending state (opens table `index` and positions at its first entry,
+    /// which must be the smallest key the manifest recorded for it) or the bound state
+    /// (seeks the opened table to the bound).
     #[inline]
     fn settle(&mut self) -> Result<()> {
         if self.pending {
             self.settle_pending()
+        } else if self.bound {
+            self.settle_bound()
         } else {
             Ok(())
         }
+    }
+
+    #[inline(never)]
+    fn settle_bound(&mut self) -> Result<()> {
+        self.bound = false;
+        let bound = std::mem::take(&mut self.bound_key);
+        let r = match self.current.as_mut() {
+            Some(it) => it.seek(bound.as_slice()).and_then(|()| self.skip_forward()),
+            None => self.seek_eagerly(bound.as_slice()),
+        };
+        self.bound_key = bound;
+        r
+    }
+
+    /// Positions at the first entry `>= target`, searching the table that holds it.
+    fn seek_eagerly(&mut self, target: &[u8]) -> Result<()> {
+        let files = self.files.get();
+        let i =
+            files.partition_point(|t| compare_internal(&t.meta.largest, target) == Ordering::Less);
+        match self.open(i)? {
+            Some(it) => it.seek(target)?,
+            None => return Ok(()),
+        }
+        self.skip_forward()
     }
 
     #[inline(never)]
@@ -447,6 +487,37 @@ impl LevelIterator {
         Ok(())
     }
 
+    /// With table `index` open (the first whose largest key is `>= target`): if its
+    /// bloom filter rules out `target`'s user key `T`, enters the bound state and returns
+    /// true. The table's largest key is then after `T`, so the level's first entry
+    /// `>= target` is in this table, after every entry of `T`.
+    #[inline]
+    fn bloom_bound(&mut self, target: &[u8]) -> bool {
+        let Some(it) = self.current.as_ref() else {
+            return false;
+        };
+        let uk = user_key(target);
+        if !it.table().filter_excludes(uk) {
+            return false;
+        }
+        self.bound_key.clear();
+        self.bound_key.keep_and_append(0, uk);
+        self.bound_key.keep_and_append(uk.len(), &[0; 8]);
+        self.bound = true;
+        true
+    }
+
+    /// The key while pending (the table's smallest) or bound (the bound).
+    fn unpositioned_key(&self) -> &[u8] {
+        if self.bound {
+            return self.bound_key.as_slice();
+        }
+        self.files
+            .get()
+            .get(self.index)
+            .map_or(&[], |t| &t.meta.smallest[..])
+    }
+
     fn skip_backward(&mut self) -> Result<()> {
         while self.current.as_ref().is_some_and(|c| !c.valid()) {
             if self.index == 0 {
@@ -464,7 +535,7 @@ impl LevelIterator {
 impl InternalIterator for LevelIterator {
     #[inline]
     fn valid(&self) -> bool {
-        self.pending || self.current.as_ref().is_some_and(|c| c.valid())
+        (self.pending | self.bound) || self.current.as_ref().is_some_and(|c| c.valid())
     }
     fn seek_to_first(&mut self) -> Result<()> {
         if let Some(it) = self.open(0)? {
@@ -480,6 +551,7 @@ impl InternalIterator for LevelIterator {
         } else {
             self.current = None;
             self.pending = false;
+            self.bound = false;
         }
         self.skip_backward()
     }
@@ -497,11 +569,17 @@ impl InternalIterator for LevelIterator {
             self.index = i;
             self.current = None;
             self.pending = true;
+            self.bound = false;
             return Ok(());
         }
-        match self.open(i)? {
-            Some(it) => it.seek(target)?,
-            None => return Ok(()),
+        if self.open(i)?.is_none() {
+            return Ok(());
+        }
+        if self.lazy && self.bloom_bound(target) {
+            return Ok(());
+        }
+        if let Some(it) = self.current.as_mut() {
+            it.seek(target)?;
         }
         self.skip_forward()
     }
@@ -525,12 +603,9 @@ impl InternalIterator for LevelIterator {
     }
     #[inline(always)]
     fn key(&self) -> &[u8] {
-        if self.pending {
-            return self
-                .files
-                .get()
-                .get(self.index)
-                .map_or(&[], |t| &t.meta.smallest[..]);
+        // One test of both flags: a scan's comparisons pay one branch, as before bounds.
+        if self.pending | self.bound {
+            return self.unpositioned_key();
         }
         self.current.as_ref().map_or(&[], |c| c.key())
     }
@@ -540,6 +615,21 @@ impl InternalIterator for LevelIterator {
     #[inline]
     fn prepare_value(&mut self) -> Result<()> {
         self.settle()
+    }
+    #[inline(always)]
+    fn is_bound(&self) -> bool {
+        self.bound
+    }
+    fn seek_lazily(&mut self, bound: &[u8]) -> Result<()> {
+        if !self.lazy {
+            return self.seek(bound);
+        }
+        self.current = None;
+        self.pending = false;
+        self.bound = true;
+        self.bound_key.clear();
+        self.bound_key.keep_and_append(0, bound);
+        Ok(())
     }
 }
 
@@ -679,6 +769,240 @@ mod tests {
         assert!(read().iter().zip(&opened).all(|(a, o)| a >= o));
         m.seek(&seek_key(b"k09999", 5)).unwrap();
         assert!(!m.valid());
+    }
+
+    /// Table `number` holding `entries` (internal key, value), sorted here.
+    fn table_of(
+        fs: &MemFs,
+        tc: &Arc<TableCache>,
+        number: u64,
+        mut entries: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Arc<TableHandle> {
+        entries.sort_by(|a, b| compare_internal(&a.0, &b.0));
+        let path = table_path(Path::new("/db"), number);
+        let mut b = TableBuilder::new(
+            fs.create(&path).unwrap(),
+            path.display().to_string(),
+            &TableOptions::default(),
+        );
+        for (k, v) in &entries {
+            b.add(k, v).unwrap();
+        }
+        let meta = FileMeta::from_properties(number, b.finish().unwrap());
+        Arc::new(TableHandle::new(
+            meta,
+            tc.clone(),
+            Arc::new(fs.clone()),
+            path,
+        ))
+    }
+
+    fn ukey(i: u32) -> Vec<u8> {
+        format!("k{i:05}").into_bytes()
+    }
+
+    /// Seeks `m` to keys `0..n + 2` (above, at and below their versions), stepping a few
+    /// entries both ways after each, and compares with `all` (sorted).
+    fn check_seeks_and_steps(
+        m: &mut impl InternalIterator,
+        all: &[(Vec<u8>, Vec<u8>)],
+        n: u32,
+        next: &mut impl FnMut(u32) -> u32,
+    ) {
+        for t in 0..n + 2 {
+            for target in [
+                seek_key(&ukey(t), 1000),
+                seek_key(&ukey(t), 50),
+                internal_key(&ukey(t), 0, ValueKind::Deletion),
+            ] {
+                m.seek(&target).unwrap();
+                let mut at = all.partition_point(|(k, _)| compare_internal(k, &target).is_lt());
+                for step in 0..6 {
+                    match all.get(at) {
+                        Some((k, v)) => {
+                            assert!(m.valid(), "seek {t}, step {step}");
+                            assert_eq!(
+                                (m.key(), m.value()),
+                                (&k[..], &v[..]),
+                                "seek {target:?}, step {step}"
+                            );
+                        }
+                        None => {
+                            assert!(!m.valid(), "seek {t}, step {step}");
+                            break;
+                        }
+                    }
+                    if next(2) == 0 {
+                        m.next().unwrap();
+                        at += 1;
+                    } else {
+                        m.prev().unwrap();
+                        match at.checked_sub(1) {
+                            Some(a) => at = a,
+                            None => {
+                                assert!(!m.valid());
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cursors whose tables all span the whole key range (as L0 tables of random writes),
+    /// so that a seek inside them either searches a table or leaves a bloom bound: seeks
+    /// to present and absent keys (and to the bounds themselves), then steps both ways,
+    /// match a sorted model. Versions of one key sit in several cursors, some with
+    /// sequence number 0 (whose deletion is the bound's own key).
+    #[test]
+    fn bloom_bounds_match_a_sorted_model() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u32| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % u64::from(n)) as u32
+        };
+        // Sources 0..3: "L0 tables", newest first; 3 and 4: two tables of one level.
+        let mut per_source: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![Vec::new(); 5];
+        let mut all = Vec::new();
+        const N: u32 = 3000;
+        // The keys every table gets, below.
+        let edges = [0, N / 2 - 2, N / 2, N - 2];
+        for i in (0..N).step_by(2).filter(|i| !edges.contains(i)) {
+            // One to three versions, older ones in later sources.
+            let versions = 1 + next(3) as usize;
+            let mut sources: Vec<usize> = (0..4).collect();
+            sources.retain(|_| next(2) == 0);
+            sources.truncate(versions);
+            if sources.is_empty() {
+                sources.push(3);
+            }
+            for (v, &src) in sources.iter().enumerate() {
+                // The deep level splits at N / 2 into two tables.
+                let src = if src == 3 && i >= N / 2 { 4 } else { src };
+                let seq = if src >= 3 && next(5) == 0 {
+                    0
+                } else {
+                    u64::from(100 - 10 * v as u32)
+                };
+                let kind = if next(6) == 0 {
+                    ValueKind::Deletion
+                } else {
+                    ValueKind::Value
+                };
+                let ikey = internal_key(&ukey(i), seq, kind);
+                per_source[src].push((ikey.clone(), format!("{i}@{src}").into_bytes()));
+                all.push((ikey, format!("{i}@{src}").into_bytes()));
+            }
+        }
+        // Every table spans (almost) the whole range.
+        for (src, entries) in per_source.iter_mut().enumerate() {
+            let (lo, hi) = match src {
+                3 => (0, N / 2),
+                4 => (N / 2, N),
+                _ => (0, N),
+            };
+            for i in [lo, hi - 2] {
+                // Newer sources hold newer versions.
+                let ikey = internal_key(&ukey(i), 10 - src as u64, ValueKind::Value);
+                entries.push((ikey.clone(), format!("{i}@{src}").into_bytes()));
+                all.push((ikey, format!("{i}@{src}").into_bytes()));
+            }
+        }
+        all.sort_by(|a, b| compare_internal(&a.0, &b.0));
+        let mut tables: Vec<_> = (0..5)
+            .map(|s| table_of(&fs, &tc, s as u64 + 1, per_source[s].clone()))
+            .collect();
+        let deep = vec![tables.remove(3), tables.remove(3)];
+        for by_age in [false, true] {
+            let mut children: Vec<_> = tables.iter().map(|t| lazy(vec![t.clone()])).collect();
+            children.push(lazy(deep.clone()));
+            let mut m = MergingIterator::new(children);
+            if by_age {
+                m = m.sources_by_age();
+            }
+            check_seeks_and_steps(&mut m, &all, N, &mut next);
+        }
+        let (mut bounds, mut false_positives) = (0, 0);
+        for t in 0..N + 2 {
+            // How often the filters left bounds, and let absent keys through.
+            for tb in &tables {
+                let tb = tb.table().unwrap();
+                let present = per_source
+                    .iter()
+                    .flatten()
+                    .any(|(k, _)| user_key(k) == ukey(t) && tb.properties().smallest_key <= *k)
+                    && tb.may_contain(&ukey(t));
+                if !tb.filter_excludes(&ukey(t)) && !present && t % 2 == 1 {
+                    false_positives += 1;
+                } else if tb.filter_excludes(&ukey(t)) {
+                    bounds += 1;
+                }
+            }
+        }
+        assert!(bounds > 1000, "{bounds}");
+        assert!(false_positives > 0, "no bloom false positive exercised");
+    }
+
+    /// A seek to a key that only the deepest level holds reads one block: the filters of
+    /// the overlapping tables above rule the key out, and their cursors stay bounds.
+    #[test]
+    fn a_seek_found_in_the_deepest_level_reads_no_block_of_the_others() {
+        let fs = MemFs::new();
+        let tc = cache(&fs);
+        let entries = |range: std::ops::Range<u32>, step: usize, seq: u64| {
+            range
+                .step_by(step)
+                .map(|i| (internal_key(&ukey(i), seq, ValueKind::Value), ukey(i)))
+                .collect::<Vec<_>>()
+        };
+        // Two L0 tables over the whole range (every 3rd and every 5th key), and a level
+        // of two tables holding every key.
+        let l0a = table_of(&fs, &tc, 1, entries(0..4000, 3, 30));
+        let l0b = table_of(&fs, &tc, 2, entries(1..4000, 5, 20));
+        let deep = vec![
+            table_of(&fs, &tc, 3, entries(0..2000, 1, 10)),
+            table_of(&fs, &tc, 4, entries(2000..4000, 1, 10)),
+        ];
+        let upper = [l0a.clone(), l0b.clone()];
+        let mut m = MergingIterator::new(vec![lazy(vec![l0a]), lazy(vec![l0b]), lazy(deep)]);
+        let lookups = || {
+            let s = tc.block_cache().unwrap().stats();
+            s.hits + s.misses
+        };
+        let upper_read = || {
+            upper
+                .iter()
+                .map(|t| t.table().unwrap().bytes_read())
+                .sum::<u64>()
+        };
+        let (mut only_deep, mut let_through) = (0, 0);
+        for i in 0..4000 {
+            let k = ukey(i);
+            let excluded = upper.iter().all(|t| t.table().unwrap().filter_excludes(&k));
+            if i % 3 == 0 || (i % 5 == 1) {
+                continue;
+            }
+            let (before, read_before) = (lookups(), upper_read());
+            m.seek(&seek_key(&k, 100)).unwrap();
+            assert_eq!(m.key(), &internal_key(&k, 10, ValueKind::Value)[..]);
+            assert_eq!(m.value(), &k[..]);
+            if excluded {
+                only_deep += 1;
+                assert_eq!(lookups() - before, 1, "seek {i}");
+                assert_eq!(upper_read(), read_before, "seek {i}");
+            } else {
+                // A false positive: that table is searched (and the seek stays right).
+                let_through += 1;
+                assert!(lookups() - before > 1, "seek {i}");
+            }
+        }
+        assert!(only_deep > 1500, "{only_deep}");
+        assert!(let_through > 0, "no bloom false positive exercised");
     }
 
     #[test]

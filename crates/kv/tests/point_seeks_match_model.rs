@@ -33,8 +33,11 @@ impl Rng {
 }
 
 /// Seeks a fresh cursor of `iter` to every even and odd key in `0..n` (and past the end)
-/// and compares the entry found with the model's first entry at or after the key.
+/// and compares the entry found with the model's first entry at or after the key; then,
+/// from every seventh seek, steps a few entries forward or back (the cursors of sources
+/// the seek left lazy must settle where the model says).
 fn check_point_seeks(iter: impl Fn() -> strata_kv::DbIterator, model: &Model, n: u32) {
+    let keys: Vec<&Vec<u8>> = model.keys().collect();
     for i in 0..=n {
         let k = key(i);
         let mut it = iter();
@@ -45,6 +48,45 @@ fn check_point_seeks(iter: impl Fn() -> strata_kv::DbIterator, model: &Model, n:
                 assert_eq!((it.key(), it.value()), (&mk[..], &mv[..]), "seek {i}");
             }
             None => assert!(!it.valid(), "seek {i}: cursor at {:?}", it.key()),
+        }
+        if i % 7 != 0 || !it.valid() {
+            continue;
+        }
+        let mut at = keys.partition_point(|mk| **mk < k);
+        // Forward first or backward first, then the other way past the start.
+        let steps: &[bool] = if i % 2 == 0 {
+            &[true, true, false, false, false]
+        } else {
+            &[false, false, true, true, true]
+        };
+        for (s, &forward) in steps.iter().enumerate() {
+            if forward {
+                it.next().expect("next");
+                at += 1;
+            } else {
+                it.prev().expect("prev");
+                match at.checked_sub(1) {
+                    Some(a) => at = a,
+                    None => {
+                        assert!(!it.valid(), "seek {i}, step {s}");
+                        break;
+                    }
+                }
+            }
+            match keys.get(at) {
+                Some(mk) => {
+                    assert!(it.valid(), "seek {i}, step {s}: model at {mk:?}");
+                    assert_eq!(
+                        (it.key(), it.value()),
+                        (&mk[..], &model[*mk][..]),
+                        "seek {i}, step {s}"
+                    );
+                }
+                None => {
+                    assert!(!it.valid(), "seek {i}, step {s}");
+                    break;
+                }
+            }
         }
     }
 }

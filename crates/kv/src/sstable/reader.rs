@@ -189,6 +189,15 @@ impl Table {
         self.in_range(user_key) && self.filter.as_ref().is_none_or(|f| f.may_contain(user_key))
     }
 
+    /// True if the bloom filter rules `user_key` out (never for a table without one).
+    /// Not counted in [`Table::filter_stats`] (a seek asks, not a point read).
+    #[inline]
+    pub fn filter_excludes(&self, user_key: &[u8]) -> bool {
+        self.filter
+            .as_ref()
+            .is_some_and(|f| !f.may_contain(user_key))
+    }
+
     fn in_range(&self, uk: &[u8]) -> bool {
         self.props.num_entries > 0
             && uk >= user_key(&self.props.smallest_key)
