@@ -857,9 +857,14 @@ impl Db {
             if let Some(FileType::Wal(n)) = filename::parse_file_name(&name) {
                 if n >= state.log_number {
                     let from = inner.dir.join(&name);
-                    let data = fs
-                        .read_file(&from)
-                        .context(|| format!("reading {}", from.display()))?;
+                    let data = match fs.read_file(&from) {
+                        Ok(data) => data,
+                        // Only a segment created ahead and never written to can vanish
+                        // here (a stale or second one, removed without the manifest
+                        // lock); live segments go only after a flush's edit.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e).context(|| format!("reading {}", from.display())),
+                    };
                     let to = target.join(&name);
                     let mut w = fs
                         .create(&to)
