@@ -37,6 +37,9 @@ const FLAG_FACTOR: u8 = 4;
 /// `n - 1` deltas (or delta-of-deltas) are non-zero, then only the non-zero ones (idle
 /// counters and gauges that change now and then are mostly zeros).
 const FLAG_MASK: u8 = 8;
+/// Flag on the decimal modes: the values after the first mantissa (after the bitmap, if
+/// any) are bit-packed in blocks ([`super::pack`]) instead of varints.
+const FLAG_PACK: u8 = 16;
 
 /// Mantissas stay below 2^53 so that `m as f64` is exact.
 const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
@@ -159,11 +162,10 @@ pub fn encode(samples: &[(i64, f64)], level: i32) -> Result<Vec<u8>> {
     if samples.len() > MAX_SAMPLES {
         return Err(ChunkError::Full { max: MAX_SAMPLES });
     }
-    let body = encode_body(samples, true);
-    let mut out = Vec::with_capacity(body.len() / 2 + 16);
+    let mut out = Vec::with_capacity(samples.len() + 16);
     out.push(Encoding::Decimal as u8);
     put_varint64(&mut out, samples.len() as u64);
-    put_frame(&mut out, &body, level)?;
+    put_smallest_frame(&mut out, encode_body(samples, true), level)?;
     Ok(out)
 }
 
@@ -177,27 +179,47 @@ pub fn encode_with_column(
     if samples.len() > MAX_SAMPLES {
         return Err(ChunkError::Full { max: MAX_SAMPLES });
     }
-    let body = encode_body(samples, false);
-    let mut out = Vec::with_capacity(body.len() / 2 + 24);
+    let mut out = Vec::with_capacity(samples.len() + 24);
     out.push(Encoding::DecimalColumn as u8);
     put_varint64(&mut out, samples.len() as u64);
     put_varint64(&mut out, column.seq);
     put_varint64(&mut out, column.index);
-    put_frame(&mut out, &body, level)?;
+    put_smallest_frame(&mut out, encode_body(samples, false), level)?;
     Ok(out)
 }
 
 /// `raw_len` varint, then the zstd frame of `body`.
 fn put_frame(out: &mut Vec<u8>, body: &[u8], level: i32) -> Result<()> {
-    let packed = zstd::bulk::compress(body, level)
-        .map_err(|e| ChunkError::corrupt(0, format!("zstd compression failed: {e}")))?;
+    let packed = compress(body, level)?;
     put_varint64(out, body.len() as u64);
     out.extend_from_slice(&packed);
     Ok(())
 }
 
-/// The body: mode, exponent, exceptions, then (if `with_times`) timestamps, then values.
-fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
+fn compress(body: &[u8], level: i32) -> Result<Vec<u8>> {
+    zstd::bulk::compress(body, level)
+        .map_err(|e| ChunkError::corrupt(0, format!("zstd compression failed: {e}")))
+}
+
+/// [`put_frame`] of whichever of the candidate bodies compresses smallest (which value
+/// layout zstd does best on is only known by trying).
+fn put_smallest_frame(out: &mut Vec<u8>, bodies: Vec<Vec<u8>>, level: i32) -> Result<()> {
+    let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
+    for body in bodies {
+        let packed = compress(&body, level)?;
+        if best.as_ref().is_none_or(|(_, p)| packed.len() < p.len()) {
+            best = Some((body, packed));
+        }
+    }
+    let (body, packed) = best.unwrap_or_default();
+    put_varint64(out, body.len() as u64);
+    out.extend_from_slice(&packed);
+    Ok(())
+}
+
+/// The candidate bodies (one per value layout worth trying): mode, exponent, exceptions,
+/// then (if `with_times`) timestamps, then values.
+fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<Vec<u8>> {
     let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
     // One exponent for the chunk: the largest any regular value needs.
     let mut exp = Some(0i32);
@@ -232,17 +254,23 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
     });
     match (exp, mantissas) {
         (Some(e), Some(ms)) => {
-            let (mode, factor, vals) = value_layout(&ms);
-            body.push(mode);
-            put_varint64(&mut body, zz(i64::from(e)));
-            if mode & FLAG_FACTOR != 0 {
-                put_varint64(&mut body, factor);
-            }
-            put_exceptions(&mut body, &exceptions);
-            if with_times {
-                put_deltas(&mut body, &ts, true);
-            }
-            body.extend_from_slice(&vals);
+            return value_layouts(&ms)
+                .into_iter()
+                .map(|(mode, factor, vals)| {
+                    let mut body = Vec::with_capacity(vals.len() + ts.len() * 2 + 16);
+                    body.push(mode);
+                    put_varint64(&mut body, zz(i64::from(e)));
+                    if mode & FLAG_FACTOR != 0 {
+                        put_varint64(&mut body, factor);
+                    }
+                    put_exceptions(&mut body, &exceptions);
+                    if with_times {
+                        put_deltas(&mut body, &ts, true);
+                    }
+                    body.extend_from_slice(&vals);
+                    body
+                })
+                .collect();
         }
         _ => {
             body.push(MODE_RAW);
@@ -256,7 +284,7 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
             }
         }
     }
-    body
+    vec![body]
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -267,9 +295,11 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 }
 
 /// Chooses how mantissas are stored: delta or delta-of-delta, divided by the deltas'
-/// common factor, plain or with a zero bitmap; the smallest raw form, which zstd then
-/// compresses. Returns (mode byte, factor, bytes).
-fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
+/// common factor, plain or with a zero bitmap, as varints or bit-packed. Returns the
+/// smallest raw varint form and the smallest raw packed form (zstd compresses the two
+/// differently; the caller keeps the one that ends smaller), each as (mode byte, factor,
+/// bytes).
+fn value_layouts(ms: &[i64]) -> Vec<(u8, u64, Vec<u8>)> {
     let deltas: Vec<i64> = ms.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
     let g = deltas.iter().fold(0u64, |g, d| gcd(g, d.unsigned_abs()));
     // A factor must divide back exactly within i64.
@@ -282,40 +312,53 @@ fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
     let dods: Vec<i64> = std::iter::once(scaled.first().copied().unwrap_or(0))
         .chain(scaled.windows(2).map(|w| w[1].wrapping_sub(w[0])))
         .collect();
-    let mut best: Option<(u8, Vec<u8>)> = None;
-    for (mode, rest) in [(MODE_DELTA, &scaled), (MODE_DOD, &dods)] {
-        for mask in [false, true] {
-            let mut out = Vec::with_capacity(ms.len() * 2);
-            if let Some(&first) = ms.first() {
-                put_varint64(&mut out, zz(first));
-            }
-            if mask {
-                let mut bits = vec![0u8; rest.len().div_ceil(8)];
-                for (i, &x) in rest.iter().enumerate() {
-                    if x != 0 {
-                        bits[i / 8] |= 1 << (i % 8);
+    let mut best = Vec::new();
+    for pack in [false, true] {
+        let mut best_here: Option<(u8, Vec<u8>)> = None;
+        for (mode, rest) in [(MODE_DELTA, &scaled), (MODE_DOD, &dods)] {
+            for mask in [false, true] {
+                let mut out = Vec::with_capacity(ms.len() * 2);
+                if let Some(&first) = ms.first() {
+                    put_varint64(&mut out, zz(first));
+                }
+                let nonzero: Vec<i64>;
+                let vals: &[i64] = if mask {
+                    let mut bits = vec![0u8; rest.len().div_ceil(8)];
+                    for (i, &x) in rest.iter().enumerate() {
+                        if x != 0 {
+                            bits[i / 8] |= 1 << (i % 8);
+                        }
+                    }
+                    out.extend_from_slice(&bits);
+                    nonzero = rest.iter().copied().filter(|&x| x != 0).collect();
+                    &nonzero
+                } else {
+                    rest
+                };
+                if pack {
+                    super::pack::put_packed(&mut out, vals);
+                } else {
+                    for &x in vals {
+                        put_varint64(&mut out, zz(x));
                     }
                 }
-                out.extend_from_slice(&bits);
-                for &x in rest.iter().filter(|x| **x != 0) {
-                    put_varint64(&mut out, zz(x));
+                let mode = mode
+                    | flag
+                    | if mask { FLAG_MASK } else { 0 }
+                    | if pack { FLAG_PACK } else { 0 };
+                if best_here.as_ref().is_none_or(|(_, b)| out.len() < b.len()) {
+                    best_here = Some((mode, out));
                 }
-            } else {
-                for &x in rest.iter() {
-                    put_varint64(&mut out, zz(x));
-                }
-            }
-            let mode = mode | flag | if mask { FLAG_MASK } else { 0 };
-            if best.as_ref().is_none_or(|(_, b)| out.len() < b.len()) {
-                best = Some((mode, out));
             }
         }
+        if let Some((mode, out)) = best_here {
+            best.push((mode, factor, out));
+        }
     }
-    let (mode, out) = best.unwrap_or((MODE_DELTA, Vec::new()));
-    (mode, factor, out)
+    best
 }
 
-/// Reads the first `upto` of [`value_layout`]'s `n` mantissas back, handing each to `sink`
+/// Reads the first `upto` of [`value_layouts`]' `n` mantissas back, handing each to `sink`
 /// with its index (as [`get_deltas`]: no vector of its own).
 #[allow(clippy::too_many_arguments)]
 fn get_values(
@@ -346,9 +389,23 @@ fn get_values(
         None
     };
     let dod = mode & MODE_DOD != 0;
-    // The rest of the body, read with the inlined varint reader; `d` moves past what was
-    // read at the end.
+    // The rest of the body, read with the inlined varint reader or the unpacker; `d`
+    // moves past what was read at the end.
     let buf = d.clone().bytes(d.remaining()).unwrap_or_default();
+    let mut unpacker = if mode & FLAG_PACK != 0 {
+        let total = match mask {
+            Some(bits) => {
+                let whole = (n - 1) / 8;
+                let tail = bits.get(whole).map_or(0, |b| b & ((1u16 << ((n - 1) % 8)) - 1) as u8);
+                bits[..whole].iter().map(|b| b.count_ones() as usize).sum::<usize>()
+                    + tail.count_ones() as usize
+            }
+            None => n - 1,
+        };
+        Some(super::pack::Unpacker::new(buf, total, at))
+    } else {
+        None
+    };
     let mut pos = 0;
     let mut m = first;
     let mut delta = 0i64;
@@ -356,16 +413,27 @@ fn get_values(
         let x = match mask {
             Some(bits) if bits[i / 8] & (1 << (i % 8)) == 0 => 0,
             _ => {
-                let x = read_varint(buf, &mut pos).ok_or_else(|| corrupt("truncated values"))?;
+                let x = match unpacker.as_mut() {
+                    Some(u) => u.next_value()?,
+                    None => unzz(
+                        read_varint(buf, &mut pos).ok_or_else(|| corrupt("truncated values"))?,
+                    ),
+                };
                 if mask.is_some() && x == 0 {
                     return Err(corrupt("a zero marked non-zero"));
                 }
-                unzz(x)
+                x
             }
         };
         delta = if dod { delta.wrapping_add(x) } else { x };
         m = m.wrapping_add(delta.wrapping_mul(factor as i64));
         sink(i + 1, m);
+    }
+    if let Some(u) = &unpacker {
+        if upto == n && !u.finished() {
+            return Err(corrupt("packed values left over"));
+        }
+        pos = u.position();
     }
     d.bytes(pos).ok_or_else(|| corrupt("truncated values"))?;
     Ok(())
@@ -647,7 +715,7 @@ fn decode_body(
         }
     };
     match mode {
-        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK) == 0 => {
+        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK) == 0 => {
             let e = d
                 .varint64()
                 .map(unzz)
@@ -706,7 +774,7 @@ fn decode_body(
                     smp.1 = v;
                 }
             };
-            if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
+            if mode & (FLAG_FACTOR | FLAG_MASK | FLAG_PACK) == 0 {
                 get_deltas(&mut d, upto, mode == MODE_DOD, at, put)?;
             } else {
                 get_values(&mut d, n, upto, mode, factor, at, put)?;
@@ -838,9 +906,10 @@ mod tests {
             })
             .collect();
         let ms: Vec<i64> = samples.iter().map(|s| s.1 as i64).collect();
-        let (mode, factor, _) = value_layout(&ms);
-        assert_eq!(factor, 4096);
-        assert_eq!(mode & (FLAG_FACTOR | FLAG_MASK), FLAG_FACTOR | FLAG_MASK);
+        for (mode, factor, _) in value_layouts(&ms) {
+            assert_eq!(factor, 4096);
+            assert_eq!(mode & (FLAG_FACTOR | FLAG_MASK), FLAG_FACTOR | FLAG_MASK);
+        }
         round_trip(&samples);
     }
 
