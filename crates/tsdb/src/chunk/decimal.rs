@@ -40,6 +40,14 @@ const FLAG_MASK: u8 = 8;
 /// Flag on the decimal modes: the values after the first mantissa (after the bitmap, if
 /// any) are bit-packed in blocks ([`super::pack`]) instead of varints.
 const FLAG_PACK: u8 = 16;
+/// Flag on the decimal modes: every mantissa equals the first (a constant series, except
+/// for its exceptions); nothing follows the first mantissa.
+const FLAG_CONST: u8 = 32;
+
+/// Byte after `raw_len` saying the body follows as is (a zstd frame starts with its magic
+/// `28 B5 2F FD` instead): bit-packed bodies do not compress, and a frame costs ~10 bytes.
+const STORED: u8 = 0;
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Mantissas stay below 2^53 so that `m as f64` is exact.
 const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
@@ -201,12 +209,26 @@ fn compress(body: &[u8], level: i32) -> Result<Vec<u8>> {
         .map_err(|e| ChunkError::corrupt(0, format!("zstd compression failed: {e}")))
 }
 
-/// [`put_frame`] of whichever of the candidate bodies compresses smallest (which value
-/// layout zstd does best on is only known by trying).
-fn put_smallest_frame(out: &mut Vec<u8>, bodies: Vec<Vec<u8>>, level: i32) -> Result<()> {
+/// [`put_frame`] of whichever of the candidate bodies ends smallest, compressed or
+/// stored: which layout zstd does best on is only known by trying. Candidates marked
+/// `false` are stored without trying zstd (bit-packed values: it saves them next to
+/// nothing, and a second zstd call per chunk doubled compaction time).
+fn put_smallest_frame(out: &mut Vec<u8>, bodies: Vec<(Vec<u8>, bool)>, level: i32) -> Result<()> {
     let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
-    for body in bodies {
-        let packed = compress(&body, level)?;
+    for (body, try_zstd) in bodies {
+        if !try_zstd && best.as_ref().is_some_and(|(_, p)| p.len() <= body.len()) {
+            continue;
+        }
+        let mut packed = if try_zstd {
+            compress(&body, level)?
+        } else {
+            Vec::new()
+        };
+        if !try_zstd || packed.len() > body.len() {
+            packed.clear();
+            packed.push(STORED);
+            packed.extend_from_slice(&body);
+        }
         if best.as_ref().is_none_or(|(_, p)| packed.len() < p.len()) {
             best = Some((body, packed));
         }
@@ -219,7 +241,7 @@ fn put_smallest_frame(out: &mut Vec<u8>, bodies: Vec<Vec<u8>>, level: i32) -> Re
 
 /// The candidate bodies (one per value layout worth trying): mode, exponent, exceptions,
 /// then (if `with_times`) timestamps, then values.
-fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<Vec<u8>> {
+fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<(Vec<u8>, bool)> {
     let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
     // One exponent for the chunk: the largest any regular value needs.
     let mut exp = Some(0i32);
@@ -268,7 +290,7 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<Vec<u8>> {
                         put_deltas(&mut body, &ts, true);
                     }
                     body.extend_from_slice(&vals);
-                    body
+                    (body, mode & FLAG_PACK == 0)
                 })
                 .collect();
         }
@@ -284,7 +306,7 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<Vec<u8>> {
             }
         }
     }
-    vec![body]
+    vec![(body, true)]
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -301,6 +323,11 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 /// bytes).
 fn value_layouts(ms: &[i64]) -> Vec<(u8, u64, Vec<u8>)> {
     let deltas: Vec<i64> = ms.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    if let (Some(&first), true) = (ms.first(), deltas.iter().all(|&d| d == 0)) {
+        let mut out = Vec::new();
+        put_varint64(&mut out, zz(first));
+        return vec![(MODE_DELTA | FLAG_CONST, 1, out)];
+    }
     let g = deltas.iter().fold(0u64, |g, d| gcd(g, d.unsigned_abs()));
     // A factor must divide back exactly within i64.
     let (flag, factor) = if (2..=1 << 62).contains(&g) {
@@ -380,6 +407,13 @@ fn get_values(
             .ok_or_else(|| corrupt("truncated first value"))?,
     );
     sink(0, first);
+    if mode & FLAG_CONST != 0 {
+        if mode != FLAG_CONST {
+            return Err(corrupt("constant values with other flags"));
+        }
+        (1..upto).for_each(|i| sink(i, first));
+        return Ok(());
+    }
     let mask = if mode & FLAG_MASK != 0 {
         Some(
             d.bytes((n - 1).div_ceil(8))
@@ -658,14 +692,27 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
     })
 }
 
-/// Decompresses the frame at `bytes[start..]`, which must give exactly `raw_len` bytes,
-/// and hands the body to `f`.
+/// Decompresses the frame at `bytes[start..]` (or takes the stored body there), which
+/// must give exactly `raw_len` bytes, and hands the body to `f`.
 fn decompressed<T>(
     bytes: &[u8],
     start: usize,
     raw_len: u64,
     f: impl FnOnce(&[u8]) -> Result<T>,
 ) -> Result<T> {
+    let rest = bytes.get(start..).unwrap_or_default();
+    if rest.first() == Some(&STORED) {
+        if rest.len() as u64 - 1 != raw_len {
+            return Err(ChunkError::corrupt(
+                start,
+                "stored body length differs from the header",
+            ));
+        }
+        return f(&rest[1..]);
+    }
+    if !rest.starts_with(&ZSTD_MAGIC) {
+        return Err(ChunkError::corrupt(start, "neither a zstd frame nor a stored body"));
+    }
     with_decompressed(
         bytes.get(start..).unwrap_or_default(),
         raw_len as usize,
@@ -715,7 +762,7 @@ fn decode_body(
         }
     };
     match mode {
-        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK) == 0 => {
+        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST) == 0 => {
             let e = d
                 .varint64()
                 .map(unzz)
@@ -774,7 +821,7 @@ fn decode_body(
                     smp.1 = v;
                 }
             };
-            if mode & (FLAG_FACTOR | FLAG_MASK | FLAG_PACK) == 0 {
+            if mode & (FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST) == 0 {
                 get_deltas(&mut d, upto, mode == MODE_DOD, at, put)?;
             } else {
                 get_values(&mut d, n, upto, mode, factor, at, put)?;
@@ -1013,5 +1060,91 @@ mod tests {
             }
             let _ = decode_column(&bytes);
         }
+    }
+}
+
+/// Size experiments on a dump of `strata inspect chunks --samples` (path in `TB_DUMP`):
+/// `cargo test --release -p strata-tsdb --lib dump_sizes -- --ignored --nocapture`.
+#[cfg(test)]
+mod dump_experiment {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    #[ignore]
+    fn dump_sizes() {
+        let Ok(path) = std::env::var("TB_DUMP") else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut series: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("  ") {
+                let mut it = rest.split(' ');
+                let t: i64 = it.next().unwrap().parse().unwrap();
+                let v: f64 = it.next().unwrap().parse().unwrap();
+                series.last_mut().unwrap().1.push((t, v));
+            } else if let Some(name) = line.strip_prefix("{__name__=\"") {
+                let name = name.split('"').next().unwrap().to_string();
+                let name = if name.contains("bucket") {
+                    let le = line.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                    format!("{name}{{le={le}}}")
+                } else if name.contains("network") {
+                    let m = line.split("device=\"").nth(1).unwrap().split('"').next().unwrap();
+                    format!("{name}{{device={m}}}")
+                } else if name.contains("cpu_seconds") {
+                    let m = line.split("mode=\"").nth(1).unwrap().split('"').next().unwrap();
+                    format!("{name}{{mode={m}}}")
+                } else {
+                    name
+                };
+                series.push((name, Vec::new()));
+            }
+        }
+        let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let (mut tb, mut ts) = (0, 0);
+        let t0 = std::time::Instant::now();
+        for _ in 1..std::env::var("TB_REPS").map_or(1, |l| l.parse().unwrap()) {
+            for (_, s) in &series {
+                let level: i32 = std::env::var("TB_LEVEL").map_or(9, |l| l.parse().unwrap());
+                encode_with_column(s, ColumnRef { seq: 1, index: 1 }, level).unwrap();
+            }
+        }
+        for (name, s) in &series {
+            let level: i32 = std::env::var("TB_LEVEL").map_or(9, |l| l.parse().unwrap());
+            let enc = encode_with_column(s, ColumnRef { seq: 1, index: 1 }, level).unwrap();
+            let e = by.entry(name.clone()).or_default();
+            e.0 += enc.len();
+            e.1 += s.len();
+            tb += enc.len();
+            ts += s.len();
+        }
+        let el = t0.elapsed();
+        let mut seen = std::collections::HashSet::new();
+        for (name, s) in &series {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            for (body, _) in encode_body(s, false) {
+                let mut sizes = Vec::new();
+                for (level, mm) in [(13, 0)] {
+                    let mut c = zstd::bulk::Compressor::new(level).unwrap();
+                    if mm > 0 {
+                        c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(mm)).unwrap();
+                    }
+                    c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true)).unwrap();
+                    sizes.push(c.compress(&body).unwrap().len());
+                }
+                println!(
+                    "  {name:50} mode {:2} raw {:5} zstd l3/9/19/22/9mm7/19mm7 {sizes:?}",
+                    body[0],
+                    body.len(),
+                );
+            }
+        }
+        for (k, (b, n)) in &by {
+            println!("{k:60} {:.3}", *b as f64 / *n as f64);
+        }
+        println!("total {:.4} B/sample in {el:?}", tb as f64 / ts as f64);
     }
 }

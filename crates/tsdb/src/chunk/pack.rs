@@ -41,19 +41,27 @@ fn put_block(out: &mut Vec<u8>, xs: &[i64]) {
     let base = xs.iter().copied().min().unwrap_or(0);
     let us: Vec<u64> = xs.iter().map(|&x| x.wrapping_sub(base) as u64).collect();
     // Values by bit length; a width `w` costs len*w bits plus, per value longer than `w`,
-    // an index byte and the varint of its high bits.
+    // an index byte and the varint of its high bits. Only widths that are some value's
+    // bit length (or 0) are tried: few distinct lengths occur.
     let mut count = [0usize; 65];
     for &u in &us {
         count[64 - u.leading_zeros() as usize] += 1;
     }
+    let present: Vec<(usize, usize)> = (0..=64)
+        .filter(|&b| count[b] > 0)
+        .map(|b| (b, count[b]))
+        .collect();
     let cost = |w: usize| -> usize {
         let mut bits = xs.len() * w;
-        for (b, &c) in count.iter().enumerate().skip(w + 1) {
+        for &(b, c) in present.iter().filter(|(b, _)| *b > w) {
             bits += c * 8 * (1 + (b - w).div_ceil(7));
         }
         bits
     };
-    let w = (0..=64).min_by_key(|&w| cost(w)).unwrap_or(64);
+    let w = std::iter::once(0)
+        .chain(present.iter().map(|&(b, _)| b))
+        .min_by_key(|&w| (cost(w), w))
+        .unwrap_or(64);
     put_varint64(out, zz(base));
     out.push(w as u8);
     let mask = if w == 64 { u64::MAX } else { (1u64 << w) - 1 };
