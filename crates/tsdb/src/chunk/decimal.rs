@@ -862,6 +862,26 @@ mod tests {
     use proptest::prelude::*;
 
     fn round_trip(samples: &[(i64, f64)]) {
+        // Every candidate layout, not only the one the encoder keeps, stored and in a
+        // zstd frame.
+        for (body, _) in encode_body(samples, true) {
+            for stored in [true, false] {
+                let mut enc = vec![Encoding::Decimal as u8];
+                put_varint64(&mut enc, samples.len() as u64);
+                if stored {
+                    put_varint64(&mut enc, body.len() as u64);
+                    enc.push(STORED);
+                    enc.extend_from_slice(&body);
+                } else {
+                    put_frame(&mut enc, &body, 1).unwrap();
+                }
+                let dec = decode(&enc).unwrap();
+                assert_eq!(dec.len(), samples.len(), "mode {}", body[0]);
+                for (a, b) in dec.iter().zip(samples) {
+                    assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "mode {}", body[0]);
+                }
+            }
+        }
         let enc = encode(samples, 3).unwrap();
         let dec = decode(&enc).unwrap();
         assert_eq!(dec.len(), samples.len());
@@ -921,6 +941,21 @@ mod tests {
             (6, 7.0),
         ]);
         round_trip(&[(1, std::f64::consts::PI), (2, 1e300), (3, 5e-324)]);
+        // Constant values around stale markers and specials (FLAG_CONST with exceptions).
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        round_trip(&[(1, 5.0), (2, stale), (3, 5.0), (4, -0.0), (5, 5.0)]);
+        round_trip(&[(1, f64::NEG_INFINITY), (2, 7.5), (3, 7.5)]);
+        round_trip(&(0..1000).map(|i| (i * 15_000, 1.6e9)).collect::<Vec<_>>());
+        // Steady counters with bursts (packed with exceptions), huge and tiny exponents.
+        let mut v = 1u64 << 40;
+        let burst: Vec<(i64, f64)> = (0..900)
+            .map(|i| {
+                v += 150_000 + (i * 7919 % 100_000) + if i % 50 == 7 { 40_000_000 } else { 0 };
+                (i as i64 * 15_000, v as f64)
+            })
+            .collect();
+        round_trip(&burst);
+        round_trip(&[(0, 1e-15), (1, 2e-15), (2, 3e-15), (3, 1e15), (4, -1e15)]);
         round_trip(&[(i64::MIN, 1e15), (i64::MAX, -1e15), (0, 123456789.123456)]);
     }
 
@@ -958,6 +993,47 @@ mod tests {
             assert_eq!(mode & (FLAG_FACTOR | FLAG_MASK), FLAG_FACTOR | FLAG_MASK);
         }
         round_trip(&samples);
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Chunks of the first decimal encoder (zstd frames, modes without FLAG_PACK or
+    /// FLAG_CONST) still decode to what that build read, and the new encoder writes them
+    /// smaller.
+    #[test]
+    fn chunks_of_the_first_encoder_still_decode() {
+        let fixture = include_str!("testdata/decimal-v1.txt");
+        let mut ts = Vec::new();
+        let mut chunks = 0;
+        for line in fixture.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split(' ').collect();
+            match f[0] {
+                "column" => ts = decode_column(&unhex(f[1])).unwrap(),
+                _ => {
+                    let bytes = unhex(f[4]);
+                    let samples = decode_with_column(&bytes, &ts).unwrap();
+                    assert_eq!(samples.len(), f[2].parse::<usize>().unwrap());
+                    let mut h = 0xcbf2_9ce4_8422_2325u64;
+                    for &(t, v) in &samples {
+                        for x in [t as u64, v.to_bits()] {
+                            h = (h ^ x).wrapping_mul(0x100_0000_01b3);
+                        }
+                    }
+                    assert_eq!(format!("{h:016x}"), f[3], "chunk of ref {}", f[1]);
+                    let col = column_of(&bytes).unwrap();
+                    let again = encode_with_column(&samples, col, 13).unwrap();
+                    assert!(again.len() <= bytes.len(), "ref {}", f[1]);
+                    assert_eq!(decode_with_column(&again, &ts).unwrap(), samples);
+                    chunks += 1;
+                }
+            }
+        }
+        assert_eq!(chunks, 4);
     }
 
     #[test]
@@ -1148,3 +1224,4 @@ mod dump_experiment {
         println!("total {:.4} B/sample in {el:?}", tb as f64 / ts as f64);
     }
 }
+
