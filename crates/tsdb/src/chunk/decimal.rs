@@ -43,6 +43,9 @@ const FLAG_PACK: u8 = 16;
 /// Flag on the decimal modes: every mantissa equals the first (a constant series, except
 /// for its exceptions); nothing follows the first mantissa.
 const FLAG_CONST: u8 = 32;
+/// Flag with [`FLAG_MASK`]: the bitmap is written as Rice-coded gaps between its set bits
+/// ([`super::pack::put_gaps`]), for sparse ones.
+const FLAG_GAPS: u8 = 64;
 
 /// Byte after `raw_len` saying the body follows as is (a zstd frame starts with its magic
 /// `28 B5 2F FD` instead): bit-packed bodies do not compress, and a frame costs ~10 bytes.
@@ -343,13 +346,14 @@ fn value_layouts(ms: &[i64]) -> Vec<(u8, u64, Vec<u8>)> {
     for pack in [false, true] {
         let mut best_here: Option<(u8, Vec<u8>)> = None;
         for (mode, rest) in [(MODE_DELTA, &scaled), (MODE_DOD, &dods)] {
-            for mask in [false, true] {
+            // No bitmap, a bitmap, or the bitmap as gaps.
+            for mask in [0, FLAG_MASK, FLAG_MASK | FLAG_GAPS] {
                 let mut out = Vec::with_capacity(ms.len() * 2);
                 if let Some(&first) = ms.first() {
                     put_varint64(&mut out, zz(first));
                 }
                 let nonzero: Vec<i64>;
-                let vals: &[i64] = if mask {
+                let vals: &[i64] = if mask == FLAG_MASK {
                     let mut bits = vec![0u8; rest.len().div_ceil(8)];
                     for (i, &x) in rest.iter().enumerate() {
                         if x != 0 {
@@ -357,6 +361,11 @@ fn value_layouts(ms: &[i64]) -> Vec<(u8, u64, Vec<u8>)> {
                         }
                     }
                     out.extend_from_slice(&bits);
+                    nonzero = rest.iter().copied().filter(|&x| x != 0).collect();
+                    &nonzero
+                } else if mask != 0 {
+                    let set: Vec<usize> = (0..rest.len()).filter(|&i| rest[i] != 0).collect();
+                    super::pack::put_gaps(&mut out, &set);
                     nonzero = rest.iter().copied().filter(|&x| x != 0).collect();
                     &nonzero
                 } else {
@@ -369,10 +378,7 @@ fn value_layouts(ms: &[i64]) -> Vec<(u8, u64, Vec<u8>)> {
                         put_varint64(&mut out, zz(x));
                     }
                 }
-                let mode = mode
-                    | flag
-                    | if mask { FLAG_MASK } else { 0 }
-                    | if pack { FLAG_PACK } else { 0 };
+                let mode = mode | flag | mask | if pack { FLAG_PACK } else { 0 };
                 if best_here.as_ref().is_none_or(|(_, b)| out.len() < b.len()) {
                     best_here = Some((mode, out));
                 }
@@ -414,7 +420,17 @@ fn get_values(
         (1..upto).for_each(|i| sink(i, first));
         return Ok(());
     }
-    let mask = if mode & FLAG_MASK != 0 {
+    let gaps_bitmap;
+    let mask = if mode & FLAG_GAPS != 0 {
+        if mode & FLAG_MASK == 0 {
+            return Err(corrupt("zero gaps without the bitmap flag"));
+        }
+        let rest = d.clone().bytes(d.remaining()).unwrap_or_default();
+        let (bitmap, used) = super::pack::get_gaps(rest, n - 1, at)?;
+        d.bytes(used).ok_or_else(|| corrupt("truncated zero gaps"))?;
+        gaps_bitmap = bitmap;
+        Some(&gaps_bitmap[..])
+    } else if mode & FLAG_MASK != 0 {
         Some(
             d.bytes((n - 1).div_ceil(8))
                 .ok_or_else(|| corrupt("truncated zero bitmap"))?,
@@ -762,7 +778,7 @@ fn decode_body(
         }
     };
     match mode {
-        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST) == 0 => {
+        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST | FLAG_GAPS) == 0 => {
             let e = d
                 .varint64()
                 .map(unzz)
@@ -821,7 +837,7 @@ fn decode_body(
                     smp.1 = v;
                 }
             };
-            if mode & (FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST) == 0 {
+            if mode & (FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST | FLAG_GAPS) == 0 {
                 get_deltas(&mut d, upto, mode == MODE_DOD, at, put)?;
             } else {
                 get_values(&mut d, n, upto, mode, factor, at, put)?;
