@@ -346,8 +346,13 @@ fn value_layouts(ms: &[i64]) -> Vec<(u8, u64, Vec<u8>)> {
     for pack in [false, true] {
         let mut best_here: Option<(u8, Vec<u8>)> = None;
         for (mode, rest) in [(MODE_DELTA, &scaled), (MODE_DOD, &dods)] {
-            // No bitmap, a bitmap, or the bitmap as gaps.
+            // No bitmap, a bitmap (if there are zeros), or the bitmap as gaps (if mostly
+            // zeros: else the bitmap is as small).
+            let zeros = rest.iter().filter(|&&x| x == 0).count();
             for mask in [0, FLAG_MASK, FLAG_MASK | FLAG_GAPS] {
+                if (mask != 0 && zeros == 0) || (mask & FLAG_GAPS != 0 && zeros * 2 < rest.len()) {
+                    continue;
+                }
                 let mut out = Vec::with_capacity(ms.len() * 2);
                 if let Some(&first) = ms.first() {
                     put_varint64(&mut out, zz(first));
@@ -427,7 +432,8 @@ fn get_values(
         }
         let rest = d.clone().bytes(d.remaining()).unwrap_or_default();
         let (bitmap, used) = super::pack::get_gaps(rest, n - 1, at)?;
-        d.bytes(used).ok_or_else(|| corrupt("truncated zero gaps"))?;
+        d.bytes(used)
+            .ok_or_else(|| corrupt("truncated zero gaps"))?;
         gaps_bitmap = bitmap;
         Some(&gaps_bitmap[..])
     } else if mode & FLAG_MASK != 0 {
@@ -446,8 +452,13 @@ fn get_values(
         let total = match mask {
             Some(bits) => {
                 let whole = (n - 1) / 8;
-                let tail = bits.get(whole).map_or(0, |b| b & ((1u16 << ((n - 1) % 8)) - 1) as u8);
-                bits[..whole].iter().map(|b| b.count_ones() as usize).sum::<usize>()
+                let tail = bits
+                    .get(whole)
+                    .map_or(0, |b| b & ((1u16 << ((n - 1) % 8)) - 1) as u8);
+                bits[..whole]
+                    .iter()
+                    .map(|b| b.count_ones() as usize)
+                    .sum::<usize>()
                     + tail.count_ones() as usize
             }
             None => n - 1,
@@ -727,7 +738,10 @@ fn decompressed<T>(
         return f(&rest[1..]);
     }
     if !rest.starts_with(&ZSTD_MAGIC) {
-        return Err(ChunkError::corrupt(start, "neither a zstd frame nor a stored body"));
+        return Err(ChunkError::corrupt(
+            start,
+            "neither a zstd frame nor a stored body",
+        ));
     }
     with_decompressed(
         bytes.get(start..).unwrap_or_default(),
@@ -778,7 +792,9 @@ fn decode_body(
         }
     };
     match mode {
-        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST | FLAG_GAPS) == 0 => {
+        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST | FLAG_GAPS)
+            == 0 =>
+        {
             let e = d
                 .varint64()
                 .map(unzz)
@@ -894,7 +910,12 @@ mod tests {
                 let dec = decode(&enc).unwrap();
                 assert_eq!(dec.len(), samples.len(), "mode {}", body[0]);
                 for (a, b) in dec.iter().zip(samples) {
-                    assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()), "mode {}", body[0]);
+                    assert_eq!(
+                        (a.0, a.1.to_bits()),
+                        (b.0, b.1.to_bits()),
+                        "mode {}",
+                        body[0]
+                    );
                 }
             }
         }
@@ -1179,19 +1200,88 @@ mod dump_experiment {
             } else if let Some(name) = line.strip_prefix("{__name__=\"") {
                 let name = name.split('"').next().unwrap().to_string();
                 let name = if name.contains("bucket") {
-                    let le = line.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
+                    let le = line
+                        .split("le=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
                     format!("{name}{{le={le}}}")
                 } else if name.contains("network") {
-                    let m = line.split("device=\"").nth(1).unwrap().split('"').next().unwrap();
+                    let m = line
+                        .split("device=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
                     format!("{name}{{device={m}}}")
                 } else if name.contains("cpu_seconds") {
-                    let m = line.split("mode=\"").nth(1).unwrap().split('"').next().unwrap();
+                    let m = line
+                        .split("mode=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
                     format!("{name}{{mode={m}}}")
                 } else {
                     name
                 };
                 series.push((name, Vec::new()));
             }
+        }
+        if std::env::var("TB_DECODE").is_ok() {
+            // Decode cost, old layouts (varints, zstd frame) against the new encoder's
+            // choice: callgrind --toggle-collect='*decode_all*'.
+            let ts: Vec<i64> = series[0].1.iter().map(|s| s.0).collect();
+            let same: Vec<&Vec<(i64, f64)>> = series
+                .iter()
+                .map(|s| &s.1)
+                .filter(|s| s.len() == ts.len())
+                .filter(|s| s.iter().any(|x| x.1.to_bits() != s[0].1.to_bits()))
+                .collect();
+            let (old, same): (Vec<Vec<u8>>, Vec<&Vec<(i64, f64)>>) = same
+                .iter()
+                .filter_map(|s| {
+                    let (body, _) = encode_body(s, false)
+                        .into_iter()
+                        .find(|(b, _)| b[0] & (FLAG_PACK | FLAG_GAPS | FLAG_CONST) == 0)?;
+                    let mut enc = vec![Encoding::DecimalColumn as u8];
+                    put_varint64(&mut enc, s.len() as u64);
+                    put_varint64(&mut enc, 1);
+                    put_varint64(&mut enc, 1);
+                    put_frame(&mut enc, &body, 9).unwrap();
+                    Some((enc, *s))
+                })
+                .unzip();
+            let new: Vec<Vec<u8>> = same
+                .iter()
+                .map(|s| encode_with_column(s, ColumnRef { seq: 1, index: 1 }, 11).unwrap())
+                .collect();
+            #[inline(never)]
+            fn decode_all_old(chunks: &[Vec<u8>], ts: &[i64]) -> usize {
+                chunks
+                    .iter()
+                    .map(|c| decode_with_column(c, ts).unwrap().len())
+                    .sum()
+            }
+            #[inline(never)]
+            fn decode_all_new(chunks: &[Vec<u8>], ts: &[i64]) -> usize {
+                chunks
+                    .iter()
+                    .map(|c| decode_with_column(c, ts).unwrap().len())
+                    .sum()
+            }
+            let n = decode_all_old(&old, &ts) + decode_all_new(&new, &ts);
+            let sz = |v: &[Vec<u8>]| v.iter().map(|c| c.len()).sum::<usize>();
+            println!(
+                "decoded {n} samples; old {} bytes, new {}",
+                sz(&old),
+                sz(&new)
+            );
+            return;
         }
         let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let (mut tb, mut ts) = (0, 0);
@@ -1222,9 +1312,11 @@ mod dump_experiment {
                 for (level, mm) in [(13, 0)] {
                     let mut c = zstd::bulk::Compressor::new(level).unwrap();
                     if mm > 0 {
-                        c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(mm)).unwrap();
+                        c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(mm))
+                            .unwrap();
                     }
-                    c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true)).unwrap();
+                    c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))
+                        .unwrap();
                     sizes.push(c.compress(&body).unwrap().len());
                 }
                 println!(
@@ -1240,4 +1332,3 @@ mod dump_experiment {
         println!("total {:.4} B/sample in {el:?}", tb as f64 / ts as f64);
     }
 }
-

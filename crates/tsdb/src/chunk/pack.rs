@@ -243,8 +243,13 @@ pub fn put_gaps(out: &mut Vec<u8>, set: &[usize]) {
             Some(g as u64)
         })
         .collect();
+    // The best k is near log2 of the mean gap: try its neighbours.
     let bits = |k: u32| -> u64 { gaps.iter().map(|g| (g >> k) + 1 + u64::from(k)).sum() };
-    let k = (0..32).min_by_key(|&k| (bits(k), k)).unwrap_or(0);
+    let mean = gaps.iter().sum::<u64>() / (gaps.len() as u64).max(1);
+    let guess = 63 - (mean | 1).leading_zeros();
+    let k = (guess.saturating_sub(1)..=(guess + 1).min(31))
+        .min_by_key(|&k| (bits(k), k))
+        .unwrap_or(0);
     put_varint64(out, gaps.len() as u64);
     out.push(k as u8);
     let mut acc = 0u64;
@@ -359,7 +364,9 @@ mod tests {
         out.push(0xee);
         let (bitmap, used) = get_gaps(&out, len, 0).unwrap();
         assert_eq!(used, n);
-        let got: Vec<usize> = (0..len).filter(|i| bitmap[i / 8] >> (i % 8) & 1 == 1).collect();
+        let got: Vec<usize> = (0..len)
+            .filter(|i| bitmap[i / 8] >> (i % 8) & 1 == 1)
+            .collect();
         assert_eq!(got, set);
         n
     }
@@ -381,7 +388,14 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bad in [&[][..], &[0], &[0, 65], &[0, 8], &[0, 0, 1, 200, 1], &[0, 0, 1, 0, 0]] {
+        for bad in [
+            &[][..],
+            &[0],
+            &[0, 65],
+            &[0, 8],
+            &[0, 0, 1, 200, 1],
+            &[0, 0, 1, 0, 0],
+        ] {
             let mut u = Unpacker::new(bad, 3, 0);
             assert!((0..3).any(|_| u.next_value().is_err()), "{bad:?}");
         }
