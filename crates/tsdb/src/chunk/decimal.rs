@@ -1176,8 +1176,12 @@ mod tests {
     }
 }
 
-/// Size experiments on a dump of `strata inspect chunks --samples` (path in `TB_DUMP`):
-/// `cargo test --release -p strata-tsdb --lib dump_sizes -- --ignored --nocapture`.
+/// Where the bytes go, on real data: a dump of `strata inspect chunks DIR --match
+/// '{__name__=~".+"}' --samples` (path in `TB_DUMP`) re-encoded series by series, bytes per
+/// sample by metric (cpu modes, network devices and histogram buckets apart) and each
+/// candidate layout's raw and compressed size for one series of each; with `TB_DECODE`,
+/// decoding of old against new layouts for `callgrind --toggle-collect='*decode_all*'`.
+/// `TB_DUMP=... cargo test --release -p strata-tsdb --lib dump_sizes -- --ignored --nocapture`
 #[cfg(test)]
 mod dump_experiment {
     use super::*;
@@ -1242,7 +1246,8 @@ mod dump_experiment {
                 .filter(|s| s.len() == ts.len())
                 .filter(|s| s.iter().any(|x| x.1.to_bits() != s[0].1.to_bits()))
                 .collect();
-            let (old, same): (Vec<Vec<u8>>, Vec<&Vec<(i64, f64)>>) = same
+            type Pairs<'a> = (Vec<Vec<u8>>, Vec<&'a Vec<(i64, f64)>>);
+            let (old, same): Pairs<'_> = same
                 .iter()
                 .filter_map(|s| {
                     let (body, _) = encode_body(s, false)
@@ -1285,15 +1290,15 @@ mod dump_experiment {
         }
         let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         let (mut tb, mut ts) = (0, 0);
+        // The level compaction uses unless `TB_LEVEL` says otherwise.
+        let level: i32 = std::env::var("TB_LEVEL").map_or(11, |l| l.parse().unwrap());
         let t0 = std::time::Instant::now();
         for _ in 1..std::env::var("TB_REPS").map_or(1, |l| l.parse().unwrap()) {
             for (_, s) in &series {
-                let level: i32 = std::env::var("TB_LEVEL").map_or(9, |l| l.parse().unwrap());
                 encode_with_column(s, ColumnRef { seq: 1, index: 1 }, level).unwrap();
             }
         }
         for (name, s) in &series {
-            let level: i32 = std::env::var("TB_LEVEL").map_or(9, |l| l.parse().unwrap());
             let enc = encode_with_column(s, ColumnRef { seq: 1, index: 1 }, level).unwrap();
             let e = by.entry(name.clone()).or_default();
             e.0 += enc.len();
@@ -1308,22 +1313,9 @@ mod dump_experiment {
                 continue;
             }
             for (body, _) in encode_body(s, false) {
-                let mut sizes = Vec::new();
-                for (level, mm) in [(13, 0)] {
-                    let mut c = zstd::bulk::Compressor::new(level).unwrap();
-                    if mm > 0 {
-                        c.set_parameter(zstd::zstd_safe::CParameter::MinMatch(mm))
-                            .unwrap();
-                    }
-                    c.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(true))
-                        .unwrap();
-                    sizes.push(c.compress(&body).unwrap().len());
-                }
-                println!(
-                    "  {name:50} mode {:2} raw {:5} zstd l3/9/19/22/9mm7/19mm7 {sizes:?}",
-                    body[0],
-                    body.len(),
-                );
+                let z = compress(&body, level).unwrap().len();
+                let mode = body[0];
+                println!("  {name:50} mode {mode:2} raw {:5} zstd {z:5}", body.len());
             }
         }
         for (k, (b, n)) in &by {
