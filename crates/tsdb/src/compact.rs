@@ -33,7 +33,9 @@ use crate::querier::merge_ranked;
 pub const MAX_COMPACTED_SAMPLES: usize = 8192;
 
 /// zstd level of compacted chunks: compaction runs once per partition, so spend CPU.
-const ZSTD_LEVEL: i32 = 9;
+/// 11 rather than 9: chunks ~0.2% smaller on `bench tsdb` (sparse value streams) for a
+/// few percent more encoding instructions; 13 gained 0.03% more for ~15% more.
+const ZSTD_LEVEL: i32 = 11;
 
 /// Chunks this short keep their timestamps inline: a column's key and frame would cost
 /// more than sharing saves.

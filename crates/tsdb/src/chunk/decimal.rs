@@ -37,6 +37,20 @@ const FLAG_FACTOR: u8 = 4;
 /// `n - 1` deltas (or delta-of-deltas) are non-zero, then only the non-zero ones (idle
 /// counters and gauges that change now and then are mostly zeros).
 const FLAG_MASK: u8 = 8;
+/// Flag on the decimal modes: the values after the first mantissa (after the bitmap, if
+/// any) are bit-packed in blocks ([`super::pack`]) instead of varints.
+const FLAG_PACK: u8 = 16;
+/// Flag on the decimal modes: every mantissa equals the first (a constant series, except
+/// for its exceptions); nothing follows the first mantissa.
+const FLAG_CONST: u8 = 32;
+/// Flag with [`FLAG_MASK`]: the bitmap is written as Rice-coded gaps between its set bits
+/// ([`super::pack::put_gaps`]), for sparse ones.
+const FLAG_GAPS: u8 = 64;
+
+/// Byte after `raw_len` saying the body follows as is (a zstd frame starts with its magic
+/// `28 B5 2F FD` instead): bit-packed bodies do not compress, and a frame costs ~10 bytes.
+const STORED: u8 = 0;
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Mantissas stay below 2^53 so that `m as f64` is exact.
 const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
@@ -159,11 +173,10 @@ pub fn encode(samples: &[(i64, f64)], level: i32) -> Result<Vec<u8>> {
     if samples.len() > MAX_SAMPLES {
         return Err(ChunkError::Full { max: MAX_SAMPLES });
     }
-    let body = encode_body(samples, true);
-    let mut out = Vec::with_capacity(body.len() / 2 + 16);
+    let mut out = Vec::with_capacity(samples.len() + 16);
     out.push(Encoding::Decimal as u8);
     put_varint64(&mut out, samples.len() as u64);
-    put_frame(&mut out, &body, level)?;
+    put_smallest_frame(&mut out, encode_body(samples, true), level)?;
     Ok(out)
 }
 
@@ -177,27 +190,61 @@ pub fn encode_with_column(
     if samples.len() > MAX_SAMPLES {
         return Err(ChunkError::Full { max: MAX_SAMPLES });
     }
-    let body = encode_body(samples, false);
-    let mut out = Vec::with_capacity(body.len() / 2 + 24);
+    let mut out = Vec::with_capacity(samples.len() + 24);
     out.push(Encoding::DecimalColumn as u8);
     put_varint64(&mut out, samples.len() as u64);
     put_varint64(&mut out, column.seq);
     put_varint64(&mut out, column.index);
-    put_frame(&mut out, &body, level)?;
+    put_smallest_frame(&mut out, encode_body(samples, false), level)?;
     Ok(out)
 }
 
 /// `raw_len` varint, then the zstd frame of `body`.
 fn put_frame(out: &mut Vec<u8>, body: &[u8], level: i32) -> Result<()> {
-    let packed = zstd::bulk::compress(body, level)
-        .map_err(|e| ChunkError::corrupt(0, format!("zstd compression failed: {e}")))?;
+    let packed = compress(body, level)?;
     put_varint64(out, body.len() as u64);
     out.extend_from_slice(&packed);
     Ok(())
 }
 
-/// The body: mode, exponent, exceptions, then (if `with_times`) timestamps, then values.
-fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
+fn compress(body: &[u8], level: i32) -> Result<Vec<u8>> {
+    zstd::bulk::compress(body, level)
+        .map_err(|e| ChunkError::corrupt(0, format!("zstd compression failed: {e}")))
+}
+
+/// [`put_frame`] of whichever of the candidate bodies ends smallest, compressed or
+/// stored: which layout zstd does best on is only known by trying. Candidates marked
+/// `false` are stored without trying zstd (bit-packed values: it saves them next to
+/// nothing, and a second zstd call per chunk doubled compaction time).
+fn put_smallest_frame(out: &mut Vec<u8>, bodies: Vec<(Vec<u8>, bool)>, level: i32) -> Result<()> {
+    let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
+    for (body, try_zstd) in bodies {
+        if !try_zstd && best.as_ref().is_some_and(|(_, p)| p.len() <= body.len()) {
+            continue;
+        }
+        let mut packed = if try_zstd {
+            compress(&body, level)?
+        } else {
+            Vec::new()
+        };
+        if !try_zstd || packed.len() > body.len() {
+            packed.clear();
+            packed.push(STORED);
+            packed.extend_from_slice(&body);
+        }
+        if best.as_ref().is_none_or(|(_, p)| packed.len() < p.len()) {
+            best = Some((body, packed));
+        }
+    }
+    let (body, packed) = best.unwrap_or_default();
+    put_varint64(out, body.len() as u64);
+    out.extend_from_slice(&packed);
+    Ok(())
+}
+
+/// The candidate bodies (one per value layout worth trying): mode, exponent, exceptions,
+/// then (if `with_times`) timestamps, then values.
+fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<(Vec<u8>, bool)> {
     let ts: Vec<i64> = samples.iter().map(|s| s.0).collect();
     // One exponent for the chunk: the largest any regular value needs.
     let mut exp = Some(0i32);
@@ -232,17 +279,23 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
     });
     match (exp, mantissas) {
         (Some(e), Some(ms)) => {
-            let (mode, factor, vals) = value_layout(&ms);
-            body.push(mode);
-            put_varint64(&mut body, zz(i64::from(e)));
-            if mode & FLAG_FACTOR != 0 {
-                put_varint64(&mut body, factor);
-            }
-            put_exceptions(&mut body, &exceptions);
-            if with_times {
-                put_deltas(&mut body, &ts, true);
-            }
-            body.extend_from_slice(&vals);
+            return value_layouts(&ms)
+                .into_iter()
+                .map(|(mode, factor, vals)| {
+                    let mut body = Vec::with_capacity(vals.len() + ts.len() * 2 + 16);
+                    body.push(mode);
+                    put_varint64(&mut body, zz(i64::from(e)));
+                    if mode & FLAG_FACTOR != 0 {
+                        put_varint64(&mut body, factor);
+                    }
+                    put_exceptions(&mut body, &exceptions);
+                    if with_times {
+                        put_deltas(&mut body, &ts, true);
+                    }
+                    body.extend_from_slice(&vals);
+                    (body, mode & FLAG_PACK == 0)
+                })
+                .collect();
         }
         _ => {
             body.push(MODE_RAW);
@@ -256,7 +309,7 @@ fn encode_body(samples: &[(i64, f64)], with_times: bool) -> Vec<u8> {
             }
         }
     }
-    body
+    vec![(body, true)]
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -267,10 +320,17 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 }
 
 /// Chooses how mantissas are stored: delta or delta-of-delta, divided by the deltas'
-/// common factor, plain or with a zero bitmap; the smallest raw form, which zstd then
-/// compresses. Returns (mode byte, factor, bytes).
-fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
+/// common factor, plain or with a zero bitmap, as varints or bit-packed. Returns the
+/// smallest raw varint form and the smallest raw packed form (zstd compresses the two
+/// differently; the caller keeps the one that ends smaller), each as (mode byte, factor,
+/// bytes).
+fn value_layouts(ms: &[i64]) -> Vec<(u8, u64, Vec<u8>)> {
     let deltas: Vec<i64> = ms.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    if let (Some(&first), true) = (ms.first(), deltas.iter().all(|&d| d == 0)) {
+        let mut out = Vec::new();
+        put_varint64(&mut out, zz(first));
+        return vec![(MODE_DELTA | FLAG_CONST, 1, out)];
+    }
     let g = deltas.iter().fold(0u64, |g, d| gcd(g, d.unsigned_abs()));
     // A factor must divide back exactly within i64.
     let (flag, factor) = if (2..=1 << 62).contains(&g) {
@@ -282,40 +342,61 @@ fn value_layout(ms: &[i64]) -> (u8, u64, Vec<u8>) {
     let dods: Vec<i64> = std::iter::once(scaled.first().copied().unwrap_or(0))
         .chain(scaled.windows(2).map(|w| w[1].wrapping_sub(w[0])))
         .collect();
-    let mut best: Option<(u8, Vec<u8>)> = None;
-    for (mode, rest) in [(MODE_DELTA, &scaled), (MODE_DOD, &dods)] {
-        for mask in [false, true] {
-            let mut out = Vec::with_capacity(ms.len() * 2);
-            if let Some(&first) = ms.first() {
-                put_varint64(&mut out, zz(first));
-            }
-            if mask {
-                let mut bits = vec![0u8; rest.len().div_ceil(8)];
-                for (i, &x) in rest.iter().enumerate() {
-                    if x != 0 {
-                        bits[i / 8] |= 1 << (i % 8);
+    let mut best = Vec::new();
+    for pack in [false, true] {
+        let mut best_here: Option<(u8, Vec<u8>)> = None;
+        for (mode, rest) in [(MODE_DELTA, &scaled), (MODE_DOD, &dods)] {
+            // No bitmap, a bitmap (if there are zeros), or the bitmap as gaps (if mostly
+            // zeros: else the bitmap is as small).
+            let zeros = rest.iter().filter(|&&x| x == 0).count();
+            for mask in [0, FLAG_MASK, FLAG_MASK | FLAG_GAPS] {
+                if (mask != 0 && zeros == 0) || (mask & FLAG_GAPS != 0 && zeros * 2 < rest.len()) {
+                    continue;
+                }
+                let mut out = Vec::with_capacity(ms.len() * 2);
+                if let Some(&first) = ms.first() {
+                    put_varint64(&mut out, zz(first));
+                }
+                let nonzero: Vec<i64>;
+                let vals: &[i64] = if mask == FLAG_MASK {
+                    let mut bits = vec![0u8; rest.len().div_ceil(8)];
+                    for (i, &x) in rest.iter().enumerate() {
+                        if x != 0 {
+                            bits[i / 8] |= 1 << (i % 8);
+                        }
+                    }
+                    out.extend_from_slice(&bits);
+                    nonzero = rest.iter().copied().filter(|&x| x != 0).collect();
+                    &nonzero
+                } else if mask != 0 {
+                    let set: Vec<usize> = (0..rest.len()).filter(|&i| rest[i] != 0).collect();
+                    super::pack::put_gaps(&mut out, &set);
+                    nonzero = rest.iter().copied().filter(|&x| x != 0).collect();
+                    &nonzero
+                } else {
+                    rest
+                };
+                if pack {
+                    super::pack::put_packed(&mut out, vals);
+                } else {
+                    for &x in vals {
+                        put_varint64(&mut out, zz(x));
                     }
                 }
-                out.extend_from_slice(&bits);
-                for &x in rest.iter().filter(|x| **x != 0) {
-                    put_varint64(&mut out, zz(x));
+                let mode = mode | flag | mask | if pack { FLAG_PACK } else { 0 };
+                if best_here.as_ref().is_none_or(|(_, b)| out.len() < b.len()) {
+                    best_here = Some((mode, out));
                 }
-            } else {
-                for &x in rest.iter() {
-                    put_varint64(&mut out, zz(x));
-                }
-            }
-            let mode = mode | flag | if mask { FLAG_MASK } else { 0 };
-            if best.as_ref().is_none_or(|(_, b)| out.len() < b.len()) {
-                best = Some((mode, out));
             }
         }
+        if let Some((mode, out)) = best_here {
+            best.push((mode, factor, out));
+        }
     }
-    let (mode, out) = best.unwrap_or((MODE_DELTA, Vec::new()));
-    (mode, factor, out)
+    best
 }
 
-/// Reads the first `upto` of [`value_layout`]'s `n` mantissas back, handing each to `sink`
+/// Reads the first `upto` of [`value_layouts`]' `n` mantissas back, handing each to `sink`
 /// with its index (as [`get_deltas`]: no vector of its own).
 #[allow(clippy::too_many_arguments)]
 fn get_values(
@@ -337,7 +418,25 @@ fn get_values(
             .ok_or_else(|| corrupt("truncated first value"))?,
     );
     sink(0, first);
-    let mask = if mode & FLAG_MASK != 0 {
+    if mode & FLAG_CONST != 0 {
+        if mode != FLAG_CONST {
+            return Err(corrupt("constant values with other flags"));
+        }
+        (1..upto).for_each(|i| sink(i, first));
+        return Ok(());
+    }
+    let gaps_bitmap;
+    let mask = if mode & FLAG_GAPS != 0 {
+        if mode & FLAG_MASK == 0 {
+            return Err(corrupt("zero gaps without the bitmap flag"));
+        }
+        let rest = d.clone().bytes(d.remaining()).unwrap_or_default();
+        let (bitmap, used) = super::pack::get_gaps(rest, n - 1, at)?;
+        d.bytes(used)
+            .ok_or_else(|| corrupt("truncated zero gaps"))?;
+        gaps_bitmap = bitmap;
+        Some(&gaps_bitmap[..])
+    } else if mode & FLAG_MASK != 0 {
         Some(
             d.bytes((n - 1).div_ceil(8))
                 .ok_or_else(|| corrupt("truncated zero bitmap"))?,
@@ -346,9 +445,28 @@ fn get_values(
         None
     };
     let dod = mode & MODE_DOD != 0;
-    // The rest of the body, read with the inlined varint reader; `d` moves past what was
-    // read at the end.
+    // The rest of the body, read with the inlined varint reader or the unpacker; `d`
+    // moves past what was read at the end.
     let buf = d.clone().bytes(d.remaining()).unwrap_or_default();
+    let mut unpacker = if mode & FLAG_PACK != 0 {
+        let total = match mask {
+            Some(bits) => {
+                let whole = (n - 1) / 8;
+                let tail = bits
+                    .get(whole)
+                    .map_or(0, |b| b & ((1u16 << ((n - 1) % 8)) - 1) as u8);
+                bits[..whole]
+                    .iter()
+                    .map(|b| b.count_ones() as usize)
+                    .sum::<usize>()
+                    + tail.count_ones() as usize
+            }
+            None => n - 1,
+        };
+        Some(super::pack::Unpacker::new(buf, total, at))
+    } else {
+        None
+    };
     let mut pos = 0;
     let mut m = first;
     let mut delta = 0i64;
@@ -356,16 +474,27 @@ fn get_values(
         let x = match mask {
             Some(bits) if bits[i / 8] & (1 << (i % 8)) == 0 => 0,
             _ => {
-                let x = read_varint(buf, &mut pos).ok_or_else(|| corrupt("truncated values"))?;
+                let x = match unpacker.as_mut() {
+                    Some(u) => u.next_value()?,
+                    None => unzz(
+                        read_varint(buf, &mut pos).ok_or_else(|| corrupt("truncated values"))?,
+                    ),
+                };
                 if mask.is_some() && x == 0 {
                     return Err(corrupt("a zero marked non-zero"));
                 }
-                unzz(x)
+                x
             }
         };
         delta = if dod { delta.wrapping_add(x) } else { x };
         m = m.wrapping_add(delta.wrapping_mul(factor as i64));
         sink(i + 1, m);
+    }
+    if let Some(u) = &unpacker {
+        if upto == n && !u.finished() {
+            return Err(corrupt("packed values left over"));
+        }
+        pos = u.position();
     }
     d.bytes(pos).ok_or_else(|| corrupt("truncated values"))?;
     Ok(())
@@ -590,14 +719,30 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>> {
     })
 }
 
-/// Decompresses the frame at `bytes[start..]`, which must give exactly `raw_len` bytes,
-/// and hands the body to `f`.
+/// Decompresses the frame at `bytes[start..]` (or takes the stored body there), which
+/// must give exactly `raw_len` bytes, and hands the body to `f`.
 fn decompressed<T>(
     bytes: &[u8],
     start: usize,
     raw_len: u64,
     f: impl FnOnce(&[u8]) -> Result<T>,
 ) -> Result<T> {
+    let rest = bytes.get(start..).unwrap_or_default();
+    if rest.first() == Some(&STORED) {
+        if rest.len() as u64 - 1 != raw_len {
+            return Err(ChunkError::corrupt(
+                start,
+                "stored body length differs from the header",
+            ));
+        }
+        return f(&rest[1..]);
+    }
+    if !rest.starts_with(&ZSTD_MAGIC) {
+        return Err(ChunkError::corrupt(
+            start,
+            "neither a zstd frame nor a stored body",
+        ));
+    }
     with_decompressed(
         bytes.get(start..).unwrap_or_default(),
         raw_len as usize,
@@ -647,7 +792,9 @@ fn decode_body(
         }
     };
     match mode {
-        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK) == 0 => {
+        _ if mode & !(MODE_DOD | FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST | FLAG_GAPS)
+            == 0 =>
+        {
             let e = d
                 .varint64()
                 .map(unzz)
@@ -706,7 +853,7 @@ fn decode_body(
                     smp.1 = v;
                 }
             };
-            if mode & (FLAG_FACTOR | FLAG_MASK) == 0 {
+            if mode & (FLAG_FACTOR | FLAG_MASK | FLAG_PACK | FLAG_CONST | FLAG_GAPS) == 0 {
                 get_deltas(&mut d, upto, mode == MODE_DOD, at, put)?;
             } else {
                 get_values(&mut d, n, upto, mode, factor, at, put)?;
@@ -747,6 +894,31 @@ mod tests {
     use proptest::prelude::*;
 
     fn round_trip(samples: &[(i64, f64)]) {
+        // Every candidate layout, not only the one the encoder keeps, stored and in a
+        // zstd frame.
+        for (body, _) in encode_body(samples, true) {
+            for stored in [true, false] {
+                let mut enc = vec![Encoding::Decimal as u8];
+                put_varint64(&mut enc, samples.len() as u64);
+                if stored {
+                    put_varint64(&mut enc, body.len() as u64);
+                    enc.push(STORED);
+                    enc.extend_from_slice(&body);
+                } else {
+                    put_frame(&mut enc, &body, 1).unwrap();
+                }
+                let dec = decode(&enc).unwrap();
+                assert_eq!(dec.len(), samples.len(), "mode {}", body[0]);
+                for (a, b) in dec.iter().zip(samples) {
+                    assert_eq!(
+                        (a.0, a.1.to_bits()),
+                        (b.0, b.1.to_bits()),
+                        "mode {}",
+                        body[0]
+                    );
+                }
+            }
+        }
         let enc = encode(samples, 3).unwrap();
         let dec = decode(&enc).unwrap();
         assert_eq!(dec.len(), samples.len());
@@ -806,6 +978,21 @@ mod tests {
             (6, 7.0),
         ]);
         round_trip(&[(1, std::f64::consts::PI), (2, 1e300), (3, 5e-324)]);
+        // Constant values around stale markers and specials (FLAG_CONST with exceptions).
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        round_trip(&[(1, 5.0), (2, stale), (3, 5.0), (4, -0.0), (5, 5.0)]);
+        round_trip(&[(1, f64::NEG_INFINITY), (2, 7.5), (3, 7.5)]);
+        round_trip(&(0..1000).map(|i| (i * 15_000, 1.6e9)).collect::<Vec<_>>());
+        // Steady counters with bursts (packed with exceptions), huge and tiny exponents.
+        let mut v = 1u64 << 40;
+        let burst: Vec<(i64, f64)> = (0..900)
+            .map(|i| {
+                v += 150_000 + (i * 7919 % 100_000) + if i % 50 == 7 { 40_000_000 } else { 0 };
+                (i as i64 * 15_000, v as f64)
+            })
+            .collect();
+        round_trip(&burst);
+        round_trip(&[(0, 1e-15), (1, 2e-15), (2, 3e-15), (3, 1e15), (4, -1e15)]);
         round_trip(&[(i64::MIN, 1e15), (i64::MAX, -1e15), (0, 123456789.123456)]);
     }
 
@@ -838,10 +1025,52 @@ mod tests {
             })
             .collect();
         let ms: Vec<i64> = samples.iter().map(|s| s.1 as i64).collect();
-        let (mode, factor, _) = value_layout(&ms);
-        assert_eq!(factor, 4096);
-        assert_eq!(mode & (FLAG_FACTOR | FLAG_MASK), FLAG_FACTOR | FLAG_MASK);
+        for (mode, factor, _) in value_layouts(&ms) {
+            assert_eq!(factor, 4096);
+            assert_eq!(mode & (FLAG_FACTOR | FLAG_MASK), FLAG_FACTOR | FLAG_MASK);
+        }
         round_trip(&samples);
+    }
+
+    fn unhex(h: &str) -> Vec<u8> {
+        (0..h.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Chunks of the first decimal encoder (zstd frames, modes without FLAG_PACK or
+    /// FLAG_CONST) still decode to what that build read, and the new encoder writes them
+    /// smaller.
+    #[test]
+    fn chunks_of_the_first_encoder_still_decode() {
+        let fixture = include_str!("testdata/decimal-v1.txt");
+        let mut ts = Vec::new();
+        let mut chunks = 0;
+        for line in fixture.lines().filter(|l| !l.starts_with('#')) {
+            let f: Vec<&str> = line.split(' ').collect();
+            match f[0] {
+                "column" => ts = decode_column(&unhex(f[1])).unwrap(),
+                _ => {
+                    let bytes = unhex(f[4]);
+                    let samples = decode_with_column(&bytes, &ts).unwrap();
+                    assert_eq!(samples.len(), f[2].parse::<usize>().unwrap());
+                    let mut h = 0xcbf2_9ce4_8422_2325u64;
+                    for &(t, v) in &samples {
+                        for x in [t as u64, v.to_bits()] {
+                            h = (h ^ x).wrapping_mul(0x100_0000_01b3);
+                        }
+                    }
+                    assert_eq!(format!("{h:016x}"), f[3], "chunk of ref {}", f[1]);
+                    let col = column_of(&bytes).unwrap();
+                    let again = encode_with_column(&samples, col, 13).unwrap();
+                    assert!(again.len() <= bytes.len(), "ref {}", f[1]);
+                    assert_eq!(decode_with_column(&again, &ts).unwrap(), samples);
+                    chunks += 1;
+                }
+            }
+        }
+        assert_eq!(chunks, 4);
     }
 
     #[test]
@@ -944,5 +1173,154 @@ mod tests {
             }
             let _ = decode_column(&bytes);
         }
+    }
+}
+
+/// Where the bytes go, on real data: a dump of `strata inspect chunks DIR --match
+/// '{__name__=~".+"}' --samples` (path in `TB_DUMP`) re-encoded series by series, bytes per
+/// sample by metric (cpu modes, network devices and histogram buckets apart) and each
+/// candidate layout's raw and compressed size for one series of each; with `TB_DECODE`,
+/// decoding of old against new layouts for `callgrind --toggle-collect='*decode_all*'`.
+/// `TB_DUMP=... cargo test --release -p strata-tsdb --lib dump_sizes -- --ignored --nocapture`
+#[cfg(test)]
+mod dump_experiment {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    #[ignore]
+    fn dump_sizes() {
+        let Ok(path) = std::env::var("TB_DUMP") else {
+            return;
+        };
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut series: Vec<(String, Vec<(i64, f64)>)> = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("  ") {
+                let mut it = rest.split(' ');
+                let t: i64 = it.next().unwrap().parse().unwrap();
+                let v: f64 = it.next().unwrap().parse().unwrap();
+                series.last_mut().unwrap().1.push((t, v));
+            } else if let Some(name) = line.strip_prefix("{__name__=\"") {
+                let name = name.split('"').next().unwrap().to_string();
+                let name = if name.contains("bucket") {
+                    let le = line
+                        .split("le=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
+                    format!("{name}{{le={le}}}")
+                } else if name.contains("network") {
+                    let m = line
+                        .split("device=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
+                    format!("{name}{{device={m}}}")
+                } else if name.contains("cpu_seconds") {
+                    let m = line
+                        .split("mode=\"")
+                        .nth(1)
+                        .unwrap()
+                        .split('"')
+                        .next()
+                        .unwrap();
+                    format!("{name}{{mode={m}}}")
+                } else {
+                    name
+                };
+                series.push((name, Vec::new()));
+            }
+        }
+        if std::env::var("TB_DECODE").is_ok() {
+            // Decode cost, old layouts (varints, zstd frame) against the new encoder's
+            // choice: callgrind --toggle-collect='*decode_all*'.
+            let ts: Vec<i64> = series[0].1.iter().map(|s| s.0).collect();
+            let same: Vec<&Vec<(i64, f64)>> = series
+                .iter()
+                .map(|s| &s.1)
+                .filter(|s| s.len() == ts.len())
+                .filter(|s| s.iter().any(|x| x.1.to_bits() != s[0].1.to_bits()))
+                .collect();
+            type Pairs<'a> = (Vec<Vec<u8>>, Vec<&'a Vec<(i64, f64)>>);
+            let (old, same): Pairs<'_> = same
+                .iter()
+                .filter_map(|s| {
+                    let (body, _) = encode_body(s, false)
+                        .into_iter()
+                        .find(|(b, _)| b[0] & (FLAG_PACK | FLAG_GAPS | FLAG_CONST) == 0)?;
+                    let mut enc = vec![Encoding::DecimalColumn as u8];
+                    put_varint64(&mut enc, s.len() as u64);
+                    put_varint64(&mut enc, 1);
+                    put_varint64(&mut enc, 1);
+                    put_frame(&mut enc, &body, 9).unwrap();
+                    Some((enc, *s))
+                })
+                .unzip();
+            let new: Vec<Vec<u8>> = same
+                .iter()
+                .map(|s| encode_with_column(s, ColumnRef { seq: 1, index: 1 }, 11).unwrap())
+                .collect();
+            #[inline(never)]
+            fn decode_all_old(chunks: &[Vec<u8>], ts: &[i64]) -> usize {
+                chunks
+                    .iter()
+                    .map(|c| decode_with_column(c, ts).unwrap().len())
+                    .sum()
+            }
+            #[inline(never)]
+            fn decode_all_new(chunks: &[Vec<u8>], ts: &[i64]) -> usize {
+                chunks
+                    .iter()
+                    .map(|c| decode_with_column(c, ts).unwrap().len())
+                    .sum()
+            }
+            let n = decode_all_old(&old, &ts) + decode_all_new(&new, &ts);
+            let sz = |v: &[Vec<u8>]| v.iter().map(|c| c.len()).sum::<usize>();
+            println!(
+                "decoded {n} samples; old {} bytes, new {}",
+                sz(&old),
+                sz(&new)
+            );
+            return;
+        }
+        let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        let (mut tb, mut ts) = (0, 0);
+        // The level compaction uses unless `TB_LEVEL` says otherwise.
+        let level: i32 = std::env::var("TB_LEVEL").map_or(11, |l| l.parse().unwrap());
+        let t0 = std::time::Instant::now();
+        for _ in 1..std::env::var("TB_REPS").map_or(1, |l| l.parse().unwrap()) {
+            for (_, s) in &series {
+                encode_with_column(s, ColumnRef { seq: 1, index: 1 }, level).unwrap();
+            }
+        }
+        for (name, s) in &series {
+            let enc = encode_with_column(s, ColumnRef { seq: 1, index: 1 }, level).unwrap();
+            let e = by.entry(name.clone()).or_default();
+            e.0 += enc.len();
+            e.1 += s.len();
+            tb += enc.len();
+            ts += s.len();
+        }
+        let el = t0.elapsed();
+        let mut seen = std::collections::HashSet::new();
+        for (name, s) in &series {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            for (body, _) in encode_body(s, false) {
+                let z = compress(&body, level).unwrap().len();
+                let mode = body[0];
+                println!("  {name:50} mode {mode:2} raw {:5} zstd {z:5}", body.len());
+            }
+        }
+        for (k, (b, n)) in &by {
+            println!("{k:60} {:.3}", *b as f64 / *n as f64);
+        }
+        println!("total {:.4} B/sample in {el:?}", tb as f64 / ts as f64);
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod bstream;
 pub mod decimal;
+pub mod pack;
 pub mod xor;
 
 pub use xor::{XorAppender, XorChunk, XorIterator};
