@@ -279,6 +279,8 @@ impl State {
 
 struct WalState {
     writer: LogWriter,
+    /// The live segment's file number.
+    number: u64,
     /// Segment length from which the next background sync is asked for.
     next_background_sync: u64,
     /// Offset up to which the segment is zero-filled ahead of the records (0: not at all).
@@ -721,6 +723,7 @@ impl Db {
             queue_cv: Condvar::new(),
             wal: Mutex::new(WalState {
                 writer,
+                number: wal_number,
                 next_background_sync: WAL_BYTES_PER_SYNC,
                 preallocated: 0,
                 alloc: None,
@@ -970,16 +973,26 @@ impl Db {
             fs.link(&from, &to)
                 .context(|| format!("linking {} to {}", from.display(), to.display()))?;
         }
+        // The live segment up to its last record (every write acknowledged so far): not the
+        // space allocated ahead, which would read as a torn tail before the records of a
+        // later segment if a switch came during the copy, nor later segments.
+        let (live, live_len) = {
+            let wal = lock(&inner.wal);
+            (wal.number, wal.writer.len())
+        };
         let names = fs
             .list_dir(&inner.dir)
             .context(|| format!("listing {}", inner.dir.display()))?;
         for name in names {
             if let Some(FileType::Wal(n)) = filename::parse_file_name(&name) {
-                if n >= state.log_number {
+                if n >= state.log_number && n <= live {
                     let from = inner.dir.join(&name);
-                    let data = fs
-                        .read_file(&from)
-                        .context(|| format!("reading {}", from.display()))?;
+                    let data = if n == live {
+                        fs.open(&from).and_then(|f| f.read_at(0, live_len as usize))
+                    } else {
+                        fs.read_file(&from)
+                    }
+                    .context(|| format!("reading {}", from.display()))?;
                     let to = target.join(&name);
                     let mut w = fs
                         .create(&to)
@@ -1664,6 +1677,7 @@ impl DbInner {
                 self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
             }
             wal.writer = writer;
+            wal.number = number;
             wal.next_background_sync = WAL_BYTES_PER_SYNC;
             wal.preallocated = 0;
             // Space ahead is asked for by the first write into it.
