@@ -7,7 +7,8 @@
 //!   fsync if any of them asked for it), inserts them into the memtable and wakes them.
 //!   Only the leader touches `wal` and switches memtables.
 //! - One background thread flushes frozen memtables into L0 tables and records them in the
-//!   manifest.
+//!   manifest; another (the WAL thread) syncs the live WAL segment in the background,
+//!   allocates space ahead of its records and creates the next segment ahead.
 //! - Readers take a consistent [`SuperVersion`] (memtables + table set) under `state` for a
 //!   moment, then read without any lock. Sequence numbers make the view exact: a reader
 //!   sees only entries with a sequence number `<= visible_seq` at the time it started.
@@ -21,7 +22,7 @@ use crate::compaction::{picker, BusySet, Compaction, CompactionReason};
 use crate::db_iter::{DbIterator, Scan, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{self, FileType};
-use crate::fs::{BackgroundSync, FileLock, FileSystem};
+use crate::fs::{BackgroundAllocate, BackgroundSync, FileLock, FileSystem};
 use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
@@ -42,7 +43,7 @@ use std::time::{Duration, Instant};
 /// Largest group of batches (in bytes) one leader commits at once.
 const MAX_GROUP_BYTES: usize = 1 << 20;
 
-/// Unsynced WAL bytes after which the flush thread syncs the segment in the background:
+/// Unsynced WAL bytes after which the WAL thread syncs the segment in the background:
 /// the fsync at a memtable switch, which the writers wait for, then finds at most about
 /// this much left to write (it used to find the whole segment, tens of milliseconds).
 const WAL_BYTES_PER_SYNC: u64 = 8 << 20;
@@ -51,6 +52,15 @@ const WAL_BYTES_PER_SYNC: u64 = 8 << 20;
 /// synced write into them costs one fdatasync of data alone (measured ~30% faster on ext4
 /// than one that also grows the file); once per this many bytes one pays for the growth.
 const WAL_PREALLOCATE_CHUNK: u64 = 1 << 20;
+
+/// Bytes of the live WAL segment the WAL thread keeps allocated and loaded into the page
+/// cache ahead of its records (see [`BackgroundAllocate`]), asked for again whenever fewer
+/// than [`WAL_FILL_LOW`] are left: the writers' `write(2)` then neither allocates disk
+/// blocks (whose delayed allocation in writeback blocked it for milliseconds behind the
+/// inode lock) nor page-cache pages (a first touch of memory the VM host has not backed yet
+/// costs ~8 µs: 1 write in 30 paid it, which made the 5M-key fills' P99).
+const WAL_FILL_AHEAD: u64 = 8 << 20;
+const WAL_FILL_LOW: u64 = 6 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The engine's state is only mutated in small sections that cannot panic half-way, so
@@ -163,12 +173,72 @@ struct State {
     busy: BusySet,
     /// Per level: the largest user key of the last compaction, to go round-robin.
     cursors: Vec<Vec<u8>>,
-    /// A background sync of the WAL segment asked for by a writer, for the flush thread.
+    /// A background sync of the WAL segment asked for by a writer, for the WAL thread.
     wal_syncer: Option<Box<dyn BackgroundSync>>,
-    /// The active memtable is half full: the flush thread should create the next WAL
+    /// Space ahead of the live WAL segment's records asked for by a writer, for the WAL
+    /// thread.
+    wal_fill: Option<FillJob>,
+    /// The active memtable is half full: the WAL thread should create the next WAL
     /// segment. Asked once per memtable (`next_wal_asked`).
     prepare_wal: bool,
     next_wal_asked: bool,
+}
+
+/// A WAL segment's background allocator, shared by the leader and the WAL thread.
+struct SegmentAllocator {
+    handle: Box<dyn BackgroundAllocate>,
+    /// Set (under this lock) when the segment stops being the live one, before its zeros
+    /// are cut off; allocations happen under it, so none can grow the segment afterwards
+    /// (zeros at the end of a segment followed by another would read as mid-log damage).
+    retired: Mutex<bool>,
+}
+
+impl SegmentAllocator {
+    fn new(handle: Box<dyn BackgroundAllocate>) -> Arc<SegmentAllocator> {
+        Arc::new(SegmentAllocator {
+            handle,
+            retired: Mutex::new(false),
+        })
+    }
+
+    /// Allocates and loads `from..to` unless the segment was retired; false if it was, or
+    /// if allocating failed (then the segment is retired: only speed is lost).
+    fn fill(&self, from: u64, to: u64) -> bool {
+        {
+            let mut retired = lock(&self.retired);
+            if *retired {
+                return false;
+            }
+            if let Err(e) = self.handle.allocate(from, to) {
+                tracing::debug!(error = %e, "allocating WAL space ahead failed");
+                *retired = true;
+                return false;
+            }
+        }
+        // Outside the lock: loading takes a while, changes nothing, and loads nothing of a
+        // range cut off meanwhile.
+        if let Err(e) = self.handle.load(from, to) {
+            tracing::debug!(error = %e, "loading WAL space ahead failed");
+        }
+        true
+    }
+
+    fn retire(&self) {
+        *lock(&self.retired) = true;
+    }
+}
+
+/// Space `from..to` of a live segment for the WAL thread to allocate and load.
+struct FillJob {
+    alloc: Arc<SegmentAllocator>,
+    from: u64,
+    to: u64,
+}
+
+/// A WAL segment created ahead of the memtable switch that will write into it.
+struct PreparedSegment {
+    number: u64,
+    writer: LogWriter,
 }
 
 impl State {
@@ -209,14 +279,56 @@ impl State {
 
 struct WalState {
     writer: LogWriter,
+    /// The live segment's file number.
+    number: u64,
     /// Segment length from which the next background sync is asked for.
     next_background_sync: u64,
     /// Offset up to which the segment is zero-filled ahead of the records (0: not at all).
     preallocated: u64,
-    /// The next segment, created ahead by the flush thread (header written, directory
-    /// entry synced) so that a memtable switch does not wait for that; see
-    /// [`DbInner::prepare_next_wal`].
-    next: Option<(u64, LogWriter)>,
+    /// The segment's background allocator, once space ahead was asked for.
+    alloc: Option<Arc<SegmentAllocator>>,
+    /// Offset up to which space ahead was asked for (`u64::MAX`: never ask, under strict
+    /// recovery or without an allocator).
+    fill_asked: u64,
+    /// The next segment, created ahead by the WAL thread (header written, directory entry
+    /// synced) so that a memtable switch does not wait for that;
+    /// see [`DbInner::prepare_next_wal`].
+    next: Option<PreparedSegment>,
+}
+
+impl WalState {
+    /// Leader only: asks for space ahead of the records once fewer than [`WAL_FILL_LOW`]
+    /// bytes are left (one comparison otherwise).
+    fn fill_job(&mut self) -> Option<FillJob> {
+        let len = self.writer.len();
+        if self.fill_asked >= len.saturating_add(WAL_FILL_LOW) {
+            return None;
+        }
+        let alloc = match &self.alloc {
+            Some(a) => a.clone(),
+            None => match self.writer.background_allocator() {
+                Some(h) => self.alloc.insert(SegmentAllocator::new(h)).clone(),
+                None => {
+                    self.fill_asked = u64::MAX;
+                    return None;
+                }
+            },
+        };
+        let from = self.fill_asked.max(len);
+        let to = len + WAL_FILL_AHEAD;
+        self.fill_asked = to;
+        Some(FillJob { alloc, from, to })
+    }
+
+    /// Leader only: the segment stops being the live one; no allocation ahead of it from
+    /// now on. True if it may have grown past its records.
+    fn retire(&mut self) -> bool {
+        let grown = self.preallocated > 0 || self.alloc.is_some();
+        if let Some(a) = self.alloc.take() {
+            a.retire();
+        }
+        grown
+    }
 }
 
 enum Request {
@@ -306,7 +418,7 @@ struct DbInner {
 /// [`WriteBatch`], also across crashes.
 pub struct Db {
     inner: Arc<DbInner>,
-    /// The flush thread and the compaction threads; empty once closed.
+    /// The flush, WAL and compaction threads; empty once closed.
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -602,6 +714,7 @@ impl Db {
                 busy: BusySet::default(),
                 cursors: vec![Vec::new(); NUM_LEVELS],
                 wal_syncer: None,
+                wal_fill: None,
                 prepare_wal: false,
                 next_wal_asked: false,
             }),
@@ -610,8 +723,11 @@ impl Db {
             queue_cv: Condvar::new(),
             wal: Mutex::new(WalState {
                 writer,
+                number: wal_number,
                 next_background_sync: WAL_BYTES_PER_SYNC,
                 preallocated: 0,
+                alloc: None,
+                fill_asked: fill_start(&opts),
                 next: None,
             }),
             manifest: Mutex::new(manifest_writer),
@@ -632,6 +748,13 @@ impl Db {
                 .name("strata-flush".into())
                 .spawn(move || bg.flush_loop())
                 .context(|| "spawning flush thread".to_string())?,
+        );
+        let bg = inner.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("strata-wal".into())
+                .spawn(move || bg.wal_loop())
+                .context(|| "spawning WAL thread".to_string())?,
         );
         for i in 0..inner.opts.compaction.background_threads {
             let bg = inner.clone();
@@ -850,18 +973,30 @@ impl Db {
             fs.link(&from, &to)
                 .context(|| format!("linking {} to {}", from.display(), to.display()))?;
         }
+        // The live segment up to its last record (every write acknowledged so far): not the
+        // space allocated ahead, which would read as a torn tail before the records of a
+        // later segment if a switch came during the copy, nor later segments.
+        let (live, live_len) = {
+            let wal = lock(&inner.wal);
+            (wal.number, wal.writer.len())
+        };
         let names = fs
             .list_dir(&inner.dir)
             .context(|| format!("listing {}", inner.dir.display()))?;
         for name in names {
             if let Some(FileType::Wal(n)) = filename::parse_file_name(&name) {
-                if n >= state.log_number {
+                if n >= state.log_number && n <= live {
                     let from = inner.dir.join(&name);
-                    let data = match fs.read_file(&from) {
+                    let read = if n == live {
+                        fs.open(&from).and_then(|f| f.read_at(0, live_len as usize))
+                    } else {
+                        fs.read_file(&from)
+                    };
+                    let data = match read {
                         Ok(data) => data,
-                        // Only a segment created ahead and never written to can vanish
-                        // here (a stale or second one, removed without the manifest
-                        // lock); live segments go only after a flush's edit.
+                        // Only a stale segment created ahead and never written to can
+                        // vanish here (removed without the manifest lock); live segments go
+                        // only after a flush's edit.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(e).context(|| format!("reading {}", from.display())),
                     };
@@ -943,11 +1078,21 @@ impl Db {
         // A segment created ahead and never written: not left behind (it would replay as
         // empty, and wait for the next flush to be deleted).
         let unused = lock(&self.inner.wal).next.take();
-        if let Some((n, _)) = unused {
+        if let Some(p) = unused {
             remove_quietly(
                 self.inner.fs.as_ref(),
-                &filename::wal_path(&self.inner.dir, n),
+                &filename::wal_path(&self.inner.dir, p.number),
             );
+        }
+        // Nor zeros after the live segment's records (a reopen would read them as a torn
+        // tail and warn).
+        {
+            let mut wal = lock(&self.inner.wal);
+            if wal.retire() && !wal.writer.has_failed() {
+                if let Err(e) = wal.writer.trim().and_then(|()| wal.writer.sync()) {
+                    tracing::warn!(error = %e, "cutting the WAL's space ahead at close failed");
+                }
+            }
         }
         match flushed {
             Err(Error::ReadOnly(_)) | Err(Error::NoSpace(_)) | Err(Error::Closed) | Ok(()) => {
@@ -1015,6 +1160,15 @@ impl Drop for Db {
         if let Err(e) = self.shutdown() {
             tracing::error!(error = %e, "closing database on drop failed");
         }
+    }
+}
+
+/// [`WalState::fill_asked`] of a new segment: space ahead reads as a torn tail after a
+/// crash, which strict recovery would refuse.
+fn fill_start(opts: &Options) -> u64 {
+    match opts.wal_recovery {
+        WalRecoveryMode::TolerateTail => 0,
+        WalRecoveryMode::Strict => u64::MAX,
     }
 }
 
@@ -1305,6 +1459,7 @@ impl DbInner {
             let mut wal = lock(&self.wal);
             let mut syncer = None;
             let before = wal.writer.len();
+            let fill = wal.fill_job();
             // Zeros ahead of synced writes, unless recovery is strict (a zero tail left by a
             // crash would then refuse to open instead of reading as a torn tail).
             if sync && self.opts.wal_recovery == WalRecoveryMode::TolerateTail {
@@ -1350,14 +1505,27 @@ impl DbInner {
                 syncer = wal.writer.background_syncer();
             }
             leader_add(&self.counters.wal_bytes_written, wal.writer.len() - before);
-            Ok(syncer)
+            Ok((syncer, fill))
         })();
         match wal_result {
-            Ok(Some(syncer)) => {
-                lock(&self.state).wal_syncer = Some(syncer);
+            Ok((None, None)) => {}
+            Ok((syncer, fill)) => {
+                let mut st = lock(&self.state);
+                if syncer.is_some() {
+                    st.wal_syncer = syncer;
+                }
+                if let Some(mut f) = fill {
+                    // A job not yet taken covers the start of this one.
+                    if let Some(old) = st.wal_fill.take() {
+                        if Arc::ptr_eq(&old.alloc, &f.alloc) {
+                            f.from = f.from.min(old.from);
+                        }
+                    }
+                    st.wal_fill = Some(f);
+                }
+                drop(st);
                 self.bg_cv.notify_all();
             }
-            Ok(None) => {}
             Err(e) => {
                 // The WAL may now hold part of the group. After a failed fsync we can no
                 // longer promise what is durable: read-only (reads continue; reopening
@@ -1479,43 +1647,48 @@ impl DbInner {
     /// failed: its memtable is flushed before anything is written to the new one).
     fn switch_memtable_inner(&self, sync_old: bool) -> Result<()> {
         let current = lock(&self.state).mem_wal;
-        // A segment prepared ahead, if the flush thread got to it (and numbered after the
+        // A segment prepared ahead, if the WAL thread got to it (and numbered after the
         // current one: segments are replayed in number order).
         let prepared = lock(&self.wal).next.take();
         let prepared = match prepared {
-            Some((n, w)) if n > current => Some((n, w)),
-            Some((n, _)) => {
-                remove_quietly(self.fs.as_ref(), &filename::wal_path(&self.dir, n));
+            Some(p) if p.number > current => Some(p),
+            Some(p) => {
+                remove_quietly(self.fs.as_ref(), &filename::wal_path(&self.dir, p.number));
                 None
             }
             None => None,
         };
         let number = match &prepared {
-            Some((n, _)) => *n,
+            Some(p) => p.number,
             None => lock(&self.state).new_file_number(),
         };
         let path = filename::wal_path(&self.dir, number);
         let result = (|| {
             let writer = match prepared {
-                Some((_, w)) => w,
+                Some(p) => p.writer,
                 None => self.create_wal_segment(&path)?,
             };
             let mut wal = lock(&self.wal);
+            // No space is allocated ahead of the old segment from here on.
+            let grown = wal.retire();
             // The old segment must be durable before anything in the new one is: a synced
             // write there must never stand after a hole in the log (recovery would refuse
             // the damaged segment, or lose the writes before the synced one).
             if sync_old {
                 // Zeros after the last record would read as a torn tail, which recovery
                 // refuses before a later segment: cut them (the fsync covers the size).
-                if wal.preallocated > 0 {
+                if grown {
                     wal.writer.trim()?;
                 }
                 wal.writer.sync()?;
                 self.counters.wal_syncs.fetch_add(1, Ordering::Relaxed);
             }
             wal.writer = writer;
+            wal.number = number;
             wal.next_background_sync = WAL_BYTES_PER_SYNC;
             wal.preallocated = 0;
+            // Space ahead is asked for by the first write into it.
+            wal.fill_asked = fill_start(&self.opts);
             Ok(())
         })();
         let mut st = lock(&self.state);
@@ -1551,17 +1724,21 @@ impl DbInner {
         Ok(writer)
     }
 
-    /// Flush thread: creates WAL segment `number` ahead of the memtable switch that will
+    /// WAL thread: creates WAL segment `number` ahead of the memtable switch that will
     /// write into it (the switch otherwise waited ~5 ms for the file and the directory
     /// fsync). Until then the segment holds only its header, which recovery replays as
-    /// empty. A failure only costs the switch that time: it creates the segment itself.
+    /// empty. A failure only costs the switch
+    /// that time: it creates the segment itself.
     fn prepare_next_wal(&self, number: u64) {
         let path = filename::wal_path(&self.dir, number);
         match self.create_wal_segment(&path) {
             Ok(writer) => {
+                // No space ahead yet: if the switch comes first and makes its own segment,
+                // this one is left unused until the next switch deletes it, and zeros in it
+                // would read as damage before the later segment's records.
                 let mut wal = lock(&self.wal);
                 if wal.next.is_none() {
-                    wal.next = Some((number, writer));
+                    wal.next = Some(PreparedSegment { number, writer });
                     return;
                 }
                 drop(wal);
@@ -1673,10 +1850,39 @@ impl DbInner {
     }
 
     fn flush_loop(&self) {
+        loop {
+            let (mem, number) = {
+                let mut st = lock(&self.state);
+                loop {
+                    if st.abandoned {
+                        return;
+                    }
+                    if st.bg_error.is_none() {
+                        if let Some(f) = st.imm.front() {
+                            let mem = f.mem.clone();
+                            break (mem, st.new_file_number());
+                        }
+                    }
+                    if st.closing {
+                        return;
+                    }
+                    st = wait(&self.bg_cv, st);
+                }
+            };
+            if let Err(e) = self.flush_one(&mem, number) {
+                self.set_bg_error(&e);
+            }
+        }
+    }
+
+    /// The WAL thread: the live segment's background syncs and space ahead, and the next
+    /// segment. Its own thread, not the flush thread's, because a flush takes seconds and
+    /// the writers need these within milliseconds.
+    fn wal_loop(&self) {
         enum Work {
-            Flush(Arc<Memtable>, u64),
-            SyncWal(Box<dyn BackgroundSync>),
-            PrepareWal(u64),
+            Fill(FillJob),
+            Sync(Box<dyn BackgroundSync>),
+            Prepare(u64),
         }
         loop {
             let work = {
@@ -1686,18 +1892,18 @@ impl DbInner {
                         return;
                     }
                     if st.bg_error.is_none() {
-                        // First: it is quick, and a switch may be about to wait for it.
-                        if let Some(s) = st.wal_syncer.take() {
-                            break Work::SyncWal(s);
+                        // First: quick, and the writers run into the space soon.
+                        if let Some(f) = st.wal_fill.take() {
+                            break Work::Fill(f);
                         }
-                        // Also quick, and due before the memtable fills up.
+                        // A switch may be about to wait for it.
+                        if let Some(s) = st.wal_syncer.take() {
+                            break Work::Sync(s);
+                        }
+                        // Due before the memtable fills up.
                         if st.prepare_wal && !st.closing {
                             st.prepare_wal = false;
-                            break Work::PrepareWal(st.new_file_number());
-                        }
-                        if let Some(f) = st.imm.front() {
-                            let mem = f.mem.clone();
-                            break Work::Flush(mem, st.new_file_number());
+                            break Work::Prepare(st.new_file_number());
                         }
                     }
                     if st.closing {
@@ -1706,15 +1912,14 @@ impl DbInner {
                     st = wait(&self.bg_cv, st);
                 }
             };
-            let result = match work {
-                Work::Flush(mem, number) => self.flush_one(&mem, number),
-                Work::PrepareWal(number) => {
-                    self.prepare_next_wal(number);
-                    Ok(())
+            match work {
+                Work::Fill(f) => {
+                    f.alloc.fill(f.from, f.to);
                 }
+                Work::Prepare(number) => self.prepare_next_wal(number),
                 // A failed fsync may have dropped pages of acknowledged writes: never
                 // recoverable, whatever its error code (as in the write path).
-                Work::SyncWal(s) => {
+                Work::Sync(s) => {
                     let r = s.sync().map_err(|e| Error::Io {
                         context: format!("background sync of the WAL failed: {e}"),
                         source: std::io::Error::other("fsync"),
@@ -1722,11 +1927,10 @@ impl DbInner {
                     self.counters
                         .wal_background_syncs
                         .fetch_add(1, Ordering::Relaxed);
-                    r
+                    if let Err(e) = r {
+                        self.set_bg_error(&e);
+                    }
                 }
-            };
-            if let Err(e) = result {
-                self.set_bg_error(&e);
             }
         }
     }

@@ -100,3 +100,81 @@ fn synced_writes_preallocate_and_recovery_reads_past_nothing() {
         assert!(live_wal_len(dir.path()) < 1 << 10);
     }
 }
+
+fn wal_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
+
+/// The WAL thread allocates space ahead of the live segment's records (it reads as zeros):
+/// after a kill the zeros are the end of the log and every write comes back, including
+/// across memtable switches (a segment followed by another never ends in zeros, or the
+/// reopen would refuse it). Strict recovery gets no space ahead, and a clean close cuts it.
+#[test]
+fn space_ahead_of_unsynced_writes_reads_as_the_end_of_the_log() {
+    use strata_kv::WalRecoveryMode;
+    for mode in [WalRecoveryMode::TolerateTail, WalRecoveryMode::Strict] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = || Options {
+            wal_recovery: mode,
+            // Several switches: about 6 MiB of WAL below.
+            write_buffer_size: 1 << 20,
+            ..Options::default()
+        };
+        const N: u32 = 25_000;
+        let db = Db::open(dir.path(), opts()).expect("open");
+        for i in 0..N {
+            db.put(key(i), value(i)).expect("put");
+        }
+        // The live segment (the largest: the one after it, if any, was created ahead and
+        // holds a header): its records are far fewer than the space the WAL thread gets
+        // ahead of them (asked for by the first write).
+        let largest = || {
+            wal_segments(dir.path())
+                .into_iter()
+                .max_by_key(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+                .expect("a segment")
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let grown = || std::fs::metadata(largest()).map_or(0, |m| m.len()) >= 4 << 20;
+        while mode == WalRecoveryMode::TolerateTail && !grown() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let segments = wal_segments(dir.path());
+        let bytes = std::fs::read(largest()).expect("read");
+        if mode == WalRecoveryMode::TolerateTail {
+            assert!(bytes.len() >= 4 << 20, "live WAL of {} bytes", bytes.len());
+            assert!(bytes[bytes.len() - (1 << 20)..].iter().all(|&b| b == 0));
+        } else {
+            assert!(bytes.len() < 2 << 20, "live WAL of {} bytes", bytes.len());
+        }
+        assert!(db.stats().flushes >= 1 || segments.len() > 1);
+        db.abandon();
+        let db = Db::open(dir.path(), opts()).expect("reopen after a kill");
+        for i in (0..N).step_by(97).chain([N - 1]) {
+            assert_eq!(db.get(key(i)).expect("get"), Some(value(i)), "key {i}");
+        }
+        assert_eq!(db.scan::<&[u8]>(..).count(), N as usize);
+        // Writes into a fresh segment, then a clean close: no zeros left behind.
+        for i in N..N + 100 {
+            db.put(key(i), value(i)).expect("put");
+        }
+        db.close().expect("close");
+        for seg in wal_segments(dir.path()) {
+            let len = std::fs::metadata(&seg).expect("metadata").len();
+            assert!(
+                len < 1 << 20,
+                "{} of {len} bytes after close",
+                seg.display()
+            );
+        }
+        let db = Db::open(dir.path(), opts()).expect("reopen after close");
+        assert_eq!(db.scan::<&[u8]>(..).count(), N as usize + 100);
+        db.close().expect("close");
+    }
+}

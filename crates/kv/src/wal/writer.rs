@@ -2,7 +2,7 @@
 
 use super::format::{encode_file_header, encode_record_header, MAX_RECORD_SIZE};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{BackgroundSync, WritableFile};
+use crate::fs::{BackgroundAllocate, BackgroundSync, WritableFile};
 use std::io;
 
 /// Writes a log file: the header, then one framed record per [`LogWriter::add_record`].
@@ -113,6 +113,16 @@ impl LogWriter {
             return None;
         }
         self.file.background_syncer()
+    }
+
+    /// A handle that prepares, from another thread, space ahead of the records (see
+    /// [`WritableFile::background_allocator`]); none once the writer has failed. What it
+    /// allocates reads as zeros: a torn tail, like [`LogWriter::preallocate`]'s.
+    pub fn background_allocator(&self) -> Option<Box<dyn BackgroundAllocate>> {
+        if self.failed {
+            return None;
+        }
+        self.file.background_allocator()
     }
 
     /// Bytes written to the file so far, header included.
