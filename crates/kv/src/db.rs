@@ -988,7 +988,10 @@ impl Db {
                 if n >= state.log_number && n <= live {
                     let from = inner.dir.join(&name);
                     let read = if n == live {
-                        fs.open(&from).and_then(|f| f.read_at(0, live_len as usize))
+                        // Capped at the file: after a failed append, `len` counts bytes
+                        // that never reached it (a torn tail, as after a crash).
+                        fs.open(&from)
+                            .and_then(|f| f.read_at(0, live_len.min(f.len()) as usize))
                     } else {
                         fs.read_file(&from)
                     };
