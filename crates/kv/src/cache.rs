@@ -72,6 +72,8 @@ pub struct BlockCache {
     misses: AtomicU64,
     inserts: AtomicU64,
     detached: AtomicU64,
+    /// Bytes of the readahead windows alive whose blocks may be cached here.
+    window_total: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -100,7 +102,14 @@ impl BlockCache {
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
             detached: AtomicU64::new(0),
+            window_total: Arc::default(),
         }
+    }
+
+    /// The running total that readahead windows whose blocks may be cached here count
+    /// themselves in (see [`BlockCache::insert`]).
+    pub fn window_total(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.window_total.clone()
     }
 
     /// A fresh table id, never returned before by this cache. Each opened table takes one.
@@ -135,8 +144,22 @@ impl BlockCache {
     /// Caches `block` as the block at `offset` of table `table_id`, evicting others as
     /// needed to stay within the capacity. The block must have passed all checks. A no-op
     /// if caching is disabled.
+    ///
+    /// A block cut from a shared readahead window is charged its own bytes only, yet keeps
+    /// the whole window alive; blocks whose window-mates were evicted without a hit would
+    /// pin memory nobody is charged for. So while the windows alive that feed this cache
+    /// ([`BlockCache::window_total`]) add up to more than its capacity, such a block is
+    /// cached as a copy: the memory cached blocks hold stays under twice the capacity.
     pub fn insert(&self, table_id: u64, offset: u64, block: Arc<Block>) {
         if let Some(c) = &self.cache {
+            let block = if block.in_shared_window()
+                && self.window_total.load(Ordering::Relaxed) > self.capacity
+            {
+                self.detached.fetch_add(1, Ordering::Relaxed);
+                Arc::new(block.detached())
+            } else {
+                block
+            };
             c.insert((table_id, offset), block);
             self.inserts.fetch_add(1, Ordering::Relaxed);
         }

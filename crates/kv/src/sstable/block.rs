@@ -189,6 +189,11 @@ impl Block {
             .is_some_and(|(w, _)| w.live.load(AtomicOrdering::Relaxed) * 2 < w.len)
     }
 
+    /// True if the block is a slice of a shared readahead window.
+    pub fn in_shared_window(&self) -> bool {
+        self.window.is_some()
+    }
+
     /// The same block in an allocation of its own (a copy of its contents).
     pub fn detached(&self) -> Block {
         Block {
@@ -291,6 +296,14 @@ impl Block {
     }
 }
 
+impl Drop for SharedWindow {
+    fn drop(&mut self) {
+        if let Some(t) = &self.total {
+            t.fetch_sub(self.len, AtomicOrdering::Relaxed);
+        }
+    }
+}
+
 impl Drop for Block {
     fn drop(&mut self) {
         if let Some((w, stored)) = &self.window {
@@ -307,14 +320,26 @@ impl Drop for Block {
 pub struct SharedWindow {
     len: usize,
     live: AtomicUsize,
+    /// Bytes of all windows alive that feed a block cache, this one included while it
+    /// lives (see [`crate::cache::BlockCache::insert`]).
+    total: Option<Arc<AtomicUsize>>,
 }
 
 impl SharedWindow {
     /// Accounting for a window of `len` bytes, no block cut from it yet.
     pub fn new(len: usize) -> Arc<SharedWindow> {
+        Self::counted(len, None)
+    }
+
+    /// As [`SharedWindow::new`], adding `len` to `total` until the window is freed.
+    pub fn counted(len: usize, total: Option<Arc<AtomicUsize>>) -> Arc<SharedWindow> {
+        if let Some(t) = &total {
+            t.fetch_add(len, AtomicOrdering::Relaxed);
+        }
         Arc::new(SharedWindow {
             len,
             live: AtomicUsize::new(0),
+            total,
         })
     }
 

@@ -14,7 +14,7 @@ use crate::iterator::InternalIterator;
 use crate::key::{compare_internal, parse_internal_key, seek_key, user_key, Lookup};
 use bytes::Bytes;
 use std::cmp::Ordering;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 /// One index key in this many is kept in the table's [`RestartSample`]: about 1/16 of
@@ -283,7 +283,12 @@ impl Table {
                 if len == total {
                     (self.file.read_at(start, len).context(context)?.into(), None)
                 } else {
-                    ra.fill(self.file.as_ref(), start, len).context(context)?;
+                    let counted = match (&self.cache, cache_use) {
+                        (Some((cache, _)), CacheUse::Fill) => Some(cache.window_total()),
+                        _ => None,
+                    };
+                    ra.fill(self.file.as_ref(), start, len, counted)
+                        .context(context)?;
                     let raw = ra.cut(handle, total).ok_or_else(|| {
                         Error::corruption(&*self.file_name, handle.offset, "short read")
                     })?;
@@ -507,12 +512,18 @@ impl Readahead {
 
     /// Reads `len` bytes at `start` into a fresh window (the previous one lives on in
     /// the blocks cut from it). On error the window is empty.
-    fn fill(&mut self, file: &dyn RandomAccessFile, start: u64, len: usize) -> std::io::Result<()> {
+    fn fill(
+        &mut self,
+        file: &dyn RandomAccessFile,
+        start: u64,
+        len: usize,
+        total: Option<Arc<AtomicUsize>>,
+    ) -> std::io::Result<()> {
         self.buf = Bytes::new();
         self.share = None;
         self.buf_offset = start;
         self.buf = file.read_at(start, len)?.into();
-        self.share = Some(SharedWindow::new(len));
+        self.share = Some(SharedWindow::counted(len, total));
         Ok(())
     }
 

@@ -932,22 +932,27 @@ fn fs_table_data_bytes(fs: &MemFs, path: &str) -> u64 {
 }
 
 #[test]
-fn evicted_window_blocks_free_the_window_and_hot_ones_are_detached() {
+fn a_cache_smaller_than_the_scans_windows_keeps_copies_and_pins_no_window() {
     let fs = MemFs::new();
     let entries = uncompressed_table(&fs, "/w.sst", 6);
-    // Room for a few blocks only: a scan evicts most of what it cached.
+    // Room for a few blocks only, less than one readahead window: a block cached as a
+    // slice would keep a whole window alive for the few bytes it is charged.
     let cache = Arc::new(BlockCache::new(8 << 10));
     let table = open_cached(&fs, "/w.sst", &cache).unwrap();
-    assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
+    let mut it = table.iter();
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    let stats = cache.stats();
     assert!(cache.usage_bytes() <= 8 << 10);
-    // Hits on survivors whose windows are now mostly evicted replace them by copies.
+    assert!(stats.inserts > 1, "{stats:?}");
+    // Every block but the ones read before the first window came from a window and was
+    // cached as a copy.
+    assert!(stats.detached + 1 >= stats.inserts, "{stats:?}");
+    drop(it);
+    // No cached block holds a window: all of them are freed with the iterator.
+    assert_eq!(cache.window_total().load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Cached copies still answer reads.
     let last = crate::key::user_key(&entries[entries.len() - 1].0);
-    let before = cache.stats();
     assert!(table.get(last, 5).unwrap().is_some());
-    let after = cache.stats();
-    assert_eq!(after.hits, before.hits + 1, "{after:?}");
-    assert_eq!(after.detached, before.detached + 1, "{after:?}");
-    // The copy is served from then on.
     assert!(table.get(last, 5).unwrap().is_some());
-    assert_eq!(cache.stats().detached, after.detached);
+    assert!(cache.stats().hits >= 1);
 }
