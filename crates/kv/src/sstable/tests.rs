@@ -949,7 +949,12 @@ fn a_cache_smaller_than_the_scans_windows_keeps_copies_and_pins_no_window() {
     assert!(stats.detached + 1 >= stats.inserts, "{stats:?}");
     drop(it);
     // No cached block holds a window: all of them are freed with the iterator.
-    assert_eq!(cache.window_total().load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        cache
+            .window_total()
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
     // Cached copies still answer reads.
     let last = crate::key::user_key(&entries[entries.len() - 1].0);
     assert!(table.get(last, 5).unwrap().is_some());
