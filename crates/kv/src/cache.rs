@@ -206,16 +206,7 @@ mod tests {
     use crate::sstable::block::{BlockBuilder, SharedWindow};
 
     fn block(n: usize, value_len: usize) -> Arc<Block> {
-        let mut b = BlockBuilder::new(16);
-        for i in 0..n {
-            let k = crate::key::internal_key(
-                format!("k{i:06}").as_bytes(),
-                1,
-                crate::key::ValueKind::Value,
-            );
-            b.add(&k, &vec![b'v'; value_len]);
-        }
-        Arc::new(Block::new(b.finish(), "t", 0).unwrap())
+        Arc::new(Block::new(contents(n, value_len), "t", 0).unwrap())
     }
 
     #[test]
