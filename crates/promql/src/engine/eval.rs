@@ -182,6 +182,16 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// The time each step of `grid` evaluates a selector or subquery at: the step, or the
+    /// `@` time, minus the offset.
+    fn step_times(&self, at: &Option<AtModifier>, offset: &Option<Offset>, grid: Grid) -> Vec<i64> {
+        let off = offset_ms(offset);
+        let at = self.at_ms(at);
+        (0..grid.len())
+            .map(|i| at.unwrap_or(grid.ts(i)) - off)
+            .collect()
+    }
+
     /// Evaluates `expr` at every step of `grid`.
     ///
     /// Sample accounting tracks what is held at once, as Prometheus: while a node is
@@ -241,11 +251,7 @@ impl<'a> Evaluator<'a> {
                 if step <= 0 {
                     return eval_err("zero or negative subquery step");
                 }
-                let off = offset_ms(&sq.offset);
-                let at = self.at_ms(&sq.at);
-                let ends: Vec<i64> = (0..grid.len())
-                    .map(|i| at.unwrap_or(grid.ts(i)) - off)
-                    .collect();
+                let ends = self.step_times(&sq.at, &sq.offset, grid);
                 let (Some(&min_end), Some(&max_end)) = (ends.iter().min(), ends.iter().max())
                 else {
                     return Ok(EvalValue::Matrix(RangeArg {
@@ -387,10 +393,7 @@ impl<'a> Evaluator<'a> {
         grid: Grid,
         timestamps: bool,
     ) -> Result<Vec<StepSeries>> {
-        let off = offset_ms(&vs.offset);
-        let at = self.at_ms(&vs.at);
-        let n = grid.len();
-        let times: Vec<i64> = (0..n).map(|i| at.unwrap_or(grid.ts(i)) - off).collect();
+        let times = self.step_times(&vs.at, &vs.offset, grid);
         let (Some(&mint), Some(&maxt)) = (times.iter().min(), times.iter().max()) else {
             return Ok(Vec::new());
         };
@@ -455,11 +458,7 @@ impl<'a> Evaluator<'a> {
         range: i64,
         grid: Grid,
     ) -> Result<RangeArg> {
-        let off = offset_ms(&vs.offset);
-        let at = self.at_ms(&vs.at);
-        let ends: Vec<i64> = (0..grid.len())
-            .map(|i| at.unwrap_or(grid.ts(i)) - off)
-            .collect();
+        let ends = self.step_times(&vs.at, &vs.offset, grid);
         let (Some(&mint), Some(&maxt)) = (ends.iter().min(), ends.iter().max()) else {
             return Ok(RangeArg {
                 series: Vec::new(),
@@ -504,11 +503,7 @@ impl<'a> Evaluator<'a> {
         if !vs.matchers.or_matchers.is_empty() {
             return Ok(None);
         }
-        let off = offset_ms(&vs.offset);
-        let at = self.at_ms(&vs.at);
-        let ends: Vec<i64> = (0..grid.len())
-            .map(|i| at.unwrap_or(grid.ts(i)) - off)
-            .collect();
+        let ends = self.step_times(&vs.at, &vs.offset, grid);
         let (Some(&mint), Some(&maxt)) = (ends.iter().min(), ends.iter().max()) else {
             return Ok(Some(Vec::new()));
         };
