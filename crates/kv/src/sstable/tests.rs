@@ -565,6 +565,11 @@ fn future_version_is_unsupported() {
 
 /// Entries `key{i:05}` -> 100-byte values, in many small blocks.
 fn block_cache_table(fs: &MemFs, path: &str, tag: u8) -> Entries {
+    table_of_small_blocks(fs, path, tag, TableOptions::default().compression)
+}
+
+/// As [`block_cache_table`], with `compression`.
+fn table_of_small_blocks(fs: &MemFs, path: &str, tag: u8, compression: CompressionType) -> Entries {
     let entries: Entries = (0..400u32)
         .map(|i| {
             (
@@ -575,6 +580,7 @@ fn block_cache_table(fs: &MemFs, path: &str, tag: u8) -> Entries {
         .collect();
     let opts = TableOptions {
         block_size: 1024,
+        compression,
         ..TableOptions::default()
     };
     let props = write_table(fs, path, &entries, &opts);
@@ -832,22 +838,7 @@ fn scans_read_ahead_and_still_verify_every_block() {
 /// As [`block_cache_table`], stored uncompressed: a scan's blocks are slices of its
 /// readahead windows, shared with the block cache.
 fn uncompressed_table(fs: &MemFs, path: &str, tag: u8) -> Entries {
-    let entries: Entries = (0..400u32)
-        .map(|i| {
-            (
-                internal_key(format!("key{i:05}").as_bytes(), 1, ValueKind::Value),
-                vec![tag; 100],
-            )
-        })
-        .collect();
-    let opts = TableOptions {
-        block_size: 1024,
-        compression: CompressionType::None,
-        ..TableOptions::default()
-    };
-    let props = write_table(fs, path, &entries, &opts);
-    assert!(props.num_data_blocks > 20, "{props:?}");
-    entries
+    table_of_small_blocks(fs, path, tag, CompressionType::None)
 }
 
 #[test]
