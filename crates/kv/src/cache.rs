@@ -11,8 +11,9 @@
 //! that is no longer open are never looked up again and age out of the cache.
 //!
 //! The cache is a [`quick_cache::sync::Cache`]: sharded, lock-light, with a CLOCK-Pro–like
-//! policy (new blocks enter a "cold" queue and are promoted when hit again), which also
-//! makes it resistant to one-off scans. Each shard holds `capacity / shards` bytes; a block
+//! policy (new blocks enter a "cold" queue and are promoted when hit again). Blocks a
+//! scan reads from its readahead windows are only admitted on their second read (see
+//! [`BlockCache::admit_scanned`]), so a one-off scan leaves the cache as it was. Each shard holds `capacity / shards` bytes; a block
 //! larger than its shard's share is not cached (the shard count is chosen so that a shard
 //! holds a few dozen blocks of the expected size, so this only affects absurdly small
 //! caches).
@@ -39,6 +40,50 @@ struct BlockWeighter;
 impl Weighter<(u64, u64), Arc<Block>> for BlockWeighter {
     fn weight(&self, _key: &(u64, u64), block: &Arc<Block>) -> u64 {
         (block.charge() + BLOCK_OVERHEAD) as u64
+    }
+}
+
+/// One bit per hashed `(table id, offset)`, cleared when half the bits are set, so a
+/// block counts as seen again for roughly the last `bits / 2` distinct scanned blocks.
+struct Doorkeeper {
+    words: Box<[AtomicU64]>,
+    set: AtomicU64,
+}
+
+impl Doorkeeper {
+    fn new(capacity_bytes: usize) -> Self {
+        // Eight bits per block the cache can hold, at least 2^20 (128 KiB): a scan of
+        // more blocks than that just sees a few false "seen" answers.
+        let bits = (capacity_bytes / EXPECTED_BLOCK_SIZE * 8)
+            .max(1 << 20)
+            .next_power_of_two();
+        Doorkeeper {
+            words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            set: AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the block as seen; whether it already was.
+    fn seen_before(&self, table_id: u64, offset: u64) -> bool {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&table_id.to_le_bytes());
+        key[8..].copy_from_slice(&offset.to_le_bytes());
+        let h = xxhash_rust::xxh3::xxh3_64(&key) as usize;
+        let bit = h & (self.words.len() * 64 - 1);
+        let mask = 1u64 << (bit % 64);
+        let word = &self.words[bit / 64];
+        if word.load(Ordering::Relaxed) & mask != 0 {
+            return true;
+        }
+        if word.fetch_or(mask, Ordering::Relaxed) & mask == 0
+            && self.set.fetch_add(1, Ordering::Relaxed) + 1 >= self.words.len() as u64 * 32
+        {
+            self.set.store(0, Ordering::Relaxed);
+            for w in self.words.iter() {
+                w.store(0, Ordering::Relaxed);
+            }
+        }
+        false
     }
 }
 
@@ -74,6 +119,8 @@ pub struct BlockCache {
     detached: AtomicU64,
     /// Bytes of the readahead windows alive whose blocks may be cached here.
     window_total: Arc<std::sync::atomic::AtomicUsize>,
+    /// Scanned blocks seen once and not cached: see [`BlockCache::admit_scanned`].
+    doorkeeper: Doorkeeper,
 }
 
 impl std::fmt::Debug for BlockCache {
@@ -103,7 +150,18 @@ impl BlockCache {
             inserts: AtomicU64::new(0),
             detached: AtomicU64::new(0),
             window_total: Arc::default(),
+            doorkeeper: Doorkeeper::new(capacity_bytes),
         }
+    }
+
+    /// Whether a block a scan read from its readahead window should be cached: only on
+    /// its second read within a while (a "doorkeeper", as in TinyLFU). A one-off scan of
+    /// a large range then neither pays for filling the cache (fresh memory for every
+    /// block: a third of a cold scan's time) nor evicts blocks that point reads keep
+    /// hot, while a range that is scanned again (the time-series store repeats queries)
+    /// is cached from its second scan on. Point reads are always cached.
+    pub fn admit_scanned(&self, table_id: u64, offset: u64) -> bool {
+        self.cache.is_some() && self.doorkeeper.seen_before(table_id, offset)
     }
 
     /// The running total that readahead windows whose blocks may be cached here count
@@ -398,5 +456,51 @@ mod tests {
         assert_eq!(s.hits + s.misses, 80_000);
         assert!(s.hits > 0 && s.inserts > 0, "{s:?}");
         assert!(s.usage_bytes <= 256 << 10);
+    }
+
+    #[test]
+    fn a_scanned_block_is_admitted_on_its_second_read() {
+        let c = BlockCache::new(1 << 20);
+        let id = c.next_table_id();
+        assert!(!c.admit_scanned(id, 0));
+        assert!(!c.admit_scanned(id, 4096));
+        assert!(!c.admit_scanned(id + 1, 0), "another table's block");
+        assert!(c.admit_scanned(id, 0));
+        assert!(c.admit_scanned(id, 4096));
+        assert!(c.admit_scanned(id, 0));
+        // Without a cache nothing is admitted.
+        let off = BlockCache::new(0);
+        assert!(!off.admit_scanned(id, 0) && !off.admit_scanned(id, 0));
+    }
+
+    #[test]
+    fn the_doorkeeper_is_cleared_when_half_full() {
+        let d = Doorkeeper::new(1 << 20);
+        let bits = d.words.len() as u64 * 64;
+        assert_eq!(bits, 1 << 20, "the minimum size");
+        let ones = |d: &Doorkeeper| -> u64 {
+            d.words
+                .iter()
+                .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+                .sum()
+        };
+        assert!(!d.seen_before(1, 0));
+        // Distinct blocks: the bits set never exceed half, and reach it more than once.
+        let mut resets = 0;
+        let mut last = 0;
+        for off in 1..3 * bits {
+            d.seen_before(1, off * 4096);
+            let set = d.set.load(Ordering::Relaxed);
+            assert!(set < bits / 2, "{set}");
+            if set < last {
+                resets += 1;
+                assert_eq!(ones(&d), 0, "a reset clears every bit");
+            }
+            last = set;
+        }
+        assert!(resets >= 3, "{resets}");
+        assert_eq!(ones(&d), d.set.load(Ordering::Relaxed));
+        // The block seen at the start was forgotten.
+        assert!(!d.seen_before(1, 0));
     }
 }

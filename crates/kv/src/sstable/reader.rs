@@ -250,11 +250,12 @@ impl Table {
     /// growing from [`READAHEAD_MIN`] to [`READAHEAD_MAX`] bytes: one system call per
     /// window rather than per 4 KiB block. Every block is still checksummed.
     ///
-    /// Blocks taken from a window are cached like any other under [`CacheUse::Fill`]:
-    /// the time-series store scans the same key ranges query after query (not caching
-    /// them made every repeat re-read and re-verify them). Scans that should not disturb
-    /// the cache (compaction) use `set_fill_cache(false)` ([`CacheUse::NoFill`]), as
-    /// RocksDB's `fill_cache`.
+    /// Under [`CacheUse::Fill`], a block taken from a window is cached on its second read
+    /// only ([`BlockCache::admit_scanned`]): a one-off scan neither pays for filling the
+    /// cache nor evicts what point reads keep hot, while the time-series store, which
+    /// scans the same key ranges query after query, is served from the cache from the
+    /// third run on. Scans that should not touch the cache at all (compaction) use
+    /// `set_fill_cache(false)` ([`CacheUse::NoFill`]), as RocksDB's `fill_cache`.
     fn read_data_block_ahead(
         &self,
         handle: BlockHandle,
@@ -300,6 +301,7 @@ impl Table {
         let (data, sliced) = decode_block_shared(raw, &self.file_name, handle)?;
         self.bytes_read
             .fetch_add(total as u64, AtomicOrdering::Relaxed);
+        let scanned = window.is_some();
         let mut block = Block::new(data, self.file_name.clone(), handle.offset)?;
         if let Some(w) = window.filter(|_| sliced) {
             block = block.in_window(&w, total);
@@ -307,7 +309,10 @@ impl Table {
         let block = Arc::new(block);
         if cache_use == CacheUse::Fill {
             if let Some((cache, id)) = &self.cache {
-                cache.insert(*id, handle.offset, block.clone());
+                // A block from a readahead window (a scan) is cached on its second read.
+                if !scanned || cache.admit_scanned(*id, handle.offset) {
+                    cache.insert(*id, handle.offset, block.clone());
+                }
             }
         }
         Ok(block)

@@ -609,21 +609,25 @@ fn block_cache_hits_read_no_file() {
     assert_eq!((s2.hits, s2.misses, s2.inserts), (1, 1, 1));
     assert!(s2.usage_bytes > 0);
 
-    // A full scan (through readahead windows) fills the cache; a second scan reads
+    // A first scan (through readahead windows) caches only the blocks it did not take
+    // from a window (the first, read alone before the scan was detected, and the point
+    // read's); a second scan reads every block again and fills the cache; a third reads
     // nothing from the file.
     let mut it = table.iter();
     assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    let after_first = table.bytes_read();
+    assert_eq!(after_first - after_open, table.properties().data_bytes);
+    let inserts = cache.stats().inserts;
+    assert!(inserts <= 2, "a one-off scan filled the cache: {inserts}");
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
     let after_scan = table.bytes_read();
+    assert!(cache.stats().inserts > inserts + 20, "{:?}", cache.stats());
     assert_eq!(collect_forward(&mut it).unwrap(), entries);
     assert_eq!(collect_backward(&mut it).unwrap(), entries);
     assert_eq!(table.bytes_read(), after_scan);
-    // Every block was read from the file exactly once since open.
-    assert_eq!(
-        after_scan - after_open,
-        table.properties().data_bytes,
-        "{:?}",
-        table.properties()
-    );
+    // The second scan read from the file only the blocks the first had not cached.
+    assert!(after_scan - after_first < table.properties().data_bytes);
+    assert!(after_scan - after_first > table.properties().data_bytes / 2);
 
     // verify() re-reads the file, bypassing the cache and not filling it.
     let s3 = cache.stats();
@@ -848,8 +852,17 @@ fn scan_caches_window_slices_charged_by_stored_bytes() {
     let cache = Arc::new(BlockCache::new(1 << 20));
     let table = open_cached(&fs, "/w.sst", &cache).unwrap();
     let after_open = table.bytes_read();
+    // The first scan caches only its first block (read alone before the scan was
+    // detected); the others come from windows and are cached on their second read.
     assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
     let props = table.properties().clone();
+    let first = cache.stats();
+    assert_eq!(first.inserts, 1);
+    assert_eq!(table.bytes_read() - after_open, props.data_bytes);
+    // The first block in the file, with its trailer: the second scan finds it cached.
+    let first_block =
+        first.usage_bytes - crate::cache::BLOCK_OVERHEAD as u64 + format::BLOCK_TRAILER_LEN as u64;
+    assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
     let s = cache.stats();
     assert_eq!(s.inserts, props.num_data_blocks);
     // Each block is charged its stored bytes (contents and trailer) plus the overhead;
@@ -862,7 +875,7 @@ fn scan_caches_window_slices_charged_by_stored_bytes() {
     );
     // Repeats, either way, are served by the cache: no reads, no copies.
     let after_scan = table.bytes_read();
-    assert_eq!(after_scan - after_open, props.data_bytes);
+    assert_eq!(after_scan - after_open, 2 * props.data_bytes - first_block);
     assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
     assert_eq!(collect_backward(&mut table.iter()).unwrap(), entries);
     assert_eq!(table.bytes_read(), after_scan);
@@ -931,10 +944,12 @@ fn a_cache_smaller_than_the_scans_windows_keeps_copies_and_pins_no_window() {
     let cache = Arc::new(BlockCache::new(8 << 10));
     let table = open_cached(&fs, "/w.sst", &cache).unwrap();
     let mut it = table.iter();
+    // The second scan caches the blocks it takes from windows (the first does not).
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
     assert_eq!(collect_forward(&mut it).unwrap(), entries);
     let stats = cache.stats();
     assert!(cache.usage_bytes() <= 8 << 10);
-    assert!(stats.inserts > 1, "{stats:?}");
+    assert!(stats.inserts > 20, "{stats:?}");
     // Every block but the ones read before the first window came from a window and was
     // cached as a copy.
     assert!(stats.detached + 1 >= stats.inserts, "{stats:?}");
@@ -951,4 +966,58 @@ fn a_cache_smaller_than_the_scans_windows_keeps_copies_and_pins_no_window() {
     assert!(table.get(last, 5).unwrap().is_some());
     assert!(table.get(last, 5).unwrap().is_some());
     assert!(cache.stats().hits >= 1);
+}
+
+#[test]
+fn a_one_off_scan_does_not_evict_blocks_point_reads_keep_hot() {
+    let fs = MemFs::new();
+    block_cache_table(&fs, "/hot.sst", 1);
+    // Room for ~50 of the 1 KiB blocks.
+    let cache = Arc::new(BlockCache::new(64 << 10));
+    let hot = open_cached(&fs, "/hot.sst", &cache).unwrap();
+    // A full cache first (while it fills, quick_cache admits blocks to its hot section).
+    for f in 0..2u8 {
+        let path = format!("/fill{f}.sst");
+        let entries = block_cache_table(&fs, &path, f);
+        let table = open_cached(&fs, &path, &cache).unwrap();
+        for (k, _) in &entries {
+            table.get(crate::key::user_key(k), 5).unwrap();
+        }
+    }
+    let keys: Vec<String> = (0..8).map(|i| format!("key{:05}", i * 50)).collect();
+    for _ in 0..2 {
+        for k in &keys {
+            assert!(hot.get(k.as_bytes(), 5).unwrap().is_some());
+        }
+    }
+    let hot_read = hot.bytes_read();
+    let before = cache.stats();
+    // One table of ~450 blocks, ~7 times the cache.
+    let entries: Entries = (0..4000u32)
+        .map(|i| {
+            (
+                internal_key(format!("key{i:05}").as_bytes(), 1, ValueKind::Value),
+                vec![7; 100],
+            )
+        })
+        .collect();
+    let opts = TableOptions {
+        block_size: 1024,
+        compression: CompressionType::None,
+        ..TableOptions::default()
+    };
+    write_table(&fs, "/scan.sst", &entries, &opts);
+    let table = open_cached(&fs, "/scan.sst", &cache).unwrap();
+    assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
+    // Only the block the scan read alone before its readahead started was cached.
+    let after = cache.stats();
+    assert!(after.inserts - before.inserts <= 1, "{before:?} {after:?}");
+    for k in &keys {
+        assert!(hot.get(k.as_bytes(), 5).unwrap().is_some());
+    }
+    assert_eq!(
+        hot.bytes_read(),
+        hot_read,
+        "a hot block was evicted by the scan"
+    );
 }
