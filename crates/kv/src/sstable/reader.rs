@@ -499,6 +499,9 @@ struct Readahead {
     buf: Bytes,
     /// Accounting for the blocks cut from `buf`.
     share: Option<Arc<SharedWindow>>,
+    /// The window before `buf`: once no block holds a slice of it, the next window is
+    /// read into its allocation (see [`Readahead::fill`]).
+    spare: Bytes,
     buf_offset: u64,
     /// The block the iterator fetched last (from the cache, the window or the file).
     last: Option<BlockHandle>,
@@ -515,8 +518,13 @@ impl Readahead {
         (end <= self.buf.len()).then(|| self.buf.slice(start..end))
     }
 
-    /// Reads `len` bytes at `start` into a fresh window (the previous one lives on in
-    /// the blocks cut from it). On error the window is empty.
+    /// Reads `len` bytes at `start` into a new window (the previous one lives on in the
+    /// blocks cut from it). On error the window is empty.
+    ///
+    /// The window before the previous one is reused if no block holds a slice of it any
+    /// more (none was cached, and the iterator has moved past its blocks): a scan then
+    /// reads into the same two allocations throughout, rather than zeroing and
+    /// page-faulting a fresh one of up to [`READAHEAD_MAX`] bytes for every window.
     fn fill(
         &mut self,
         file: &dyn RandomAccessFile,
@@ -524,10 +532,19 @@ impl Readahead {
         len: usize,
         total: Option<Arc<AtomicUsize>>,
     ) -> std::io::Result<()> {
-        self.buf = Bytes::new();
+        let previous = std::mem::take(&mut self.buf);
         self.share = None;
         self.buf_offset = start;
-        self.buf = file.read_at(start, len)?.into();
+        let buf = match std::mem::replace(&mut self.spare, previous).try_into_mut() {
+            Ok(mut reused) => {
+                // Zeroes only what the window grew by (nothing once it stopped growing).
+                reused.resize(len, 0);
+                file.read_exact_into(start, &mut reused)?;
+                reused.freeze()
+            }
+            Err(_) => file.read_at(start, len)?.into(),
+        };
+        self.buf = buf;
         self.share = Some(SharedWindow::counted(len, total));
         Ok(())
     }
@@ -544,6 +561,7 @@ impl Readahead {
         if !forward && !backward {
             self.window = 0;
             self.buf = Bytes::new();
+            self.spare = Bytes::new();
             self.share = None;
             return (handle.offset, total);
         }
@@ -742,5 +760,48 @@ impl InternalIterator for TableIterator {
 
     fn value(&self) -> &[u8] {
         self.data_iter.as_ref().map_or(&[], |d| d.value())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::fs::{FileSystem, MemFs};
+    use std::path::Path;
+
+    #[test]
+    fn readahead_reuses_a_window_only_once_no_block_holds_it() {
+        let fs = MemFs::new();
+        let data: Vec<u8> = (0..64u32 << 10).map(|i| (i % 251) as u8).collect();
+        let mut w = fs.create(Path::new("/f")).unwrap();
+        w.append(&data).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let f = fs.open(Path::new("/f")).unwrap();
+        let mut ra = Readahead::default();
+        let window = |i: u64| (i * 8192, 8192usize);
+        let fill = |ra: &mut Readahead, i: u64| {
+            let (at, len) = window(i);
+            ra.fill(f.as_ref(), at, len, None).unwrap();
+            assert_eq!(&ra.buf[..], &data[at as usize..at as usize + len]);
+        };
+        fill(&mut ra, 0);
+        // A block of window 0 stays alive (as a cached block would).
+        let held = ra.buf.slice(100..200);
+        let held_ptr = held.as_ptr();
+        fill(&mut ra, 1);
+        let window1_ptr = ra.buf.as_ptr();
+        fill(&mut ra, 2);
+        // Window 0 was not reused: the held block still reads its own bytes.
+        assert_eq!(&held[..], &data[100..200]);
+        assert_ne!(ra.buf.as_ptr(), held_ptr);
+        // Window 1 had no block left: window 3 is read into its allocation.
+        fill(&mut ra, 3);
+        assert_eq!(ra.buf.as_ptr(), window1_ptr);
+        assert_eq!(&held[..], &data[100..200]);
+        // A longer window than the reused one still reads every byte.
+        ra.fill(f.as_ref(), 40_000, 20_000, None).unwrap();
+        assert_eq!(&ra.buf[..], &data[40_000..60_000]);
     }
 }
