@@ -150,6 +150,27 @@ fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
     }
 }
 
+/// The labels [`group_labels`] keeps, as bytes into `key` (cleared first): each name and
+/// value followed by 0xff, a byte no string holds, so equal keys are equal label sets.
+fn group_key(l: &Labels, m: &Option<LabelModifier>, key: &mut Vec<u8>) {
+    key.clear();
+    for (k, v) in l.iter() {
+        let kept = match m {
+            Some(LabelModifier::Include(ls)) => ls.labels.iter().any(|n| n == k),
+            Some(LabelModifier::Exclude(ls)) => {
+                k != METRIC_NAME && !ls.labels.iter().any(|n| n == k)
+            }
+            None => false,
+        };
+        if kept {
+            key.extend_from_slice(k.as_bytes());
+            key.push(0xff);
+            key.extend_from_slice(v.as_bytes());
+            key.push(0xff);
+        }
+    }
+}
+
 /// Evaluates an aggregation at every step.
 pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<EvalValue> {
     let op = a.op.id();
@@ -167,13 +188,20 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
     // Group of each input series.
     let mut group_of = Vec::with_capacity(input.len());
     let mut groups: Vec<Labels> = Vec::new();
-    let mut gindex: HashMap<Labels, usize> = HashMap::new();
+    // Groups are found by their labels' bytes, built in one reused buffer: a series of a
+    // known group costs no allocation.
+    let mut gindex: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut key = Vec::new();
     for s in &input {
-        let g = group_labels(&s.labels, &a.modifier);
-        let id = *gindex.entry(g.clone()).or_insert_with(|| {
-            groups.push(g);
-            groups.len() - 1
-        });
+        group_key(&s.labels, &a.modifier, &mut key);
+        let id = match gindex.get(key.as_slice()) {
+            Some(&id) => id,
+            None => {
+                groups.push(group_labels(&s.labels, &a.modifier));
+                gindex.insert(key.clone(), groups.len() - 1);
+                groups.len() - 1
+            }
+        };
         group_of.push(id);
     }
     let ng = groups.len();
