@@ -7,7 +7,7 @@
 //! every source has a rank (a persisted chunk's flush sequence, doubled, plus one for
 //! out-of-order chunks; head data above all persisted data).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::chunk::{decimal, Chunk, Encoding};
@@ -108,7 +108,9 @@ impl Querier {
         if mint > maxt {
             return Ok(Vec::new());
         }
-        let mut groups: BTreeMap<Labels, Vec<Source>> = BTreeMap::new();
+        // Each place's series with their encoded labels, which order as the labels do:
+        // sorted and merged per label set below by comparing one run of bytes each.
+        let mut found: Vec<(Vec<u8>, Labels, Vec<Source>)> = Vec::new();
         let mut stored_bytes = 0usize;
 
         // The head first, then a snapshot of the store: data that a concurrent flush moves
@@ -141,7 +143,7 @@ impl Querier {
                 sources.push(Source::Decoded(HEAD_RANK + n + 1, ooo));
             }
             if !sources.is_empty() {
-                groups.entry(s.labels.clone()).or_default().extend(sources);
+                found.push((series.key().to_vec(), s.labels.clone(), sources));
             }
         }
 
@@ -149,7 +151,7 @@ impl Querier {
         let mut it = Cursor::new(&snap, 0);
         let mut columns = Columns::new(&snap);
         for part in self.inner.partitions_overlapping(mint, maxt) {
-            for (r, labels) in selected(&snap, &self.inner.head, part, matchers)? {
+            for (r, key, labels) in selected(&snap, &self.inner.head, part, matchers)? {
                 let mut sources = Vec::new();
                 for_each_chunk(&mut it, part, r, maxt, |key, value| {
                     let (_, _, rank) = parse_chunk(key)?;
@@ -176,12 +178,24 @@ impl Querier {
                     Ok(true)
                 })?;
                 if !sources.is_empty() {
-                    groups.entry(labels).or_default().extend(sources);
+                    found.push((key, labels, sources));
                 }
             }
         }
 
-        let groups: Vec<(Labels, Vec<Source>)> = groups.into_iter().collect();
+        // Stable: a label set's sources stay in the order they were found.
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut groups: Vec<(Labels, Vec<Source>)> = Vec::with_capacity(found.len());
+        let mut last_key: Option<Vec<u8>> = None;
+        for (key, labels, sources) in found {
+            match groups.last_mut() {
+                Some(g) if last_key.as_deref() == Some(key.as_slice()) => g.1.extend(sources),
+                _ => {
+                    groups.push((labels, sources));
+                    last_key = Some(key);
+                }
+            }
+        }
         let work = stored_bytes.saturating_add(groups.len().saturating_mul(weight));
         let threads = if work >= parallel_bytes {
             decode_threads().min(groups.len())
@@ -463,8 +477,8 @@ impl Found {
     }
 }
 
-/// The series of partition `part` selected by `matchers`, with their labels (deleted ones
-/// left out). A series still in the head takes its labels from there (refs are never
+/// The series of partition `part` selected by `matchers`, with their encoded labels
+/// ([`Labels::encode`]) and labels (deleted ones left out). A series still in the head takes its labels from there (refs are never
 /// reused); the others are read through one cursor moving forward over the partition's
 /// series keys (refs come sorted), not one lookup each.
 fn selected(
@@ -472,7 +486,7 @@ fn selected(
     head: &head::Head,
     part: i64,
     matchers: &[Matcher],
-) -> Result<Vec<(crate::postings::SeriesRef, Labels)>> {
+) -> Result<Vec<(crate::postings::SeriesRef, Vec<u8>, Labels)>> {
     let idx = PartitionIndex::new(snap, part);
     let refs = postings::select(&idx, matchers);
     idx.take_error()?;
@@ -480,11 +494,11 @@ fn selected(
     let mut it = Cursor::new(snap, LABEL_STEPS);
     for r in refs {
         if let Some(s) = head.get(r) {
-            out.push((r, s.labels.clone()));
+            out.push((r, s.key().to_vec(), s.labels.clone()));
             continue;
         }
         if let Some(labels) = it.series_labels(part, r)? {
-            out.push((r, labels));
+            out.push((r, it.it.value().to_vec(), labels));
         }
     }
     Ok(out)
