@@ -12,6 +12,7 @@ use crate::error::{eval_err, Result};
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Kahan-Neumaier compensated summation step, as Prometheus' `kahanSumInc`.
+#[inline]
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
     let c = if t.is_infinite() {
@@ -264,6 +265,17 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
                 ev.check()?;
             }
             let row = &mut out[g].vals;
+            if op == T_SUM {
+                // The common case on its own: no per-step dispatch or index arithmetic.
+                let crow = &mut comp[g * n..(g + 1) * n];
+                for ((slot, c), v) in row.iter_mut().zip(crow.iter_mut()).zip(&s.vals) {
+                    if let Some(v) = *v {
+                        let a = slot.get_or_insert(0.0);
+                        (*a, *c) = kahan_inc(v, *a, *c);
+                    }
+                }
+                continue;
+            }
             for (i, (slot, v)) in row.iter_mut().zip(&s.vals).enumerate() {
                 let Some(v) = *v else { continue };
                 let a = slot.get_or_insert(if matches!(op, T_MIN | T_MAX) {
