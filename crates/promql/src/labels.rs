@@ -23,9 +23,17 @@ impl Labels {
         K: Into<String>,
         V: Into<String>,
     {
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        // Pairs from a store come sorted, unique and non-empty: kept as they are.
+        if pairs.windows(2).all(|w| w[0].0 < w[1].0) && pairs.iter().all(|(_, v)| !v.is_empty()) {
+            return Labels(pairs);
+        }
         let mut l = Labels::new();
         for (k, v) in pairs {
-            l.set(&k.into(), &v.into());
+            l.set(&k, &v);
         }
         l
     }

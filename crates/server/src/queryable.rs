@@ -26,7 +26,8 @@ pub fn convert_matchers(ms: &[PMatcher]) -> strata_promql::Result<Vec<Matcher>> 
 /// A series of the store as the engine's (the samples keep their allocation).
 fn convert_series(s: strata_tsdb::Series) -> Series {
     Series {
-        labels: PLabels::from_pairs(s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str()))),
+        // The strings move over: sorted, unique and non-empty as the engine wants them.
+        labels: PLabels::from_pairs(s.labels.into_vec().into_iter().map(|l| (l.name, l.value))),
         samples: s
             .samples
             .into_iter()

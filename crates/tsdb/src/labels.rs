@@ -247,6 +247,11 @@ impl Labels {
         self.labels.iter()
     }
 
+    /// The labels, sorted by name, without copying them.
+    pub fn into_vec(self) -> Vec<Label> {
+        self.labels
+    }
+
     /// The value of label `name`, or `None` if the set has no such label (which, for
     /// matching, is the same as the empty value).
     pub fn get(&self, name: &str) -> Option<&str> {

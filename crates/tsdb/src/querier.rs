@@ -7,7 +7,7 @@
 //! every source has a rank (a persisted chunk's flush sequence, doubled, plus one for
 //! out-of-order chunks; head data above all persisted data).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::chunk::{decimal, Chunk, Encoding};
@@ -108,7 +108,11 @@ impl Querier {
         if mint > maxt {
             return Ok(Vec::new());
         }
-        let mut groups: BTreeMap<Labels, Vec<Source>> = BTreeMap::new();
+        // Each place's series with their encoded labels, which order as the labels do:
+        // sorted and merged per label set below by comparing one run of bytes each.
+        // The labels stay encoded until the decoding threads decode them with the chunks:
+        // this thread, which all series pass through, allocates one buffer per series.
+        let mut found: Vec<(Vec<u8>, LabelsAt, Vec<Source>)> = Vec::new();
         let mut stored_bytes = 0usize;
 
         // The head first, then a snapshot of the store: data that a concurrent flush moves
@@ -141,7 +145,7 @@ impl Querier {
                 sources.push(Source::Decoded(HEAD_RANK + n + 1, ooo));
             }
             if !sources.is_empty() {
-                groups.entry(s.labels.clone()).or_default().extend(sources);
+                found.push((series.key().to_vec(), LabelsAt::Head, sources));
             }
         }
 
@@ -149,7 +153,7 @@ impl Querier {
         let mut it = Cursor::new(&snap, 0);
         let mut columns = Columns::new(&snap);
         for part in self.inner.partitions_overlapping(mint, maxt) {
-            for (r, labels) in selected(&snap, &self.inner.head, part, matchers)? {
+            for (r, key) in selected(&snap, &self.inner.head, part, matchers)? {
                 let mut sources = Vec::new();
                 for_each_chunk(&mut it, part, r, maxt, |key, value| {
                     let (_, _, rank) = parse_chunk(key)?;
@@ -176,12 +180,20 @@ impl Querier {
                     Ok(true)
                 })?;
                 if !sources.is_empty() {
-                    groups.entry(labels).or_default().extend(sources);
+                    found.push((key, LabelsAt::Stored(part, r), sources));
                 }
             }
         }
 
-        let groups: Vec<(Labels, Vec<Source>)> = groups.into_iter().collect();
+        // Stable: a label set's sources stay in the order they were found.
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut groups: Vec<Group> = Vec::with_capacity(found.len());
+        for (key, at, sources) in found {
+            match groups.last_mut() {
+                Some(g) if g.0 == key => g.2.extend(sources),
+                _ => groups.push((key, at, sources)),
+            }
+        }
         let work = stored_bytes.saturating_add(groups.len().saturating_mul(weight));
         let threads = if work >= parallel_bytes {
             decode_threads().min(groups.len())
@@ -193,7 +205,7 @@ impl Querier {
         }
         // Contiguous shares of the label-ordered groups, so the output stays sorted.
         let per = groups.len().div_ceil(threads);
-        let mut shares: Vec<Vec<(Labels, Vec<Source>)>> = Vec::with_capacity(threads);
+        let mut shares: Vec<Vec<Group>> = Vec::with_capacity(threads);
         let mut rest = groups.into_iter();
         loop {
             let share: Vec<_> = rest.by_ref().take(per).collect();
@@ -463,8 +475,8 @@ impl Found {
     }
 }
 
-/// The series of partition `part` selected by `matchers`, with their labels (deleted ones
-/// left out). A series still in the head takes its labels from there (refs are never
+/// The series of partition `part` selected by `matchers`, with their encoded labels
+/// ([`Labels::encode`]; deleted series left out). A series still in the head takes its labels from there (refs are never
 /// reused); the others are read through one cursor moving forward over the partition's
 /// series keys (refs come sorted), not one lookup each.
 fn selected(
@@ -472,7 +484,7 @@ fn selected(
     head: &head::Head,
     part: i64,
     matchers: &[Matcher],
-) -> Result<Vec<(crate::postings::SeriesRef, Labels)>> {
+) -> Result<Vec<(crate::postings::SeriesRef, Vec<u8>)>> {
     let idx = PartitionIndex::new(snap, part);
     let refs = postings::select(&idx, matchers);
     idx.take_error()?;
@@ -480,11 +492,11 @@ fn selected(
     let mut it = Cursor::new(snap, LABEL_STEPS);
     for r in refs {
         if let Some(s) = head.get(r) {
-            out.push((r, s.labels.clone()));
+            out.push((r, s.key().to_vec()));
             continue;
         }
-        if let Some(labels) = it.series_labels(part, r)? {
-            out.push((r, labels));
+        if it.at_series(part, r)? {
+            out.push((r, it.it.value().to_vec()));
         }
     }
     Ok(out)
@@ -536,6 +548,14 @@ impl Cursor {
         self.lower.clear();
         self.lower.extend_from_slice(target);
         Ok(())
+    }
+
+    /// Whether the partition has labels stored for series `r` of `part`; the cursor is left
+    /// on their key, so `self.it.value()` is their encoding.
+    fn at_series(&mut self, part: i64, r: crate::postings::SeriesRef) -> Result<bool> {
+        let key = keys::series_key(part, r);
+        self.seek(&key)?;
+        Ok(self.it.valid() && self.it.key() == key.as_slice())
     }
 
     /// The labels stored for series `r` of `part`, `None` if the partition has none; the
@@ -596,6 +616,16 @@ fn decode_threads() -> usize {
         .min(8)
 }
 
+/// Where a label set's encoding was read, to name it if it does not decode.
+#[derive(Clone, Copy)]
+enum LabelsAt {
+    Head,
+    Stored(i64, crate::postings::SeriesRef),
+}
+
+/// One label set to read: its encoded labels, where they are from, and its sources.
+type Group = (Vec<u8>, LabelsAt, Vec<Source>);
+
 /// Samples of one label set from one place, before merging.
 enum Source {
     /// Head data, decoded under the series' lock, with its rank.
@@ -614,13 +644,13 @@ enum Source {
 /// Decodes and merges the sources of each label set and applies `f`; label sets left
 /// without samples in `[mint, maxt]` are dropped.
 fn finish_series<T>(
-    groups: Vec<(Labels, Vec<Source>)>,
+    groups: Vec<Group>,
     mint: i64,
     maxt: i64,
     f: &impl Fn(Series) -> T,
 ) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(groups.len());
-    for (labels, sources) in groups {
+    for (labels, at, sources) in groups {
         let mut ranked: Vec<Ranked> = Vec::with_capacity(sources.len());
         for src in sources {
             ranked.push(match src {
@@ -639,10 +669,26 @@ fn finish_series<T>(
         }
         let samples = merge_ranked(ranked);
         if !samples.is_empty() {
+            let labels = decode_group_labels(&labels, at)?;
             out.push(f(Series { labels, samples }));
         }
     }
     Ok(out)
+}
+
+/// The labels of a group from their encoding.
+fn decode_group_labels(encoded: &[u8], at: LabelsAt) -> Result<Labels> {
+    match at {
+        LabelsAt::Stored(part, r) => {
+            crate::index::decode_labels(&keys::series_key(part, r), encoded)
+        }
+        // Encoded by this process from valid labels.
+        LabelsAt::Head => Labels::decode(encoded).map_err(|e| Error::Corruption {
+            location: "a head series' labels".to_string(),
+            offset: 0,
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// The samples in `[mint, maxt]` of a stored chunk value.

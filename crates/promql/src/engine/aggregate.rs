@@ -12,6 +12,7 @@ use crate::error::{eval_err, Result};
 use crate::labels::{Labels, METRIC_NAME};
 
 /// Kahan-Neumaier compensated summation step, as Prometheus' `kahanSumInc`.
+#[inline]
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
     let t = sum + inc;
     let c = if t.is_infinite() {
@@ -150,6 +151,27 @@ fn group_labels(l: &Labels, m: &Option<LabelModifier>) -> Labels {
     }
 }
 
+/// The labels [`group_labels`] keeps, as bytes into `key` (cleared first): each name and
+/// value followed by 0xff, a byte no string holds, so equal keys are equal label sets.
+fn group_key(l: &Labels, m: &Option<LabelModifier>, key: &mut Vec<u8>) {
+    key.clear();
+    for (k, v) in l.iter() {
+        let kept = match m {
+            Some(LabelModifier::Include(ls)) => ls.labels.iter().any(|n| n == k),
+            Some(LabelModifier::Exclude(ls)) => {
+                k != METRIC_NAME && !ls.labels.iter().any(|n| n == k)
+            }
+            None => false,
+        };
+        if kept {
+            key.extend_from_slice(k.as_bytes());
+            key.push(0xff);
+            key.extend_from_slice(v.as_bytes());
+            key.push(0xff);
+        }
+    }
+}
+
 /// Evaluates an aggregation at every step.
 pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<EvalValue> {
     let op = a.op.id();
@@ -167,13 +189,20 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
     // Group of each input series.
     let mut group_of = Vec::with_capacity(input.len());
     let mut groups: Vec<Labels> = Vec::new();
-    let mut gindex: HashMap<Labels, usize> = HashMap::new();
+    // Groups are found by their labels' bytes, built in one reused buffer: a series of a
+    // known group costs no allocation.
+    let mut gindex: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut key = Vec::new();
     for s in &input {
-        let g = group_labels(&s.labels, &a.modifier);
-        let id = *gindex.entry(g.clone()).or_insert_with(|| {
-            groups.push(g);
-            groups.len() - 1
-        });
+        group_key(&s.labels, &a.modifier, &mut key);
+        let id = match gindex.get(key.as_slice()) {
+            Some(&id) => id,
+            None => {
+                groups.push(group_labels(&s.labels, &a.modifier));
+                gindex.insert(key.clone(), groups.len() - 1);
+                groups.len() - 1
+            }
+        };
         group_of.push(id);
     }
     let ng = groups.len();
@@ -236,6 +265,17 @@ pub fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, grid: Grid) -> Result<Eva
                 ev.check()?;
             }
             let row = &mut out[g].vals;
+            if op == T_SUM {
+                // The common case on its own: no per-step dispatch or index arithmetic.
+                let crow = &mut comp[g * n..(g + 1) * n];
+                for ((slot, c), v) in row.iter_mut().zip(crow.iter_mut()).zip(&s.vals) {
+                    if let Some(v) = *v {
+                        let a = slot.get_or_insert(0.0);
+                        (*a, *c) = kahan_inc(v, *a, *c);
+                    }
+                }
+                continue;
+            }
             for (i, (slot, v)) in row.iter_mut().zip(&s.vals).enumerate() {
                 let Some(v) = *v else { continue };
                 let a = slot.get_or_insert(if matches!(op, T_MIN | T_MAX) {
