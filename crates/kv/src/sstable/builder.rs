@@ -3,8 +3,7 @@
 use super::block::BlockBuilder;
 use super::filter::BloomFilterBuilder;
 use super::format::{
-    write_block, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN, FORMAT_VERSION,
-    MAX_BLOCK_SIZE,
+    write_block, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN, FORMAT_VERSION, MAX_BLOCK_SIZE,
 };
 use super::properties::Properties;
 use crate::error::{Error, IoContext, Result};

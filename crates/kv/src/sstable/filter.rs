@@ -170,7 +170,9 @@ impl BloomFilter {
         if data.last() == Some(&BLOCKED_TAG) {
             data.pop();
             let k = data.pop()? as u32;
-            if data.is_empty() || data.len() % LINE_BYTES != 0 || !(1..=MAX_PROBES).contains(&k)
+            if data.is_empty()
+                || !data.len().is_multiple_of(LINE_BYTES)
+                || !(1..=MAX_PROBES).contains(&k)
             {
                 return None;
             }
@@ -301,14 +303,25 @@ mod tests {
         // Blocked: whole 64-byte lines and a valid k before the tag.
         assert!(BloomFilter::new(vec![BLOCKED_TAG]).is_none());
         assert!(BloomFilter::new(vec![7, BLOCKED_TAG]).is_none());
-        assert!(BloomFilter::new(vec![0; 63].into_iter().chain([7, BLOCKED_TAG]).collect()).is_none());
-        assert!(BloomFilter::new(vec![0; 64].into_iter().chain([0, BLOCKED_TAG]).collect()).is_none());
-        assert!(BloomFilter::new(vec![0; 64].into_iter().chain([31, BLOCKED_TAG]).collect()).is_none());
-        let f = BloomFilter::new(vec![0xff; 128].into_iter().chain([7, BLOCKED_TAG]).collect())
-            .unwrap();
+        assert!(
+            BloomFilter::new(vec![0; 63].into_iter().chain([7, BLOCKED_TAG]).collect()).is_none()
+        );
+        assert!(
+            BloomFilter::new(vec![0; 64].into_iter().chain([0, BLOCKED_TAG]).collect()).is_none()
+        );
+        assert!(
+            BloomFilter::new(vec![0; 64].into_iter().chain([31, BLOCKED_TAG]).collect()).is_none()
+        );
+        let f = BloomFilter::new(
+            vec![0xff; 128]
+                .into_iter()
+                .chain([7, BLOCKED_TAG])
+                .collect(),
+        )
+        .unwrap();
         assert!(f.may_contain(b"x"));
-        let f = BloomFilter::new(vec![0; 128].into_iter().chain([7, BLOCKED_TAG]).collect())
-            .unwrap();
+        let f =
+            BloomFilter::new(vec![0; 128].into_iter().chain([7, BLOCKED_TAG]).collect()).unwrap();
         assert!(!f.may_contain(b"x"));
     }
 
@@ -323,7 +336,10 @@ mod tests {
         assert_eq!((block.len() - 2) % LINE_BYTES, 0);
         let f = BloomFilter::new(block.clone()).unwrap();
         assert_eq!(f.bits[f.start..].as_ptr() as usize % LINE_BYTES, 0);
-        assert_eq!(&f.bits[f.start..f.start + block.len() - 2], &block[..block.len() - 2]);
+        assert_eq!(
+            &f.bits[f.start..f.start + block.len() - 2],
+            &block[..block.len() - 2]
+        );
         // Each key sets exactly its bits in its own line and nowhere else.
         let h = xxh3_64(b"lonely");
         let mut one = BloomFilterBuilder::new(10);

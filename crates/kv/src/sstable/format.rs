@@ -441,7 +441,11 @@ mod tests {
         bad[48] = 1;
         let crc = mask(crc32c(&bad[..52]));
         bad[52..56].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(Footer::decode(&bad, "t", len).unwrap(), f, "version 1 still reads");
+        assert_eq!(
+            Footer::decode(&bad, "t", len).unwrap(),
+            f,
+            "version 1 still reads"
+        );
         for v in [0u8, 3] {
             bad[48] = v;
             let crc = mask(crc32c(&bad[..52]));

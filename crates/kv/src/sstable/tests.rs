@@ -417,11 +417,17 @@ fn format_v1_tables_with_the_legacy_filter_still_read() {
             assert_eq!(got.unwrap().value, format!("v{i}").into_bytes());
         }
         for i in 0..1000u32 {
-            assert_eq!(table.get(format!("key{i:05}x").as_bytes(), 10).unwrap(), None);
+            assert_eq!(
+                table.get(format!("key{i:05}x").as_bytes(), 10).unwrap(),
+                None
+            );
         }
         let (checked, useful) = table.filter_stats();
         assert_eq!(checked, 4000);
-        assert!(useful >= 970, "{path}: only {useful} of 1000 absent keys filtered");
+        assert!(
+            useful >= 970,
+            "{path}: only {useful} of 1000 absent keys filtered"
+        );
     }
 }
 
