@@ -89,10 +89,7 @@ pub struct Options {
     pub error_if_exists: bool,
     /// Memtable size (approximate bytes) at which it is frozen and flushed.
     pub write_buffer_size: usize,
-    /// Memtables (active + frozen) allowed before writers wait for a flush. 2 (as
-    /// RocksDB's `max_write_buffer_number`): one active and one being flushed. A third
-    /// buffered a whole memtable more (64 MiB by default) when the flush fell behind,
-    /// the largest part of peak memory during loads, for no faster fills measured.
+    /// Memtables (active + frozen) allowed before writers wait for a flush.
     pub max_write_buffers: usize,
     /// Options of the tables written.
     pub table: TableOptions,
@@ -174,7 +171,7 @@ impl Default for Options {
             create_if_missing: true,
             error_if_exists: false,
             write_buffer_size: 64 << 20,
-            max_write_buffers: 2,
+            max_write_buffers: 3,
             table: TableOptions::default(),
             wal_recovery: WalRecoveryMode::default(),
             max_manifest_size: 64 << 20,
