@@ -224,6 +224,12 @@ impl Block {
         self.data_end == 0
     }
 
+    /// Number of restart points (for an index block, written with restart interval 1:
+    /// its number of entries, restart `i` being entry `i`).
+    pub fn num_restarts(&self) -> usize {
+        self.restarts.len()
+    }
+
     /// Offset of the block in its file.
     pub fn offset(&self) -> u64 {
         self.offset

@@ -3,7 +3,7 @@
 use super::block::BlockBuilder;
 use super::filter::BloomFilterBuilder;
 use super::format::{
-    write_block, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN, MAX_BLOCK_SIZE,
+    write_block, BlockHandle, Footer, BLOCK_TRAILER_LEN, FOOTER_LEN, FORMAT_VERSION, MAX_BLOCK_SIZE,
 };
 use super::properties::Properties;
 use crate::error::{Error, IoContext, Result};
@@ -34,6 +34,8 @@ pub struct TableBuilder {
     props: Properties,
     /// Set after a failed write: the file is in an unknown state.
     failed: bool,
+    /// The format version written: [`FORMAT_VERSION`], or 1 in tests of old tables.
+    version: u32,
 }
 
 impl std::fmt::Debug for TableBuilder {
@@ -71,7 +73,15 @@ impl TableBuilder {
                 ..Properties::default()
             },
             failed: false,
+            version: FORMAT_VERSION,
         }
+    }
+
+    /// Writes a table of format version 1 (legacy bloom filter), as older builds did:
+    /// for tests that old tables still read.
+    #[cfg(test)]
+    pub fn write_format_v1(&mut self) {
+        self.version = 1;
     }
 
     fn check_ok(&self) -> Result<()> {
@@ -190,7 +200,11 @@ impl TableBuilder {
         self.flush_data_block()?;
         let filter_handle = match self.filter.take() {
             Some(mut f) => {
-                let raw = f.finish();
+                let raw = if self.version == 1 {
+                    f.finish_legacy()
+                } else {
+                    f.finish()
+                };
                 let h = self.write(&raw, CompressionType::None)?;
                 self.props.filter_bytes = h.size + BLOCK_TRAILER_LEN as u64;
                 h
@@ -210,7 +224,7 @@ impl TableBuilder {
         };
         let name = &self.file_name;
         self.file
-            .append(&footer.encode())
+            .append(&footer.encode_version(self.version))
             .context(|| format!("writing footer of {name}"))?;
         self.offset += FOOTER_LEN as u64;
         self.file.sync().context(|| format!("syncing {name}"))?;

@@ -14,8 +14,12 @@ use bytes::Bytes;
 /// (`0x5453_4154_4152_5453`), in the family of the log magics `STRATAWL` / `STRATAMF`.
 pub const TABLE_MAGIC: u64 = u64::from_le_bytes(*b"STRATAST");
 
-/// The table format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The table format version this build writes. Version 2 differs from 1 only in the
+/// filter block's layout (blocked bloom; see `docs/format/sstable.md`); both are read.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest table format version this build reads.
+pub const MIN_READ_VERSION: u32 = 1;
 
 /// Bytes after every block: compression type (1) + masked CRC32C (4).
 pub const BLOCK_TRAILER_LEN: usize = 5;
@@ -82,12 +86,18 @@ pub struct Footer {
 impl Footer {
     /// The [`FOOTER_LEN`] bytes of the footer, for format [`FORMAT_VERSION`].
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_version(FORMAT_VERSION)
+    }
+
+    /// The footer bytes naming format `version` (the builder writes older versions only
+    /// in tests).
+    pub(crate) fn encode_version(&self, version: u32) -> Vec<u8> {
         let mut buf = Vec::with_capacity(FOOTER_LEN);
         for h in [self.filter, self.index, self.properties] {
             put_fixed64(&mut buf, h.offset);
             put_fixed64(&mut buf, h.size);
         }
-        put_fixed32(&mut buf, FORMAT_VERSION);
+        put_fixed32(&mut buf, version);
         let crc = mask(crc32c(&buf));
         put_fixed32(&mut buf, crc);
         put_fixed64(&mut buf, TABLE_MAGIC);
@@ -126,7 +136,7 @@ impl Footer {
             ));
         }
         let version = buf.get(48..).and_then(get_fixed32).unwrap_or(0);
-        if version != FORMAT_VERSION {
+        if !(MIN_READ_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 file: file_name.to_string(),
                 version,
@@ -428,13 +438,23 @@ mod tests {
             .unwrap_err()
             .is_corruption());
         let mut bad = enc.clone();
-        bad[48] = 2;
+        bad[48] = 1;
         let crc = mask(crc32c(&bad[..52]));
         bad[52..56].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(
-            Footer::decode(&bad, "t", len),
-            Err(Error::UnsupportedVersion { version: 2, .. })
-        ));
+        assert_eq!(
+            Footer::decode(&bad, "t", len).unwrap(),
+            f,
+            "version 1 still reads"
+        );
+        for v in [0u8, 3] {
+            bad[48] = v;
+            let crc = mask(crc32c(&bad[..52]));
+            bad[52..56].copy_from_slice(&crc.to_le_bytes());
+            assert!(matches!(
+                Footer::decode(&bad, "t", len),
+                Err(Error::UnsupportedVersion { version, .. }) if version == u32::from(v)
+            ));
+        }
         let mut bad = enc.clone();
         bad[3] ^= 1;
         assert!(Footer::decode(&bad, "t", len).unwrap_err().is_corruption());

@@ -26,6 +26,7 @@ pub mod block;
 mod builder;
 pub mod filter;
 pub mod format;
+mod index;
 pub mod properties;
 mod reader;
 

@@ -6,6 +6,7 @@ use super::format::{
     block_len_with_trailer, decode_block_shared, read_block, BlockHandle, Footer,
     BLOCK_TRAILER_LEN, FOOTER_LEN,
 };
+use super::index::IndexKeys;
 use super::properties::Properties;
 use crate::cache::BlockCache;
 use crate::error::{Error, IoContext, Result};
@@ -20,6 +21,22 @@ use std::sync::Arc;
 /// One index key in this many is kept in the table's [`RestartSample`]: about 1/16 of
 /// the index block's size in memory, and a seek probes 4 index entries, not ~log2(blocks).
 const INDEX_SAMPLE_STRIDE: usize = 16;
+
+/// How a table narrows the search of its index block.
+#[derive(Debug)]
+enum IndexSearch {
+    Keys(IndexKeys),
+    Sample(RestartSample),
+}
+
+impl IndexSearch {
+    fn size(&self) -> usize {
+        match self {
+            IndexSearch::Keys(k) => k.size(),
+            IndexSearch::Sample(s) => s.size(),
+        }
+    }
+}
 
 /// How a data block read uses the block cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +56,9 @@ pub struct Table {
     file: Arc<dyn RandomAccessFile>,
     file_name: Arc<str>,
     index: Arc<Block>,
-    /// Narrows index seeks (see [`RestartSample`]).
-    index_sample: RestartSample,
+    /// Narrows index seeks: [`IndexKeys`], or for an index they do not fit a
+    /// [`RestartSample`].
+    index_search: IndexSearch,
     filter: Option<BloomFilter>,
     props: Properties,
     /// The block cache and this table's id in it (fresh for every open).
@@ -102,7 +120,10 @@ impl Table {
             footer.index.offset,
         )?);
 
-        let index_sample = RestartSample::new(&index, INDEX_SAMPLE_STRIDE)?;
+        let index_search = match IndexKeys::new(&index)? {
+            Some(keys) => IndexSearch::Keys(keys),
+            None => IndexSearch::Sample(RestartSample::new(&index, INDEX_SAMPLE_STRIDE)?),
+        };
 
         let filter = if footer.filter.is_empty() {
             None
@@ -135,7 +156,7 @@ impl Table {
             file,
             file_name: file_name.into(),
             index,
-            index_sample,
+            index_search,
             filter,
             props,
             cache,
@@ -162,7 +183,7 @@ impl Table {
         std::mem::size_of::<Table>()
             + self.file_name.len()
             + self.index.size()
-            + self.index_sample.size()
+            + self.index_search.size()
             + self.filter.as_ref().map_or(0, BloomFilter::size)
             + self.props.smallest_key.len()
             + self.props.largest_key.len()
@@ -320,7 +341,10 @@ impl Table {
 
     /// Seeks an iterator over the index block, searching only where the sample says.
     fn seek_index(&self, index_iter: &mut BlockIter, target: &[u8]) -> Result<()> {
-        let (lo, hi) = self.index_sample.narrow(target);
+        let (lo, hi) = match &self.index_search {
+            IndexSearch::Keys(k) => k.narrow(target),
+            IndexSearch::Sample(s) => s.narrow(target),
+        };
         index_iter.seek_between(target, lo, hi)
     }
 

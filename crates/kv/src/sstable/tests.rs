@@ -385,6 +385,53 @@ fn bloom_filter_used_by_get() {
 }
 
 #[test]
+fn format_v1_tables_with_the_legacy_filter_still_read() {
+    let fs = MemFs::new();
+    let entries: Entries = (0..3000u32)
+        .map(|i| {
+            (
+                internal_key(format!("key{i:05}").as_bytes(), 1, ValueKind::Value),
+                format!("v{i}").into_bytes(),
+            )
+        })
+        .collect();
+    for v1 in [true, false] {
+        let path = if v1 { "/v1.sst" } else { "/v2.sst" };
+        let file = fs.create(Path::new(path)).unwrap();
+        let mut b = TableBuilder::new(file, path, &TableOptions::default());
+        if v1 {
+            b.write_format_v1();
+        }
+        for (k, v) in &entries {
+            b.add(k, v).unwrap();
+        }
+        b.finish().unwrap();
+        let bytes = fs.read_file(Path::new(path)).unwrap();
+        let f = bytes.len() - FOOTER_LEN;
+        let version = u32::from_le_bytes(bytes[f + 48..f + 52].try_into().unwrap());
+        assert_eq!(version, if v1 { 1 } else { FORMAT_VERSION });
+        let table = open(&fs, path).unwrap();
+        assert_eq!(table.verify().unwrap(), 3000);
+        for i in 0..3000u32 {
+            let got = table.get(format!("key{i:05}").as_bytes(), 10).unwrap();
+            assert_eq!(got.unwrap().value, format!("v{i}").into_bytes());
+        }
+        for i in 0..1000u32 {
+            assert_eq!(
+                table.get(format!("key{i:05}x").as_bytes(), 10).unwrap(),
+                None
+            );
+        }
+        let (checked, useful) = table.filter_stats();
+        assert_eq!(checked, 4000);
+        assert!(
+            useful >= 970,
+            "{path}: only {useful} of 1000 absent keys filtered"
+        );
+    }
+}
+
+#[test]
 fn posix_roundtrip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("000001.sst");
@@ -550,14 +597,14 @@ fn future_version_is_unsupported() {
     write_table(&fs, "/v.sst", &entries, &TableOptions::default());
     let mut bytes = fs.read_file(Path::new("/v.sst")).unwrap();
     let f = bytes.len() - FOOTER_LEN;
-    bytes[f + 48..f + 52].copy_from_slice(&2u32.to_le_bytes());
+    bytes[f + 48..f + 52].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
     let crc = crate::checksum::mask(crate::checksum::crc32c(&bytes[f..f + 52]));
     bytes[f + 52..f + 56].copy_from_slice(&crc.to_le_bytes());
     let mut w = fs.create(Path::new("/v2.sst")).unwrap();
     w.append(&bytes).unwrap();
     let e = open(&fs, "/v2.sst").unwrap_err();
     assert!(
-        matches!(e, Error::UnsupportedVersion { version: 2, .. }),
+        matches!(e, Error::UnsupportedVersion { version, .. } if version == FORMAT_VERSION + 1),
         "{e:?}"
     );
     assert!(e.to_string().contains("/v2.sst"));
