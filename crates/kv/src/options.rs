@@ -64,6 +64,12 @@ pub struct TableOptions {
     pub compression: CompressionType,
     /// zstd level when `compression` is zstd.
     pub zstd_level: i32,
+    /// A block is stored compressed only if that saves at least this many thousandths
+    /// of its size. 125 (1/8) is LevelDB's and RocksDB's rule: a block that barely
+    /// shrinks is not worth decompressing on every read from disk. A store whose blocks
+    /// are already-compressed payloads (the time-series store's chunks) sets it low: zstd
+    /// still saves their keys and headers, a few percent of the table.
+    pub min_compression_saving_permille: u16,
     /// Bloom filter bits per key; 0 disables the filter.
     pub bloom_bits_per_key: u32,
 }
@@ -75,6 +81,7 @@ impl Default for TableOptions {
             block_restart_interval: 16,
             compression: CompressionType::Lz4,
             zstd_level: 3,
+            min_compression_saving_permille: 125,
             bloom_bits_per_key: 10,
         }
     }

@@ -26,6 +26,7 @@ pub struct TableBuilder {
     block_size: usize,
     compression: CompressionType,
     zstd_level: i32,
+    min_saving_permille: u16,
     offset: u64,
     data_block: BlockBuilder,
     index_block: BlockBuilder,
@@ -62,6 +63,7 @@ impl TableBuilder {
             block_size: opts.block_size.clamp(1, MAX_BLOCK_SIZE / 2),
             compression: opts.compression,
             zstd_level: opts.zstd_level,
+            min_saving_permille: opts.min_compression_saving_permille,
             offset,
             data_block: BlockBuilder::new(opts.block_restart_interval),
             index_block: BlockBuilder::new(1),
@@ -151,6 +153,7 @@ impl TableBuilder {
             raw,
             compression,
             self.zstd_level,
+            self.min_saving_permille,
         );
         if r.is_err() {
             self.failed = true;

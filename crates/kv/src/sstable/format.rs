@@ -213,8 +213,8 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> 
 /// Compresses `raw` as `compression` asks, appends it and its trailer to `file` at `*offset`
 /// and advances `*offset`. Returns the block's handle.
 ///
-/// The block is stored uncompressed if compression does not save at least 1/8 of its size
-/// (or fails).
+/// The block is stored uncompressed if compression does not save at least
+/// `min_saving_permille` thousandths of its size and one byte (or fails).
 pub fn write_block(
     file: &mut dyn WritableFile,
     file_name: &str,
@@ -222,6 +222,7 @@ pub fn write_block(
     raw: &[u8],
     compression: CompressionType,
     zstd_level: i32,
+    min_saving_permille: u16,
 ) -> Result<BlockHandle> {
     let compressed: Option<Vec<u8>> = match compression {
         CompressionType::None => None,
@@ -240,7 +241,10 @@ pub fn write_block(
         },
     };
     let (contents, ctype): (&[u8], CompressionType) = match &compressed {
-        Some(c) if raw.len() <= MAX_BLOCK_SIZE && c.len() < raw.len() - raw.len() / 8 => {
+        Some(c)
+            if raw.len() <= MAX_BLOCK_SIZE
+                && c.len() < raw.len() - raw.len() * usize::from(min_saving_permille) / 1000 =>
+        {
             (c, compression)
         }
         _ => (raw, CompressionType::None),
@@ -464,6 +468,59 @@ mod tests {
     }
 
     #[test]
+    fn a_block_is_compressed_only_when_it_saves_the_asked_share() {
+        let fs = MemFs::new();
+        let p = Path::new("/blocks");
+        let mut w = fs.create(p).unwrap();
+        // Incompressible bytes with a compressible stretch: zstd saves a few percent.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut data: Vec<u8> = (0..4000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        data[..200].fill(7);
+        let mut off = 0;
+        let lax = write_block(
+            w.as_mut(),
+            "b",
+            &mut off,
+            &data,
+            CompressionType::Zstd,
+            3,
+            4,
+        )
+        .unwrap();
+        let strict = write_block(
+            w.as_mut(),
+            "b",
+            &mut off,
+            &data,
+            CompressionType::Zstd,
+            3,
+            125,
+        )
+        .unwrap();
+        let saved = data.len() as u64 - lax.size;
+        assert!(
+            saved >= 16 && saved < data.len() as u64 / 8,
+            "saved {saved}"
+        );
+        assert_eq!(
+            strict.size,
+            data.len() as u64,
+            "stored raw under the 1/8 rule"
+        );
+        let r = fs.open(p).unwrap();
+        for h in [lax, strict] {
+            assert_eq!(read_block(r.as_ref(), "b", h).unwrap(), data);
+        }
+    }
+
+    #[test]
     fn block_write_read_all_compressions() {
         let fs = MemFs::new();
         let p = Path::new("/blocks");
@@ -480,7 +537,7 @@ mod tests {
             CompressionType::Zstd,
         ] {
             for data in [&compressible[..], &incompressible[..], &[][..]] {
-                let h = write_block(w.as_mut(), "blocks", &mut off, data, c, 3).unwrap();
+                let h = write_block(w.as_mut(), "blocks", &mut off, data, c, 3, 125).unwrap();
                 if c != CompressionType::None && data.len() == compressible.len() {
                     assert!(h.size < data.len() as u64 / 2, "{c:?} did not compress");
                 }
