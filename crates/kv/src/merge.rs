@@ -398,6 +398,96 @@ mod tests {
         Prev,
     }
 
+    /// A user key over a tiny alphabet (zero bytes, which the prefix pads with, and 0xff),
+    /// up to 24 bytes: keys that share 16-byte prefixes, are prefixes of one another or
+    /// differ only past the prefix or in padding-like zero bytes are common.
+    fn tricky_user_key() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(proptest::sample::select(vec![0u8, 1, 0xff]), 0..24)
+    }
+
+    proptest! {
+        /// Unequal prefixes order keys as `compare_internal` does.
+        #[test]
+        fn key_prefix_agrees_with_compare_internal(
+            a in tricky_user_key(), b in tricky_user_key(), sa in 0u64..4, sb in 0u64..4,
+        ) {
+            let (ka, kb) = (
+                internal_key(&a, sa, ValueKind::Value),
+                internal_key(&b, sb, ValueKind::Value),
+            );
+            let (pa, pb) = (key_prefix(&ka), key_prefix(&kb));
+            if pa != pb {
+                prop_assert_eq!(pa.cmp(&pb), compare_internal(&ka, &kb));
+            }
+            // Keys too short for a trailer: empty user keys, as `user_key` says.
+            prop_assert_eq!(key_prefix(&a[..a.len().min(7)]), 0);
+        }
+
+        /// The merge over children holding such keys (prefix ties, decided by the full
+        /// keys) walks them in order both ways, with direction changes and seeks.
+        #[test]
+        fn tricky_keys_match_a_sorted_model(
+            n_children in 1usize..5,
+            entries in proptest::collection::vec((0usize..5, tricky_user_key()), 1..80),
+            moves in proptest::collection::vec(proptest::prop_oneof![
+                1 => Just(Move::First),
+                1 => Just(Move::Last),
+                2 => any::<u16>().prop_map(Move::Seek),
+                8 => Just(Move::Next),
+                8 => Just(Move::Prev),
+            ], 1..200),
+        ) {
+            let tables: Vec<Arc<Memtable>> =
+                (0..n_children).map(|_| Arc::new(Memtable::new())).collect();
+            let mut all = Vec::new();
+            for (seq, (child, k)) in entries.iter().enumerate() {
+                let seq = seq as u64 + 1;
+                tables[child % n_children].add(seq, ValueKind::Value, k, b"v");
+                all.push(internal_key(k, seq, ValueKind::Value));
+            }
+            all.sort_by(|a, b| compare_internal(a, b));
+            let mut m = MergingIterator::new(tables.iter().map(|t| t.iter()).collect());
+            let mut at: Option<usize> = None;
+            for mv in moves {
+                at = match mv {
+                    Move::First => {
+                        m.seek_to_first().unwrap();
+                        (!all.is_empty()).then_some(0)
+                    }
+                    Move::Last => {
+                        m.seek_to_last().unwrap();
+                        all.len().checked_sub(1)
+                    }
+                    Move::Seek(t) => {
+                        // The user key of an entry, or a shortened one.
+                        let k = &entries[t as usize % entries.len()].1;
+                        let k = &k[..k.len() - (t as usize / 7) % (k.len() + 1)];
+                        let target = seek_key(k, u64::MAX >> 8);
+                        m.seek(&target).unwrap();
+                        let i = all.partition_point(|k| compare_internal(k, &target) == Ordering::Less);
+                        (i < all.len()).then_some(i)
+                    }
+                    Move::Next | Move::Prev if at.is_none() => continue,
+                    Move::Next => {
+                        m.next().unwrap();
+                        at.map(|i| i + 1).filter(|&i| i < all.len())
+                    }
+                    Move::Prev => {
+                        m.prev().unwrap();
+                        at.and_then(|i| i.checked_sub(1))
+                    }
+                };
+                match at {
+                    Some(i) => {
+                        prop_assert!(m.valid());
+                        prop_assert_eq!(m.key(), &all[i][..]);
+                    }
+                    None => prop_assert!(!m.valid()),
+                }
+            }
+        }
+    }
+
     proptest! {
         /// Children that hold runs of consecutive keys (one child dominant, as after a
         /// full compaction or a sequential load, where the top stays on top for many
