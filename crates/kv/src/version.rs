@@ -616,6 +616,7 @@ impl InternalIterator for LevelIterator {
         }
         self.current.as_ref().map_or(&[], |c| c.key())
     }
+    #[inline]
     fn value(&self) -> &[u8] {
         self.current.as_ref().map_or(&[], |c| c.value())
     }
