@@ -335,6 +335,33 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
     }
 }
 
+/// The first 16 bytes of `ikey`'s user key, zero-padded, as a big-endian number: if the
+/// prefixes of two keys differ, they order the keys as [`compare_internal`] does (the first
+/// differing byte is a byte of both user keys, or a padding zero of the one that is a
+/// prefix of the other, the smaller). Equal prefixes decide nothing.
+#[inline(always)]
+fn key_prefix(ikey: &[u8]) -> u128 {
+    // As `user_key`: a key shorter than a trailer has an empty user key.
+    let ulen = ikey.len().saturating_sub(TRAILER_LEN);
+    if ulen >= 16 {
+        return ikey
+            .first_chunk::<16>()
+            .map_or(0, |c| u128::from_be_bytes(*c));
+    }
+    if ulen == 0 {
+        return 0;
+    }
+    match ikey.first_chunk::<16>() {
+        // The bytes after the user key (its trailer) are masked off.
+        Some(c) => u128::from_be_bytes(*c) & (u128::MAX << (8 * (16 - ulen))),
+        None => {
+            let mut b = [0u8; 16];
+            b[..ulen].copy_from_slice(&ikey[..ulen]);
+            u128::from_be_bytes(b)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -556,31 +583,6 @@ mod tests {
                     None => prop_assert!(!m.valid()),
                 }
             }
-        }
-    }
-}
-
-/// The first 16 bytes of `ikey`'s user key, zero-padded, as a big-endian number: if the
-/// prefixes of two keys differ, they order the keys as [`compare_internal`] does (the first
-/// differing byte is a byte of both user keys, or a padding zero of the one that is a
-/// prefix of the other, the smaller). Equal prefixes decide nothing.
-#[inline(always)]
-fn key_prefix(ikey: &[u8]) -> u128 {
-    // As `user_key`: a key shorter than a trailer has an empty user key.
-    let ulen = ikey.len().saturating_sub(TRAILER_LEN);
-    if ulen >= 16 {
-        return ikey.first_chunk::<16>().map_or(0, |c| u128::from_be_bytes(*c));
-    }
-    if ulen == 0 {
-        return 0;
-    }
-    match ikey.first_chunk::<16>() {
-        // The bytes after the user key (its trailer) are masked off.
-        Some(c) => u128::from_be_bytes(*c) & (u128::MAX << (8 * (16 - ulen))),
-        None => {
-            let mut b = [0u8; 16];
-            b[..ulen].copy_from_slice(&ikey[..ulen]);
-            u128::from_be_bytes(b)
         }
     }
 }
