@@ -415,6 +415,7 @@ impl LevelIterator {
     }
 
     /// Moves forward over tables until positioned at an entry or past the last table.
+    #[inline(never)]
     fn skip_forward(&mut self) -> Result<()> {
         while self.current.as_ref().is_some_and(|c| !c.valid()) {
             match self.open(self.index + 1)? {
@@ -518,6 +519,7 @@ impl LevelIterator {
             .map_or(&[], |t| &t.meta.smallest[..])
     }
 
+    #[inline(never)]
     fn skip_backward(&mut self) -> Result<()> {
         while self.current.as_ref().is_some_and(|c| !c.valid()) {
             if self.index == 0 {
@@ -594,10 +596,15 @@ impl InternalIterator for LevelIterator {
         }
         self.skip_forward()
     }
+    #[inline]
     fn prev(&mut self) -> Result<()> {
         self.settle()?;
         if let Some(c) = self.current.as_mut() {
             c.prev()?;
+            // Within the table: done, without the call to look for another (as `next`).
+            if c.valid() {
+                return Ok(());
+            }
         }
         self.skip_backward()
     }
@@ -609,6 +616,7 @@ impl InternalIterator for LevelIterator {
         }
         self.current.as_ref().map_or(&[], |c| c.key())
     }
+    #[inline]
     fn value(&self) -> &[u8] {
         self.current.as_ref().map_or(&[], |c| c.value())
     }

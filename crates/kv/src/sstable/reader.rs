@@ -662,6 +662,7 @@ impl TableIterator {
         Ok(())
     }
 
+    #[inline]
     fn data_valid(&self) -> bool {
         self.data_iter.as_ref().is_some_and(|d| d.valid())
     }
@@ -708,6 +709,7 @@ impl TableIterator {
 }
 
 impl InternalIterator for TableIterator {
+    #[inline]
     fn valid(&self) -> bool {
         self.data_valid()
     }
@@ -782,6 +784,7 @@ impl InternalIterator for TableIterator {
         self.data_iter.as_ref().map_or(&[], |d| d.key())
     }
 
+    #[inline]
     fn value(&self) -> &[u8] {
         self.data_iter.as_ref().map_or(&[], |d| d.value())
     }
