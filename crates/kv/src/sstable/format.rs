@@ -214,7 +214,8 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> 
 /// and advances `*offset`. Returns the block's handle.
 ///
 /// The block is stored uncompressed if compression does not save at least
-/// `min_saving_permille` thousandths of its size and one byte (or fails).
+/// `min_saving_permille` thousandths of its size (at most all of it) and one byte (or
+/// fails).
 pub fn write_block(
     file: &mut dyn WritableFile,
     file_name: &str,
@@ -243,7 +244,8 @@ pub fn write_block(
     let (contents, ctype): (&[u8], CompressionType) = match &compressed {
         Some(c)
             if raw.len() <= MAX_BLOCK_SIZE
-                && c.len() < raw.len() - raw.len() * usize::from(min_saving_permille) / 1000 =>
+                && c.len()
+                    < raw.len() - raw.len() * usize::from(min_saving_permille.min(1000)) / 1000 =>
         {
             (c, compression)
         }

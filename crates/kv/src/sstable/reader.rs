@@ -559,17 +559,21 @@ impl Readahead {
         let previous = std::mem::take(&mut self.buf);
         self.share = None;
         self.buf_offset = start;
-        let buf = match std::mem::replace(&mut self.spare, previous).try_into_mut() {
-            Ok(mut reused) => {
+        // A reused allocation keeps its capacity: only one at most twice the window is
+        // taken (a tail window or one after a huge block gets its own), and the window is
+        // accounted by what it holds, so cached slices of it are charged honestly.
+        let (buf, held) = match std::mem::replace(&mut self.spare, previous).try_into_mut() {
+            Ok(mut reused) if reused.capacity() <= 2 * len => {
                 // Zeroes only what the window grew by (nothing once it stopped growing).
                 reused.resize(len, 0);
                 file.read_exact_into(start, &mut reused)?;
-                reused.freeze()
+                let held = reused.capacity();
+                (reused.freeze(), held)
             }
-            Err(_) => file.read_at(start, len)?.into(),
+            Ok(_) | Err(_) => (file.read_at(start, len)?.into(), len),
         };
         self.buf = buf;
-        self.share = Some(SharedWindow::counted(len, total));
+        self.share = Some(SharedWindow::counted(held, total));
         Ok(())
     }
 
@@ -830,5 +834,34 @@ mod tests {
         // A longer window than the reused one still reads every byte.
         ra.fill(f.as_ref(), 40_000, 20_000, None).unwrap();
         assert_eq!(&ra.buf[..], &data[40_000..60_000]);
+    }
+
+    #[test]
+    fn readahead_does_not_reuse_an_allocation_much_larger_than_the_window() {
+        let fs = MemFs::new();
+        let data: Vec<u8> = (0..64u32 << 10).map(|i| (i % 251) as u8).collect();
+        let mut w = fs.create(Path::new("/f")).unwrap();
+        w.append(&data).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let f = fs.open(Path::new("/f")).unwrap();
+        let total = Arc::new(AtomicUsize::new(0));
+        let mut ra = Readahead::default();
+        let mut fill = |ra: &mut Readahead, at: usize, len: usize| {
+            ra.fill(f.as_ref(), at as u64, len, Some(total.clone()))
+                .unwrap();
+            assert_eq!(&ra.buf[..], &data[at..at + len]);
+            ra.buf.as_ptr()
+        };
+        let big = fill(&mut ra, 0, 32 << 10);
+        fill(&mut ra, 32 << 10, 8 << 10);
+        // A 4 KiB tail window does not take the 32 KiB allocation (a cached slice of it
+        // would pin 32 KiB charged as 4).
+        let tail = fill(&mut ra, 40 << 10, 4 << 10);
+        assert_ne!(tail, big);
+        // Windows of one size keep reusing.
+        let a = fill(&mut ra, 0, 16 << 10);
+        fill(&mut ra, 16 << 10, 16 << 10);
+        assert_eq!(fill(&mut ra, 32 << 10, 16 << 10), a);
     }
 }
