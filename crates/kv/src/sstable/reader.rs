@@ -847,7 +847,7 @@ mod tests {
         let f = fs.open(Path::new("/f")).unwrap();
         let total = Arc::new(AtomicUsize::new(0));
         let mut ra = Readahead::default();
-        let mut fill = |ra: &mut Readahead, at: usize, len: usize| {
+        let fill = |ra: &mut Readahead, at: usize, len: usize| {
             ra.fill(f.as_ref(), at as u64, len, Some(total.clone()))
                 .unwrap();
             assert_eq!(&ra.buf[..], &data[at..at + len]);
