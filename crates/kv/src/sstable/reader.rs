@@ -801,15 +801,20 @@ mod tests {
     use crate::fs::{FileSystem, MemFs};
     use std::path::Path;
 
-    #[test]
-    fn readahead_reuses_a_window_only_once_no_block_holds_it() {
+    /// A 64 KiB file of known bytes, and those bytes.
+    fn file_of_64_kib() -> (Arc<dyn RandomAccessFile>, Vec<u8>) {
         let fs = MemFs::new();
         let data: Vec<u8> = (0..64u32 << 10).map(|i| (i % 251) as u8).collect();
         let mut w = fs.create(Path::new("/f")).unwrap();
         w.append(&data).unwrap();
         w.sync().unwrap();
         drop(w);
-        let f = fs.open(Path::new("/f")).unwrap();
+        (fs.open(Path::new("/f")).unwrap(), data)
+    }
+
+    #[test]
+    fn readahead_reuses_a_window_only_once_no_block_holds_it() {
+        let (f, data) = file_of_64_kib();
         let mut ra = Readahead::default();
         let window = |i: u64| (i * 8192, 8192usize);
         let fill = |ra: &mut Readahead, i: u64| {
@@ -838,13 +843,7 @@ mod tests {
 
     #[test]
     fn readahead_does_not_reuse_an_allocation_much_larger_than_the_window() {
-        let fs = MemFs::new();
-        let data: Vec<u8> = (0..64u32 << 10).map(|i| (i % 251) as u8).collect();
-        let mut w = fs.create(Path::new("/f")).unwrap();
-        w.append(&data).unwrap();
-        w.sync().unwrap();
-        drop(w);
-        let f = fs.open(Path::new("/f")).unwrap();
+        let (f, data) = file_of_64_kib();
         let total = Arc::new(AtomicUsize::new(0));
         let mut ra = Readahead::default();
         let fill = |ra: &mut Readahead, at: usize, len: usize| {
