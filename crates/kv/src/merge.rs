@@ -415,7 +415,7 @@ mod tests {
         }
     }
 
-    /// A cursor move in [`runs_and_direction_changes_match_a_sorted_model`].
+    /// A cursor move in the merge model tests ([`walk_matches_model`]).
     #[derive(Debug, Clone)]
     enum Move {
         First,
@@ -423,6 +423,53 @@ mod tests {
         Seek(u16),
         Next,
         Prev,
+    }
+
+    /// Applies `moves` to a merge over `tables` and checks each position against `all`
+    /// (every entry, sorted); a seek goes to `target(t)`.
+    fn walk_matches_model(
+        tables: &[Arc<Memtable>],
+        all: &[Vec<u8>],
+        moves: &[Move],
+        target: impl Fn(u16) -> Vec<u8>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut m = MergingIterator::new(tables.iter().map(|t| t.iter()).collect());
+        let mut at: Option<usize> = None;
+        for mv in moves {
+            at = match *mv {
+                Move::First => {
+                    m.seek_to_first().unwrap();
+                    (!all.is_empty()).then_some(0)
+                }
+                Move::Last => {
+                    m.seek_to_last().unwrap();
+                    all.len().checked_sub(1)
+                }
+                Move::Seek(t) => {
+                    let target = target(t);
+                    m.seek(&target).unwrap();
+                    let i = all.partition_point(|k| compare_internal(k, &target) == Ordering::Less);
+                    (i < all.len()).then_some(i)
+                }
+                Move::Next | Move::Prev if at.is_none() => continue,
+                Move::Next => {
+                    m.next().unwrap();
+                    at.map(|i| i + 1).filter(|&i| i < all.len())
+                }
+                Move::Prev => {
+                    m.prev().unwrap();
+                    at.and_then(|i| i.checked_sub(1))
+                }
+            };
+            match at {
+                Some(i) => {
+                    prop_assert!(m.valid());
+                    prop_assert_eq!(m.key(), &all[i][..]);
+                }
+                None => prop_assert!(!m.valid()),
+            }
+        }
+        Ok(())
     }
 
     /// A user key over a tiny alphabet (zero bytes, which the prefix pads with, and 0xff),
@@ -473,45 +520,11 @@ mod tests {
                 all.push(internal_key(k, seq, ValueKind::Value));
             }
             all.sort_by(|a, b| compare_internal(a, b));
-            let mut m = MergingIterator::new(tables.iter().map(|t| t.iter()).collect());
-            let mut at: Option<usize> = None;
-            for mv in moves {
-                at = match mv {
-                    Move::First => {
-                        m.seek_to_first().unwrap();
-                        (!all.is_empty()).then_some(0)
-                    }
-                    Move::Last => {
-                        m.seek_to_last().unwrap();
-                        all.len().checked_sub(1)
-                    }
-                    Move::Seek(t) => {
-                        // The user key of an entry, or a shortened one.
-                        let k = &entries[t as usize % entries.len()].1;
-                        let k = &k[..k.len() - (t as usize / 7) % (k.len() + 1)];
-                        let target = seek_key(k, u64::MAX >> 8);
-                        m.seek(&target).unwrap();
-                        let i = all.partition_point(|k| compare_internal(k, &target) == Ordering::Less);
-                        (i < all.len()).then_some(i)
-                    }
-                    Move::Next | Move::Prev if at.is_none() => continue,
-                    Move::Next => {
-                        m.next().unwrap();
-                        at.map(|i| i + 1).filter(|&i| i < all.len())
-                    }
-                    Move::Prev => {
-                        m.prev().unwrap();
-                        at.and_then(|i| i.checked_sub(1))
-                    }
-                };
-                match at {
-                    Some(i) => {
-                        prop_assert!(m.valid());
-                        prop_assert_eq!(m.key(), &all[i][..]);
-                    }
-                    None => prop_assert!(!m.valid()),
-                }
-            }
+            walk_matches_model(&tables, &all, &moves, |t| {
+                // The user key of an entry, or a shortened one.
+                let k = &entries[t as usize % entries.len()].1;
+                seek_key(&k[..k.len() - (t as usize / 7) % (k.len() + 1)], u64::MAX >> 8)
+            })?;
         }
     }
 
@@ -547,42 +560,9 @@ mod tests {
                 }
             }
             all.sort_by(|a, b| compare_internal(a, b));
-            let mut m = MergingIterator::new(tables.iter().map(|t| t.iter()).collect());
-            let mut at: Option<usize> = None;
-            for mv in moves {
-                at = match mv {
-                    Move::First => {
-                        m.seek_to_first().unwrap();
-                        (!all.is_empty()).then_some(0)
-                    }
-                    Move::Last => {
-                        m.seek_to_last().unwrap();
-                        all.len().checked_sub(1)
-                    }
-                    Move::Seek(t) => {
-                        let target = seek_key(format!("k{:05}", t % 2000).as_bytes(), u64::MAX >> 8);
-                        m.seek(&target).unwrap();
-                        let i = all.partition_point(|k| compare_internal(k, &target) == Ordering::Less);
-                        (i < all.len()).then_some(i)
-                    }
-                    Move::Next | Move::Prev if at.is_none() => continue,
-                    Move::Next => {
-                        m.next().unwrap();
-                        at.map(|i| i + 1).filter(|&i| i < all.len())
-                    }
-                    Move::Prev => {
-                        m.prev().unwrap();
-                        at.and_then(|i| i.checked_sub(1))
-                    }
-                };
-                match at {
-                    Some(i) => {
-                        prop_assert!(m.valid());
-                        prop_assert_eq!(m.key(), &all[i][..]);
-                    }
-                    None => prop_assert!(!m.valid()),
-                }
-            }
+            walk_matches_model(&tables, &all, &moves, |t| {
+                seek_key(format!("k{:05}", t % 2000).as_bytes(), u64::MAX >> 8)
+            })?;
         }
     }
 }
