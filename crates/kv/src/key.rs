@@ -104,7 +104,7 @@ pub fn user_key(ikey: &[u8]) -> &[u8] {
 }
 
 #[inline]
-fn trailer(ikey: &[u8]) -> u64 {
+pub(crate) fn trailer(ikey: &[u8]) -> u64 {
     let n = ikey.len();
     if n < TRAILER_LEN {
         return 0;

@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::iterator::InternalIterator;
-use crate::key::{compare_bytes, compare_internal, user_key, TRAILER_LEN};
+use crate::key::{compare_bytes, compare_internal, trailer, user_key, TRAILER_LEN};
 use std::cmp::Ordering;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +20,11 @@ enum Direction {
 /// instead of called through a vtable.
 pub struct MergingIterator<I: InternalIterator = Box<dyn InternalIterator>> {
     children: Vec<I>,
-    /// Per child, [`key_prefix`] of its current key (meaningful while it is in the heap).
-    /// Most comparisons are decided by these numbers, without asking a child for its key
-    /// (a call through the source, level, table and block cursors) or comparing bytes.
-    prefix: Vec<u128>,
+    /// Per child, [`Rank`] of its current key (meaningful while it is in the heap).
+    /// Almost all comparisons are decided by these numbers, without asking a child for
+    /// its key (a call through the source, level, table and block cursors) or comparing
+    /// bytes.
+    rank: Vec<Rank>,
     /// Indexes of the valid children, heap-ordered for `direction`; the top is current.
     heap: Vec<usize>,
     direction: Direction,
@@ -42,7 +43,7 @@ impl<I: InternalIterator> MergingIterator<I> {
     pub fn new(children: Vec<I>) -> Self {
         MergingIterator {
             heap: Vec::with_capacity(children.len()),
-            prefix: vec![0; children.len()],
+            rank: vec![Rank::default(); children.len()],
             children,
             direction: Direction::Forward,
             runner_up: 0,
@@ -63,23 +64,33 @@ impl<I: InternalIterator> MergingIterator<I> {
         self
     }
 
-    /// Records the prefix of child `c`'s current key, after it moved. REQUIRES: valid.
+    /// Records the rank of child `c`'s current key, after it moved. REQUIRES: valid.
     #[inline(always)]
     fn load(&mut self, c: usize) {
-        self.prefix[c] = key_prefix(self.children[c].key());
+        self.rank[c] = Rank::of(self.children[c].key());
     }
 
     /// True if child `a` should come out before child `b`.
     #[inline(always)]
     fn before(&self, a: usize, b: usize) -> bool {
-        let (pa, pb) = (self.prefix[a], self.prefix[b]);
-        if pa != pb {
-            return (pa < pb) == (self.direction == Direction::Forward);
+        let (ra, rb) = (&self.rank[a], &self.rank[b]);
+        let forward = self.direction == Direction::Forward;
+        if ra.prefix != rb.prefix {
+            return (ra.prefix < rb.prefix) == forward;
+        }
+        // Versions of one user key (an overwritten key in two sources) tie on the prefix
+        // and are decided here, unless both user keys run past the prefix.
+        if ra.tie < Rank::LONG || rb.tie < Rank::LONG {
+            if ra.tie == rb.tie {
+                return a < b;
+            }
+            return (ra.tie < rb.tie) == forward;
         }
         self.before_by_keys(a, b)
     }
 
-    /// [`MergingIterator::before`] for keys of equal prefixes.
+    /// [`MergingIterator::before`] for keys whose user keys share their first 16 bytes
+    /// and are both longer.
     #[inline(never)]
     fn before_by_keys(&self, a: usize, b: usize) -> bool {
         let ord = compare_internal(self.children[a].key(), self.children[b].key());
@@ -335,6 +346,36 @@ impl<I: InternalIterator> InternalIterator for MergingIterator<I> {
     }
 }
 
+/// What the merge compares first of a child's key (see [`Rank::of`]).
+#[derive(Debug, Clone, Copy, Default)]
+struct Rank {
+    /// [`key_prefix`] of the key.
+    prefix: u128,
+    /// The user key's length (capped at 17) above the complemented trailer (larger
+    /// sequence numbers first): for keys of equal prefixes of which at least one has a
+    /// user key of at most 16 bytes, this orders them as [`compare_internal`] does. The
+    /// shorter user key is then a prefix of the longer one (the prefix pads with zeros),
+    /// so it comes first; of equal lengths, the user keys are equal and the trailers
+    /// decide.
+    tie: u128,
+}
+
+impl Rank {
+    /// `tie` at and above this: a user key longer than the prefix.
+    const LONG: u128 = 17 << 64;
+
+    #[inline(always)]
+    fn of(ikey: &[u8]) -> Rank {
+        // As `user_key` and `trailer`: a key shorter than a trailer has an empty user key
+        // and trailer 0.
+        let ulen = ikey.len().saturating_sub(TRAILER_LEN).min(17) as u128;
+        Rank {
+            prefix: key_prefix(ikey),
+            tie: (ulen << 64) | u128::from(!trailer(ikey)),
+        }
+    }
+}
+
 /// The first 16 bytes of `ikey`'s user key, zero-padded, as a big-endian number: if the
 /// prefixes of two keys differ, they order the keys as [`compare_internal`] does (the first
 /// differing byte is a byte of both user keys, or a padding zero of the one that is a
@@ -495,6 +536,30 @@ mod tests {
             }
             // Keys too short for a trailer: empty user keys, as `user_key` says.
             prop_assert_eq!(key_prefix(&a[..a.len().min(7)]), 0);
+        }
+
+        /// Equal prefixes: the ranks order keys as `compare_internal` does unless both
+        /// user keys are longer than the prefix (then the merge compares the keys).
+        #[test]
+        fn rank_agrees_with_compare_internal(
+            a in tricky_user_key(), b in tricky_user_key(),
+            sa in prop_oneof![0u64..4, Just(u64::MAX >> 8)], sb in 0u64..4,
+            da in any::<bool>(), db in any::<bool>(), cut in 0usize..8,
+        ) {
+            let kind = |d: bool| if d { ValueKind::Deletion } else { ValueKind::Value };
+            let (ka, kb) = (internal_key(&a, sa, kind(da)), internal_key(&b, sb, kind(db)));
+            let (ra, rb) = (Rank::of(&ka), Rank::of(&kb));
+            if ra.prefix == rb.prefix && (ra.tie < Rank::LONG || rb.tie < Rank::LONG) {
+                prop_assert_eq!(ra.tie.cmp(&rb.tie), compare_internal(&ka, &kb));
+            }
+            prop_assert_eq!(ra.tie >= Rank::LONG, a.len() > 16);
+            // A key too short for a trailer ranks as `compare_internal` treats it: an empty
+            // user key with trailer 0.
+            let short = &ka[..ka.len().min(cut)];
+            let r = Rank::of(short);
+            if r.prefix == rb.prefix && rb.tie < Rank::LONG {
+                prop_assert_eq!(r.tie.cmp(&rb.tie), compare_internal(short, &kb));
+            }
         }
 
         /// The merge over children holding such keys (prefix ties, decided by the full
