@@ -710,20 +710,42 @@ impl BlockIter {
         Ok(())
     }
 
+    /// The common step of `prev`: to the entry before the current one, if the last
+    /// backward scan decoded it (all but the first step back in a restart interval).
+    /// Returns false, having changed nothing, otherwise (or if invalid).
+    #[inline(always)]
+    fn pop_prev(&mut self) -> bool {
+        let original = self.current;
+        if original >= self.block.data_end {
+            return false;
+        }
+        let Some(e) = self.prev_entries.pop_if(|e| e.next_offset == original) else {
+            return false;
+        };
+        let src = self.prev_keys.get(e.key_start..).unwrap_or_default();
+        self.key.set_padded(src, e.key_len);
+        self.current = e.offset;
+        self.next_offset = e.next_offset;
+        self.restart_index = e.restart_index;
+        self.value_start = e.value_start;
+        self.value_len = e.value_len;
+        true
+    }
+
+    /// `prev` where [`BlockIter::pop_prev`] does not apply: decodes the restart interval
+    /// before the current entry, keeping its entries for the next steps back.
+    #[inline(never)]
+    fn prev_slow(&mut self) -> Result<()> {
+        let r = self.do_prev();
+        self.guarded(r)
+    }
+
     fn do_prev(&mut self) -> Result<()> {
         let original = self.current;
         if original >= self.block.data_end {
             return Ok(());
         }
-        // The entry before the current one, if the last backward scan decoded it.
-        if let Some(e) = self.prev_entries.pop_if(|e| e.next_offset == original) {
-            let src = self.prev_keys.get(e.key_start..).unwrap_or_default();
-            self.key.set_padded(src, e.key_len);
-            self.current = e.offset;
-            self.next_offset = e.next_offset;
-            self.restart_index = e.restart_index;
-            self.value_start = e.value_start;
-            self.value_len = e.value_len;
+        if self.pop_prev() {
             return Ok(());
         }
         self.prev_entries.clear();
@@ -802,9 +824,12 @@ impl InternalIterator for BlockIter {
         self.parse_next().map(|_| ())
     }
 
+    #[inline]
     fn prev(&mut self) -> Result<()> {
-        let r = self.do_prev();
-        self.guarded(r)
+        if self.pop_prev() {
+            return Ok(());
+        }
+        self.prev_slow()
     }
 
     #[inline(always)]
