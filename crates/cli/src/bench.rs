@@ -128,6 +128,11 @@ pub struct KvBenchArgs {
     /// Storage engine (bitcask: readseq is unordered, readreverse and seekrandom are skipped).
     #[arg(long, value_enum, default_value = "lsm")]
     pub engine: Engine,
+    /// lsm: read tables through a memory mapping (`Options::mmap_reads`), as LevelDB does.
+    #[arg(long = "mmap_reads", num_args = 0..=1, default_missing_value = "true",
+          default_value = "false", action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub mmap_reads: bool,
 }
 
 impl Default for KvBenchArgs {
@@ -151,6 +156,7 @@ impl Default for KvBenchArgs {
             histogram: false,
             seed: 301,
             engine: Engine::Lsm,
+            mmap_reads: false,
         }
     }
 }
@@ -765,6 +771,7 @@ fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<BenchDb> {
     let mut opts = Options {
         create_if_missing: create,
         write_buffer_size: cfg.write_buffer_size,
+        mmap_reads: cfg.mmap_reads,
         ..Options::default()
     };
     opts.table.compression = cfg.compression_type;
@@ -898,12 +905,13 @@ fn print_header(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "Compression: {compression}")?;
             writeln!(
                 out,
-                "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{})",
+                "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{}{})",
                 cfg.write_buffer_size,
                 cfg.bloom_bits,
                 cfg.threads,
                 cfg.batch_size,
-                if cfg.sync { ", sync" } else { "" }
+                if cfg.sync { ", sync" } else { "" },
+                if cfg.mmap_reads { ", mmap reads" } else { "" }
             )?;
         }
         Engine::Bitcask => {

@@ -567,12 +567,15 @@ impl Db {
         let (old_manifest, mut mstate) = manifest::recover(fs.as_ref(), &dir)?;
         let mut version = Version::default();
         let block_cache = Arc::new(BlockCache::new(opts.block_cache_size));
-        let tables = Arc::new(TableCache::new(
-            fs.clone(),
-            dir.clone(),
-            opts.max_open_files,
-            Some(block_cache.clone()),
-        ));
+        let tables = Arc::new(
+            TableCache::new(
+                fs.clone(),
+                dir.clone(),
+                opts.max_open_files,
+                Some(block_cache.clone()),
+            )
+            .with_mmap_reads(opts.mmap_reads),
+        );
         for (level, files) in mstate.levels.iter().enumerate() {
             for meta in files.values() {
                 let handle = open_table(&tables, &fs, &dir, meta.clone())?;

@@ -48,6 +48,8 @@ pub struct TableCache {
     dir: PathBuf,
     max_open_files: usize,
     block_cache: Option<Arc<BlockCache>>,
+    /// Open tables with [`FileSystem::open_mapped`] (see `Options::mmap_reads`).
+    mmap_reads: bool,
     tables: Cache<u64, Arc<Table>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -78,6 +80,7 @@ impl TableCache {
             dir,
             max_open_files,
             block_cache,
+            mmap_reads: false,
             tables: Cache::new(max_open_files),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -111,13 +114,22 @@ impl TableCache {
         Ok(table)
     }
 
+    /// Tables opened from now on are read through a memory mapping where the filesystem
+    /// has one (see `Options::mmap_reads`).
+    pub fn with_mmap_reads(mut self, mmap_reads: bool) -> Self {
+        self.mmap_reads = mmap_reads;
+        self
+    }
+
     fn open(&self, number: u64, file_size: u64) -> Result<Table> {
         let path = table_path(&self.dir, number);
         let name = path.display().to_string();
-        let file = self
-            .fs
-            .open(&path)
-            .context(|| format!("opening table {name}"))?;
+        let file = if self.mmap_reads {
+            self.fs.open_mapped(&path)
+        } else {
+            self.fs.open(&path)
+        }
+        .context(|| format!("opening table {name}"))?;
         let len = file.len();
         if len != file_size {
             return Err(size_mismatch(&name, len, file_size));

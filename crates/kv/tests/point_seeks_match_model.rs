@@ -10,8 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::ops::Bound::{Included, Unbounded};
 use std::path::Path;
-use strata_kv::fs::MemFs;
-use strata_kv::Db;
+use std::sync::Arc;
+use strata_kv::fs::{MemFs, PosixFs};
+use strata_kv::{Db, Options};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -95,6 +96,28 @@ fn check_point_seeks(iter: impl Fn() -> strata_kv::DbIterator, model: &Model, n:
 fn point_seeks_agree_with_btreemap_across_levels() {
     let fs = MemFs::new();
     let db = Db::open(Path::new("/db"), common::small_options(&fs)).expect("open");
+    seeks_agree_with_btreemap(&db);
+}
+
+/// The same on disk, tables read through a memory mapping (`Options::mmap_reads`): blocks
+/// sliced from the mapping, checksummed, cached as copies.
+#[test]
+fn point_seeks_and_gets_agree_with_btreemap_through_mapped_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = Options {
+        fs: Arc::new(PosixFs),
+        write_buffer_size: 16 * 1024,
+        mmap_reads: true,
+        // A few blocks: hits, misses and evictions of the copies.
+        block_cache_size: 16 * 1024,
+        ..Options::default()
+    };
+    opts.table.block_size = 512;
+    let db = Db::open(dir.path().join("db"), opts).expect("open");
+    seeks_agree_with_btreemap(&db);
+}
+
+fn seeks_agree_with_btreemap(db: &Db) {
     let mut model = Model::new();
     let mut rng = Rng(0x5eed_5eed);
     const N: u32 = 4000;
@@ -113,18 +136,18 @@ fn point_seeks_agree_with_btreemap_across_levels() {
     };
     // Older data pushed down the levels, newer data in L0 tables, the newest in the
     // memtable.
-    write(&db, &mut model, &mut rng, 0);
+    write(db, &mut model, &mut rng, 0);
     db.compact_range::<&[u8]>(..).expect("compact");
-    write(&db, &mut model, &mut rng, 1);
+    write(db, &mut model, &mut rng, 1);
     db.flush().expect("flush");
     let snapshot = db.snapshot();
     let at_snapshot = model.clone();
-    write(&db, &mut model, &mut rng, 2);
+    write(db, &mut model, &mut rng, 2);
     db.flush().expect("flush");
     let (lo, hi) = (key(1000), key(1300));
     db.delete_range(&lo, &hi).expect("delete_range");
     model.retain(|k, _| !(*k >= lo && *k < hi));
-    write(&db, &mut model, &mut rng, 3);
+    write(db, &mut model, &mut rng, 3);
 
     check_point_seeks(|| db.iter(), &model, N);
     check_point_seeks(|| snapshot.iter(), &at_snapshot, N);
@@ -134,4 +157,8 @@ fn point_seeks_agree_with_btreemap_across_levels() {
     check_point_seeks(|| db.iter(), &model, N);
     db.compact_range::<&[u8]>(..).expect("compact");
     check_point_seeks(|| db.iter(), &model, N);
+    for i in 0..=N {
+        let got = db.get(key(i)).expect("get");
+        assert_eq!(got.as_ref(), model.get(&key(i)), "get {i}");
+    }
 }

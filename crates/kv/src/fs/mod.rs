@@ -93,6 +93,12 @@ pub trait RandomAccessFile: Send + Sync {
         buf.copy_from_slice(&data);
         Ok(())
     }
+    /// The whole file as bytes in memory, if it was opened mapped
+    /// ([`FileSystem::open_mapped`]): a reader slices it instead of reading, with neither
+    /// a system call nor a copy.
+    fn mapped(&self) -> Option<&bytes::Bytes> {
+        None
+    }
     /// The file's size in bytes.
     fn len(&self) -> u64;
     /// True if the file is empty.
@@ -110,6 +116,11 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Opens a file for positioned reads.
     fn open(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>>;
+    /// Opens an immutable file for reading, mapped into memory where the file system can
+    /// (see [`RandomAccessFile::mapped`]); the default opens it as [`FileSystem::open`].
+    fn open_mapped(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
+        self.open(path)
+    }
     /// Removes a file.
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Atomically renames `from` to `to`, replacing `to` if it exists.

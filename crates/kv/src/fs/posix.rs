@@ -123,6 +123,72 @@ impl BackgroundSync for PosixSyncer {
 struct PosixRandom {
     file: File,
     len: u64,
+    /// The file mapped read-only, if opened by [`FileSystem::open_mapped`].
+    map: Option<bytes::Bytes>,
+}
+
+/// A read-only shared mapping of a whole file, unmapped on drop (when the last slice of
+/// it goes).
+struct Mapping {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and never changed through this process; the pointer is
+// only read as a byte slice, from any thread.
+#[allow(unsafe_code)]
+unsafe impl Send for Mapping {}
+// SAFETY: as for Send: shared read-only memory.
+#[allow(unsafe_code)]
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` bytes (> 0) of `file` read-only.
+    #[allow(unsafe_code)]
+    fn new(file: &File, len: usize) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping of an open descriptor, no address requested: it aliases
+        // no Rust memory. Tables are immutable once written (never modified in place, only
+        // unlinked, which keeps the mapping valid), so the bytes do not change under the
+        // slices handed out. A file truncated by another process while mapped would fault
+        // on access (SIGBUS), as in LevelDB and RocksDB with mmap reads.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // Random reads of single blocks: no readahead around each fault.
+        // SAFETY: advice on the mapping just made; it changes no memory.
+        unsafe { libc::madvise(ptr, len, libc::MADV_RANDOM) };
+        Ok(Mapping {
+            ptr: ptr as *const u8,
+            len,
+        })
+    }
+}
+
+impl AsRef<[u8]> for Mapping {
+    #[allow(unsafe_code)]
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`; no slice of it outlives `self`
+        // (each `Bytes` slice holds the owner).
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
 }
 
 impl RandomAccessFile for PosixRandom {
@@ -133,6 +199,9 @@ impl RandomAccessFile for PosixRandom {
     }
     fn read_exact_into(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+    fn mapped(&self) -> Option<&bytes::Bytes> {
+        self.map.as_ref()
     }
     fn len(&self) -> u64 {
         self.len
@@ -164,7 +233,23 @@ impl FileSystem for PosixFs {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        Ok(Arc::new(PosixRandom { file, len }))
+        Ok(Arc::new(PosixRandom {
+            file,
+            len,
+            map: None,
+        }))
+    }
+
+    fn open_mapped(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        // An empty file cannot be mapped (nor is it a table); one too large for the
+        // address space is read as usual.
+        let map = match usize::try_from(len) {
+            Ok(n) if n > 0 => Some(bytes::Bytes::from_owner(Mapping::new(&file, n)?)),
+            _ => None,
+        };
+        Ok(Arc::new(PosixRandom { file, len, map }))
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -247,6 +332,35 @@ mod tests {
         assert_eq!(&buf[..], &data[1234..1234 + 4096]);
         let e = f.read_exact_into(8000, &mut buf).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_mapped_file_reads_as_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut w = PosixFs.create(&path).unwrap();
+        w.append(&data).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let f = PosixFs.open_mapped(&path).unwrap();
+        let map = f.mapped().unwrap().clone();
+        assert_eq!(&map[..], &data[..]);
+        assert_eq!(f.read_at(1234, 100).unwrap(), &data[1234..1334]);
+        // A slice outlives the file handle (the mapping goes with the last slice); the
+        // file's name may go first.
+        let slice = map.slice(9000..);
+        drop((f, map));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&slice[..], &data[9000..]);
+        // Not mapped: plain open, and an empty file.
+        assert!(PosixFs.open(&dir.path().join("f2")).is_err());
+        drop(PosixFs.create(&dir.path().join("e")).unwrap());
+        assert!(PosixFs
+            .open_mapped(&dir.path().join("e"))
+            .unwrap()
+            .mapped()
+            .is_none());
     }
 
     #[test]

@@ -54,6 +54,9 @@ enum CacheUse {
 /// [`BlockCache`] if the table was opened with one.
 pub struct Table {
     file: Arc<dyn RandomAccessFile>,
+    /// The file in memory, if it was opened mapped ([`RandomAccessFile::mapped`]): data
+    /// blocks are sliced from it rather than read.
+    map: Option<Bytes>,
     file_name: Arc<str>,
     index: Arc<Block>,
     /// Narrows index seeks: [`IndexKeys`], or for an index they do not fit a
@@ -153,6 +156,7 @@ impl Table {
             (c, id)
         });
         Ok(Table {
+            map: file.mapped().cloned(),
             file,
             file_name: file_name.into(),
             index,
@@ -251,6 +255,9 @@ impl Table {
                 }
             }
         }
+        if let Some(block) = self.mapped_block(handle, cache_use)? {
+            return Ok(block);
+        }
         let data = read_block(self.file.as_ref(), &self.file_name, handle)?;
         self.bytes_read.fetch_add(
             handle.size + BLOCK_TRAILER_LEN as u64,
@@ -263,6 +270,37 @@ impl Table {
             }
         }
         Ok(block)
+    }
+
+    /// The data block at `handle` sliced from the mapped file (checksummed, as a read
+    /// block), or `None` if the file is not mapped. The caller looked in the cache.
+    ///
+    /// Under [`CacheUse::Fill`] the cache gets a copy of it in memory of its own, as a
+    /// block read from the file: a cached slice would keep the whole mapping (and, after
+    /// compaction deleted the table, its disk space) until evicted.
+    fn mapped_block(&self, handle: BlockHandle, cache_use: CacheUse) -> Result<Option<Arc<Block>>> {
+        let Some(map) = &self.map else {
+            return Ok(None);
+        };
+        let total = block_len_with_trailer(map.len() as u64, &self.file_name, handle)?;
+        // In bounds (checked against the mapping's length just above); checked again
+        // rather than trusted, as slicing out of bounds would panic.
+        let range = usize::try_from(handle.offset)
+            .ok()
+            .and_then(|start| Some(start..start.checked_add(total)?))
+            .filter(|r| r.end <= map.len())
+            .ok_or_else(|| Error::corruption(&*self.file_name, handle.offset, "short read"))?;
+        let raw = map.slice(range);
+        let (data, _) = decode_block_shared(raw, &self.file_name, handle)?;
+        self.bytes_read
+            .fetch_add(total as u64, AtomicOrdering::Relaxed);
+        let block = Arc::new(Block::new(data, self.file_name.clone(), handle.offset)?);
+        if cache_use == CacheUse::Fill {
+            if let Some((cache, id)) = &self.cache {
+                cache.insert(*id, handle.offset, Arc::new(block.detached()));
+            }
+        }
+        Ok(Some(block))
     }
 
     /// As [`Table::read_data_block`], for an iterator: a block missing from the cache is
@@ -289,6 +327,19 @@ impl Table {
                     ra.last = Some(handle);
                     return Ok(block);
                 }
+            }
+        }
+        // A mapped table serves a scan's blocks through the readahead windows all the
+        // same (large reads, cached on their second read): only the first block of a run,
+        // a point seek's, is sliced from the mapping.
+        let adjacent = ra.last.is_some_and(|l| {
+            l.end_with_trailer() == Some(handle.offset)
+                || Some(l.offset) == handle.end_with_trailer()
+        });
+        if !adjacent {
+            if let Some(block) = self.mapped_block(handle, cache_use)? {
+                ra.last = Some(handle);
+                return Ok(block);
             }
         }
         let total = block_len_with_trailer(self.file.len(), &self.file_name, handle)?;
