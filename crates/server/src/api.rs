@@ -135,15 +135,36 @@ fn push_time(out: &mut String, ms: i64) {
     }
 }
 
+/// Whether `s` goes between quotes as it is. No early exit: the loop runs on whole
+/// vectors of bytes, and escapes are rare.
+fn plain_json(s: &str) -> bool {
+    let mut bad = false;
+    for &b in s.as_bytes() {
+        bad |= (b < 0x20) | (b == b'"') | (b == b'\\');
+    }
+    !bad
+}
+
 fn push_labels<'a>(out: &mut String, pairs: impl Iterator<Item = (&'a str, &'a str)>) {
     out.push('{');
     for (i, (k, v)) in pairs.enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_json_str(out, k);
-        out.push(':');
-        push_json_str(out, v);
+        if plain_json(k) && plain_json(v) {
+            // A pair at once, one reservation (half the instructions of a `/series`
+            // answer were spent here, string by string).
+            out.reserve(k.len() + v.len() + 5);
+            out.push('"');
+            out.push_str(k);
+            out.push_str("\":\"");
+            out.push_str(v);
+            out.push('"');
+        } else {
+            push_json_str(out, k);
+            out.push(':');
+            push_json_str(out, v);
+        }
     }
     out.push('}');
 }
@@ -767,6 +788,31 @@ pub async fn compact(State(state): State<Arc<AppState>>) -> Result<Response, Api
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn label_sets_write_as_serde_json_writes_them() {
+        let sets: &[&[(&str, &str)]] = &[
+            &[],
+            &[("__name__", "up"), ("job", "node")],
+            &[
+                ("a", "q\"uote"),
+                ("b", "back\\slash"),
+                ("c", "nl\n\u{1}"),
+                ("d", "é€"),
+            ],
+            &[("x", "0123456789abcdef0123456789abcdef\"tail")],
+        ];
+        for pairs in sets {
+            let mut out = String::new();
+            push_labels(&mut out, pairs.iter().copied());
+            let want: Map<String, J> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), J::String(v.to_string())))
+                .collect();
+            let got: J = serde_json::from_str(&out).unwrap();
+            assert_eq!(got, J::Object(want), "{out}");
+        }
+    }
 
     #[test]
     fn bare_metric_names_read_as_the_parser_reads_them() {
