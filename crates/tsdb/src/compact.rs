@@ -339,6 +339,7 @@ impl Inner {
         batch.put(keys::sub_prefix(part, keys::BOUNDED), []);
         batch.put(keys::META_NEXT_SEQ, (seq + 1).to_le_bytes());
         self.kv.write(batch, WriteOptions { sync: true })?;
+        self.bounds.invalidate(part);
         // References folded away lost their labels and postings here: head series must
         // write theirs again with their next data in this partition.
         for series in self.head.all() {

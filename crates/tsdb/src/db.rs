@@ -211,6 +211,8 @@ pub(crate) struct Inner {
     /// Changes when data at or before `watch_t` changes.
     data_gen: AtomicU64,
     pub partitions: RwLock<BTreeSet<i64>>,
+    /// The chunk bounds of partitions, in memory.
+    pub(crate) bounds: crate::bounds::BoundsCache,
     pub(crate) counters: Counters,
     failed: Mutex<Option<String>>,
     closed: AtomicBool,
@@ -442,6 +444,7 @@ impl Tsdb {
             watch_t: AtomicI64::new(i64::MIN),
             data_gen: AtomicU64::new(0),
             partitions: RwLock::new(partitions),
+            bounds: Default::default(),
             counters: Counters::default(),
             failed: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -591,7 +594,8 @@ impl Tsdb {
 
     /// Reads the inverted index (postings keys and lists) of the newest partitions, newest
     /// first, until about `max_bytes` of keys and values are read, and returns that number.
-    /// Their blocks come into the key-value store's block cache, so that the first
+    /// Their blocks come into the key-value store's block cache, and their chunk bounds
+    /// into memory (not counted in `max_bytes`), so that the first
     /// metadata queries and selectors after a restart do not each wait for their blocks to
     /// be read, checked and decompressed (as RocksDB and LevelDB warm their table caches
     /// on open). Meant for a background thread after open: it reads one snapshot and
@@ -606,9 +610,14 @@ impl Tsdb {
             .rev()
             .copied()
             .collect();
+        let gen = self.inner.bounds.generation();
         let snap = self.inner.kv.snapshot();
         let mut read = 0;
         for part in parts {
+            // The chunk bounds in memory first: the first series query then reads none.
+            if snap.get(keys::sub_prefix(part, keys::BOUNDED))?.is_some() {
+                self.inner.bounds.get_or_load(&snap, part, gen)?;
+            }
             let prefix = keys::sub_prefix(part, keys::POSTINGS);
             let mut it = snap.iter();
             it.seek(&prefix)?;
@@ -1181,6 +1190,8 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let mut bounds: Vec<(i64, Vec<(i64, i64)>)> = Vec::new();
+        // The bounds written, per partition, for the in-memory copies.
+        let mut added = crate::bounds::Added::new();
         for (series, n) in work {
             let (r, labels) = (series.r, &series.labels);
             let (chunks, known) = {
@@ -1212,6 +1223,7 @@ impl Inner {
             }
             for (part, b) in &bounds {
                 batch.put(keys::bounds_key(*part, r, seq), keys::encode_bounds(b));
+                added.entry(*part).or_default().push((r, b.clone()));
             }
             if !new_parts.is_empty() {
                 head::lock(series).persisted_parts.extend(new_parts);
@@ -1249,6 +1261,12 @@ impl Inner {
             fixed64(self.max_t.load(Relaxed) as u64),
         );
         self.kv.write(batch, WriteOptions { sync: true })?;
+        // Before the head drops the chunks (a reader whose snapshot has them and whose
+        // bounds do not found them in the head).
+        for list in added.values_mut() {
+            list.sort_unstable_by_key(|(r, _)| *r);
+        }
+        self.bounds.add(&added);
         let mut parts = self
             .partitions
             .write()
@@ -1305,6 +1323,7 @@ impl Inner {
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&p);
+            self.bounds.invalidate(p);
             tracing::info!(partition = p, "dropped an expired partition");
             self.data_gen.fetch_add(1, SeqCst);
         }
@@ -1442,6 +1461,7 @@ impl Inner {
             }
             batch.put(keys::META_NEXT_SEQ, fixed64(seq + 1));
             self.kv.write(batch, WriteOptions { sync: true })?;
+            self.bounds.invalidate(part);
         }
         Ok(deleted_total)
     }

@@ -334,6 +334,26 @@ pub fn bounds_overlap(src: &[u8], mint: i64, maxt: i64) -> Result<bool, usize> {
     Ok(false)
 }
 
+/// Appends the chunk bounds of [`encode_bounds`]' `src` to `out`; `Err(offset)` where the
+/// bytes stop making sense (`out` may then hold some of them).
+pub fn decode_bounds(src: &[u8], out: &mut Vec<(i64, i64)>) -> Result<(), usize> {
+    let mut d = strata_kv::coding::Decoder::new(src);
+    let n = d.varint64().ok_or(0usize)?;
+    let mut prev = 0i64;
+    for _ in 0..n {
+        let at = d.position();
+        let cmint = prev.wrapping_add(unzigzag(d.varint64().ok_or(at)?));
+        let span = d.varint64().ok_or(at)?;
+        let cmaxt = cmint.checked_add_unsigned(span).ok_or(at)?;
+        out.push((cmint, cmaxt));
+        prev = cmaxt;
+    }
+    if !d.is_empty() {
+        return Err(d.position());
+    }
+    Ok(())
+}
+
 /// Encodes a stats fragment: zig-zag varints `samples, chunks, chunk_bytes, series`
 /// (deltas; docs/format/tsdb-keys.md).
 pub fn encode_stats(vals: &[i64]) -> Vec<u8> {
@@ -412,6 +432,11 @@ mod tests {
         assert_eq!(bounds_overlap(&encode_bounds(&[]), 0, 0), Ok(false));
         assert!(bounds_overlap(&[2, 1], 0, 0).is_err());
         assert!(bounds_overlap(&[1, 0, 0, 7], 5, 5).is_err());
+        let mut out = Vec::new();
+        assert_eq!(decode_bounds(&encode_bounds(&b), &mut out), Ok(()));
+        assert_eq!(out, b);
+        assert!(decode_bounds(&[2, 1], &mut out).is_err());
+        assert!(decode_bounds(&[1, 0, 0, 7], &mut out).is_err());
         assert_eq!(parse_bounds_key(&bounds_key(-2, 9, 4)), Some((9, 4)));
         assert!(bounds_key(3, 9, 4).starts_with(&bounds_series_prefix(3, 9)));
     }

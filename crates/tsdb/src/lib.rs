@@ -27,6 +27,7 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
+mod bounds;
 pub mod chunk;
 pub mod compact;
 pub mod db;

@@ -250,22 +250,39 @@ impl Querier {
 
     /// [`Querier::series`]' label sets, sorted, given to `f` one by one without copying
     /// them. Returns how many there were.
-    pub fn for_each_series(
+    pub fn for_each_series(&self, matchers: &[Matcher], f: impl FnMut(&Labels)) -> Result<usize> {
+        Ok(self
+            .for_each_series_within(matchers, usize::MAX, f)?
+            .unwrap_or(0))
+    }
+
+    /// [`Querier::for_each_series`] if the head and the partitions select at most
+    /// `max_refs` series in all and every partition's chunk bounds are in memory (no
+    /// key-value seek per series); `None` otherwise, before `f` sees any. Lets a server
+    /// answer small series queries where it is, without a hand-off to a thread that may
+    /// block.
+    pub fn for_each_series_within(
         &self,
         matchers: &[Matcher],
+        max_refs: usize,
         mut f: impl FnMut(&Labels),
-    ) -> Result<usize> {
+    ) -> Result<Option<usize>> {
         let (mint, maxt) = (self.mint, self.maxt);
         if mint > maxt {
-            return Ok(0);
+            return Ok(Some(0));
         }
+        let bounded_only = max_refs != usize::MAX;
         let head = &self.inner.head;
         // Found series, sorted and deduplicated by their encoded labels (which order as the
         // labels do; comparing one run of bytes is cheaper than comparing strings).
         let mut found: Vec<Found> = Vec::new();
         // Head series already answered: their persisted refs need no check.
         let mut done: Vec<postings::SeriesRef> = Vec::new();
-        for r in postings::select(&head.postings, matchers) {
+        let head_refs = postings::select(&head.postings, matchers);
+        let Some(mut budget) = max_refs.checked_sub(head_refs.len()) else {
+            return Ok(None);
+        };
+        for r in head_refs {
             if let Some(s) = head.get(r) {
                 let g = head::lock(&s);
                 let overlaps = g.closed.iter().any(|c| c.mint <= maxt && c.maxt >= mint)
@@ -280,14 +297,29 @@ impl Querier {
                 }
             }
         }
+        // Read before the snapshot (bounds read from it are kept only if nothing changed).
+        let gen = self.inner.bounds.generation();
         let snap = self.inner.kv.snapshot();
         let mut chunks = Cursor::new(&snap, LABEL_STEPS);
         let mut labels = Cursor::new(&snap, LABEL_STEPS);
         for part in self.inner.partitions_overlapping(mint, maxt) {
             let bounded = snap.get(keys::sub_prefix(part, keys::BOUNDED))?.is_some();
+            // The partition's bounds in memory: one binary search per series, no seek.
+            let held = if bounded {
+                self.inner.bounds.get_or_load(&snap, part, gen)?
+            } else {
+                None
+            };
+            if bounded_only && held.is_none() {
+                return Ok(None);
+            }
             let idx = PartitionIndex::new(&snap, part);
             let refs = postings::select(&idx, matchers);
             idx.take_error()?;
+            budget = match budget.checked_sub(refs.len()) {
+                Some(b) => b,
+                None => return Ok(None),
+            };
             let mut pos = 0;
             let mut prev = 0;
             for r in refs {
@@ -303,7 +335,9 @@ impl Querier {
                     continue;
                 }
                 let mut overlaps = false;
-                if bounded {
+                if let Some(b) = &held {
+                    overlaps = b.overlaps(r, mint, maxt).unwrap_or(false);
+                } else if bounded {
                     let prefix = keys::bounds_series_prefix(part, r);
                     chunks.seek(&prefix)?;
                     while !overlaps && chunks.it.valid() && chunks.it.key().starts_with(&prefix) {
@@ -344,7 +378,7 @@ impl Querier {
                 Found::Stored(_, l) => l,
             });
         }
-        Ok(found.len())
+        Ok(Some(found.len()))
     }
 
     /// Label names of the series selected by `matchers` (all series if empty), sorted.
@@ -891,6 +925,81 @@ mod tests {
                 assert!(s.samples.windows(2).all(|w| w[0].0 < w[1].0));
             }
         }
+    }
+
+    /// Series answers with the partitions' bounds in memory and with them read from their
+    /// keys, through flushes (copies merged), a compaction and a deletion (copies dropped),
+    /// with gaps between chunks and series that left the head.
+    #[test]
+    fn series_from_bounds_in_memory_match_the_bounds_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            background: false,
+            partition_ms: 3_600_000,
+            ..Options::default()
+        };
+        let db = Tsdb::open(dir.path(), opts).unwrap();
+        let ms = [Matcher::equal("__name__", "m")];
+        let ranges = [
+            (0, 10_000_000),
+            (0, 0),
+            (600_000, 700_000),
+            (1_250_000, 1_250_000),
+            (1_900_000, 2_100_000),
+            (3_000_000, 3_700_000),
+            (5_000_000, 9_000_000),
+        ];
+        let check = |what: &str| {
+            for &(mint, maxt) in &ranges {
+                let q = db.querier(mint, maxt);
+                let held = q.series(&ms).unwrap();
+                let within = q.for_each_series_within(&ms, 1000, |_| {}).unwrap();
+                for part in q.inner.partitions_overlapping(i64::MIN, i64::MAX) {
+                    q.inner.bounds.bypass(part);
+                }
+                let keys = q.series(&ms).unwrap();
+                assert_eq!(held, keys, "{what}: [{mint}, {maxt}]");
+                // Without bounds in memory, no answer within a budget.
+                let parts = q.inner.partitions_overlapping(mint, maxt).len();
+                if parts > 0 {
+                    assert_eq!(q.for_each_series_within(&ms, 1000, |_| {}).unwrap(), None);
+                }
+                // A deletion leaves its partition unbounded until its next compaction:
+                // read from its chunk keys, never within a budget.
+                if what == "deleted" && within.is_none() {
+                    assert!(mint < 3_600_000, "[{mint}, {maxt}]");
+                } else {
+                    assert_eq!(within, Some(held.len()), "{what}: [{mint}, {maxt}]");
+                }
+                for part in q.inner.partitions_overlapping(i64::MIN, i64::MAX) {
+                    q.inner.bounds.invalidate(part);
+                }
+            }
+            // Loaded again: the next flush merges what it writes into these copies.
+            db.querier(0, 10_000_000).series(&ms).unwrap();
+        };
+        // Series i writes in rounds where (round + i) % 3 != 0: gaps, and series that
+        // leave the head after two idle flushes.
+        for round in 0..8i64 {
+            let mut app = db.appender();
+            for i in 0..12i64 {
+                if (round + i) % 3 == 0 {
+                    continue;
+                }
+                let l = Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]).unwrap();
+                for k in 0..4 {
+                    app.add(l.clone(), round * 600_000 + k * 15_000, 1.0);
+                }
+            }
+            app.commit().unwrap();
+            db.flush().unwrap();
+            check(&format!("round {round}"));
+        }
+        db.compact().unwrap();
+        check("compacted");
+        let dead = [Matcher::equal("i", "4")];
+        assert!(db.delete_series(&dead, 0, 2_000_000).unwrap() > 0);
+        check("deleted");
     }
 
     /// The values as the first implementation read them: every key parsed whole, values
