@@ -382,6 +382,8 @@ struct Counters {
     compaction_bytes_read: AtomicU64,
     compaction_bytes_written: AtomicU64,
     compaction_entries_dropped: AtomicU64,
+    compaction_micros: AtomicU64,
+    compactions_running: AtomicU64,
 }
 
 struct DbInner {
@@ -470,6 +472,10 @@ pub struct DbStats {
     pub compaction_bytes_written: u64,
     /// Entries compaction dropped (shadowed versions, obsolete tombstones).
     pub compaction_entries_dropped: u64,
+    /// Wall-clock microseconds spent in finished compactions (summed over threads).
+    pub compaction_micros: u64,
+    /// Compactions running now.
+    pub compactions_running: u64,
     /// Estimated bytes compaction still has to rewrite.
     pub pending_compaction_bytes: u64,
     /// Compaction score per level (>= 1 means the level needs compaction).
@@ -1133,6 +1139,8 @@ impl Db {
             compaction_bytes_read: c.compaction_bytes_read.load(Ordering::Relaxed),
             compaction_bytes_written: c.compaction_bytes_written.load(Ordering::Relaxed),
             compaction_entries_dropped: c.compaction_entries_dropped.load(Ordering::Relaxed),
+            compaction_micros: c.compaction_micros.load(Ordering::Relaxed),
+            compactions_running: c.compactions_running.load(Ordering::Relaxed),
             pending_compaction_bytes: picker::pending_compaction_bytes(
                 &st.version,
                 &self.inner.opts.compaction,
@@ -2040,7 +2048,17 @@ impl DbInner {
                     st = wait(&self.bg_cv, st);
                 }
             };
+            let started = Instant::now();
+            self.counters
+                .compactions_running
+                .fetch_add(1, Ordering::Relaxed);
             let result = self.run_compaction(&c, &version);
+            self.counters
+                .compactions_running
+                .fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .compaction_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             {
                 let mut st = lock(&self.state);
                 st.busy.remove(&c);
