@@ -1221,7 +1221,24 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
 
         let barrier = Barrier::new(cfg.threads);
         let bg_before = sched.then(|| BackgroundSnapshot::take(dbr));
+        // STRATA_BENCH_BG_COMPACT=1: a thread of this process compacts the whole database
+        // over and over while the benchmark runs, to tell the cost of a compaction running
+        // next to readers from that of the tables a pending compaction leaves them.
+        let bg_compact = std::env::var_os("STRATA_BENCH_BG_COMPACT").is_some();
+        let bench_done = std::sync::atomic::AtomicUsize::new(0);
         let outcomes: Vec<Result<ThreadStats>> = std::thread::scope(|s| {
+            if let (true, BenchDb::Lsm(d)) = (bg_compact, dbr) {
+                let bench_done = &bench_done;
+                s.spawn(move || {
+                    while bench_done.load(std::sync::atomic::Ordering::Acquire) < cfg.threads {
+                        if let Err(e) = d.compact_range::<&[u8]>(..) {
+                            eprintln!("background compaction: {e}");
+                            break;
+                        }
+                    }
+                });
+            }
+            let bench_done = &bench_done;
             let handles: Vec<_> = (0..cfg.threads)
                 .map(|_| {
                     seed_counter += 1;
@@ -1245,6 +1262,7 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
                             let r = run_thread(bench, ctx, &mut st);
                             st.finish = Instant::now();
                             st.sched = before.zip(sched.then(SchedStat::this_thread));
+                            bench_done.fetch_add(1, std::sync::atomic::Ordering::Release);
                             r.map(|()| st)
                         })
                 })

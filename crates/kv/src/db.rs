@@ -22,7 +22,7 @@ use crate::compaction::{picker, BusySet, Compaction, CompactionReason};
 use crate::db_iter::{DbIterator, Scan, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{self, FileType};
-use crate::fs::{BackgroundAllocate, BackgroundSync, FileLock, FileSystem};
+use crate::fs::{BackgroundAllocate, BackgroundSync, DeferredRemoveFs, FileLock, FileSystem};
 use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
@@ -405,6 +405,9 @@ struct DbInner {
     /// Open tables (bounded) and, inside, the block cache.
     tables: Arc<TableCache>,
     block_cache: Arc<BlockCache>,
+    /// `fs` for table handles: an obsolete table is unlinked on a background thread, not by
+    /// the reader that happens to drop its last handle.
+    table_fs: Arc<DeferredRemoveFs>,
     /// Set on close so that running compactions stop early.
     shutting_down: AtomicBool,
     /// Mirrors `State::bg_error_recoverable`, so that writers check it without the lock.
@@ -573,6 +576,7 @@ impl Db {
         let (old_manifest, mut mstate) = manifest::recover(fs.as_ref(), &dir)?;
         let mut version = Version::default();
         let block_cache = Arc::new(BlockCache::new(opts.block_cache_size));
+        let table_fs = Arc::new(DeferredRemoveFs::new(fs.clone()));
         let tables = Arc::new(TableCache::new(
             fs.clone(),
             dir.clone(),
@@ -581,7 +585,7 @@ impl Db {
         ));
         for (level, files) in mstate.levels.iter().enumerate() {
             for meta in files.values() {
-                let handle = open_table(&tables, &fs, &dir, meta.clone())?;
+                let handle = open_table(&tables, &table_fs, &dir, meta.clone())?;
                 version.levels[level].push(Arc::new(handle));
             }
             version.sort_level(level);
@@ -674,8 +678,10 @@ impl Db {
         // finds an empty log, not a torn one.
         writer.flush()?;
         for meta in &recovered_tables {
-            version =
-                version.with_table(0, Arc::new(open_table(&tables, &fs, &dir, meta.clone())?));
+            version = version.with_table(
+                0,
+                Arc::new(open_table(&tables, &table_fs, &dir, meta.clone())?),
+            );
         }
         let edit = VersionEdit {
             log_number: Some(wal_number),
@@ -741,12 +747,17 @@ impl Db {
             snapshots: Mutex::new(BTreeMap::new()),
             tables,
             block_cache,
+            table_fs,
             shutting_down: AtomicBool::new(false),
             recoverable_error: AtomicBool::new(false),
             counters: Counters::default(),
             _lock: file_lock,
             opts,
         });
+        inner
+            .table_fs
+            .start("strata-delete")
+            .context(|| "spawning file deletion thread".to_string())?;
         let mut threads = Vec::new();
         let bg = inner.clone();
         threads.push(
@@ -870,7 +881,8 @@ impl Db {
     }
 
     /// Compacts every table holding keys in `range` down the levels, dropping overwritten
-    /// versions and tombstones no snapshot needs. Flushes the memtable first.
+    /// versions and tombstones no snapshot needs. Flushes the memtable first. When it
+    /// returns, the replaced tables that no reader holds are deleted.
     pub fn compact_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<()> {
         self.flush()?;
         let lo: &[u8] = match range.start_bound() {
@@ -946,6 +958,8 @@ impl Db {
             inner.bg_cv.notify_all();
             result?;
         }
+        // The replaced tables no reader holds are gone when this returns.
+        inner.table_fs.wait_idle();
         Ok(())
     }
 
@@ -1068,6 +1082,7 @@ impl Db {
         for t in threads {
             let _ = t.join();
         }
+        self.inner.table_fs.stop();
     }
 
     fn shutdown(&self) -> Result<()> {
@@ -1084,6 +1099,8 @@ impl Db {
                 tracing::error!("background thread panicked");
             }
         }
+        // Tables made obsolete so far are deleted before close returns.
+        self.inner.table_fs.stop();
         // A segment created ahead and never written: not left behind (it would replay as
         // empty, and wait for the next flush to be deleted).
         let unused = lock(&self.inner.wal).next.take();
@@ -1233,7 +1250,7 @@ fn remove_obsolete_files(
 /// A handle of table `meta`, opened (and so validated) through the table cache.
 fn open_table(
     tables: &Arc<TableCache>,
-    fs: &Arc<dyn FileSystem>,
+    fs: &Arc<DeferredRemoveFs>,
     dir: &Path,
     meta: FileMeta,
 ) -> Result<TableHandle> {
@@ -1962,7 +1979,7 @@ impl DbInner {
         let handle = match &meta {
             Some(m) => Some(Arc::new(open_table(
                 &self.tables,
-                &self.fs,
+                &self.table_fs,
                 &self.dir,
                 m.clone(),
             )?)),
@@ -2167,7 +2184,12 @@ impl DbInner {
             for meta in &output.outputs {
                 added.push((
                     c.output_level,
-                    Arc::new(open_table(&self.tables, &self.fs, &self.dir, meta.clone())?),
+                    Arc::new(open_table(
+                        &self.tables,
+                        &self.table_fs,
+                        &self.dir,
+                        meta.clone(),
+                    )?),
                 ));
             }
             let deleted = c
