@@ -819,7 +819,7 @@ impl Db {
     /// Deletes every key in `[start, end)` with one range tombstone, whatever the number of
     /// keys. Tables lying entirely inside the range (and older than the delete) are dropped
     /// from the manifest at once, without rewriting, and their files deleted as soon as no
-    /// reader uses them; the rest of the deleted data is hidden from readers and removed by
+    /// reader uses them (those no reader holds before this returns); the rest of the deleted data is hidden from readers and removed by
     /// compaction. Live snapshots older than the delete keep seeing the data.
     pub fn delete_range(&self, start: impl AsRef<[u8]>, end: impl AsRef<[u8]>) -> Result<()> {
         let (start, end) = (start.as_ref(), end.as_ref());
@@ -832,7 +832,10 @@ impl Db {
             batch: b,
             sync: false,
         })?;
-        self.inner.drop_tables_in_range(start, end, seq)
+        self.inner.drop_tables_in_range(start, end, seq)?;
+        // The dropped tables no reader holds are gone when this returns.
+        self.inner.table_fs.wait_idle();
+        Ok(())
     }
 
     /// The value of `key`, if any.
