@@ -477,6 +477,8 @@ struct ThreadStats {
     start: Instant,
     finish: Instant,
     hist: Option<Histogram>,
+    /// The thread's scheduler figures at start and finish (with `STRATA_BENCH_SCHED`).
+    sched: Option<(SchedStat, SchedStat)>,
 }
 
 impl ThreadStats {
@@ -489,6 +491,7 @@ impl ThreadStats {
             start: now,
             finish: now,
             hist: histogram.then(Histogram::default),
+            sched: None,
         }
     }
 
@@ -692,6 +695,136 @@ fn run_thread(bench: Benchmark, mut ctx: Ctx<'_>, st: &mut ThreadStats) -> Resul
         }
         (Benchmark::DeleteRandom, _) => do_delete(&mut ctx, st),
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scheduler figures (`STRATA_BENCH_SCHED=1`): where a benchmark thread's wall time went
+// (on CPU, waiting for one, blocked) and what the background threads did meanwhile.
+
+/// `/proc/thread-self/schedstat`: nanoseconds on CPU and waiting on a run queue.
+#[derive(Debug, Clone, Copy, Default)]
+struct SchedStat {
+    run_ns: u64,
+    wait_ns: u64,
+}
+
+impl SchedStat {
+    fn parse(text: &str) -> SchedStat {
+        let mut f = text
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().unwrap_or(0));
+        SchedStat {
+            run_ns: f.next().unwrap_or(0),
+            wait_ns: f.next().unwrap_or(0),
+        }
+    }
+
+    fn this_thread() -> SchedStat {
+        std::fs::read_to_string("/proc/thread-self/schedstat")
+            .map(|t| SchedStat::parse(&t))
+            .unwrap_or_default()
+    }
+}
+
+/// CPU time of the engine's background threads (by thread-name prefix) and its
+/// compaction counters, at one instant.
+struct BackgroundSnapshot {
+    at: Instant,
+    cpu_ns: Vec<(String, u64)>,
+    compaction_micros: u64,
+    compaction_bytes_written: u64,
+    running: u64,
+    files_per_level: Vec<usize>,
+    pending_mib: f64,
+}
+
+impl BackgroundSnapshot {
+    fn take(db: &BenchDb) -> BackgroundSnapshot {
+        let mut cpu_ns: Vec<(String, u64)> = Vec::new();
+        if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+            for t in tasks.flatten() {
+                let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                let Some(name) = comm.trim().strip_prefix("strata-") else {
+                    continue;
+                };
+                let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-');
+                let ns = std::fs::read_to_string(t.path().join("schedstat"))
+                    .map(|s| SchedStat::parse(&s).run_ns)
+                    .unwrap_or(0);
+                match cpu_ns.iter_mut().find(|(n, _)| n == name) {
+                    Some(e) => e.1 += ns,
+                    None => cpu_ns.push((name.to_string(), ns)),
+                }
+            }
+        }
+        let (compaction_micros, compaction_bytes_written, running, files_per_level, pending) =
+            match db {
+                BenchDb::Lsm(d) => {
+                    let s = d.stats();
+                    (
+                        s.compaction_micros,
+                        s.compaction_bytes_written,
+                        s.compactions_running,
+                        s.files_per_level,
+                        s.pending_compaction_bytes,
+                    )
+                }
+                BenchDb::Bitcask(_) => (0, 0, 0, Vec::new(), 0),
+            };
+        BackgroundSnapshot {
+            at: Instant::now(),
+            cpu_ns,
+            compaction_micros,
+            compaction_bytes_written,
+            running,
+            files_per_level,
+            pending_mib: mib(pending),
+        }
+    }
+}
+
+fn print_sched(
+    stats: &[ThreadStats],
+    before: &BackgroundSnapshot,
+    after: &BackgroundSnapshot,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let (mut wall, mut run, mut wait) = (0u64, 0u64, 0u64);
+    for s in stats {
+        if let Some((a, b)) = s.sched {
+            wall += s.finish.duration_since(s.start).as_nanos() as u64;
+            run += b.run_ns.saturating_sub(a.run_ns);
+            wait += b.wait_ns.saturating_sub(a.wait_ns);
+        }
+    }
+    let mut bg = String::new();
+    for (name, ns) in &after.cpu_ns {
+        let was = before
+            .cpu_ns
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(0, |e| e.1);
+        bg.push_str(&format!(" {name} {:.0}", ms(ns.saturating_sub(was))));
+    }
+    writeln!(
+        out,
+        "sched        : bench threads wall {:.1} ms, on CPU {:.1}, run-queue wait {:.1}, blocked {:.1}; background CPU ms:{bg}; over {:.0} ms: compactions running {} -> {}, {:.0} ms of compaction finished, {:.1} MiB written; tables per level {:?} -> {:?}, pending {:.0} -> {:.0} MiB",
+        ms(wall),
+        ms(run),
+        ms(wait),
+        ms(wall.saturating_sub(run + wait)),
+        after.at.duration_since(before.at).as_secs_f64() * 1e3,
+        before.running,
+        after.running,
+        after.compaction_micros.saturating_sub(before.compaction_micros) as f64 / 1e3,
+        mib(after.compaction_bytes_written.saturating_sub(before.compaction_bytes_written)),
+        before.files_per_level,
+        after.files_per_level,
+        before.pending_mib,
+        after.pending_mib,
+    )?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1092,9 +1225,28 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
             _ => (cfg.num, cfg.sync),
         };
         let reads = cfg.reads.unwrap_or(cfg.num);
+        let sched = std::env::var_os("STRATA_BENCH_SCHED").is_some();
 
         let barrier = Barrier::new(cfg.threads);
+        let bg_before = sched.then(|| BackgroundSnapshot::take(dbr));
+        // STRATA_BENCH_BG_COMPACT=1: a thread of this process compacts the whole database
+        // over and over while the benchmark runs, to tell the cost of a compaction running
+        // next to readers from that of the tables a pending compaction leaves them.
+        let bg_compact = std::env::var_os("STRATA_BENCH_BG_COMPACT").is_some();
+        let bench_done = std::sync::atomic::AtomicUsize::new(0);
         let outcomes: Vec<Result<ThreadStats>> = std::thread::scope(|s| {
+            if let (true, BenchDb::Lsm(d)) = (bg_compact, dbr) {
+                let bench_done = &bench_done;
+                s.spawn(move || {
+                    while bench_done.load(std::sync::atomic::Ordering::Acquire) < cfg.threads {
+                        if let Err(e) = d.compact_range::<&[u8]>(..) {
+                            eprintln!("background compaction: {e}");
+                            break;
+                        }
+                    }
+                });
+            }
+            let bench_done = &bench_done;
             let handles: Vec<_> = (0..cfg.threads)
                 .map(|_| {
                     seed_counter += 1;
@@ -1108,20 +1260,27 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
                         rng: Rng::new(cfg.seed ^ Rng::new(seed_counter).next_u64()),
                     };
                     let barrier = &barrier;
-                    s.spawn(move || {
-                        barrier.wait();
-                        let mut st = ThreadStats::new(cfg.histogram);
-                        let r = run_thread(bench, ctx, &mut st);
-                        st.finish = Instant::now();
-                        r.map(|()| st)
-                    })
+                    // Named, so that profiles can tell the benchmark from the engine's threads.
+                    std::thread::Builder::new()
+                        .name(format!("bench-{name}"))
+                        .spawn_scoped(s, move || {
+                            barrier.wait();
+                            let before = sched.then(SchedStat::this_thread);
+                            let mut st = ThreadStats::new(cfg.histogram);
+                            let r = run_thread(bench, ctx, &mut st);
+                            st.finish = Instant::now();
+                            st.sched = before.zip(sched.then(SchedStat::this_thread));
+                            bench_done.fetch_add(1, std::sync::atomic::Ordering::Release);
+                            r.map(|()| st)
+                        })
                 })
                 .collect();
             handles
                 .into_iter()
-                .map(|h| match h.join() {
-                    Ok(r) => r,
-                    Err(_) => Err(anyhow::anyhow!("benchmark thread panicked")),
+                .map(|h| match h.map(|h| h.join()) {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(anyhow::anyhow!("benchmark thread panicked")),
+                    Err(e) => Err(anyhow::anyhow!("spawning a benchmark thread: {e}")),
                 })
                 .collect()
         });
@@ -1184,6 +1343,9 @@ pub fn run_kv(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<Vec<BenchResult>
         )?;
         if let Some(h) = &hist {
             writeln!(out, "{}", h.report())?;
+        }
+        if let Some(b) = bg_before {
+            print_sched(&stats, &b, &BackgroundSnapshot::take(dbr), out)?;
         }
         out.flush()?;
         results.push(BenchResult {

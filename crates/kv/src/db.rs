@@ -22,7 +22,7 @@ use crate::compaction::{picker, BusySet, Compaction, CompactionReason};
 use crate::db_iter::{DbIterator, Scan, Source};
 use crate::error::{Error, IoContext, Result};
 use crate::filename::{self, FileType};
-use crate::fs::{BackgroundAllocate, BackgroundSync, FileLock, FileSystem};
+use crate::fs::{BackgroundAllocate, BackgroundSync, DeferredRemoveFs, FileLock, FileSystem};
 use crate::key::{ValueKind, MAX_SEQUENCE};
 use crate::manifest::{self, FileMeta, ManifestState, ManifestWriter, VersionEdit};
 use crate::memtable::Memtable;
@@ -382,6 +382,8 @@ struct Counters {
     compaction_bytes_read: AtomicU64,
     compaction_bytes_written: AtomicU64,
     compaction_entries_dropped: AtomicU64,
+    compaction_micros: AtomicU64,
+    compactions_running: AtomicU64,
 }
 
 struct DbInner {
@@ -403,6 +405,9 @@ struct DbInner {
     /// Open tables (bounded) and, inside, the block cache.
     tables: Arc<TableCache>,
     block_cache: Arc<BlockCache>,
+    /// `fs` for table handles: an obsolete table is unlinked on a background thread, not by
+    /// the reader that happens to drop its last handle.
+    table_fs: Arc<DeferredRemoveFs>,
     /// Set on close so that running compactions stop early.
     shutting_down: AtomicBool,
     /// Mirrors `State::bg_error_recoverable`, so that writers check it without the lock.
@@ -470,6 +475,10 @@ pub struct DbStats {
     pub compaction_bytes_written: u64,
     /// Entries compaction dropped (shadowed versions, obsolete tombstones).
     pub compaction_entries_dropped: u64,
+    /// Wall-clock microseconds spent in finished compactions (summed over threads).
+    pub compaction_micros: u64,
+    /// Compactions running now.
+    pub compactions_running: u64,
     /// Estimated bytes compaction still has to rewrite.
     pub pending_compaction_bytes: u64,
     /// Compaction score per level (>= 1 means the level needs compaction).
@@ -567,6 +576,7 @@ impl Db {
         let (old_manifest, mut mstate) = manifest::recover(fs.as_ref(), &dir)?;
         let mut version = Version::default();
         let block_cache = Arc::new(BlockCache::new(opts.block_cache_size));
+        let table_fs = Arc::new(DeferredRemoveFs::new(fs.clone()));
         let tables = Arc::new(
             TableCache::new(
                 fs.clone(),
@@ -578,7 +588,7 @@ impl Db {
         );
         for (level, files) in mstate.levels.iter().enumerate() {
             for meta in files.values() {
-                let handle = open_table(&tables, &fs, &dir, meta.clone())?;
+                let handle = open_table(&tables, &table_fs, &dir, meta.clone())?;
                 version.levels[level].push(Arc::new(handle));
             }
             version.sort_level(level);
@@ -671,8 +681,10 @@ impl Db {
         // finds an empty log, not a torn one.
         writer.flush()?;
         for meta in &recovered_tables {
-            version =
-                version.with_table(0, Arc::new(open_table(&tables, &fs, &dir, meta.clone())?));
+            version = version.with_table(
+                0,
+                Arc::new(open_table(&tables, &table_fs, &dir, meta.clone())?),
+            );
         }
         let edit = VersionEdit {
             log_number: Some(wal_number),
@@ -738,12 +750,17 @@ impl Db {
             snapshots: Mutex::new(BTreeMap::new()),
             tables,
             block_cache,
+            table_fs,
             shutting_down: AtomicBool::new(false),
             recoverable_error: AtomicBool::new(false),
             counters: Counters::default(),
             _lock: file_lock,
             opts,
         });
+        inner
+            .table_fs
+            .start("strata-delete")
+            .context(|| "spawning file deletion thread".to_string())?;
         let mut threads = Vec::new();
         let bg = inner.clone();
         threads.push(
@@ -805,7 +822,7 @@ impl Db {
     /// Deletes every key in `[start, end)` with one range tombstone, whatever the number of
     /// keys. Tables lying entirely inside the range (and older than the delete) are dropped
     /// from the manifest at once, without rewriting, and their files deleted as soon as no
-    /// reader uses them; the rest of the deleted data is hidden from readers and removed by
+    /// reader uses them (those no reader holds before this returns); the rest of the deleted data is hidden from readers and removed by
     /// compaction. Live snapshots older than the delete keep seeing the data.
     pub fn delete_range(&self, start: impl AsRef<[u8]>, end: impl AsRef<[u8]>) -> Result<()> {
         let (start, end) = (start.as_ref(), end.as_ref());
@@ -818,7 +835,10 @@ impl Db {
             batch: b,
             sync: false,
         })?;
-        self.inner.drop_tables_in_range(start, end, seq)
+        self.inner.drop_tables_in_range(start, end, seq)?;
+        // The dropped tables no reader holds are gone when this returns.
+        self.inner.table_fs.wait_idle();
+        Ok(())
     }
 
     /// The value of `key`, if any.
@@ -867,7 +887,8 @@ impl Db {
     }
 
     /// Compacts every table holding keys in `range` down the levels, dropping overwritten
-    /// versions and tombstones no snapshot needs. Flushes the memtable first.
+    /// versions and tombstones no snapshot needs. Flushes the memtable first. When it
+    /// returns, the replaced tables that no reader holds are deleted.
     pub fn compact_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<()> {
         self.flush()?;
         let lo: &[u8] = match range.start_bound() {
@@ -943,6 +964,8 @@ impl Db {
             inner.bg_cv.notify_all();
             result?;
         }
+        // The replaced tables no reader holds are gone when this returns.
+        inner.table_fs.wait_idle();
         Ok(())
     }
 
@@ -1065,6 +1088,7 @@ impl Db {
         for t in threads {
             let _ = t.join();
         }
+        self.inner.table_fs.stop();
     }
 
     fn shutdown(&self) -> Result<()> {
@@ -1081,6 +1105,8 @@ impl Db {
                 tracing::error!("background thread panicked");
             }
         }
+        // Tables made obsolete so far are deleted before close returns.
+        self.inner.table_fs.stop();
         // A segment created ahead and never written: not left behind (it would replay as
         // empty, and wait for the next flush to be deleted).
         let unused = lock(&self.inner.wal).next.take();
@@ -1136,6 +1162,8 @@ impl Db {
             compaction_bytes_read: c.compaction_bytes_read.load(Ordering::Relaxed),
             compaction_bytes_written: c.compaction_bytes_written.load(Ordering::Relaxed),
             compaction_entries_dropped: c.compaction_entries_dropped.load(Ordering::Relaxed),
+            compaction_micros: c.compaction_micros.load(Ordering::Relaxed),
+            compactions_running: c.compactions_running.load(Ordering::Relaxed),
             pending_compaction_bytes: picker::pending_compaction_bytes(
                 &st.version,
                 &self.inner.opts.compaction,
@@ -1228,7 +1256,7 @@ fn remove_obsolete_files(
 /// A handle of table `meta`, opened (and so validated) through the table cache.
 fn open_table(
     tables: &Arc<TableCache>,
-    fs: &Arc<dyn FileSystem>,
+    fs: &Arc<DeferredRemoveFs>,
     dir: &Path,
     meta: FileMeta,
 ) -> Result<TableHandle> {
@@ -1957,7 +1985,7 @@ impl DbInner {
         let handle = match &meta {
             Some(m) => Some(Arc::new(open_table(
                 &self.tables,
-                &self.fs,
+                &self.table_fs,
                 &self.dir,
                 m.clone(),
             )?)),
@@ -2043,7 +2071,17 @@ impl DbInner {
                     st = wait(&self.bg_cv, st);
                 }
             };
+            let started = Instant::now();
+            self.counters
+                .compactions_running
+                .fetch_add(1, Ordering::Relaxed);
             let result = self.run_compaction(&c, &version);
+            self.counters
+                .compactions_running
+                .fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .compaction_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             {
                 let mut st = lock(&self.state);
                 st.busy.remove(&c);
@@ -2152,7 +2190,12 @@ impl DbInner {
             for meta in &output.outputs {
                 added.push((
                     c.output_level,
-                    Arc::new(open_table(&self.tables, &self.fs, &self.dir, meta.clone())?),
+                    Arc::new(open_table(
+                        &self.tables,
+                        &self.table_fs,
+                        &self.dir,
+                        meta.clone(),
+                    )?),
                 ));
             }
             let deleted = c

@@ -9,9 +9,11 @@
 //! store: tables are written once front to back ([`WritableFile`]) and then only read by
 //! positioned reads ([`RandomAccessFile::read_at`]); nothing is ever modified in place.
 
+mod deferred;
 mod mem;
 mod posix;
 
+pub use deferred::DeferredRemoveFs;
 pub use mem::{CrashMode, MemFs};
 pub use posix::PosixFs;
 

@@ -69,6 +69,8 @@ pub struct HookFs {
     pub sst_create: Arc<Gate>,
     /// Blocks the next sync of a MANIFEST file.
     pub manifest_sync: Arc<Gate>,
+    /// Every removed path, with the name of the thread that removed it.
+    pub removed: Arc<Mutex<Vec<(String, String)>>>,
 }
 impl std::fmt::Debug for HookFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -114,6 +116,10 @@ impl FileSystem for HookFs {
         self.inner.open(p)
     }
     fn remove_file(&self, p: &Path) -> io::Result<()> {
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        if let Ok(mut r) = self.removed.lock() {
+            r.push((p.to_string_lossy().to_string(), thread));
+        }
         self.inner.remove_file(p)
     }
     fn rename(&self, a: &Path, b: &Path) -> io::Result<()> {
