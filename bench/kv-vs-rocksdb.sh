@@ -8,6 +8,7 @@
 #   bench/kv-vs-rocksdb.sh --build-only         # just obtain the binaries
 #
 # Other options (passed to bench/kv_compare.py): --benchmarks LIST, --reads N, --cache_size BYTES,
+# --strata_flag=--mmap_reads (an extra flag for Strata's LSM runs, repeatable),
 # --write_buffer_size BYTES, --bloom_bits N, --value_size N, --engines strata,rocksdb,...
 #
 # Release builds of RocksDB's and LevelDB's db_bench are made once from Debian's source
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
         --num=*) num="${1#--num=}" ;;
         --cache_size) cache="$2"; shift ;;
         --cache_size=*) cache="${1#--cache_size=}" ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) args+=("$1") ;;
     esac
     shift

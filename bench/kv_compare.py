@@ -126,6 +126,8 @@ def engine_command(engine, a, bins, db, benchmarks):
            f"--compression_type={a.compression}", "--sync=false"]
     if engine == "bitcask":
         cmd.append("--engine=bitcask")
+    else:
+        cmd += a.strata_flag
     return cmd
 
 
@@ -207,6 +209,8 @@ def main():
     p.add_argument("--cache_size", type=int, default=256 << 20)
     p.add_argument("--write_buffer_size", type=int, default=64 << 20)
     p.add_argument("--engines", default="strata,rocksdb,leveldb,bitcask")
+    p.add_argument("--strata_flag", action="append", default=[],
+                   help="an extra flag for Strata's LSM runs, e.g. --strata_flag=--mmap_reads")
     p.add_argument("--strata", required=True)
     p.add_argument("--rocksdb", required=True)
     p.add_argument("--leveldb", required=True)
@@ -280,7 +284,8 @@ def main():
           f"compression={a.compression}{' (LevelDB: snappy)' if a.compression != 'none' else ''} "
           f"bloom_bits={a.bloom_bits} cache_size={a.cache_size} "
           f"write_buffer_size={a.write_buffer_size} WAL on, sync off (fillsync: num/1000 synced "
-          f"writes); {a.rounds} rounds, medians; engines in rotating order")
+          f"writes); {a.rounds} rounds, medians; engines in rotating order"
+          f"{'; strata ' + ' '.join(a.strata_flag) if a.strata_flag else ''}")
     show(head)
     print("-" * (sum(widths) + 2 * (len(widths) - 1)))
     for r in rows:
