@@ -315,6 +315,23 @@ pub fn encode_bounds(bounds: &[(i64, i64)]) -> Vec<u8> {
 /// Whether any chunk of [`encode_bounds`]' `src` overlaps `[mint, maxt]`; `Err(offset)`
 /// where the bytes stop making sense (checked up to the first overlap).
 pub fn bounds_overlap(src: &[u8], mint: i64, maxt: i64) -> Result<bool, usize> {
+    walk_bounds(src, |cmint, cmaxt| cmint <= maxt && cmaxt >= mint)
+}
+
+/// Appends the chunk bounds of [`encode_bounds`]' `src` to `out`; `Err(offset)` where the
+/// bytes stop making sense (`out` may then hold some of them).
+pub fn decode_bounds(src: &[u8], out: &mut Vec<(i64, i64)>) -> Result<(), usize> {
+    walk_bounds(src, |cmint, cmaxt| {
+        out.push((cmint, cmaxt));
+        false
+    })
+    .map(|_| ())
+}
+
+/// Calls `stop` with each chunk's `(mint, maxt)` of [`encode_bounds`]' `src` until it
+/// returns true (then `Ok(true)`, the rest unchecked); `Err(offset)` where the bytes stop
+/// making sense.
+fn walk_bounds(src: &[u8], mut stop: impl FnMut(i64, i64) -> bool) -> Result<bool, usize> {
     let mut d = strata_kv::coding::Decoder::new(src);
     let n = d.varint64().ok_or(0usize)?;
     let mut prev = 0i64;
@@ -323,7 +340,7 @@ pub fn bounds_overlap(src: &[u8], mint: i64, maxt: i64) -> Result<bool, usize> {
         let cmint = prev.wrapping_add(unzigzag(d.varint64().ok_or(at)?));
         let span = d.varint64().ok_or(at)?;
         let cmaxt = cmint.checked_add_unsigned(span).ok_or(at)?;
-        if cmint <= maxt && cmaxt >= mint {
+        if stop(cmint, cmaxt) {
             return Ok(true);
         }
         prev = cmaxt;
@@ -332,26 +349,6 @@ pub fn bounds_overlap(src: &[u8], mint: i64, maxt: i64) -> Result<bool, usize> {
         return Err(d.position());
     }
     Ok(false)
-}
-
-/// Appends the chunk bounds of [`encode_bounds`]' `src` to `out`; `Err(offset)` where the
-/// bytes stop making sense (`out` may then hold some of them).
-pub fn decode_bounds(src: &[u8], out: &mut Vec<(i64, i64)>) -> Result<(), usize> {
-    let mut d = strata_kv::coding::Decoder::new(src);
-    let n = d.varint64().ok_or(0usize)?;
-    let mut prev = 0i64;
-    for _ in 0..n {
-        let at = d.position();
-        let cmint = prev.wrapping_add(unzigzag(d.varint64().ok_or(at)?));
-        let span = d.varint64().ok_or(at)?;
-        let cmaxt = cmint.checked_add_unsigned(span).ok_or(at)?;
-        out.push((cmint, cmaxt));
-        prev = cmaxt;
-    }
-    if !d.is_empty() {
-        return Err(d.position());
-    }
-    Ok(())
 }
 
 /// Encodes a stats fragment: zig-zag varints `samples, chunks, chunk_bytes, series`
