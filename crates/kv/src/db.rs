@@ -386,6 +386,28 @@ struct Counters {
     compactions_running: AtomicU64,
 }
 
+/// Counts a compaction as running (and its time) from creation to drop, whatever the exit.
+struct RunningCompaction<'a> {
+    counters: &'a Counters,
+    started: Instant,
+}
+
+impl<'a> RunningCompaction<'a> {
+    fn new(counters: &'a Counters, started: Instant) -> Self {
+        counters.compactions_running.fetch_add(1, Ordering::Relaxed);
+        RunningCompaction { counters, started }
+    }
+}
+
+impl Drop for RunningCompaction<'_> {
+    fn drop(&mut self) {
+        let c = self.counters;
+        c.compactions_running.fetch_sub(1, Ordering::Relaxed);
+        c.compaction_micros
+            .fetch_add(self.started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 struct DbInner {
     dir: PathBuf,
     opts: Options,
@@ -2071,17 +2093,7 @@ impl DbInner {
                     st = wait(&self.bg_cv, st);
                 }
             };
-            let started = Instant::now();
-            self.counters
-                .compactions_running
-                .fetch_add(1, Ordering::Relaxed);
             let result = self.run_compaction(&c, &version);
-            self.counters
-                .compactions_running
-                .fetch_sub(1, Ordering::Relaxed);
-            self.counters
-                .compaction_micros
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             {
                 let mut st = lock(&self.state);
                 st.busy.remove(&c);
@@ -2163,6 +2175,8 @@ impl DbInner {
     /// marked in `busy`.
     fn run_compaction(&self, c: &Compaction, version: &Version) -> Result<()> {
         let started = Instant::now();
+        // Counted for background and manual compactions alike, and undone on any exit.
+        let _running = RunningCompaction::new(&self.counters, started);
         let (deleted, added, output) = if c.is_trivial_move() {
             self.counters.trivial_moves.fetch_add(1, Ordering::Relaxed);
             (

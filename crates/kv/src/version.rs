@@ -112,7 +112,9 @@ impl Drop for TableHandle {
                 .remove_file(&self.path)
                 .context(|| format!("removing obsolete table {}", self.path.display()));
             match r {
-                Ok(()) => tracing::debug!(file = %self.path.display(), "deleted obsolete table"),
+                Ok(()) => {
+                    tracing::debug!(file = %self.path.display(), "deleted (or queued for deletion) an obsolete table")
+                }
                 Err(e) => tracing::warn!(error = %e, "could not delete obsolete table"),
             }
         }

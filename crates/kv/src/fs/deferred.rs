@@ -20,14 +20,17 @@ struct Queue {
     running: bool,
     /// The thread should empty the queue and exit.
     stop: bool,
-    /// The thread is removing a file taken from the queue.
-    busy: bool,
+    /// Paths ever queued, and of those the ones removed (or given up on a failed removal):
+    /// a waiter waits for the count queued when it started, not for an empty queue that
+    /// steady compaction may keep from ever being empty.
+    queued: u64,
+    done: u64,
 }
 
 #[derive(Default)]
 struct Shared {
     queue: Mutex<Queue>,
-    /// Signalled when a path is queued, on stop, and when the queue runs empty.
+    /// Signalled when a path is queued, on stop, and when a queued path is done.
     cv: Condvar,
 }
 
@@ -108,7 +111,8 @@ impl DeferredRemoveFs {
     /// Waits until every file queued so far has been removed (or the thread stopped).
     pub fn wait_idle(&self) {
         let mut q = lock(&self.shared.queue);
-        while q.running && (q.busy || !q.paths.is_empty()) {
+        let target = q.queued;
+        while q.running && q.done < target {
             q = self.shared.cv.wait(q).unwrap_or_else(|e| e.into_inner());
         }
     }
@@ -128,14 +132,11 @@ fn serve(shared: &Shared, fs: &dyn FileSystem) {
     let mut q = lock(&shared.queue);
     loop {
         if let Some(p) = q.paths.pop_front() {
-            q.busy = true;
             drop(q);
             remove_logged(fs, &p);
             q = lock(&shared.queue);
-            q.busy = false;
-            if q.paths.is_empty() {
-                shared.cv.notify_all();
-            }
+            q.done += 1;
+            shared.cv.notify_all();
             continue;
         }
         if q.stop {
@@ -160,11 +161,15 @@ impl FileSystem for DeferredRemoveFs {
     fn open(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
         self.inner.open(path)
     }
+    fn open_mapped(&self, path: &Path) -> io::Result<Arc<dyn RandomAccessFile>> {
+        self.inner.open_mapped(path)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         {
             let mut q = lock(&self.shared.queue);
             if q.running && !q.stop {
                 q.paths.push_back(path.to_path_buf());
+                q.queued += 1;
                 drop(q);
                 self.shared.cv.notify_all();
                 return Ok(());

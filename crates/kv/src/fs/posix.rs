@@ -246,7 +246,15 @@ impl FileSystem for PosixFs {
         // An empty file cannot be mapped (nor is it a table); one too large for the
         // address space is read as usual.
         let map = match usize::try_from(len) {
-            Ok(n) if n > 0 => Some(bytes::Bytes::from_owner(Mapping::new(&file, n)?)),
+            // A failed mapping (address space, `vm.max_map_count`) leaves the file to
+            // plain reads, as LevelDB does: the mapping is a speed-up, not a need.
+            Ok(n) if n > 0 => match Mapping::new(&file, n) {
+                Ok(m) => Some(bytes::Bytes::from_owner(m)),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "could not map a table; reading it instead");
+                    None
+                }
+            },
             _ => None,
         };
         Ok(Arc::new(PosixRandom { file, len, map }))

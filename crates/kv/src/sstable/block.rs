@@ -745,9 +745,7 @@ impl BlockIter {
         if original >= self.block.data_end {
             return Ok(());
         }
-        if self.pop_prev() {
-            return Ok(());
-        }
+        // Called where `pop_prev` did not apply: the interval before is decoded afresh.
         self.prev_entries.clear();
         self.prev_keys.clear();
         while self.restart_point(self.restart_index) >= original {

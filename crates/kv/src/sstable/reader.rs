@@ -291,13 +291,19 @@ impl Table {
             .filter(|r| r.end <= map.len())
             .ok_or_else(|| Error::corruption(&*self.file_name, handle.offset, "short read"))?;
         let raw = map.slice(range);
-        let (data, _) = decode_block_shared(raw, &self.file_name, handle)?;
+        let (data, sliced) = decode_block_shared(raw, &self.file_name, handle)?;
         self.bytes_read
             .fetch_add(total as u64, AtomicOrdering::Relaxed);
         let block = Arc::new(Block::new(data, self.file_name.clone(), handle.offset)?);
         if cache_use == CacheUse::Fill {
             if let Some((cache, id)) = &self.cache {
-                cache.insert(*id, handle.offset, Arc::new(block.detached()));
+                // A decompressed block already owns its bytes.
+                let owned = if sliced {
+                    Arc::new(block.detached())
+                } else {
+                    Arc::clone(&block)
+                };
+                cache.insert(*id, handle.offset, owned);
             }
         }
         Ok(Some(block))
