@@ -157,7 +157,11 @@ def run_invocation(engine, a, bins, workdir, round_no, logdir, benchmarks, extra
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
         started = time.time()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        # Strata's runs also log, per benchmark, its thread's CPU/wait time and the tables
+        # per level before and after (what shape the reads met; not parsed, for reading).
+        env = dict(os.environ, STRATA_BENCH_SCHED="1") if engine in ("strata", "bitcask") else None
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                env=env)
         text = proc.stdout.read()
         # wait4 rather than wait: its rusage is this child's own peak RSS.
         _, status, usage = os.wait4(proc.pid, 0)
