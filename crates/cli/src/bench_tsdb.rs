@@ -1,21 +1,54 @@
-//! `strata bench tsdb`: a seeded node_exporter-like workload, ingested through the embedded
-//! API (reporting ingest samples/s, bytes per sample on disk and memory per active series)
-//! or sent as Prometheus remote write to any receiver (`--remote-write URL`: Strata,
-//! Prometheus, VictoriaMetrics), over several connections. Remote-write bodies are all
-//! encoded and compressed before the clock starts, the same for every receiver, so the
-//! client (on the same cores) costs the receiver as little as possible.
+//! `strata bench tsdb`: a seeded workload (node_exporter-like, or TSBS "cpu-only"-like),
+//! ingested through the embedded API (reporting ingest samples/s, bytes per sample on disk
+//! and memory per active series), sent as Prometheus remote write to any receiver
+//! (`--remote-write URL`: Strata, Prometheus, VictoriaMetrics) over several connections, or
+//! written out as text (`--emit prom|influx`: the Prometheus exposition format with
+//! timestamps, or InfluxDB line protocol) for `strata import`, `/api/v1/import/prometheus`,
+//! `/write` or any other tool. Remote-write bodies are all encoded and compressed before
+//! the clock starts, the same for every receiver, so the client (on the same cores) costs
+//! the receiver as little as possible.
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Instant;
 use strata_tsdb::{Labels, Options, Tsdb};
 
 use crate::bench::Rng;
 
+/// The data generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// node_exporter-like: per host `--series-per-host` counters (cpu seconds, network
+    /// bytes), gauges random-walking with few decimals, constants and histogram buckets.
+    Node,
+    /// TSBS "cpu-only"-like: per host the 10 fields of a `cpu` measurement
+    /// (`cpu_usage_user` ... `cpu_usage_guest_nice`, random walks within [0, 100]) with 10
+    /// host tags (hostname, region, datacenter, rack, os, arch, team, service,
+    /// service_version, service_environment); `--series-per-host` does not apply.
+    Cpu,
+}
+
+/// A text format the data can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextFormat {
+    /// The Prometheus text exposition format with millisecond timestamps
+    /// (`name{label="value"} 1.5 1700000000000`).
+    Prom,
+    /// InfluxDB line protocol with nanosecond timestamps: the metric name is split at its
+    /// first `_` into measurement and field (`cpu_usage_user` -> measurement `cpu`, field
+    /// `usage_user`); Strata's `/write` names it back `measurement_field`. Fields of one
+    /// measurement and tag set share a line (a TSBS host's 10 cpu fields).
+    Influx,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct TsdbBenchArgs {
+    /// The data: node_exporter-like or TSBS cpu-only-like.
+    #[arg(long, value_enum, default_value_t = Workload::Node)]
+    pub workload: Workload,
     /// Hosts (scrape targets).
     #[arg(long, default_value_t = 100)]
     pub hosts: u32,
@@ -60,6 +93,15 @@ pub struct TsdbBenchArgs {
     /// Timestamp of the first scrape, Unix seconds (default: so that the data ends now).
     #[arg(long)]
     pub start: Option<i64>,
+    /// Write the data as text in this format instead of storing or sending it (to `--out`,
+    /// or standard output; the report then goes to standard error). With more than one
+    /// `--threads` the hosts' scrapes interleave in the output in no fixed order (each
+    /// series' samples stay in time order); `--threads 1` gives the same bytes every run.
+    #[arg(long, value_enum, conflicts_with_all = ["remote_write", "crash_restart", "db"])]
+    pub emit: Option<TextFormat>,
+    /// File for `--emit` (default: standard output).
+    #[arg(long, requires = "emit")]
+    pub out: Option<PathBuf>,
 }
 
 /// Where generated samples go.
@@ -74,6 +116,12 @@ enum Sink<'a> {
         batch: usize,
         /// Snappy-compressed bodies of each epoch.
         epochs: Vec<Vec<Vec<u8>>>,
+    },
+    /// Text lines, one host's scrape at a time, appended to a shared output.
+    Text {
+        format: TextFormat,
+        out: &'a Mutex<Box<dyn Write + Send>>,
+        buf: Vec<u8>,
     },
 }
 
@@ -136,6 +184,18 @@ impl Sink<'_> {
                 }
                 Ok(labels.len() as u64)
             }
+            Sink::Text { format, out, buf } => {
+                buf.clear();
+                match format {
+                    TextFormat::Prom => write_prom(buf, labels, t, values),
+                    TextFormat::Influx => write_influx(buf, labels, t, values),
+                }
+                let mut out = out
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("a writer thread panicked"))?;
+                out.write_all(buf).context("writing the text output")?;
+                Ok(labels.len() as u64)
+            }
         }
     }
 
@@ -172,6 +232,84 @@ impl Sink<'_> {
             epochs.push(Vec::new());
         }
         Ok(())
+    }
+}
+
+/// Appends one scrape in the Prometheus text format: a line per series, labels in the
+/// series' (sorted) order, values in Rust's shortest round-trip form, timestamps in ms.
+fn write_prom(buf: &mut Vec<u8>, labels: &[Labels], t: i64, values: &[f64]) {
+    for (l, v) in labels.iter().zip(values) {
+        let name = l.get("__name__").unwrap_or_default();
+        buf.extend_from_slice(name.as_bytes());
+        let mut sep = b'{';
+        for label in l.iter().filter(|x| x.name != "__name__") {
+            buf.push(sep);
+            sep = b',';
+            buf.extend_from_slice(label.name.as_bytes());
+            buf.extend_from_slice(b"=\"");
+            for c in label.value.bytes() {
+                match c {
+                    b'\\' => buf.extend_from_slice(b"\\\\"),
+                    b'"' => buf.extend_from_slice(b"\\\""),
+                    b'\n' => buf.extend_from_slice(b"\\n"),
+                    c => buf.push(c),
+                }
+            }
+            buf.push(b'"');
+        }
+        if sep == b',' {
+            buf.push(b'}');
+        }
+        let _ = writeln!(buf, " {v} {t}");
+    }
+}
+
+/// Appends `s` escaped as a line-protocol measurement, tag key, tag value or field key.
+fn push_influx_escaped(buf: &mut Vec<u8>, s: &str) {
+    for c in s.bytes() {
+        if matches!(c, b',' | b' ' | b'=' | b'\\') {
+            buf.push(b'\\');
+        }
+        buf.push(c);
+    }
+}
+
+/// Appends one scrape in InfluxDB line protocol. Consecutive series with the same
+/// measurement and tags (a TSBS host's cpu fields) share a line.
+fn write_influx(buf: &mut Vec<u8>, labels: &[Labels], t: i64, values: &[f64]) {
+    let ns = i128::from(t) * 1_000_000;
+    let mut line_key: Vec<u8> = Vec::new();
+    let mut key = Vec::new();
+    for (l, v) in labels.iter().zip(values) {
+        let name = l.get("__name__").unwrap_or_default();
+        // A name without an inner `_` keeps a field of its own (read back as `name_value`).
+        let (measurement, field) = match name.find('_') {
+            Some(i) if i > 0 && i + 1 < name.len() => (&name[..i], &name[i + 1..]),
+            _ => (name, "value"),
+        };
+        key.clear();
+        push_influx_escaped(&mut key, measurement);
+        for label in l.iter().filter(|x| x.name != "__name__") {
+            key.push(b',');
+            push_influx_escaped(&mut key, &label.name);
+            key.push(b'=');
+            push_influx_escaped(&mut key, &label.value);
+        }
+        if key == line_key {
+            buf.push(b',');
+        } else {
+            if !line_key.is_empty() {
+                let _ = writeln!(buf, " {ns}");
+            }
+            buf.extend_from_slice(&key);
+            buf.push(b' ');
+            line_key.clone_from(&key);
+        }
+        push_influx_escaped(buf, field);
+        let _ = write!(buf, "={v}");
+    }
+    if !line_key.is_empty() {
+        let _ = writeln!(buf, " {ns}");
     }
 }
 
@@ -272,6 +410,9 @@ enum Kind {
     Constant,
     /// Cumulative histogram bucket: increments shrink with the bucket's index.
     Bucket(u8),
+    /// A percentage random-walking within [0, 100] by normally distributed steps, at full
+    /// float precision (as TSBS generates its cpu fields).
+    Percent,
 }
 
 /// One host's series: labels and generator state.
@@ -418,8 +559,90 @@ fn host_series(host: u64, per_host: u32, rng: &mut Rng) -> Result<HostSeries> {
     })
 }
 
+/// TSBS cpu-only's fields (measurement `cpu`).
+const CPU_FIELDS: [&str; 10] = [
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
+];
+
+const REGIONS: [&str; 9] = [
+    "us-east-1",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "sa-east-1",
+];
+
+/// One TSBS-like host: the 10 `cpu_*` series sharing the host's 10 tags.
+fn cpu_host_series(host: u64, rng: &mut Rng) -> Result<HostSeries> {
+    fn pick(rng: &mut Rng, choices: &[&str]) -> String {
+        choices[rng.uniform(choices.len() as u64) as usize].to_string()
+    }
+    let region = pick(rng, &REGIONS);
+    let tags = [
+        ("hostname", format!("host_{host}")),
+        (
+            "datacenter",
+            format!("{region}{}", pick(rng, &["a", "b", "c"])),
+        ),
+        ("region", region),
+        ("rack", rng.uniform(100).to_string()),
+        (
+            "os",
+            pick(rng, &["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"]),
+        ),
+        ("arch", pick(rng, &["x64", "x86"])),
+        ("team", pick(rng, &["SF", "NYC", "LON", "CHI"])),
+        ("service", rng.uniform(20).to_string()),
+        ("service_version", rng.uniform(2).to_string()),
+        (
+            "service_environment",
+            pick(rng, &["production", "staging", "test"]),
+        ),
+    ];
+    let mut labels = Vec::new();
+    for f in CPU_FIELDS {
+        let name = format!("cpu_{f}");
+        let pairs = std::iter::once(("__name__", name.as_str()))
+            .chain(tags.iter().map(|(k, v)| (*k, v.as_str())));
+        labels.push(Labels::from_pairs(pairs)?);
+    }
+    let values = (0..CPU_FIELDS.len()).map(|_| unit(rng) * 100.0).collect();
+    Ok(HostSeries {
+        kinds: vec![Kind::Percent; labels.len()],
+        labels,
+        values,
+    })
+}
+
+/// A uniform variate in [0, 1).
+fn unit(rng: &mut Rng) -> f64 {
+    rng.uniform(1 << 53) as f64 / (1u64 << 53) as f64
+}
+
+/// A standard normal variate (Box-Muller).
+fn normal(rng: &mut Rng) -> f64 {
+    // 1 - u is in (0, 1]: its logarithm is finite.
+    let u1 = 1.0 - unit(rng);
+    let u2 = unit(rng);
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 fn step(kind: Kind, v: f64, rng: &mut Rng) -> f64 {
     match kind {
+        Kind::Percent => (v + normal(rng)).clamp(0.0, 100.0),
         Kind::CounterBytes(busy) => {
             // Idle interfaces see a packet now and then; busy ones steady traffic with
             // noise and the odd burst.
@@ -502,19 +725,71 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
             now - (steps as i64) * i64::from(args.interval) * 1000
         }
     };
+    // Text on standard output leaves the report to standard error.
+    let mut stderr = std::io::stderr();
+    let out: &mut dyn Write = if args.emit.is_some() && args.out.is_none() {
+        &mut stderr
+    } else {
+        out
+    };
+    let series_per_host = match args.workload {
+        Workload::Node => args.series_per_host,
+        Workload::Cpu => CPU_FIELDS.len() as u32,
+    };
+    let into = match (&args.emit, &args.out, &args.remote_write) {
+        (Some(f), Some(path), _) => format!("{f:?} text in {}", path.display()),
+        (Some(f), None, _) => format!("{f:?} text on standard output"),
+        (None, _, Some(url)) => url.clone(),
+        (None, _, None) => "the embedded store".to_string(),
+    };
     writeln!(
         out,
-        "tsdb bench: {} hosts x {} series, {}s interval, {} h ({} scrapes), churn {:.0}% every {} h, {} writers, into {}",
+        "tsdb bench: {:?} workload, {} hosts x {} series, {}s interval, {} h ({} scrapes), churn {:.0}% every {} h, {} writers, into {}",
+        args.workload,
         args.hosts,
-        args.series_per_host,
+        series_per_host,
         args.interval,
         args.hours,
         steps,
         args.churn * 100.0,
         args.churn_every_hours,
         threads,
-        args.remote_write.as_deref().unwrap_or("the embedded store")
+        into
     )?;
+    if let Some(format) = args.emit {
+        let sink_out: Box<dyn Write + Send> = match &args.out {
+            Some(path) => Box::new(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            )),
+            None => Box::new(std::io::BufWriter::with_capacity(
+                1 << 20,
+                std::io::stdout(),
+            )),
+        };
+        let shared = Mutex::new(sink_out);
+        let began = Instant::now();
+        let (total, sinks) = generate(args, steps, churn_steps, threads, start_ms, |_| {
+            Sink::Text {
+                format,
+                out: &shared,
+                buf: Vec::new(),
+            }
+        })?;
+        drop(sinks);
+        shared
+            .into_inner()
+            .map_err(|_| anyhow::anyhow!("a writer thread panicked"))?
+            .flush()
+            .context("writing the text output")?;
+        writeln!(
+            out,
+            "emitted      : {total} samples as {format:?} text in {:.2} s",
+            began.elapsed().as_secs_f64()
+        )?;
+        return Ok(());
+    }
     if let Some(url) = &args.remote_write {
         let (total, sinks) = generate(args, steps, churn_steps, threads, start_ms, |_| {
             Sink::Encode {
@@ -528,7 +803,7 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
             .into_iter()
             .map(|s| match s {
                 Sink::Encode { epochs, .. } => epochs,
-                Sink::Embedded(_) => Vec::new(),
+                Sink::Embedded(_) | Sink::Text { .. } => Vec::new(),
             })
             .collect();
         let bytes: usize = writers.iter().flatten().flatten().map(Vec::len).sum();
@@ -641,6 +916,14 @@ pub fn run_tsdb(args: &TsdbBenchArgs, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
+/// Host `id`'s series for the chosen workload.
+fn make_host(args: &TsdbBenchArgs, id: u64, rng: &mut Rng) -> Result<HostSeries> {
+    match args.workload {
+        Workload::Node => host_series(id, args.series_per_host, rng),
+        Workload::Cpu => cpu_host_series(id, rng),
+    }
+}
+
 /// Runs the workload on `threads` writers, each with its own sink; writers meet every 40
 /// scrapes so that no receiver sees one writer hours ahead of another (Prometheus refuses
 /// samples older than its head). Returns the samples stored (or encoded) and the sinks.
@@ -664,7 +947,7 @@ fn generate<'a>(
                 let my_hosts: Vec<u32> = (0..args.hosts).filter(|h| h % threads == w).collect();
                 let mut gens = Vec::new();
                 for &h in &my_hosts {
-                    gens.push(host_series(u64::from(h), args.series_per_host, &mut rng)?);
+                    gens.push(make_host(args, u64::from(h), &mut rng)?);
                 }
                 let mut generation = vec![0u64; my_hosts.len()];
                 let mut n = 0u64;
@@ -690,7 +973,7 @@ fn generate<'a>(
                             if (rng.uniform(1_000_000) as f64) < args.churn * 1e6 {
                                 generation[i] += 1;
                                 let id = u64::from(h) + generation[i] * u64::from(args.hosts);
-                                gens[i] = host_series(id, args.series_per_host, &mut rng)?;
+                                gens[i] = make_host(args, id, &mut rng)?;
                             }
                         }
                     }
@@ -756,4 +1039,168 @@ fn generate<'a>(
             None => Ok((total, sinks)),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use std::collections::BTreeMap;
+    use strata_server::text::{parse_exposition, parse_line_protocol, Parsed};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TsdbBenchArgs,
+    }
+
+    /// Series (sorted label pairs) -> samples (timestamp, value bits).
+    type Data = BTreeMap<Vec<(String, String)>, Vec<(i64, u64)>>;
+
+    fn data(p: Parsed) -> Data {
+        assert!(
+            p.errors.is_empty(),
+            "{:?}",
+            &p.errors[..p.errors.len().min(3)]
+        );
+        let mut d = Data::new();
+        for s in p.series {
+            let mut labels: Vec<_> = s.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            labels.sort();
+            let samples = d.entry(labels).or_default();
+            samples.extend(s.samples.iter().map(|x| (x.timestamp, x.value.to_bits())));
+            samples.sort();
+        }
+        d
+    }
+
+    /// Emits the workload given by `flags` in `format` and parses it back as the server would.
+    fn emit(flags: &[&str], format: &str) -> (Data, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut argv = vec!["bench", "--emit", format, "--out", path.to_str().unwrap()];
+        argv.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let mut report = Vec::new();
+        run_tsdb(&cli.args, &mut report).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let parsed = match format {
+            "prom" => parse_exposition(&text, 0),
+            _ => parse_line_protocol(&text, 1, 0),
+        };
+        (data(parsed), String::from_utf8(report).unwrap())
+    }
+
+    fn samples(d: &Data) -> usize {
+        d.values().map(Vec::len).sum()
+    }
+
+    const NODE: &[&str] = &[
+        "--hosts",
+        "3",
+        "--series-per-host",
+        "48",
+        "--hours",
+        "0.5",
+        "--churn-every-hours",
+        "0.25",
+        "--churn",
+        "0.5",
+        "--threads",
+        "2",
+        "--start",
+        "1700000000",
+    ];
+
+    /// Both text forms of the node workload read back as the same series and samples,
+    /// as many as the report says were emitted, with churned hosts among them.
+    #[test]
+    fn node_text_forms_agree() {
+        let (prom, report) = emit(NODE, "prom");
+        let (influx, _) = emit(NODE, "influx");
+        assert_eq!(prom, influx);
+        assert!(report.contains(&format!("emitted      : {} samples", samples(&prom))));
+        // 3 hosts x 48 series x 120 scrapes; churn adds series but not samples.
+        assert_eq!(samples(&prom), 3 * 48 * 120);
+        assert!(prom.len() > 3 * 48, "churn made new series: {}", prom.len());
+        for (labels, s) in &prom {
+            assert!(
+                s.windows(2).all(|w| w[0].0 < w[1].0),
+                "{labels:?} out of order"
+            );
+        }
+    }
+
+    /// The cpu workload: 10 `cpu_usage_*` series per host, each with the 10 host tags,
+    /// values within [0, 100] that move by small steps; one line-protocol line per host
+    /// and scrape; the same bytes from the same seed.
+    #[test]
+    fn cpu_workload_is_tsbs_like() {
+        let flags = [
+            "--workload",
+            "cpu",
+            "--hosts",
+            "4",
+            "--hours",
+            "0.1",
+            "--interval",
+            "10",
+            "--churn",
+            "0",
+            "--threads",
+            "1",
+            "--start",
+            "1700000000",
+        ];
+        let (prom, _) = emit(&flags, "prom");
+        let (influx, _) = emit(&flags, "influx");
+        assert_eq!(prom, influx);
+        assert_eq!(prom.len(), 40);
+        assert_eq!(samples(&prom), 40 * 36);
+        for (labels, s) in &prom {
+            assert_eq!(labels.len(), 11, "{labels:?}");
+            let name = &labels.iter().find(|(k, _)| k == "__name__").unwrap().1;
+            assert!(
+                CPU_FIELDS.iter().any(|f| *name == format!("cpu_{f}")),
+                "{name}"
+            );
+            let v: Vec<f64> = s.iter().map(|x| f64::from_bits(x.1)).collect();
+            assert!(v.iter().all(|x| (0.0..=100.0).contains(x)));
+            assert!(v.windows(2).all(|w| (w[1] - w[0]).abs() < 6.0), "{v:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let run = |name: &str| {
+            let path = dir.path().join(name);
+            let mut argv = vec!["bench", "--emit", "influx", "--out", path.to_str().unwrap()];
+            argv.extend_from_slice(&flags);
+            run_tsdb(&Cli::try_parse_from(argv).unwrap().args, &mut Vec::new()).unwrap();
+            std::fs::read_to_string(path).unwrap()
+        };
+        let (a, b) = (run("a"), run("b"));
+        assert_eq!(a, b);
+        assert_eq!(a.lines().count(), 4 * 36, "one line per host and scrape");
+    }
+
+    /// Label values that need escaping survive both text forms.
+    #[test]
+    fn text_escapes() {
+        let labels =
+            vec![Labels::from_pairs([("__name__", "m_x"), ("a", "q\"u\\o\nte, =sp")]).unwrap()];
+        let (mut prom, mut influx) = (Vec::new(), Vec::new());
+        write_prom(&mut prom, &labels, 5, &[1.5]);
+        write_influx(&mut influx, &labels, 5, &[1.5]);
+        let value_of_a = |d: &Data| d.keys().next().unwrap()[1].1.clone();
+        let got = data(parse_exposition(std::str::from_utf8(&prom).unwrap(), 0));
+        assert_eq!(value_of_a(&got), "q\"u\\o\nte, =sp");
+        // Line protocol has no escape for a newline in a tag value; the rest survives.
+        let labels = vec![Labels::from_pairs([("__name__", "m_x"), ("a", "te, =s\\p")]).unwrap()];
+        influx.clear();
+        write_influx(&mut influx, &labels, 5, &[1.5]);
+        let got = data(parse_line_protocol(
+            std::str::from_utf8(&influx).unwrap(),
+            1,
+            0,
+        ));
+        assert_eq!(value_of_a(&got), "te, =s\\p");
+    }
 }
