@@ -68,11 +68,13 @@ start_peer() { # name port datadir -> PID in $PID
 }
 
 ready_url() { case "$1" in victoriametrics) echo "http://127.0.0.1:$2/health" ;; *) echo "http://127.0.0.1:$2/-/ready" ;; esac; }
-wait_ready() { # name port -> seconds waited
+wait_ready() { # name port [start time, Unix seconds] -> seconds from start until ready
   local url; url=$(ready_url "$1" "$2")
-  python3 - "$url" <<'PY'
+  python3 - "$url" "${3:-}" <<'PY'
 import sys, time, urllib.request
-t = time.time()
+# From the given start (taken before the process was launched), not from this script's
+# own start, which comes tens of milliseconds later.
+t = float(sys.argv[2]) if sys.argv[2] else time.time()
 while True:
     try:
         if urllib.request.urlopen(sys.argv[1], timeout=1).status == 200:
@@ -118,8 +120,9 @@ for peer in strata victoriametrics prometheus; do
   rss=$(peak_rss "$pid")
   # Restart: stop gracefully, start, time until ready.
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  launched=$(date +%s.%N)
   start_peer "$peer" "$port" "$dir"; pid=$PID
-  restart=$(wait_ready "$peer" "$port")
+  restart=$(wait_ready "$peer" "$port" "$launched")
   echo "{\"peer\":\"$peer\",\"port\":$port,\"rate\":${rate:-0},\"samples\":${samples:-0},\"disk\":$disk,\"rss\":$rss,\"restart\":$restart}" >"$TMP/$peer.json"
 done
 
