@@ -133,6 +133,11 @@ pub struct KvBenchArgs {
           default_value = "false", action = ArgAction::Set,
           value_parser = BoolishValueParser::new())]
     pub mmap_reads: bool,
+    /// lsm: read-triggered compaction (`CompactionOptions::read_triggered`, on by default).
+    #[arg(long = "read_compaction", num_args = 0..=1, default_missing_value = "true",
+          default_value = "true", action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub read_compaction: bool,
 }
 
 impl Default for KvBenchArgs {
@@ -157,6 +162,7 @@ impl Default for KvBenchArgs {
             seed: 301,
             engine: Engine::Lsm,
             mmap_reads: false,
+            read_compaction: true,
         }
     }
 }
@@ -909,6 +915,7 @@ fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<BenchDb> {
     };
     opts.table.compression = cfg.compression_type;
     opts.table.bloom_bits_per_key = cfg.bloom_bits;
+    opts.compaction.read_triggered = cfg.read_compaction;
     if let Ok(bytes) = usize::try_from(cfg.cache_size) {
         opts.block_cache_size = bytes;
     }
@@ -1038,13 +1045,14 @@ fn print_header(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "Compression: {compression}")?;
             writeln!(
                 out,
-                "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{}{})",
+                "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{}{}{})",
                 cfg.write_buffer_size,
                 cfg.bloom_bits,
                 cfg.threads,
                 cfg.batch_size,
                 if cfg.sync { ", sync" } else { "" },
-                if cfg.mmap_reads { ", mmap reads" } else { "" }
+                if cfg.mmap_reads { ", mmap reads" } else { "" },
+                if cfg.read_compaction { "" } else { ", no read-triggered compaction" }
             )?;
         }
         Engine::Bitcask => {

@@ -128,7 +128,28 @@ pub fn pick(
             }
         }
     }
-    pick_tombstones(v, busy)
+    pick_tombstones(v, busy).or_else(|| {
+        if opts.read_triggered {
+            pick_read_triggered(v, busy)
+        } else {
+            None
+        }
+    })
+}
+
+/// With no size-based compaction due: L0 (all of it, see `pick`) into L1 if reads used up
+/// the allowance of one of its tables.
+fn pick_read_triggered(v: &Version, busy: &BusySet) -> Option<Compaction> {
+    if !v.levels[0].iter().any(|t| t.reads_exhausted()) {
+        return None;
+    }
+    compaction_for(
+        v,
+        0,
+        v.levels[0].clone(),
+        busy,
+        CompactionReason::ReadTriggered,
+    )
 }
 
 /// A table at least this fraction tombstones is worth compacting on its own account.
