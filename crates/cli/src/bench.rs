@@ -740,6 +740,7 @@ struct BackgroundSnapshot {
     compaction_micros: u64,
     compaction_bytes_written: u64,
     running: u64,
+    read_triggered: u64,
     files_per_level: Vec<usize>,
     pending_mib: f64,
 }
@@ -763,29 +764,26 @@ impl BackgroundSnapshot {
                 }
             }
         }
-        let (compaction_micros, compaction_bytes_written, running, files_per_level, pending) =
-            match db {
-                BenchDb::Lsm(d) => {
-                    let s = d.stats();
-                    (
-                        s.compaction_micros,
-                        s.compaction_bytes_written,
-                        s.compactions_running,
-                        s.files_per_level,
-                        s.pending_compaction_bytes,
-                    )
-                }
-                BenchDb::Bitcask(_) => (0, 0, 0, Vec::new(), 0),
-            };
-        BackgroundSnapshot {
+        let mut snap = BackgroundSnapshot {
             at: Instant::now(),
             cpu_ns,
-            compaction_micros,
-            compaction_bytes_written,
-            running,
-            files_per_level,
-            pending_mib: mib(pending),
+            compaction_micros: 0,
+            compaction_bytes_written: 0,
+            running: 0,
+            read_triggered: 0,
+            files_per_level: Vec::new(),
+            pending_mib: 0.0,
+        };
+        if let BenchDb::Lsm(d) = db {
+            let s = d.stats();
+            snap.compaction_micros = s.compaction_micros;
+            snap.compaction_bytes_written = s.compaction_bytes_written;
+            snap.running = s.compactions_running;
+            snap.read_triggered = s.read_triggered_compactions;
+            snap.files_per_level = s.files_per_level;
+            snap.pending_mib = mib(s.pending_compaction_bytes);
         }
+        snap
     }
 }
 
@@ -815,7 +813,7 @@ fn print_sched(
     }
     writeln!(
         out,
-        "sched        : bench threads wall {:.1} ms, on CPU {:.1}, run-queue wait {:.1}, blocked {:.1}; background CPU ms:{bg}; over {:.0} ms: compactions running {} -> {}, {:.0} ms of compaction finished, {:.1} MiB written; tables per level {:?} -> {:?}, pending {:.0} -> {:.0} MiB",
+        "sched        : bench threads wall {:.1} ms, on CPU {:.1}, run-queue wait {:.1}, blocked {:.1}; background CPU ms:{bg}; over {:.0} ms: compactions running {} -> {}, {:.0} ms of compaction finished ({} read-triggered compactions done), {:.1} MiB written; tables per level {:?} -> {:?}, pending {:.0} -> {:.0} MiB",
         ms(wall),
         ms(run),
         ms(wait),
@@ -824,6 +822,7 @@ fn print_sched(
         before.running,
         after.running,
         after.compaction_micros.saturating_sub(before.compaction_micros) as f64 / 1e3,
+        after.read_triggered.saturating_sub(before.read_triggered),
         mib(after.compaction_bytes_written.saturating_sub(before.compaction_bytes_written)),
         before.files_per_level,
         after.files_per_level,

@@ -769,12 +769,8 @@ impl Db {
         }
         let version = Arc::new(version);
         let mem = Arc::new(Memtable::new());
-        let inner = Arc::new_cyclic(|me: &Weak<DbInner>| {
-            let read_trigger = charges_reads.then(|| me.clone());
-            let mut super_version = SuperVersion::new(mem.clone(), Vec::new(), version.clone());
-            super_version.read_trigger = read_trigger.clone();
-            let super_version = Arc::new(super_version);
-            DbInner {
+        let super_version = Arc::new(SuperVersion::new(mem.clone(), Vec::new(), version.clone()));
+        let inner = Arc::new(DbInner {
             dir,
             fs,
             state: Mutex::new(State {
@@ -797,7 +793,7 @@ impl Db {
                 wal_fill: None,
                 prepare_wal: false,
                 next_wal_asked: false,
-                read_trigger,
+                read_trigger: None,
             }),
             bg_cv: Condvar::new(),
             queue: Mutex::new(Queue::default()),
@@ -822,7 +818,13 @@ impl Db {
             counters: Counters::default(),
             _lock: file_lock,
             opts,
-        }});
+        });
+        if charges_reads {
+            // Reads charge tables and wake this database's compaction threads.
+            let mut st = lock(&inner.state);
+            st.read_trigger = Some(Arc::downgrade(&inner));
+            st.refresh_super_version();
+        }
         inner
             .table_fs
             .start("strata-delete")
@@ -2143,8 +2145,16 @@ impl DbInner {
                         return;
                     }
                     if st.bg_error.is_none() && !self.opts.compaction.disable_auto {
-                        let picked =
-                            picker::pick(&st.version, &self.opts.compaction, &st.busy, &st.cursors);
+                        // A read-triggered compaction waits for pending flushes: the
+                        // table a flush adds to L0 may make a size-based compaction of
+                        // L0 due, which would rewrite the same L1 tables again.
+                        let picked = picker::pick(
+                            &st.version,
+                            &self.opts.compaction,
+                            &st.busy,
+                            &st.cursors,
+                            st.imm.is_empty(),
+                        );
                         if let Some(c) = picked {
                             st.busy.add(&c);
                             break (c, st.version.clone());
@@ -2288,7 +2298,8 @@ impl DbInner {
         let cn = &self.counters;
         cn.compactions.fetch_add(1, Ordering::Relaxed);
         if c.reason == CompactionReason::ReadTriggered {
-            cn.read_triggered_compactions.fetch_add(1, Ordering::Relaxed);
+            cn.read_triggered_compactions
+                .fetch_add(1, Ordering::Relaxed);
         }
         cn.compaction_bytes_read
             .fetch_add(output.bytes_read, Ordering::Relaxed);

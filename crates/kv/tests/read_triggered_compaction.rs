@@ -93,7 +93,10 @@ fn point_reads_past_l0_compact_it_after_exactly_its_allowance() {
         assert_eq!(db.get(key(2 * k)).expect("get"), Some(value(1, 2 * k)));
     }
     for k in 0..allowed as u32 - 1 {
-        assert_eq!(db.get(key(2 * k + 1)).expect("get"), Some(value(0, 2 * k + 1)));
+        assert_eq!(
+            db.get(key(2 * k + 1)).expect("get"),
+            Some(value(0, 2 * k + 1))
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     let s = db.stats();
@@ -101,7 +104,9 @@ fn point_reads_past_l0_compact_it_after_exactly_its_allowance() {
     assert_eq!(s.files_per_level[0], 1, "{s:?}");
     // The last charge.
     assert_eq!(db.get(key(1)).expect("get"), Some(value(0, 1)));
-    let s = wait_for(&db, |s| s.files_per_level[0] == 0 && s.compactions_running == 0);
+    let s = wait_for(&db, |s| {
+        s.files_per_level[0] == 0 && s.compactions_running == 0
+    });
     assert_eq!(s.read_triggered_compactions, 1, "{s:?}");
     assert_eq!(s.compactions, before.compactions + 1, "{s:?}");
     assert_eq!(sorted_runs(&s), 1, "{s:?}");
@@ -150,7 +155,9 @@ fn scans_over_l0_and_l1_trigger_by_sampling() {
         assert_eq!(n, 20_000);
         scans += 1;
     }
-    let s = wait_for(&db, |s| s.files_per_level[0] == 0 && s.compactions_running == 0);
+    let s = wait_for(&db, |s| {
+        s.files_per_level[0] == 0 && s.compactions_running == 0
+    });
     assert_eq!(s.read_triggered_compactions, 1, "{s:?}");
     assert_eq!(sorted_runs(&s), 1, "{s:?}");
     // Sampled: neither the first scan nor many times the expected number.
@@ -188,7 +195,8 @@ fn a_trickle_of_flushes_under_reads_does_not_rewrite_l1_each_time() {
     for round in 1..=6u32 {
         // 100 writes spread over the key range, then a flush: a small L0 table.
         for k in (0..KEYS).step_by(400) {
-            db.put(key(k + round), value(round, k + round)).expect("put");
+            db.put(key(k + round), value(round, k + round))
+                .expect("put");
         }
         db.flush().expect("flush");
         let s = db.stats();
@@ -206,7 +214,10 @@ fn a_trickle_of_flushes_under_reads_does_not_rewrite_l1_each_time() {
     std::thread::sleep(Duration::from_millis(200));
     let s = db.stats();
     assert_eq!(s.read_triggered_compactions, 0, "{s:?}");
-    assert_eq!(s.compaction_bytes_written, before.compaction_bytes_written, "{s:?}");
+    assert_eq!(
+        s.compaction_bytes_written, before.compaction_bytes_written,
+        "{s:?}"
+    );
     assert_eq!(s.files_per_level[0], 6, "{s:?}");
     // Still bounded, not off: enough reads past the newest table do compact.
     let allowed = read_allowance(s.bytes_per_level[0] / 6 + l1);
@@ -214,6 +225,8 @@ fn a_trickle_of_flushes_under_reads_does_not_rewrite_l1_each_time() {
         let k = (i * 199 + 7) % KEYS;
         let _ = db.get(key(k)).expect("get");
     }
-    let s = wait_for(&db, |s| s.files_per_level[0] == 0 && s.compactions_running == 0);
+    let s = wait_for(&db, |s| {
+        s.files_per_level[0] == 0 && s.compactions_running == 0
+    });
     assert_eq!(s.read_triggered_compactions, 1, "{s:?}");
 }

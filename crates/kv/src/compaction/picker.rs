@@ -93,12 +93,14 @@ pub fn rewrite_in_place(
 
 /// The most urgent compaction that touches no busy table, if any level needs one.
 /// `cursors[level]` remembers where the last compaction of a level ended, so that levels
-/// are compacted round-robin across their key range (as LevelDB does).
+/// are compacted round-robin across their key range (as LevelDB does). A read-triggered
+/// compaction is picked only if `reads_may_trigger` (and none by size or tombstones is).
 pub fn pick(
     v: &Version,
     opts: &CompactionOptions,
     busy: &BusySet,
     cursors: &[Vec<u8>],
+    reads_may_trigger: bool,
 ) -> Option<Compaction> {
     let scores = level_scores(v, opts);
     let mut order: Vec<usize> = (0..NUM_LEVELS - 1).filter(|&l| scores[l] >= 1.0).collect();
@@ -129,7 +131,7 @@ pub fn pick(
         }
     }
     pick_tombstones(v, busy).or_else(|| {
-        if opts.read_triggered {
+        if opts.read_triggered && reads_may_trigger {
             pick_read_triggered(v, busy)
         } else {
             None
