@@ -133,6 +133,11 @@ pub struct KvBenchArgs {
           default_value = "false", action = ArgAction::Set,
           value_parser = BoolishValueParser::new())]
     pub mmap_reads: bool,
+    /// lsm: read-triggered compaction (`CompactionOptions::read_triggered`, on by default).
+    #[arg(long = "read_compaction", num_args = 0..=1, default_missing_value = "true",
+          default_value = "true", action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub read_compaction: bool,
 }
 
 impl Default for KvBenchArgs {
@@ -157,6 +162,7 @@ impl Default for KvBenchArgs {
             seed: 301,
             engine: Engine::Lsm,
             mmap_reads: false,
+            read_compaction: true,
         }
     }
 }
@@ -734,6 +740,7 @@ struct BackgroundSnapshot {
     compaction_micros: u64,
     compaction_bytes_written: u64,
     running: u64,
+    read_triggered: u64,
     files_per_level: Vec<usize>,
     pending_mib: f64,
 }
@@ -757,29 +764,26 @@ impl BackgroundSnapshot {
                 }
             }
         }
-        let (compaction_micros, compaction_bytes_written, running, files_per_level, pending) =
-            match db {
-                BenchDb::Lsm(d) => {
-                    let s = d.stats();
-                    (
-                        s.compaction_micros,
-                        s.compaction_bytes_written,
-                        s.compactions_running,
-                        s.files_per_level,
-                        s.pending_compaction_bytes,
-                    )
-                }
-                BenchDb::Bitcask(_) => (0, 0, 0, Vec::new(), 0),
-            };
-        BackgroundSnapshot {
+        let mut snap = BackgroundSnapshot {
             at: Instant::now(),
             cpu_ns,
-            compaction_micros,
-            compaction_bytes_written,
-            running,
-            files_per_level,
-            pending_mib: mib(pending),
+            compaction_micros: 0,
+            compaction_bytes_written: 0,
+            running: 0,
+            read_triggered: 0,
+            files_per_level: Vec::new(),
+            pending_mib: 0.0,
+        };
+        if let BenchDb::Lsm(d) = db {
+            let s = d.stats();
+            snap.compaction_micros = s.compaction_micros;
+            snap.compaction_bytes_written = s.compaction_bytes_written;
+            snap.running = s.compactions_running;
+            snap.read_triggered = s.read_triggered_compactions;
+            snap.files_per_level = s.files_per_level;
+            snap.pending_mib = mib(s.pending_compaction_bytes);
         }
+        snap
     }
 }
 
@@ -809,7 +813,7 @@ fn print_sched(
     }
     writeln!(
         out,
-        "sched        : bench threads wall {:.1} ms, on CPU {:.1}, run-queue wait {:.1}, blocked {:.1}; background CPU ms:{bg}; over {:.0} ms: compactions running {} -> {}, {:.0} ms of compaction finished, {:.1} MiB written; tables per level {:?} -> {:?}, pending {:.0} -> {:.0} MiB",
+        "sched        : bench threads wall {:.1} ms, on CPU {:.1}, run-queue wait {:.1}, blocked {:.1}; background CPU ms:{bg}; over {:.0} ms: compactions running {} -> {}, {:.0} ms of compaction finished ({} read-triggered compactions done), {:.1} MiB written; tables per level {:?} -> {:?}, pending {:.0} -> {:.0} MiB",
         ms(wall),
         ms(run),
         ms(wait),
@@ -818,6 +822,7 @@ fn print_sched(
         before.running,
         after.running,
         after.compaction_micros.saturating_sub(before.compaction_micros) as f64 / 1e3,
+        after.read_triggered.saturating_sub(before.read_triggered),
         mib(after.compaction_bytes_written.saturating_sub(before.compaction_bytes_written)),
         before.files_per_level,
         after.files_per_level,
@@ -909,6 +914,7 @@ fn open_db(cfg: &KvBenchArgs, dir: &Path, create: bool) -> Result<BenchDb> {
     };
     opts.table.compression = cfg.compression_type;
     opts.table.bloom_bits_per_key = cfg.bloom_bits;
+    opts.compaction.read_triggered = cfg.read_compaction;
     if let Ok(bytes) = usize::try_from(cfg.cache_size) {
         opts.block_cache_size = bytes;
     }
@@ -1038,13 +1044,14 @@ fn print_header(cfg: &KvBenchArgs, out: &mut dyn Write) -> Result<()> {
             writeln!(out, "Compression: {compression}")?;
             writeln!(
                 out,
-                "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{}{})",
+                "Engine:     lsm (write_buffer_size {} bytes, bloom_bits {}, threads {}, batch_size {}{}{}{})",
                 cfg.write_buffer_size,
                 cfg.bloom_bits,
                 cfg.threads,
                 cfg.batch_size,
                 if cfg.sync { ", sync" } else { "" },
-                if cfg.mmap_reads { ", mmap reads" } else { "" }
+                if cfg.mmap_reads { ", mmap reads" } else { "" },
+                if cfg.read_compaction { "" } else { ", no read-triggered compaction" }
             )?;
         }
         Engine::Bitcask => {

@@ -70,9 +70,10 @@ pub fn print_stats(out: &mut impl Write, s: &DbStats) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "compactions              {} ({} trivial moves), read {:.2} MiB, {} entries dropped, {:.2} MiB pending",
+        "compactions              {} ({} trivial moves, {} read-triggered), read {:.2} MiB, {} entries dropped, {:.2} MiB pending",
         s.compactions,
         s.trivial_moves,
+        s.read_triggered_compactions,
         mib(s.compaction_bytes_read),
         s.compaction_entries_dropped,
         mib(s.pending_compaction_bytes)

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,9 @@ pub(crate) struct SuperVersion {
     /// Range deletes of the frozen memtables and the version (the active memtable's are
     /// added by each reader, since it still receives them).
     pub(crate) frozen_range_tombstones: RangeTombstoneSet,
+    /// The database to wake when reads use up a table's read allowance; `None` when
+    /// read-triggered compaction is off (reads then charge nothing).
+    read_trigger: Option<Weak<DbInner>>,
 }
 
 impl SuperVersion {
@@ -100,6 +103,26 @@ impl SuperVersion {
             imm,
             version,
             frozen_range_tombstones,
+            read_trigger: None,
+        }
+    }
+
+    /// True if reads through it charge tables for read-triggered compaction.
+    pub(crate) fn charges_reads(&self) -> bool {
+        self.read_trigger.is_some()
+    }
+
+    /// A scan's sample at `key` (see [`Version::charge_sampled_read`]).
+    pub(crate) fn sample_read(&self, key: &[u8]) {
+        if let Some(db) = &self.read_trigger {
+            if self
+                .version
+                .charge_sampled_read(key, crate::compaction::SCAN_SAMPLE_CHARGE)
+            {
+                if let Some(db) = db.upgrade() {
+                    db.wake_compaction();
+                }
+            }
         }
     }
 
@@ -182,6 +205,9 @@ struct State {
     /// segment. Asked once per memtable (`next_wal_asked`).
     prepare_wal: bool,
     next_wal_asked: bool,
+    /// The database itself, for super versions whose reads charge tables (`None`: read-
+    /// triggered compaction off).
+    read_trigger: Option<Weak<DbInner>>,
 }
 
 /// A WAL segment's background allocator, shared by the leader and the WAL thread.
@@ -250,17 +276,22 @@ impl State {
 
     /// Makes `version` current and recomputes what depends on it.
     fn install_version(&mut self, version: Version, opts: &Options) {
+        if self.read_trigger.is_some() {
+            version.init_read_allowances();
+        }
         self.version = Arc::new(version);
         self.pressure = write_pressure(&self.version, opts);
         self.refresh_super_version();
     }
 
     fn refresh_super_version(&mut self) {
-        self.super_version = Arc::new(SuperVersion::new(
+        let mut sv = SuperVersion::new(
             self.mem.clone(),
             self.imm.iter().rev().map(|f| f.mem.clone()).collect(),
             self.version.clone(),
-        ));
+        );
+        sv.read_trigger = self.read_trigger.clone();
+        self.super_version = Arc::new(sv);
     }
 
     fn check_writable(&self) -> Result<()> {
@@ -378,6 +409,7 @@ struct Counters {
     stall_micros: AtomicU64,
     slowdowns: AtomicU64,
     compactions: AtomicU64,
+    read_triggered_compactions: AtomicU64,
     trivial_moves: AtomicU64,
     compaction_bytes_read: AtomicU64,
     compaction_bytes_written: AtomicU64,
@@ -489,6 +521,9 @@ pub struct DbStats {
     pub stall_micros: u64,
     /// Compactions run (including trivial moves).
     pub compactions: u64,
+    /// Compactions of those started because reads used up a table's read allowance
+    /// ([`crate::compaction::CompactionReason::ReadTriggered`]).
+    pub read_triggered_compactions: u64,
     /// Tables moved down a level without rewriting.
     pub trivial_moves: u64,
     /// Bytes of tables read by compactions.
@@ -728,6 +763,10 @@ impl Db {
         }
         remove_obsolete_files(fs.as_ref(), &dir, &mstate, wal_number, manifest_number);
 
+        let charges_reads = opts.compaction.read_triggered && !opts.compaction.disable_auto;
+        if charges_reads {
+            version.init_read_allowances();
+        }
         let version = Arc::new(version);
         let mem = Arc::new(Memtable::new());
         let super_version = Arc::new(SuperVersion::new(mem.clone(), Vec::new(), version.clone()));
@@ -754,6 +793,7 @@ impl Db {
                 wal_fill: None,
                 prepare_wal: false,
                 next_wal_asked: false,
+                read_trigger: None,
             }),
             bg_cv: Condvar::new(),
             queue: Mutex::new(Queue::default()),
@@ -779,6 +819,12 @@ impl Db {
             _lock: file_lock,
             opts,
         });
+        if charges_reads {
+            // Reads charge tables and wake this database's compaction threads.
+            let mut st = lock(&inner.state);
+            st.read_trigger = Some(Arc::downgrade(&inner));
+            st.refresh_super_version();
+        }
         inner
             .table_fs
             .start("strata-delete")
@@ -1180,6 +1226,7 @@ impl Db {
             slowdowns: c.slowdowns.load(Ordering::Relaxed),
             stall_micros: c.stall_micros.load(Ordering::Relaxed),
             compactions: c.compactions.load(Ordering::Relaxed),
+            read_triggered_compactions: c.read_triggered_compactions.load(Ordering::Relaxed),
             trivial_moves: c.trivial_moves.load(Ordering::Relaxed),
             compaction_bytes_read: c.compaction_bytes_read.load(Ordering::Relaxed),
             compaction_bytes_written: c.compaction_bytes_written.load(Ordering::Relaxed),
@@ -1360,7 +1407,15 @@ impl DbInner {
             Some(hit) => Some(hit),
             None => match sv.imm.iter().find_map(|m| m.get(key, seq)) {
                 Some(hit) => Some(hit),
-                None => sv.version.get(key, seq)?,
+                None => {
+                    let (hit, ran_out) =
+                        sv.version
+                            .get_charging(key, seq, sv.read_trigger.is_some())?;
+                    if ran_out {
+                        self.wake_compaction();
+                    }
+                    hit
+                }
             },
         };
         let Some(found) = found else { return Ok(None) };
@@ -2074,6 +2129,13 @@ impl DbInner {
         Ok(())
     }
 
+    /// Wakes the compaction threads: reads used up a table's read allowance. Under the
+    /// state lock, so that a thread between its pick and its wait does not miss it.
+    fn wake_compaction(&self) {
+        drop(lock(&self.state));
+        self.bg_cv.notify_all();
+    }
+
     fn compaction_loop(&self) {
         loop {
             let (c, version) = {
@@ -2083,8 +2145,16 @@ impl DbInner {
                         return;
                     }
                     if st.bg_error.is_none() && !self.opts.compaction.disable_auto {
-                        let picked =
-                            picker::pick(&st.version, &self.opts.compaction, &st.busy, &st.cursors);
+                        // A read-triggered compaction waits for pending flushes: the
+                        // table a flush adds to L0 may make a size-based compaction of
+                        // L0 due, which would rewrite the same L1 tables again.
+                        let picked = picker::pick(
+                            &st.version,
+                            &self.opts.compaction,
+                            &st.busy,
+                            &st.cursors,
+                            st.imm.is_empty(),
+                        );
                         if let Some(c) = picked {
                             st.busy.add(&c);
                             break (c, st.version.clone());
@@ -2227,6 +2297,10 @@ impl DbInner {
         self.install_compaction(c, deleted, added)?;
         let cn = &self.counters;
         cn.compactions.fetch_add(1, Ordering::Relaxed);
+        if c.reason == CompactionReason::ReadTriggered {
+            cn.read_triggered_compactions
+                .fetch_add(1, Ordering::Relaxed);
+        }
         cn.compaction_bytes_read
             .fetch_add(output.bytes_read, Ordering::Relaxed);
         cn.compaction_bytes_written

@@ -96,7 +96,7 @@ impl InternalIterator for Source {
 /// flushes go on.
 pub struct DbIterator {
     /// Keeps the memtables and tables (and so their files) alive while the cursor lives.
-    _sources: Arc<SuperVersion>,
+    sources: Arc<SuperVersion>,
     /// Range deletes to apply (those newer than `seq` are ignored by lookups).
     tombstones: RangeTombstoneSet,
     merged: MergingIterator<Source>,
@@ -108,6 +108,25 @@ pub struct DbIterator {
     /// The current value, going backward only (the merged cursor has moved past its
     /// entry); going forward the value is read in place from the merged cursor.
     value: Vec<u8>,
+    /// Bytes (keys and values) to return before the next read sample (read-triggered
+    /// compaction); never reached when reads charge nothing.
+    sample_in: i64,
+}
+
+/// Bytes until a scan's next read sample: jittered around
+/// [`crate::compaction::READ_SAMPLE_BYTES`] so that scans do not sample in step.
+fn next_sample_in() -> i64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEED: AtomicU64 = AtomicU64::new(0);
+    // splitmix64 of a counter.
+    let mut z = SEED
+        .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let period = crate::compaction::READ_SAMPLE_BYTES;
+    period / 2 + (z % period as u64) as i64
 }
 
 fn corrupt_key(ikey: &[u8]) -> crate::Error {
@@ -121,9 +140,14 @@ fn corrupt_key(ikey: &[u8]) -> crate::Error {
 impl DbIterator {
     pub(crate) fn new(sources: Arc<SuperVersion>, seq: u64) -> Self {
         DbIterator {
+            sample_in: if sources.charges_reads() {
+                next_sample_in()
+            } else {
+                i64::MAX
+            },
             merged: MergingIterator::new(sources.iterators()).sources_by_age(),
             tombstones: sources.range_tombstones(),
-            _sources: sources,
+            sources,
             seq,
             direction: Direction::Forward,
             valid: false,
@@ -221,7 +245,9 @@ impl DbIterator {
             self.merged.next()?;
         }
         // `self.key` is the current key: skip its other versions.
-        self.find_next(true)
+        self.find_next(true)?;
+        self.count_read();
+        Ok(())
     }
 
     /// Moves to the previous key. REQUIRES: `valid()`.
@@ -239,7 +265,26 @@ impl DbIterator {
                 }
             }
         }
-        self.find_prev()
+        self.find_prev()?;
+        self.count_read();
+        Ok(())
+    }
+
+    /// Counts the entry returned towards the next read sample.
+    #[inline]
+    fn count_read(&mut self) {
+        if self.valid {
+            self.sample_in -= (self.key.len() + self.value().len()) as i64;
+            if self.sample_in < 0 {
+                self.sample_read();
+            }
+        }
+    }
+
+    #[cold]
+    fn sample_read(&mut self) {
+        self.sample_in = next_sample_in();
+        self.sources.sample_read(self.key.as_slice());
     }
 
     /// A version covered by a range delete visible to this iterator counts as deleted.

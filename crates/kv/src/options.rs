@@ -151,6 +151,12 @@ pub struct CompactionOptions {
     pub hard_pending_bytes: u64,
     /// Turn automatic compaction off (manual `compact_range` still works).
     pub disable_auto: bool,
+    /// Read-triggered compaction (on by default, as in LevelDB and Pebble): point reads
+    /// that consult more than one sorted run, and scans sampled about every MiB where
+    /// more than one sorted run covers their key, charge the topmost L0 table; once its
+    /// allowance ([`crate::compaction::read_allowance`]) is used up, L0 is compacted into
+    /// L1 when no size-based compaction is due. Off: tables are compacted by size only.
+    pub read_triggered: bool,
 }
 
 impl Default for CompactionOptions {
@@ -166,6 +172,7 @@ impl Default for CompactionOptions {
             soft_pending_bytes: 64 << 30,
             hard_pending_bytes: 256 << 30,
             disable_auto: false,
+            read_triggered: true,
         }
     }
 }

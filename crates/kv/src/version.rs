@@ -15,7 +15,7 @@ use crate::sstable::{Table, TableIterator};
 use crate::table_cache::TableCache;
 use std::cmp::Ordering;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock, Weak};
 
 /// Number of levels (L0 holds overlapping tables straight from flushes).
@@ -35,7 +35,14 @@ pub struct TableHandle {
     /// that finds it still open (held by the cache or another reader) skips the cache's
     /// hash lookup and shard lock, which every seek paid once per table.
     open: RwLock<Weak<Table>>,
+    /// Read-triggered compaction: charges reads may still make against this table before
+    /// it is compacted (see [`crate::compaction::read_allowance`]); [`NO_ALLOWANCE`] until
+    /// set, and for tables read-triggered compaction does not apply to.
+    allowed_reads: AtomicI64,
 }
+
+/// `TableHandle::allowed_reads` of a table that reads do not charge.
+const NO_ALLOWANCE: i64 = i64::MAX;
 
 impl std::fmt::Debug for TableHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,6 +68,7 @@ impl TableHandle {
             path,
             obsolete: AtomicBool::new(false),
             open: RwLock::new(Weak::new()),
+            allowed_reads: AtomicI64::new(NO_ALLOWANCE),
         }
     }
 
@@ -96,6 +104,33 @@ impl TableHandle {
     /// True if the table's user-key range intersects `[lo, hi]`.
     pub fn overlaps(&self, lo: &[u8], hi: &[u8]) -> bool {
         self.smallest_user_key() <= hi && lo <= self.largest_user_key()
+    }
+
+    /// Sets the read allowance if none is set yet (once per table: it is not renewed
+    /// when the levels below change).
+    pub fn init_read_allowance(&self, allowed: i64) {
+        let _ = self.allowed_reads.compare_exchange(
+            NO_ALLOWANCE,
+            allowed.clamp(1, NO_ALLOWANCE - 1),
+            AtomicOrdering::Relaxed,
+            AtomicOrdering::Relaxed,
+        );
+    }
+
+    /// Charges `n` reads that had to look past this table; true for the charge that used
+    /// up its allowance (exactly one, whatever the threads).
+    pub fn charge_read(&self, n: i64) -> bool {
+        let left = self.allowed_reads.load(AtomicOrdering::Relaxed);
+        if left <= 0 || left == NO_ALLOWANCE {
+            return false;
+        }
+        let before = self.allowed_reads.fetch_sub(n, AtomicOrdering::Relaxed);
+        before > 0 && before <= n
+    }
+
+    /// True once reads have used up the table's allowance.
+    pub fn reads_exhausted(&self) -> bool {
+        self.allowed_reads.load(AtomicOrdering::Relaxed) <= 0
     }
 
     fn covers(&self, key: &[u8]) -> bool {
@@ -214,20 +249,64 @@ impl Version {
     /// The newest version of `key` visible at `seq` among the tables (range tombstones are
     /// the caller's to apply).
     pub fn get(&self, key: &[u8], seq: u64) -> Result<Option<Lookup>> {
+        self.get_charging(key, seq, false).map(|(hit, _)| hit)
+    }
+
+    /// As [`Version::get`]; with `charge`, a read that consulted (filter, index) more than
+    /// one sorted run charges the first one if it is an L0 table (LevelDB's seek rule), and
+    /// the flag returned is true if that used up the table's read allowance.
+    pub fn get_charging(
+        &self,
+        key: &[u8],
+        seq: u64,
+        charge: bool,
+    ) -> Result<(Option<Lookup>, bool)> {
+        // None: nothing consulted yet; Some(Some(t)): only `t`, an L0 table, so far.
+        let mut first: Option<Option<&Arc<TableHandle>>> = None;
+        let mut ran_out = false;
         for (level, files) in self.levels.iter().enumerate() {
             if level == 0 {
                 for t in files.iter().filter(|t| t.covers(key)) {
+                    ran_out |= note_consulted(&mut first, t, level, charge);
                     if let Some(hit) = t.table()?.get(key, seq)? {
-                        return Ok(Some(hit));
+                        return Ok((Some(hit), ran_out));
                     }
                 }
             } else if let Some(t) = self.file_for_key(level, key) {
+                ran_out |= note_consulted(&mut first, t, level, charge);
                 if let Some(hit) = t.table()?.get(key, seq)? {
-                    return Ok(Some(hit));
+                    return Ok((Some(hit), ran_out));
                 }
             }
         }
-        Ok(None)
+        Ok((None, ran_out))
+    }
+
+    /// A scan's sample at `key`: if more than one sorted run (L0 table or deeper level)
+    /// covers it, the topmost is charged `n` reads if it is an L0 table. True if that used
+    /// up its allowance.
+    pub fn charge_sampled_read(&self, key: &[u8], n: i64) -> bool {
+        let mut l0 = self.levels[0].iter().filter(|t| t.covers(key));
+        let Some(top) = l0.next() else { return false };
+        let below = l0.next().is_some()
+            || (1..self.levels.len()).any(|level| self.file_for_key(level, key).is_some());
+        below && top.charge_read(n)
+    }
+
+    /// Gives each L0 table without one its read allowance, from the bytes its compaction
+    /// into L1 would rewrite (see [`crate::compaction::read_allowance`]).
+    pub fn init_read_allowances(&self) {
+        for t in &self.levels[0] {
+            if t.allowed_reads.load(AtomicOrdering::Relaxed) != NO_ALLOWANCE {
+                continue;
+            }
+            let below: u64 = self
+                .overlapping(1, t.smallest_user_key(), t.largest_user_key())
+                .iter()
+                .map(|o| o.meta.file_size)
+                .sum();
+            t.init_read_allowance(crate::compaction::read_allowance(t.meta.file_size + below));
+        }
     }
 
     /// In a level >= 1: the one table whose range holds `key`, if any.
@@ -313,6 +392,28 @@ impl Version {
     /// Every table, all levels.
     pub fn all_tables(&self) -> impl Iterator<Item = &Arc<TableHandle>> {
         self.levels.iter().flatten()
+    }
+}
+
+/// A point read is about to consult `t` (of `level`): the second table consulted charges
+/// the first if that one is in L0. True if the charge used up its allowance.
+#[inline]
+fn note_consulted<'a>(
+    first: &mut Option<Option<&'a Arc<TableHandle>>>,
+    t: &'a Arc<TableHandle>,
+    level: usize,
+    charge: bool,
+) -> bool {
+    match *first {
+        None => {
+            *first = Some((level == 0).then_some(t));
+            false
+        }
+        Some(Some(f)) => {
+            *first = Some(None);
+            charge && f.charge_read(1)
+        }
+        Some(None) => false,
     }
 }
 

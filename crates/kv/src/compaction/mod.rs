@@ -41,6 +41,35 @@ pub enum CompactionReason {
     /// A table mostly of tombstones over older data below it: pushed down so that the
     /// tombstones and what they delete are dropped, though no level is over its target.
     Tombstones,
+    /// Reads used up an L0 table's read allowance ([`read_allowance`]): point reads that
+    /// had to look past it, or scans sampled where it overlaps another sorted run. Its
+    /// compaction into L1 leaves those reads one sorted run fewer.
+    ReadTriggered,
+}
+
+/// Bytes rewritten per read charge: a compaction rewriting `b` bytes is allowed after
+/// `b / READ_CHARGE_BYTES` charged reads. LevelDB's figure (one seek ~ compacting 16 KiB,
+/// there for a disk seek; here a read that consults an extra sorted run: a filter probe,
+/// often a block read, and an extra source in every scan's merge).
+pub const READ_CHARGE_BYTES: u64 = 16 << 10;
+
+/// No table is compacted by reads before this many charges (LevelDB's minimum).
+pub const MIN_READ_ALLOWANCE: i64 = 100;
+
+/// A scan samples the key it returns about once per this many bytes of keys and values
+/// returned (jittered: uniform in half to one and a half times it), as LevelDB and Pebble do.
+pub const READ_SAMPLE_BYTES: i64 = 1 << 20;
+
+/// Read charges of one scan sample where more than one sorted run covers the key.
+pub const SCAN_SAMPLE_CHARGE: i64 = 16;
+
+/// Read charges an L0 table may take before it is compacted, given the bytes its
+/// compaction would rewrite (the table plus what it overlaps in L1). Proportional to the
+/// rewrite rather than to the table (LevelDB): a small flush over a large L1 must be read
+/// past about as many times as L1 has 16 KiB blocks before it is worth rewriting L1, so a
+/// read-mostly database with a trickle of writes does not rewrite L1 after every flush.
+pub fn read_allowance(rewrite_bytes: u64) -> i64 {
+    ((rewrite_bytes / READ_CHARGE_BYTES) as i64).max(MIN_READ_ALLOWANCE)
 }
 
 impl Compaction {

@@ -93,12 +93,14 @@ pub fn rewrite_in_place(
 
 /// The most urgent compaction that touches no busy table, if any level needs one.
 /// `cursors[level]` remembers where the last compaction of a level ended, so that levels
-/// are compacted round-robin across their key range (as LevelDB does).
+/// are compacted round-robin across their key range (as LevelDB does). A read-triggered
+/// compaction is picked only if `reads_may_trigger` (and none by size or tombstones is).
 pub fn pick(
     v: &Version,
     opts: &CompactionOptions,
     busy: &BusySet,
     cursors: &[Vec<u8>],
+    reads_may_trigger: bool,
 ) -> Option<Compaction> {
     let scores = level_scores(v, opts);
     let mut order: Vec<usize> = (0..NUM_LEVELS - 1).filter(|&l| scores[l] >= 1.0).collect();
@@ -128,7 +130,28 @@ pub fn pick(
             }
         }
     }
-    pick_tombstones(v, busy)
+    pick_tombstones(v, busy).or_else(|| {
+        if opts.read_triggered && reads_may_trigger {
+            pick_read_triggered(v, busy)
+        } else {
+            None
+        }
+    })
+}
+
+/// With no size-based compaction due: L0 (all of it, see `pick`) into L1 if reads used up
+/// the allowance of one of its tables.
+fn pick_read_triggered(v: &Version, busy: &BusySet) -> Option<Compaction> {
+    if !v.levels[0].iter().any(|t| t.reads_exhausted()) {
+        return None;
+    }
+    compaction_for(
+        v,
+        0,
+        v.levels[0].clone(),
+        busy,
+        CompactionReason::ReadTriggered,
+    )
 }
 
 /// A table at least this fraction tombstones is worth compacting on its own account.
