@@ -7,8 +7,9 @@
 //!   recovered whole or not at all.
 //! * The **keydir** ([`keydir`]) maps every key to the file, offset, size and sequence
 //!   number of its latest record: a `get` is one hash lookup and one positioned read
-//!   (checksum and key verified). About 80 bytes + the key length per key (see
-//!   [`keydir`] and [`BitcaskStats::keydir_bytes_per_key`]).
+//!   (checksum and key verified). 56 to 112 bytes per key for keys of up to 22 bytes,
+//!   which are stored inline (see [`keydir`] and [`BitcaskStats::keydir_bytes_per_key`]);
+//!   deleted keys take no memory.
 //! * **Merge** ([`merge`]) rewrites immutable files keeping only the latest records, writes
 //!   a **hint file** beside each output, and swaps them in atomically; it runs in a
 //!   background thread when files pass the [`MergeTrigger`] thresholds, or on
@@ -77,7 +78,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct BitcaskStats {
     /// Live keys.
     pub keys: u64,
-    /// Tombstones still in the keydir (dropped by a merge of every immutable file).
+    /// Tombstone entries in the keydir: always 0 on an open store (a delete removes its
+    /// key; the tombstone record stays on disk until a merge of every immutable file).
     pub tombstones: u64,
     /// Data files.
     pub files: u64,
@@ -124,6 +126,8 @@ struct Writer {
     /// An append to the active file failed on a full disk after this many good bytes: the
     /// file may end in a partial record, so nothing more is appended to it.
     torn_from: Option<u64>,
+    /// The encoding buffer, kept between writes (spares an allocation per write).
+    buf: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -344,7 +348,9 @@ impl Inner {
             self.roll(&mut w)?;
         }
         let seq0 = w.next_seq;
-        let mut buf = Vec::with_capacity(total as usize);
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        buf.reserve(total as usize);
         if batch {
             encode_batch_header(&mut buf, seq0, entries.len() as u32, body as u32);
         }
@@ -376,6 +382,11 @@ impl Inner {
         w.active_len += buf.len() as u64;
         w.next_seq += entries.len() as u64;
         w.dirty = true;
+        let appended = buf.len() as u64;
+        // Keep a small buffer for the next write; let a large batch's go.
+        if buf.capacity() <= 64 << 10 {
+            w.buf = buf;
+        }
         let must_sync = sync
             || match self.opts.sync {
                 SyncPolicy::None => false,
@@ -399,7 +410,7 @@ impl Inner {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_written
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            .fetch_add(appended, Ordering::Relaxed);
         Ok(())
     }
 
@@ -560,6 +571,7 @@ impl Bitcask {
                 last_sync: Instant::now(),
                 closed: false,
                 torn_from: None,
+                buf: Vec::new(),
             }),
             next_file_id: AtomicU32::new(rec.next_file_id),
             merge_lock: Mutex::new(()),
@@ -654,7 +666,7 @@ impl Bitcask {
             .map
             .iter()
             .filter(|(_, e)| !e.is_tombstone())
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.as_slice().to_vec())
             .collect()
     }
 
@@ -667,7 +679,7 @@ impl Bitcask {
             .map
             .iter()
             .filter(|(_, e)| !e.is_tombstone())
-            .map(|(k, e)| (k.clone(), *e))
+            .map(|(k, e)| (k.as_slice().to_vec(), *e))
             .collect::<Vec<_>>();
         BitcaskIter {
             inner: self.inner.clone(),
