@@ -120,9 +120,31 @@ struct Slot {
     entry: KeydirEntry,
 }
 
+/// Tables below this capacity grow all at once (it takes microseconds).
+const INCREMENTAL_FROM: usize = 4096;
+/// Buckets of the previous table moved per write while a resize is under way: it ends
+/// long before the new table (twice the size) fills, and no write moves more than this.
+const MOVE_PER_WRITE: usize = 16;
+/// A table this large is shrunk once it is less than a quarter full.
+const SHRINK_FROM: usize = 1 << 14;
+
+fn slot_hasher(seed: u64) -> impl Fn(&Slot) -> u64 {
+    move |s: &Slot| xxhash_rust::xxh3::xxh3_64_with_seed(s.key.as_slice(), seed)
+}
+
 /// The hash table from keys to their entries.
+///
+/// Resizing is incremental, as in Redis's dict: when the table is full (or, past
+/// [`SHRINK_FROM`], less than a quarter full) a new table is allocated and the previous
+/// one drained into it [`MOVE_PER_WRITE`] buckets per write, so no write stalls for the
+/// rehash of millions of keys. Meanwhile a key is in exactly one of the two tables, and
+/// lookups try both.
 pub struct KeyMap {
     table: HashTable<Slot>,
+    /// The table being drained during a resize, else empty.
+    old: HashTable<Slot>,
+    /// The next bucket of `old` to move.
+    cursor: usize,
     seed: u64,
     /// Heap bytes of boxed (long) keys.
     heap_key_bytes: u64,
@@ -132,6 +154,8 @@ impl Default for KeyMap {
     fn default() -> Self {
         KeyMap {
             table: HashTable::new(),
+            old: HashTable::new(),
+            cursor: 0,
             seed: std::collections::hash_map::RandomState::new().hash_one(0x6b65_7964_6972u64),
             heap_key_bytes: 0,
         }
@@ -143,54 +167,113 @@ impl KeyMap {
         xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
     }
 
+    /// True while a resize is under way.
+    pub fn resizing(&self) -> bool {
+        !self.old.is_empty()
+    }
+
+    /// Moves up to `buckets` buckets of the previous table into the current one.
+    fn migrate(&mut self, buckets: usize) {
+        if self.old.is_empty() {
+            return;
+        }
+        let end = self.cursor.saturating_add(buckets).min(self.old.num_buckets());
+        let hasher = slot_hasher(self.seed);
+        for i in self.cursor..end {
+            if let Ok(e) = self.old.get_bucket_entry(i) {
+                let (slot, _) = e.remove();
+                let h = hasher(&slot);
+                self.table.insert_unique(h, slot, &hasher);
+            }
+        }
+        self.cursor = end;
+        if self.old.is_empty() || end == self.old.num_buckets() {
+            // Every bucket visited: nothing is left (entries only ever leave `old`).
+            self.old = HashTable::new();
+            self.cursor = 0;
+        }
+    }
+
+    /// Finishes a resize under way.
+    fn finish_resize(&mut self) {
+        self.migrate(usize::MAX);
+    }
+
+    /// One step of a resize under way; called on every write.
+    pub fn step(&mut self) {
+        self.migrate(MOVE_PER_WRITE);
+    }
+
+    /// Starts moving every key into a new table with room for `capacity` keys.
+    fn start_resize(&mut self, capacity: usize) {
+        self.finish_resize();
+        self.old = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
+        self.cursor = 0;
+        self.step();
+    }
+
     /// The entry of `key`.
     pub fn get(&self, key: &[u8]) -> Option<&KeydirEntry> {
-        self.table
-            .find(self.hash(key), |s| s.key.as_slice() == key)
-            .map(|s| &s.entry)
+        let h = self.hash(key);
+        let eq = |s: &Slot| s.key.as_slice() == key;
+        match self.table.find(h, eq) {
+            Some(s) => Some(&s.entry),
+            None if self.old.is_empty() => None,
+            None => self.old.find(h, eq).map(|s| &s.entry),
+        }
     }
 
     /// The entry of `key`, to change in place.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut KeydirEntry> {
         let h = self.hash(key);
-        self.table
-            .find_mut(h, |s| s.key.as_slice() == key)
-            .map(|s| &mut s.entry)
+        let eq = |s: &Slot| s.key.as_slice() == key;
+        let t = if self.table.find(h, eq).is_some() || self.old.is_empty() {
+            &mut self.table
+        } else {
+            &mut self.old
+        };
+        t.find_mut(h, eq).map(|s| &mut s.entry)
     }
 
     /// Inserts `key`, which must be absent.
     fn insert_new(&mut self, key: &[u8], entry: KeydirEntry) {
-        let seed = self.seed;
+        let cap = self.table.capacity();
+        if self.old.is_empty() && cap >= INCREMENTAL_FROM && self.table.len() >= cap {
+            self.start_resize(cap * 2);
+        }
         let key = Key::new(key);
         self.heap_key_bytes += key.heap_bytes();
         let h = self.hash(key.as_slice());
-        self.table.insert_unique(h, Slot { key, entry }, |s| {
-            xxhash_rust::xxh3::xxh3_64_with_seed(s.key.as_slice(), seed)
-        });
+        // Grows at once only below INCREMENTAL_FROM (or if a shrink was too eager).
+        self.table
+            .insert_unique(h, Slot { key, entry }, slot_hasher(self.seed));
     }
 
     /// Removes `key`, returning its entry.
     pub fn remove(&mut self, key: &[u8]) -> Option<KeydirEntry> {
         let h = self.hash(key);
-        let (slot, _) = self
-            .table
-            .find_entry(h, |s| s.key.as_slice() == key)
-            .ok()?
-            .remove();
+        let eq = |s: &Slot| s.key.as_slice() == key;
+        let slot = match self.table.find_entry(h, eq) {
+            Ok(e) => e.remove().0,
+            Err(_) => self.old.find_entry(h, eq).ok()?.remove().0,
+        };
         self.heap_key_bytes -= slot.key.heap_bytes();
+        let (len, cap) = (self.table.len(), self.table.capacity());
+        if self.old.is_empty() && cap >= SHRINK_FROM && len < cap / 4 {
+            self.start_resize((len * 2).max(INCREMENTAL_FROM));
+        }
         Some(slot.entry)
     }
 
     /// Makes room for `additional` more keys without growing on the way.
     pub fn reserve(&mut self, additional: usize) {
-        let seed = self.seed;
-        self.table.reserve(additional, |s| {
-            xxhash_rust::xxh3::xxh3_64_with_seed(s.key.as_slice(), seed)
-        });
+        self.finish_resize();
+        self.table.reserve(additional, slot_hasher(self.seed));
     }
 
-    /// Keeps the entries `f` says to keep.
-    fn retain(&mut self, mut f: impl FnMut(&[u8], &KeydirEntry) -> bool) {
+    /// Keeps the entries `f` says to keep, then gives unused room back.
+    fn retain_and_shrink(&mut self, mut f: impl FnMut(&[u8], &KeydirEntry) -> bool) {
+        self.finish_resize();
         let mut freed = 0;
         self.table.retain(|s| {
             let keep = f(s.key.as_slice(), &s.entry);
@@ -200,31 +283,35 @@ impl KeyMap {
             keep
         });
         self.heap_key_bytes -= freed;
+        self.table.shrink_to_fit(slot_hasher(self.seed));
     }
 
     /// Keys in the map.
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.table.len() + self.old.len()
     }
 
     /// True if there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 
-    /// Keys the table holds before it grows.
+    /// Keys the tables hold before the current one grows.
     pub fn capacity(&self) -> usize {
-        self.table.capacity()
+        self.table.capacity() + self.old.capacity()
     }
 
     /// All entries, in unspecified order.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &KeydirEntry)> + '_ {
-        self.table.iter().map(|s| (&s.key, &s.entry))
+        self.table
+            .iter()
+            .chain(self.old.iter())
+            .map(|s| (&s.key, &s.entry))
     }
 
-    /// Heap bytes: the table and the boxed keys.
+    /// Heap bytes: the tables and the boxed keys.
     pub fn memory_bytes(&self) -> u64 {
-        self.table.allocation_size() as u64 + self.heap_key_bytes
+        (self.table.allocation_size() + self.old.allocation_size()) as u64 + self.heap_key_bytes
     }
 }
 
@@ -286,7 +373,8 @@ impl Keydir {
     pub fn finish_recovery(&mut self) {
         if self.tombstones > 0 {
             let mut freed = 0u64;
-            self.map.retain(|k, e| {
+            // The table was sized for every key and tombstone: give the room back.
+            self.map.retain_and_shrink(|k, e| {
                 if e.is_tombstone() {
                     freed += k.len() as u64;
                 }
@@ -294,11 +382,6 @@ impl Keydir {
             });
             self.key_bytes -= freed;
             self.tombstones = 0;
-            // The table was sized for every key and tombstone: give the room back.
-            let seed = self.map.seed;
-            self.map.table.shrink_to_fit(|s| {
-                xxhash_rust::xxh3::xxh3_64_with_seed(s.key.as_slice(), seed)
-            });
         }
         self.hold_tombstones = false;
     }
@@ -324,6 +407,7 @@ impl Keydir {
     /// At run time a tombstone removes the key (its record bytes stay live: the record
     /// still shadows older ones on disk).
     pub fn apply(&mut self, key: &[u8], e: KeydirEntry) -> bool {
+        self.map.step();
         let drop_key = e.is_tombstone() && !self.hold_tombstones;
         match self.map.get_mut(key) {
             Some(old) if old.seq >= e.seq => {
@@ -418,23 +502,22 @@ mod tests {
     }
 
     /// The table against a `HashMap` model: inserts, overwrites, deletes of short and long
-    /// keys through several resizes, a recovery purge and a shrink.
+    /// keys through incremental grows (checked while under way), a recovery purge, then
+    /// deletes that shrink the table, and inserts again.
     #[test]
     fn keydir_matches_a_hashmap_model() {
         let mut k = Keydir::for_recovery();
         let mut model: HashMap<Vec<u8>, KeydirEntry> = HashMap::new();
         let mut rng = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
+        let mut next = move || {
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
             rng
         };
-        let key = |r: u64| {
-            let id = r % 5000;
-            let long = id % 7 == 0;
+        let key = |id: u64| {
             let mut v = format!("key-{id:06}").into_bytes();
-            if long {
+            if id % 7 == 0 {
                 v.extend_from_slice(&[b'x'; 40]);
             }
             v
@@ -455,15 +538,32 @@ mod tests {
                 k.tombstones,
                 model.values().filter(|e| e.is_tombstone()).count() as u64
             );
+            let long = model.keys().filter(|k| k.len() > INLINE_KEY).count() as u64;
+            assert_eq!(k.map.heap_key_bytes, long * (64 + 16));
         };
-        for seq in 1..20_000u64 {
-            let r = next();
-            let kk = key(r);
-            let tomb = r % 5 == 0;
+        let mut seq = 0u64;
+        let mut resizes_seen = 0;
+        let mut apply = |k: &mut Keydir,
+                         model: &mut HashMap<Vec<u8>, KeydirEntry>,
+                         id: u64,
+                         tomb: bool,
+                         hold: bool| {
+            seq += 1;
+            let kk = key(id);
             let e = KeydirEntry::new(1, seq, 10, seq, tomb);
             k.apply(&kk, e);
-            model.insert(kk, e);
-            if seq % 4999 == 0 {
+            if tomb && !hold {
+                model.remove(&kk);
+            } else {
+                model.insert(kk, e);
+            }
+        };
+        // Recovery: grows from empty to ~40k keys, a fifth of them tombstones.
+        for i in 0..120_000u64 {
+            let r = next();
+            apply(&mut k, &mut model, r % 40_000, r % 5 == 0, true);
+            if k.map.resizing() && i % 97 == 0 {
+                resizes_seen += 1;
                 check(&k, &model);
             }
         }
@@ -471,22 +571,27 @@ mod tests {
         k.finish_recovery();
         model.retain(|_, e| !e.is_tombstone());
         check(&k, &model);
-        for seq in 20_000..60_000u64 {
+        // Run time: mostly deletes, down to a few keys (the table shrinks), then inserts.
+        for i in 0..150_000u64 {
             let r = next();
-            let kk = key(r);
-            let tomb = r % 3 == 0;
-            let e = KeydirEntry::new(2, seq, 10, seq, tomb);
-            k.apply(&kk, e);
-            if tomb {
-                model.remove(&kk);
-            } else {
-                model.insert(kk, e);
-            }
-            if seq % 7919 == 0 {
+            apply(&mut k, &mut model, r % 40_000, r % 10 != 0, false);
+            if k.map.resizing() && i % 97 == 0 {
+                resizes_seen += 1;
                 check(&k, &model);
             }
         }
         check(&k, &model);
+        assert!(k.map.capacity() < 4 * model.len().max(8192), "the table did not shrink");
+        for i in 0..100_000u64 {
+            let r = next();
+            apply(&mut k, &mut model, r % 40_000, r % 10 == 0, false);
+            if k.map.resizing() && i % 97 == 0 {
+                resizes_seen += 1;
+                check(&k, &model);
+            }
+        }
+        check(&k, &model);
+        assert!(resizes_seen > 10, "{resizes_seen}");
         assert!(k.memory_bytes() >= (k.map.capacity() * 48) as u64);
     }
 }
