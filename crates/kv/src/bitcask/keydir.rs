@@ -526,7 +526,7 @@ mod tests {
         };
         let key = |id: u64| {
             let mut v = format!("key-{id:06}").into_bytes();
-            if id % 7 == 0 {
+            if id.is_multiple_of(7) {
                 v.extend_from_slice(&[b'x'; 40]);
             }
             v
@@ -573,8 +573,8 @@ mod tests {
         // Recovery: grows from empty to ~40k keys, a fifth of them tombstones.
         for i in 0..120_000u64 {
             let r = next();
-            apply(&mut k, &mut model, r % 40_000, r % 5 == 0, true);
-            if k.map.resizing() && i % 97 == 0 {
+            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(5), true);
+            if k.map.resizing() && i.is_multiple_of(97) {
                 resizes_seen += 1;
                 check(&k, &model);
             }
@@ -586,8 +586,8 @@ mod tests {
         // Run time: mostly deletes, down to a few keys (the table shrinks), then inserts.
         for i in 0..150_000u64 {
             let r = next();
-            apply(&mut k, &mut model, r % 40_000, r % 10 != 0, false);
-            if k.map.resizing() && i % 97 == 0 {
+            apply(&mut k, &mut model, r % 40_000, !r.is_multiple_of(10), false);
+            if k.map.resizing() && i.is_multiple_of(97) {
                 resizes_seen += 1;
                 check(&k, &model);
             }
@@ -599,8 +599,8 @@ mod tests {
         );
         for i in 0..100_000u64 {
             let r = next();
-            apply(&mut k, &mut model, r % 40_000, r % 10 == 0, false);
-            if k.map.resizing() && i % 97 == 0 {
+            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(10), false);
+            if k.map.resizing() && i.is_multiple_of(97) {
                 resizes_seen += 1;
                 check(&k, &model);
             }
