@@ -2,18 +2,30 @@
 //! record, plus the per-file live/dead byte counts that drive merges and the set of open
 //! data files.
 //!
-//! Memory: an entry is a `Vec<u8>` key (24 bytes inline + the key on the heap, rounded up
-//! by the allocator) and a 24-byte [`KeydirEntry`], in a `HashMap` slot with one control
-//! byte, at a load factor of at most 7/8. [`Keydir::memory_bytes`] estimates it as
-//! `capacity * (24 + 24 + 1) + key bytes + 16 * keys` (16 bytes of allocator overhead per
-//! key): about 80 bytes + the key length per key. Tombstones stay in the keydir (they are
-//! the latest record of their key) until a merge of every immutable file drops them.
+//! Memory: one 48-byte slot per key (a 24-byte [`KeydirEntry`] and the key, stored inline
+//! when it is at most [`INLINE_KEY`] bytes, else boxed) and one control byte, in an
+//! open-addressing table ([`hashbrown::HashTable`]) whose buckets are a power of two at a
+//! load of at most 7/8: 56 to 112 bytes per key, plus the heap copy of a long key. Short
+//! keys cost no allocation and a probe compares them without chasing a pointer. Keys are
+//! hashed with seeded XXH3 (the seed is random per process, so crafted keys cannot aim at
+//! one bucket).
+//!
+//! Tombstones are not kept at run time: a delete removes the key. A tombstone record on
+//! disk still shadows older records of its key until a merge of every immutable file drops
+//! it, so a merge keeps every tombstone record whose key is absent (see [`super::merge`]).
+//! Recovery, which applies records out of sequence order, holds tombstones while it runs
+//! ([`Keydir::for_recovery`]) and drops them at the end ([`Keydir::finish_recovery`]).
 
 use super::datafile::DataFile;
-use std::collections::{BTreeMap, HashMap};
+use hashbrown::HashTable;
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 const TOMBSTONE_BIT: u32 = 1 << 31;
+
+/// Keys up to this many bytes are stored inside their slot.
+pub const INLINE_KEY: usize = 22;
 
 /// Where the latest record of a key is: file, offset and size of the whole record, and its
 /// sequence number. 24 bytes.
@@ -52,6 +64,260 @@ impl KeydirEntry {
     }
 }
 
+/// A key as the keydir stores it: inline if short (24 bytes, no allocation), else boxed.
+#[derive(Clone)]
+pub enum Key {
+    /// At most [`INLINE_KEY`] bytes, in place.
+    Inline {
+        /// Bytes used of `bytes`.
+        len: u8,
+        /// The key, zero-padded.
+        bytes: [u8; INLINE_KEY],
+    },
+    /// A longer key on the heap.
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    /// Copies `k`.
+    pub fn new(k: &[u8]) -> Key {
+        if k.len() <= INLINE_KEY {
+            let mut bytes = [0u8; INLINE_KEY];
+            bytes[..k.len()].copy_from_slice(k);
+            Key::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(k.into())
+        }
+    }
+    /// The key's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            // `len` is at most INLINE_KEY by construction; `get` keeps a bad value harmless.
+            Key::Inline { len, bytes } => bytes.get(..*len as usize).unwrap_or(bytes),
+            Key::Heap(b) => b,
+        }
+    }
+    /// Heap bytes this key holds beyond its slot (allocator overhead included).
+    fn heap_bytes(&self) -> u64 {
+        match self {
+            Key::Inline { .. } => 0,
+            Key::Heap(b) => b.len().next_multiple_of(16) as u64 + 16,
+        }
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_slice())
+    }
+}
+
+struct Slot {
+    key: Key,
+    entry: KeydirEntry,
+}
+
+/// Tables below this capacity grow all at once (it takes microseconds).
+const INCREMENTAL_FROM: usize = 4096;
+/// Buckets of the previous table moved per write while a resize is under way: it ends
+/// long before the new table (twice the size) fills, and no write moves more than this.
+const MOVE_PER_WRITE: usize = 16;
+/// A table this large is shrunk once it is less than a quarter full.
+const SHRINK_FROM: usize = 1 << 14;
+
+fn slot_hasher(seed: u64) -> impl Fn(&Slot) -> u64 {
+    move |s: &Slot| xxhash_rust::xxh3::xxh3_64_with_seed(s.key.as_slice(), seed)
+}
+
+/// The hash table from keys to their entries.
+///
+/// Resizing is incremental, as in Redis's dict: when the table is full (or, past
+/// [`SHRINK_FROM`], less than a quarter full) a new table is allocated and the previous
+/// one drained into it [`MOVE_PER_WRITE`] buckets per write, so no write stalls for the
+/// rehash of millions of keys. Meanwhile a key is in exactly one of the two tables, and
+/// lookups try both.
+pub struct KeyMap {
+    table: HashTable<Slot>,
+    /// The table being drained during a resize, else empty.
+    old: HashTable<Slot>,
+    /// The next bucket of `old` to move.
+    cursor: usize,
+    seed: u64,
+    /// Heap bytes of boxed (long) keys.
+    heap_key_bytes: u64,
+}
+
+impl Default for KeyMap {
+    fn default() -> Self {
+        KeyMap {
+            table: HashTable::new(),
+            old: HashTable::new(),
+            cursor: 0,
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x6b65_7964_6972u64),
+            heap_key_bytes: 0,
+        }
+    }
+}
+
+impl KeyMap {
+    fn hash(&self, key: &[u8]) -> u64 {
+        xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed)
+    }
+
+    /// True while a resize is under way.
+    pub fn resizing(&self) -> bool {
+        !self.old.is_empty()
+    }
+
+    /// Moves up to `buckets` buckets of the previous table into the current one.
+    fn migrate(&mut self, buckets: usize) {
+        if self.old.is_empty() {
+            return;
+        }
+        let end = self
+            .cursor
+            .saturating_add(buckets)
+            .min(self.old.num_buckets());
+        let hasher = slot_hasher(self.seed);
+        for i in self.cursor..end {
+            if let Ok(e) = self.old.get_bucket_entry(i) {
+                let (slot, _) = e.remove();
+                let h = hasher(&slot);
+                self.table.insert_unique(h, slot, &hasher);
+            }
+        }
+        self.cursor = end;
+        if self.old.is_empty() || end == self.old.num_buckets() {
+            // Every bucket visited: nothing is left (entries only ever leave `old`).
+            self.old = HashTable::new();
+            self.cursor = 0;
+        }
+    }
+
+    /// Finishes a resize under way.
+    fn finish_resize(&mut self) {
+        self.migrate(usize::MAX);
+    }
+
+    /// One step of a resize under way; called on every write.
+    pub fn step(&mut self) {
+        self.migrate(MOVE_PER_WRITE);
+    }
+
+    /// Starts moving every key into a new table with room for `capacity` keys.
+    fn start_resize(&mut self, capacity: usize) {
+        self.finish_resize();
+        self.old = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
+        self.cursor = 0;
+        self.step();
+    }
+
+    /// The entry of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&KeydirEntry> {
+        let h = self.hash(key);
+        let eq = |s: &Slot| s.key.as_slice() == key;
+        match self.table.find(h, eq) {
+            Some(s) => Some(&s.entry),
+            None if self.old.is_empty() => None,
+            None => self.old.find(h, eq).map(|s| &s.entry),
+        }
+    }
+
+    /// The entry of `key`, to change in place.
+    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut KeydirEntry> {
+        let h = self.hash(key);
+        let eq = |s: &Slot| s.key.as_slice() == key;
+        let t = if self.table.find(h, eq).is_some() || self.old.is_empty() {
+            &mut self.table
+        } else {
+            &mut self.old
+        };
+        t.find_mut(h, eq).map(|s| &mut s.entry)
+    }
+
+    /// Inserts `key`, which must be absent.
+    fn insert_new(&mut self, key: &[u8], entry: KeydirEntry) {
+        let cap = self.table.capacity();
+        if self.old.is_empty() && cap >= INCREMENTAL_FROM && self.table.len() >= cap {
+            self.start_resize(cap * 2);
+        }
+        let key = Key::new(key);
+        self.heap_key_bytes += key.heap_bytes();
+        let h = self.hash(key.as_slice());
+        // Grows at once only below INCREMENTAL_FROM (or if a shrink was too eager).
+        self.table
+            .insert_unique(h, Slot { key, entry }, slot_hasher(self.seed));
+    }
+
+    /// Removes `key`, returning its entry.
+    pub fn remove(&mut self, key: &[u8]) -> Option<KeydirEntry> {
+        let h = self.hash(key);
+        let eq = |s: &Slot| s.key.as_slice() == key;
+        let slot = match self.table.find_entry(h, eq) {
+            Ok(e) => e.remove().0,
+            Err(_) => self.old.find_entry(h, eq).ok()?.remove().0,
+        };
+        self.heap_key_bytes -= slot.key.heap_bytes();
+        let (len, cap) = (self.table.len(), self.table.capacity());
+        if self.old.is_empty() && cap >= SHRINK_FROM && len < cap / 4 {
+            self.start_resize((len * 2).max(INCREMENTAL_FROM));
+        }
+        Some(slot.entry)
+    }
+
+    /// Makes room for `additional` more keys without growing on the way.
+    pub fn reserve(&mut self, additional: usize) {
+        self.finish_resize();
+        self.table.reserve(additional, slot_hasher(self.seed));
+    }
+
+    /// Keeps the entries `f` says to keep, then gives unused room back.
+    fn retain_and_shrink(&mut self, mut f: impl FnMut(&[u8], &KeydirEntry) -> bool) {
+        self.finish_resize();
+        let mut freed = 0;
+        self.table.retain(|s| {
+            let keep = f(s.key.as_slice(), &s.entry);
+            if !keep {
+                freed += s.key.heap_bytes();
+            }
+            keep
+        });
+        self.heap_key_bytes -= freed;
+        self.table.shrink_to_fit(slot_hasher(self.seed));
+    }
+
+    /// Keys in the map.
+    pub fn len(&self) -> usize {
+        self.table.len() + self.old.len()
+    }
+
+    /// True if there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keys the tables hold before the current one grows.
+    pub fn capacity(&self) -> usize {
+        self.table.capacity() + self.old.capacity()
+    }
+
+    /// All entries, in unspecified order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &KeydirEntry)> + '_ {
+        self.table
+            .iter()
+            .chain(self.old.iter())
+            .map(|s| (&s.key, &s.entry))
+    }
+
+    /// Heap bytes: the tables and the boxed keys.
+    pub fn memory_bytes(&self) -> u64 {
+        (self.table.allocation_size() + self.old.allocation_size()) as u64 + self.heap_key_bytes
+    }
+}
+
 /// Record bytes of a data file (its header excluded) and how many of them are dead.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FileStat {
@@ -82,18 +348,47 @@ impl FileStat {
 #[derive(Default)]
 pub struct Keydir {
     /// Key -> latest record.
-    pub map: HashMap<Vec<u8>, KeydirEntry>,
+    pub map: KeyMap,
     /// Open data files by id.
     pub files: BTreeMap<u32, Arc<DataFile>>,
     /// Live/dead bytes by file id.
     pub stats: BTreeMap<u32, FileStat>,
     /// Sum of key lengths in `map`.
     pub key_bytes: u64,
-    /// Entries of `map` that are tombstones.
+    /// Entries of `map` that are tombstones (only while recovery runs).
     pub tombstones: u64,
+    /// Keep tombstones as entries (recovery); at run time a delete removes its key.
+    hold_tombstones: bool,
 }
 
 impl Keydir {
+    /// An empty keydir for recovery: records may come in any sequence order, so a
+    /// tombstone stays as an entry until [`Keydir::finish_recovery`].
+    pub fn for_recovery() -> Keydir {
+        Keydir {
+            hold_tombstones: true,
+            ..Keydir::default()
+        }
+    }
+
+    /// Ends recovery: drops the tombstone entries (their records stay on disk, counted
+    /// live, until a merge of every immutable file).
+    pub fn finish_recovery(&mut self) {
+        if self.tombstones > 0 {
+            let mut freed = 0u64;
+            // The table was sized for every key and tombstone: give the room back.
+            self.map.retain_and_shrink(|k, e| {
+                if e.is_tombstone() {
+                    freed += k.len() as u64;
+                }
+                !e.is_tombstone()
+            });
+            self.key_bytes -= freed;
+            self.tombstones = 0;
+        }
+        self.hold_tombstones = false;
+    }
+
     /// Counts `size` record bytes in `file_id`.
     pub fn add_bytes(&mut self, file_id: u32, size: u64, dead: bool) {
         let s = self.stats.entry(file_id).or_default();
@@ -112,7 +407,11 @@ impl Keydir {
     /// Applies a record (already counted with [`Keydir::add_bytes`]): it becomes the
     /// latest for `key` unless the keydir holds a record with a higher or equal sequence
     /// number, in which case it is counted dead. Returns true if it became the latest.
+    /// At run time a tombstone removes the key (its record bytes stay live: the record
+    /// still shadows older ones on disk).
     pub fn apply(&mut self, key: &[u8], e: KeydirEntry) -> bool {
+        self.map.step();
+        let drop_key = e.is_tombstone() && !self.hold_tombstones;
         match self.map.get_mut(key) {
             Some(old) if old.seq >= e.seq => {
                 self.mark_dead(&e);
@@ -120,31 +419,25 @@ impl Keydir {
             }
             Some(old) => {
                 let prev = *old;
-                *old = e;
-                self.tombstones =
-                    self.tombstones + e.is_tombstone() as u64 - prev.is_tombstone() as u64;
+                if drop_key {
+                    self.map.remove(key);
+                    self.key_bytes -= key.len() as u64;
+                } else {
+                    *old = e;
+                    self.tombstones += e.is_tombstone() as u64;
+                }
+                self.tombstones -= prev.is_tombstone() as u64;
                 self.mark_dead(&prev);
                 true
             }
             None => {
-                self.map.insert(key.to_vec(), e);
-                self.key_bytes += key.len() as u64;
-                self.tombstones += e.is_tombstone() as u64;
+                if !drop_key {
+                    self.map.insert_new(key, e);
+                    self.key_bytes += key.len() as u64;
+                    self.tombstones += e.is_tombstone() as u64;
+                }
                 true
             }
-        }
-    }
-
-    /// Removes `key` if its entry is still `expect` (a tombstone dropped by a merge).
-    pub fn remove_if(&mut self, key: &[u8], expect: &KeydirEntry) -> bool {
-        match self.map.get(key) {
-            Some(e) if e.same_location(expect) => {
-                self.tombstones -= e.is_tombstone() as u64;
-                self.key_bytes -= key.len() as u64;
-                self.map.remove(key);
-                true
-            }
-            _ => false,
         }
     }
 
@@ -153,28 +446,40 @@ impl Keydir {
         self.map.len() as u64 - self.tombstones
     }
 
-    /// Estimated heap bytes of the index (see the module doc).
+    /// Heap bytes of the index: the table and the boxed keys.
     pub fn memory_bytes(&self) -> u64 {
-        let slot = (std::mem::size_of::<Vec<u8>>() + std::mem::size_of::<KeydirEntry>() + 1) as u64;
-        self.map.capacity() as u64 * slot + self.key_bytes + 16 * self.map.len() as u64
+        self.map.memory_bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
-    fn entry_packs_into_24_bytes() {
+    fn entry_and_slot_sizes() {
         assert_eq!(std::mem::size_of::<KeydirEntry>(), 24);
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
         let e = KeydirEntry::new(3, 100, 50, 9, true);
         assert!(e.is_tombstone());
         assert_eq!(e.size(), 50);
     }
 
     #[test]
+    fn keys_inline_and_boxed() {
+        for n in [0, 1, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300] {
+            let k: Vec<u8> = (0..n).map(|i| i as u8 ^ 0x5a).collect();
+            let key = Key::new(&k);
+            assert_eq!(key.as_slice(), &k[..]);
+            assert_eq!(matches!(key, Key::Inline { .. }), n <= INLINE_KEY);
+        }
+    }
+
+    #[test]
     fn highest_seq_wins_and_dead_bytes_counted() {
-        let mut k = Keydir::default();
+        let mut k = Keydir::for_recovery();
         k.add_bytes(1, 30, false);
         assert!(k.apply(b"a", KeydirEntry::new(1, 24, 30, 5, false)));
         k.add_bytes(2, 30, false);
@@ -185,5 +490,123 @@ mod tests {
         assert_eq!(k.stats[&2].dead, 30);
         assert_eq!(k.live_keys(), 0);
         assert_eq!(k.tombstones, 1);
+        // An older put after the tombstone (another file, read later) must lose.
+        assert!(!k.apply(b"a", KeydirEntry::new(3, 24, 30, 3, false)));
+        k.finish_recovery();
+        assert_eq!((k.map.len(), k.tombstones, k.key_bytes), (0, 0, 0));
+        // At run time a delete removes the key.
+        k.add_bytes(4, 30, false);
+        assert!(k.apply(b"b", KeydirEntry::new(4, 24, 30, 7, false)));
+        k.add_bytes(4, 22, false);
+        assert!(k.apply(b"b", KeydirEntry::new(4, 54, 22, 8, true)));
+        assert!(k.map.get(b"b").is_none());
+        assert_eq!((k.tombstones, k.key_bytes), (0, 0));
+        assert_eq!(
+            k.stats[&4],
+            FileStat {
+                total: 52,
+                dead: 30
+            }
+        );
+    }
+
+    /// The table against a `HashMap` model: inserts, overwrites, deletes of short and long
+    /// keys through incremental grows (checked while under way), a recovery purge, then
+    /// deletes that shrink the table, and inserts again.
+    #[test]
+    fn keydir_matches_a_hashmap_model() {
+        let mut k = Keydir::for_recovery();
+        let mut model: HashMap<Vec<u8>, KeydirEntry> = HashMap::new();
+        let mut rng = 0x1234_5678_9abc_def0u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let key = |id: u64| {
+            let mut v = format!("key-{id:06}").into_bytes();
+            if id.is_multiple_of(7) {
+                v.extend_from_slice(&[b'x'; 40]);
+            }
+            v
+        };
+        let check = |k: &Keydir, model: &HashMap<Vec<u8>, KeydirEntry>| {
+            assert_eq!(k.map.len(), model.len());
+            for (key, e) in model {
+                assert_eq!(k.map.get(key), Some(e), "{key:?}");
+            }
+            let mut n = 0;
+            for (key, e) in k.map.iter() {
+                assert_eq!(model.get(key.as_slice()), Some(e));
+                n += 1;
+            }
+            assert_eq!(n, model.len());
+            assert_eq!(
+                k.key_bytes,
+                model.keys().map(|k| k.len() as u64).sum::<u64>()
+            );
+            assert_eq!(
+                k.tombstones,
+                model.values().filter(|e| e.is_tombstone()).count() as u64
+            );
+            let long = model.keys().filter(|k| k.len() > INLINE_KEY).count() as u64;
+            assert_eq!(k.map.heap_key_bytes, long * (64 + 16));
+        };
+        let mut seq = 0u64;
+        let mut resizes_seen = 0;
+        let mut apply = |k: &mut Keydir,
+                         model: &mut HashMap<Vec<u8>, KeydirEntry>,
+                         id: u64,
+                         tomb: bool,
+                         hold: bool| {
+            seq += 1;
+            let kk = key(id);
+            let e = KeydirEntry::new(1, seq, 10, seq, tomb);
+            k.apply(&kk, e);
+            if tomb && !hold {
+                model.remove(&kk);
+            } else {
+                model.insert(kk, e);
+            }
+        };
+        // Recovery: grows from empty to ~40k keys, a fifth of them tombstones.
+        for i in 0..120_000u64 {
+            let r = next();
+            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(5), true);
+            if k.map.resizing() && i.is_multiple_of(97) {
+                resizes_seen += 1;
+                check(&k, &model);
+            }
+        }
+        check(&k, &model);
+        k.finish_recovery();
+        model.retain(|_, e| !e.is_tombstone());
+        check(&k, &model);
+        // Run time: mostly deletes, down to a few keys (the table shrinks), then inserts.
+        for i in 0..150_000u64 {
+            let r = next();
+            apply(&mut k, &mut model, r % 40_000, !r.is_multiple_of(10), false);
+            if k.map.resizing() && i.is_multiple_of(97) {
+                resizes_seen += 1;
+                check(&k, &model);
+            }
+        }
+        check(&k, &model);
+        assert!(
+            k.map.capacity() < 4 * model.len().max(8192),
+            "the table did not shrink"
+        );
+        for i in 0..100_000u64 {
+            let r = next();
+            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(10), false);
+            if k.map.resizing() && i.is_multiple_of(97) {
+                resizes_seen += 1;
+                check(&k, &model);
+            }
+        }
+        check(&k, &model);
+        assert!(resizes_seen > 10, "{resizes_seen}");
+        assert!(k.memory_bytes() >= (k.map.capacity() * 48) as u64);
     }
 }

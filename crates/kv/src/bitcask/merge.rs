@@ -4,20 +4,24 @@
 //! 1. Under the writer lock and the keydir read lock: the active file id and the
 //!    immutable files; select those passing the [`super::MergeTrigger`] thresholds (all of
 //!    them for an explicit merge).
-//! 2. Scan each selected file; a record is live if the keydir still points at it. Live
-//!    records are copied verbatim (same sequence number) into `NNNNNN.data.tmp` outputs
-//!    (fresh ids, rolled at `max_file_size`) and a hint entry is added to
-//!    `NNNNNN.hint.tmp`. Tombstones are kept unless the merge covers every immutable file
-//!    (no older record of the key can survive it), in which case they are dropped.
+//! 2. Scan each selected file; a record is live if the keydir still points at it, and a
+//!    tombstone record if its key is absent (the keydir keeps no tombstones: the record
+//!    may still shadow an older one in a file this merge does not cover). Live records
+//!    are copied verbatim (same sequence number) into `NNNNNN.data.tmp` outputs (fresh
+//!    ids, rolled at `max_file_size`) and a hint entry is added to `NNNNNN.hint.tmp`.
+//!    Tombstones are kept unless the merge covers every immutable file (no older record of
+//!    the key can survive it), in which case they are dropped.
 //! 3. Outputs are synced and renamed into place, then a merge commit file
 //!    `NNNNNN.merge` listing the replaced files is written (temp, sync, rename, dir sync).
 //!    A crash before the commit leaves duplicates (equal sequence numbers, harmless); after
 //!    it, recovery deletes the replaced files.
-//! 4. Under the keydir write lock: the outputs join the file set, entries still pointing at
-//!    a copied record are repointed, dropped tombstones are removed, the replaced files
+//! 4. Under the keydir write lock: the outputs join the file set; entries still pointing
+//!    at a copied record are repointed, in chunks of [`REPOINT_CHUNK`] (the lock is let go
+//!    between chunks, so a merge of millions of keys does not stall writers and readers:
+//!    both the old and the new file are in the set meanwhile); then the replaced files
 //!    leave the set and are deleted when the last reader holding them lets go.
 //!
-//! Readers are never blocked except for the instant of step 4, and a reader always finds
+//! Readers are never blocked except for the instants of step 4, and a reader always finds
 //! the file its entry names: entry and file are taken under the same lock.
 
 use super::datafile::{scan, DataFile};
@@ -25,7 +29,7 @@ use super::format::{
     data_path, encode_file_header, encode_hint, encode_merge_commit, hint_path, merge_path,
     tmp_path, DATA_MAGIC, FILE_HEADER_SIZE, FLAG_END, FLAG_TOMBSTONE, HINT_MAGIC, KIND_MERGE,
 };
-use super::keydir::KeydirEntry;
+use super::keydir::{Key, KeydirEntry};
 use super::{lock, Inner, PendingCommit};
 use crate::error::{IoContext, Result};
 use crate::fs::WritableFile;
@@ -44,10 +48,13 @@ struct Output {
 
 /// A record copied by the merge: where it was, where it is now.
 struct Moved {
-    key: Vec<u8>,
+    key: Key,
     old: KeydirEntry,
     new: KeydirEntry,
 }
+
+/// Moved entries repointed per hold of the keydir write lock.
+const REPOINT_CHUNK: usize = 16 * 1024;
 
 /// Picks the files to merge: every immutable file for an explicit merge, else those whose
 /// dead bytes pass the thresholds. Returns (inputs, whether they are all immutable files).
@@ -129,7 +136,7 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
     }
     let mut tmps = Vec::new();
     let r = write_outputs(inner, &inputs, all, &mut tmps);
-    let (outputs, moved, dropped, bytes_read, bytes_written) = match r {
+    let (outputs, moved, bytes_read, bytes_written) = match r {
         Ok(Some(x)) => x,
         other => {
             for t in &tmps {
@@ -180,18 +187,25 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
             idx.stats.entry(f.id).or_default();
             idx.files.insert(f.id, f);
         }
-        for m in moved {
-            let repoint = idx.map.get(&m.key).is_some_and(|e| e.same_location(&m.old));
-            idx.add_bytes(m.new.file_id, m.new.size() as u64, !repoint);
-            if repoint {
-                if let Some(e) = idx.map.get_mut(&m.key) {
+    }
+    for chunk in moved.chunks(REPOINT_CHUNK) {
+        let mut idx = inner.write_index();
+        for m in chunk {
+            let key = m.key.as_slice();
+            let live = match idx.map.get_mut(key) {
+                Some(e) if e.same_location(&m.old) => {
                     *e = m.new;
+                    true
                 }
-            }
+                Some(_) => false,
+                // A tombstone whose key was not written since still shadows older records.
+                None => m.new.is_tombstone(),
+            };
+            idx.add_bytes(m.new.file_id, m.new.size() as u64, !live);
         }
-        for (key, e) in dropped {
-            idx.remove_if(&key, &e);
-        }
+    }
+    {
+        let mut idx = inner.write_index();
         for f in &inputs {
             idx.files.remove(&f.id);
             idx.stats.remove(&f.id);
@@ -212,7 +226,7 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
     Ok(true)
 }
 
-type Written = (Vec<u32>, Vec<Moved>, Vec<(Vec<u8>, KeydirEntry)>, u64, u64);
+type Written = (Vec<u32>, Vec<Moved>, u64, u64);
 
 fn write_outputs(
     inner: &Arc<Inner>,
@@ -222,7 +236,6 @@ fn write_outputs(
 ) -> Result<Option<Written>> {
     let mut outputs = Vec::new();
     let mut moved = Vec::new();
-    let mut dropped = Vec::new();
     let mut cur: Option<Output> = None;
     let (mut read, mut written) = (0u64, 0u64);
     for f in inputs {
@@ -247,16 +260,11 @@ fn write_outputs(
         read += len;
         let out = scan(f, len, false, inner.opts.corruption, |r| {
             let here = KeydirEntry::new(f.id, r.offset, r.size, r.seq, r.tombstone);
-            let live = inner
-                .read_index()
-                .map
-                .get(r.key)
-                .is_some_and(|e| e.same_location(&here));
-            if !live {
-                return Ok(());
-            }
-            if r.tombstone && all {
-                dropped.push((r.key.to_vec(), here));
+            let live = match inner.read_index().map.get(r.key) {
+                Some(e) => e.same_location(&here),
+                None => r.tombstone,
+            };
+            if !live || (r.tombstone && all) {
                 return Ok(());
             }
             if let Some(o) = cur.as_ref() {
@@ -290,7 +298,7 @@ fn write_outputs(
                 o.hint_buf.clear();
             }
             moved.push(Moved {
-                key: r.key.to_vec(),
+                key: Key::new(r.key),
                 old: here,
                 new: KeydirEntry::new(o.id, off, r.size, r.seq, r.tombstone),
             });
@@ -305,5 +313,5 @@ fn write_outputs(
         outputs.push(id);
         written += n;
     }
-    Ok(Some((outputs, moved, dropped, read, written)))
+    Ok(Some((outputs, moved, read, written)))
 }

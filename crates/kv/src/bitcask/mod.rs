@@ -7,8 +7,9 @@
 //!   recovered whole or not at all.
 //! * The **keydir** ([`keydir`]) maps every key to the file, offset, size and sequence
 //!   number of its latest record: a `get` is one hash lookup and one positioned read
-//!   (checksum and key verified). About 80 bytes + the key length per key (see
-//!   [`keydir`] and [`BitcaskStats::keydir_bytes_per_key`]).
+//!   (checksum and key verified). 56 to 112 bytes per key for keys of up to 22 bytes,
+//!   which are stored inline (see [`keydir`] and [`BitcaskStats::keydir_bytes_per_key`]);
+//!   deleted keys take no memory.
 //! * **Merge** ([`merge`]) rewrites immutable files keeping only the latest records, writes
 //!   a **hint file** beside each output, and swaps them in atomically; it runs in a
 //!   background thread when files pass the [`MergeTrigger`] thresholds, or on
@@ -53,7 +54,7 @@ pub use recovery::RecoveryReport;
 
 use crate::batch::{BatchEntry, WriteBatch};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{FileLock, FileSystem, WritableFile};
+use crate::fs::{BackgroundSync, FileLock, FileSystem, WritableFile};
 use crate::options::WriteOptions;
 use datafile::DataFile;
 use format::{
@@ -68,6 +69,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLock
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Flushed bytes of the active file after which the sync thread fdatasyncs it.
+const BACKGROUND_SYNC_BYTES: u64 = 8 << 20;
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -77,7 +81,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct BitcaskStats {
     /// Live keys.
     pub keys: u64,
-    /// Tombstones still in the keydir (dropped by a merge of every immutable file).
+    /// Tombstone entries in the keydir: always 0 on an open store (a delete removes its
+    /// key; the tombstone record stays on disk until a merge of every immutable file).
     pub tombstones: u64,
     /// Data files.
     pub files: u64,
@@ -124,6 +129,10 @@ struct Writer {
     /// An append to the active file failed on a full disk after this many good bytes: the
     /// file may end in a partial record, so nothing more is appended to it.
     torn_from: Option<u64>,
+    /// `active_len` when the sync thread was last asked to sync the active file.
+    sync_asked_at: u64,
+    /// The encoding buffer, kept between writes (spares an allocation per write).
+    buf: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -156,6 +165,9 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
     bg_mutex: Mutex<()>,
     bg_cv: Condvar,
+    /// A request to fdatasync the active file's flushed bytes, for the sync thread.
+    sync_request: Mutex<Option<Box<dyn BackgroundSync>>>,
+    sync_cv: Condvar,
     read_only: Mutex<Option<String>>,
     /// Set while writes fail on a full disk (recoverable, unlike `read_only`).
     no_space: Mutex<Option<String>>,
@@ -172,6 +184,7 @@ pub(crate) struct Inner {
 pub struct Bitcask {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    sync_thread: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
 }
 
@@ -303,8 +316,51 @@ impl Inner {
         w.active = Some(f);
         w.active_id = id;
         w.active_len = FILE_HEADER_SIZE as u64;
+        w.sync_asked_at = w.active_len;
         w.dirty = false;
         Ok(())
+    }
+
+    /// Asks the sync thread to fdatasync the active file every [`BACKGROUND_SYNC_BYTES`],
+    /// so that the fsync at roll-over (under the writer lock) finds little left to write
+    /// instead of stalling writes on a whole file of dirty pages.
+    fn ask_background_sync(&self, w: &mut Writer) {
+        if w.active_len - w.sync_asked_at < BACKGROUND_SYNC_BYTES
+            || self.opts.sync == SyncPolicy::Always
+        {
+            return;
+        }
+        w.sync_asked_at = w.active_len;
+        if let Some(s) = w.active.as_ref().and_then(|f| f.background_syncer()) {
+            *lock(&self.sync_request) = Some(s);
+            self.sync_cv.notify_one();
+        }
+    }
+
+    /// The sync thread: serves [`Inner::ask_background_sync`] until shutdown.
+    fn sync_loop(self: Arc<Self>) {
+        loop {
+            let req = {
+                let mut g = lock(&self.sync_request);
+                loop {
+                    if self.shutting_down.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Some(r) = g.take() {
+                        break r;
+                    }
+                    g = self.sync_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let r = req
+                .sync()
+                .context(|| format!("syncing the active data file of {}", self.dir.display()));
+            if let Err(e) = r {
+                // After a failed fsync the kernel may have dropped the dirty pages: a later
+                // fsync could succeed without them, so stop as a failed roll-over sync does.
+                self.set_read_only(&e);
+            }
+        }
     }
 
     /// Appends `entries` (key, value or `None` for a delete) as one atomic group.
@@ -344,7 +400,9 @@ impl Inner {
             self.roll(&mut w)?;
         }
         let seq0 = w.next_seq;
-        let mut buf = Vec::with_capacity(total as usize);
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        buf.reserve(total as usize);
         if batch {
             encode_batch_header(&mut buf, seq0, entries.len() as u32, body as u32);
         }
@@ -376,6 +434,12 @@ impl Inner {
         w.active_len += buf.len() as u64;
         w.next_seq += entries.len() as u64;
         w.dirty = true;
+        self.ask_background_sync(&mut w);
+        let appended = buf.len() as u64;
+        // Keep a small buffer for the next write; let a large batch's go.
+        if buf.capacity() <= 64 << 10 {
+            w.buf = buf;
+        }
         let must_sync = sync
             || match self.opts.sync {
                 SyncPolicy::None => false,
@@ -399,7 +463,7 @@ impl Inner {
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_written
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            .fetch_add(appended, Ordering::Relaxed);
         Ok(())
     }
 
@@ -525,7 +589,7 @@ impl Inner {
 impl Bitcask {
     /// Opens (or, with `create_if_missing`, creates) the store in `dir`: takes the `LOCK`
     /// file, finishes an interrupted merge, rebuilds the keydir (hint files, else scans),
-    /// starts a new active file and the background thread.
+    /// starts a new active file, the background (merge) thread and the sync thread.
     pub fn open(dir: impl AsRef<Path>, opts: BitcaskOptions) -> Result<Bitcask> {
         let dir = dir.as_ref().to_path_buf();
         let fs = opts.fs.clone();
@@ -560,6 +624,8 @@ impl Bitcask {
                 last_sync: Instant::now(),
                 closed: false,
                 torn_from: None,
+                sync_asked_at: 0,
+                buf: Vec::new(),
             }),
             next_file_id: AtomicU32::new(rec.next_file_id),
             merge_lock: Mutex::new(()),
@@ -567,6 +633,8 @@ impl Bitcask {
             shutting_down: AtomicBool::new(false),
             bg_mutex: Mutex::new(()),
             bg_cv: Condvar::new(),
+            sync_request: Mutex::new(None),
+            sync_cv: Condvar::new(),
             read_only: Mutex::new(None),
             no_space: Mutex::new(None),
             last_merge_error: Mutex::new(None),
@@ -583,9 +651,28 @@ impl Bitcask {
             .name("bitcask-merge".into())
             .spawn(move || bg.background())
             .context(|| "spawning the merge thread".to_string())?;
+        let si = inner.clone();
+        let sync_thread = std::thread::Builder::new()
+            .name("bitcask-sync".into())
+            .spawn(move || si.sync_loop())
+            .context(|| "spawning the sync thread".to_string());
+        let sync_thread = match sync_thread {
+            Ok(t) => t,
+            Err(e) => {
+                let b = Bitcask {
+                    inner,
+                    thread: Mutex::new(Some(thread)),
+                    sync_thread: Mutex::new(None),
+                    report: rec.report,
+                };
+                let _ = b.shutdown(false);
+                return Err(e);
+            }
+        };
         Ok(Bitcask {
             inner,
             thread: Mutex::new(Some(thread)),
+            sync_thread: Mutex::new(Some(sync_thread)),
             report: rec.report,
         })
     }
@@ -654,7 +741,7 @@ impl Bitcask {
             .map
             .iter()
             .filter(|(_, e)| !e.is_tombstone())
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k.as_slice().to_vec())
             .collect()
     }
 
@@ -667,7 +754,7 @@ impl Bitcask {
             .map
             .iter()
             .filter(|(_, e)| !e.is_tombstone())
-            .map(|(k, e)| (k.clone(), *e))
+            .map(|(k, e)| (k.as_slice().to_vec(), *e))
             .collect::<Vec<_>>();
         BitcaskIter {
             inner: self.inner.clone(),
@@ -731,6 +818,13 @@ impl Bitcask {
         self.inner.bg_cv.notify_all();
         if t.join().is_err() {
             tracing::error!("bitcask merge thread panicked");
+        }
+        if let Some(t) = lock(&self.sync_thread).take() {
+            drop(lock(&self.inner.sync_request));
+            self.inner.sync_cv.notify_all();
+            if t.join().is_err() {
+                tracing::error!("bitcask sync thread panicked");
+            }
         }
         let mut w = lock(&self.inner.writer);
         let r = if sync && lock(&self.inner.read_only).is_none() {
