@@ -23,6 +23,7 @@ use crate::iterator::InternalIterator;
 use crate::key::{
     self, compare_internal, internal_key, pack_trailer, Lookup, ValueKind, TRAILER_LEN,
 };
+use crate::prefetch::prefetch_slice;
 use crate::range_del::RangeTombstone;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -499,42 +500,6 @@ struct Span {
     value_end: usize,
 }
 
-/// Values up to this many bytes are prefetched whole by a refill; of a longer one, its
-/// first lines (the copy streams the rest, and the hardware prefetcher follows it).
-const PREFETCH_VALUE_BYTES: usize = 256;
-
-/// Asks the CPU to bring the cache lines of `v` (up to [`PREFETCH_VALUE_BYTES`]) in.
-#[inline(always)]
-fn prefetch_value(v: &[u8]) {
-    let n = v.len().min(PREFETCH_VALUE_BYTES);
-    if n == 0 {
-        return;
-    }
-    let p = v.as_ptr();
-    let first = p as usize & !63;
-    let last = (p as usize + n - 1) & !63;
-    let mut line = first;
-    while line <= last {
-        // Same allocation: `line - p` is within `-63..n`, and the hint never reads.
-        prefetch_read(p.wrapping_add(line.wrapping_sub(p as usize)));
-        line += 64;
-    }
-}
-
-/// A hint to load the cache line at `p`; it reads nothing observable and never faults.
-#[inline(always)]
-#[allow(unsafe_code)]
-fn prefetch_read(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint: it cannot fault or change memory, whatever the
-    // address (SSE, which provides it, is part of the x86_64 baseline).
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// First pass of a refill: copies `k` into `data`, remembers where its value is.
 #[inline]
 fn push_key(
@@ -595,7 +560,7 @@ impl MemtableIterator {
         self.values.clear();
         let map = self.mem.read_map();
         for (k, v) in map.range_from(from).take(self.batch) {
-            prefetch_value(map.arena.get(*v));
+            prefetch_slice(map.arena.get(*v));
             push_key(
                 &mut self.data,
                 &mut self.spans,
@@ -618,7 +583,7 @@ impl MemtableIterator {
         // Copied last key first; the spans are then put back in key order (the bytes
         // need not be).
         for (k, v) in map.range_to_rev(to).take(self.batch) {
-            prefetch_value(map.arena.get(*v));
+            prefetch_slice(map.arena.get(*v));
             push_key(
                 &mut self.data,
                 &mut self.spans,
@@ -862,13 +827,6 @@ mod tests {
     #[test]
     fn refills_copy_values_of_any_length() {
         let lens = [0usize, 1, 63, 64, 65, 100, 255, 256, 257, 5000];
-        for p in 0..70 {
-            // Any alignment, the hint never reads past the slice's allocation.
-            let buf = vec![7u8; 6000];
-            for &n in &lens {
-                prefetch_value(&buf[p..p + n]);
-            }
-        }
         let m = Arc::new(Memtable::new());
         let n = ITER_MAX_BATCH * 2 + 9;
         let value = |i: usize| vec![(i % 251) as u8; lens[i % lens.len()]];

@@ -15,6 +15,7 @@ use crate::coding::{get_fixed32, put_fixed32, put_varint32, Decoder};
 use crate::error::{Error, Result};
 use crate::iterator::{InternalIterator, KeyBuf};
 use crate::key::compare_internal;
+use crate::prefetch::{prefetch_read, prefetch_slice, PREFETCH_MAX};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -233,6 +234,23 @@ impl Block {
     /// Offset of the block in its file.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Hints the CPU to load the bytes a cursor entering the block reads first: its
+    /// first entries (`forward`) or its last ones, and the restart points.
+    #[inline]
+    pub fn prefetch(&self, forward: bool) {
+        let entries = self.data.get(..self.data_end).unwrap_or_default();
+        let restart = if forward {
+            prefetch_slice(entries);
+            self.restarts.first()
+        } else {
+            prefetch_slice(&entries[entries.len().saturating_sub(PREFETCH_MAX)..]);
+            self.restarts.last()
+        };
+        if let Some(r) = restart {
+            prefetch_read(std::ptr::from_ref(r).cast());
+        }
     }
 
     /// Name of the file the block came from.
@@ -474,6 +492,28 @@ impl BlockIter {
         self.block = block;
         self.invalidate();
         self.restart_index = 0;
+    }
+
+    /// The value of the entry after (`forward`) or before the current one, read without
+    /// moving, if both are restart points, as in a table's index block (restart interval
+    /// 1), where a table cursor looks up its next data block ahead of time. `None`
+    /// otherwise, or if the entry is malformed (the move itself reports that).
+    pub fn peek_adjacent_value(&self, forward: bool) -> Option<&[u8]> {
+        let block = &*self.block;
+        if !self.valid() || self.restart_point(self.restart_index) != self.current {
+            return None;
+        }
+        let i = if forward {
+            self.restart_index + 1
+        } else {
+            self.restart_index.checked_sub(1)?
+        };
+        let at = *block.restarts.get(i)? as usize;
+        let (shared, non_shared, value_len, hdr) = block.decode_header(at).ok()?;
+        let start = at + hdr + non_shared;
+        (shared == 0)
+            .then(|| block.data.get(start..start + value_len))
+            .flatten()
     }
 
     /// The block being iterated.
