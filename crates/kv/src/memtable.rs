@@ -500,6 +500,15 @@ struct Span {
     value_end: usize,
 }
 
+/// Of a memtable value, the bytes a refill prefetches at most: a long value's first lines
+/// (its copy streams through the rest, which the hardware prefetcher follows).
+const PREFETCH_VALUE_MAX: usize = 256;
+
+#[inline(always)]
+fn prefetch_value(v: &[u8]) {
+    prefetch_slice(&v[..v.len().min(PREFETCH_VALUE_MAX)]);
+}
+
 /// First pass of a refill: copies `k` into `data`, remembers where its value is.
 #[inline]
 fn push_key(
@@ -560,7 +569,7 @@ impl MemtableIterator {
         self.values.clear();
         let map = self.mem.read_map();
         for (k, v) in map.range_from(from).take(self.batch) {
-            prefetch_slice(map.arena.get(*v));
+            prefetch_value(map.arena.get(*v));
             push_key(
                 &mut self.data,
                 &mut self.spans,
@@ -583,7 +592,7 @@ impl MemtableIterator {
         // Copied last key first; the spans are then put back in key order (the bytes
         // need not be).
         for (k, v) in map.range_to_rev(to).take(self.batch) {
-            prefetch_slice(map.arena.get(*v));
+            prefetch_value(map.arena.get(*v));
             push_key(
                 &mut self.data,
                 &mut self.spans,

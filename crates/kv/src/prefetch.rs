@@ -2,22 +2,15 @@
 //! needed: a scan's next memtable values and next cached blocks, which sit scattered in
 //! memory (each a likely miss to DRAM) where waiting for them one at a time dominated.
 
-/// Bytes of a slice [`prefetch_slice`] asks for at most: the first lines; the hardware
-/// prefetcher follows a reader that streams through the rest.
-pub(crate) const PREFETCH_MAX: usize = 256;
-
-/// Asks the CPU to bring in the cache lines of `s`, up to [`PREFETCH_MAX`] bytes of it.
+/// Asks the CPU to bring in every cache line of `s` (callers cut `s` to what they will
+/// read first: the hardware prefetcher follows a reader that streams on).
 #[inline(always)]
 pub(crate) fn prefetch_slice(s: &[u8]) {
-    let n = s.len().min(PREFETCH_MAX);
-    if n == 0 {
-        return;
-    }
     let p = s.as_ptr();
-    // One hint per 64-byte line touched by `s[..n]`: from the line of its first byte to
-    // the line of its last.
+    // One hint per 64-byte line touched by `s`: from the line of its first byte to the
+    // line of its last.
+    let lines_end = ((p as usize & 63) + s.len()).div_ceil(64) * 64;
     let mut off = 0;
-    let lines_end = ((p as usize & 63) + n).div_ceil(64) * 64;
     while off < lines_end {
         prefetch_read(p.wrapping_add(off));
         off += 64;
@@ -43,8 +36,8 @@ pub(crate) fn prefetch_read(p: *const u8) {
 mod tests {
     use super::*;
 
-    /// Slices of any length at any alignment, empty ones, ones past the prefetched part,
-    /// and addresses outside any allocation: hints only, nothing faults or changes.
+    /// Slices of any length at any alignment, empty ones, and addresses outside any
+    /// allocation: hints only, nothing faults or changes.
     #[test]
     fn hints_never_fault_or_write() {
         let buf: Vec<u8> = (0..6000u32).map(|i| i as u8).collect();
