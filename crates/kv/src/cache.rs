@@ -187,14 +187,19 @@ impl BlockCache {
     /// ([`Block::pins_sparse_window`]) replaces it with a copy of its own: blocks that
     /// stay hot do not keep the rest of their window in memory.
     pub fn get(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
-        let Some(c) = &self.cache else {
+        let block = self.get_ahead(table_id, offset);
+        if block.is_none() {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
-        let Some(block) = c.get(&(table_id, offset)) else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
+        }
+        block
+    }
+
+    /// As [`BlockCache::get`] for a block a scan will read next, looked up ahead of time:
+    /// a hit counts as one (the scan takes the block instead of a second lookup), a miss
+    /// counts nothing (the scan's own read of the block will).
+    pub fn get_ahead(&self, table_id: u64, offset: u64) -> Option<Arc<Block>> {
+        let c = self.cache.as_ref()?;
+        let block = c.get(&(table_id, offset))?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         if block.pins_sparse_window() {
             let copy = Arc::new(block.detached());

@@ -44,6 +44,7 @@ pub mod manifest;
 pub mod memtable;
 pub mod merge;
 pub mod options;
+mod prefetch;
 pub mod range_del;
 pub mod sstable;
 pub mod table_cache;

@@ -23,6 +23,7 @@ use crate::iterator::InternalIterator;
 use crate::key::{
     self, compare_internal, internal_key, pack_trailer, Lookup, ValueKind, TRAILER_LEN,
 };
+use crate::prefetch::prefetch_slice;
 use crate::range_del::RangeTombstone;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -473,6 +474,7 @@ impl Memtable {
             mem: self.clone(),
             data: Vec::new(),
             spans: Vec::new(),
+            values: Vec::new(),
             idx: 0,
             valid: false,
             batch: ITER_FIRST_BATCH,
@@ -489,28 +491,52 @@ const ITER_FIRST_BATCH: usize = 1;
 const ITER_MAX_BATCH: usize = 128;
 
 /// Where one copied entry lies in [`MemtableIterator::data`]: its key is
-/// `data[key_start..value_start]`, its value `data[value_start..end]`.
+/// `data[key_start..key_end]`, its value `data[value_start..value_end]`.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     key_start: usize,
+    key_end: usize,
     value_start: usize,
-    end: usize,
+    value_end: usize,
 }
 
-impl Span {
-    /// Appends `k` and `v` to `data` and returns where they lie.
-    fn push(data: &mut Vec<u8>, k: &[u8], v: &[u8]) -> Span {
-        // One exact allocation for a point seek's single entry (growing twice otherwise).
-        data.reserve(k.len() + v.len());
-        let key_start = data.len();
-        data.extend_from_slice(k);
-        let value_start = data.len();
-        data.extend_from_slice(v);
-        Span {
-            key_start,
-            value_start,
-            end: data.len(),
-        }
+/// Of a memtable value, the bytes a refill prefetches at most: a long value's first lines
+/// (its copy streams through the rest, which the hardware prefetcher follows).
+const PREFETCH_VALUE_MAX: usize = 256;
+
+#[inline(always)]
+fn prefetch_value(v: &[u8]) {
+    prefetch_slice(&v[..v.len().min(PREFETCH_VALUE_MAX)]);
+}
+
+/// First pass of a refill: copies `k` into `data`, remembers where its value is.
+#[inline]
+fn push_key(
+    data: &mut Vec<u8>,
+    spans: &mut Vec<Span>,
+    values: &mut Vec<ValueRef>,
+    k: &[u8],
+    v: ValueRef,
+) {
+    let key_start = data.len();
+    data.extend_from_slice(k);
+    spans.push(Span {
+        key_start,
+        key_end: data.len(),
+        value_start: 0,
+        value_end: 0,
+    });
+    values.push(v);
+}
+
+/// Second pass of a refill: copies the values after the keys.
+fn copy_values(data: &mut Vec<u8>, spans: &mut [Span], values: &[ValueRef], arena: &ValueArena) {
+    // One exact allocation for a point seek's single entry (growing twice otherwise).
+    data.reserve(values.iter().map(|v| v.len).sum());
+    for (s, v) in spans.iter_mut().zip(values) {
+        s.value_start = data.len();
+        data.extend_from_slice(arena.get(*v));
+        s.value_end = data.len();
     }
 }
 
@@ -521,9 +547,11 @@ impl Span {
 /// allocates nothing per entry) and steps through it without taking the lock.
 pub struct MemtableIterator {
     mem: Arc<Memtable>,
-    /// Keys and values of the copied entries, back to back, in key order.
+    /// Keys of the copied entries, then their values.
     data: Vec<u8>,
     spans: Vec<Span>,
+    /// Where the values of the entries being copied lie (see `fill_forward`).
+    values: Vec<ValueRef>,
     idx: usize,
     valid: bool,
     /// Entries the next refill copies.
@@ -531,14 +559,26 @@ pub struct MemtableIterator {
 }
 
 impl MemtableIterator {
+    // A refill copies in two passes: the keys (inline in the B-tree's nodes, read in
+    // order) while prefetching each value, then the values. The values sit in the arena
+    // in write order, so in key order each is a miss to DRAM; prefetched together they
+    // overlap (copied one by one, a scan waited for each: ~2/3 of a memtable scan).
     fn fill_forward(&mut self, from: Bound<&MemKey>) {
         self.data.clear();
         self.spans.clear();
+        self.values.clear();
         let map = self.mem.read_map();
         for (k, v) in map.range_from(from).take(self.batch) {
-            let v = map.arena.get(*v);
-            self.spans.push(Span::push(&mut self.data, k.as_slice(), v));
+            prefetch_value(map.arena.get(*v));
+            push_key(
+                &mut self.data,
+                &mut self.spans,
+                &mut self.values,
+                k.as_slice(),
+                *v,
+            );
         }
+        copy_values(&mut self.data, &mut self.spans, &self.values, &map.arena);
         drop(map);
         self.idx = 0;
         self.valid = !self.spans.is_empty();
@@ -547,13 +587,21 @@ impl MemtableIterator {
     fn fill_backward(&mut self, to: Bound<&MemKey>) {
         self.data.clear();
         self.spans.clear();
+        self.values.clear();
         let map = self.mem.read_map();
         // Copied last key first; the spans are then put back in key order (the bytes
         // need not be).
         for (k, v) in map.range_to_rev(to).take(self.batch) {
-            let v = map.arena.get(*v);
-            self.spans.push(Span::push(&mut self.data, k.as_slice(), v));
+            prefetch_value(map.arena.get(*v));
+            push_key(
+                &mut self.data,
+                &mut self.spans,
+                &mut self.values,
+                k.as_slice(),
+                *v,
+            );
         }
+        copy_values(&mut self.data, &mut self.spans, &self.values, &map.arena);
         drop(map);
         self.spans.reverse();
         self.idx = self.spans.len().saturating_sub(1);
@@ -621,12 +669,12 @@ impl InternalIterator for MemtableIterator {
     #[inline]
     fn key(&self) -> &[u8] {
         let s = self.span();
-        &self.data[s.key_start..s.value_start]
+        &self.data[s.key_start..s.key_end]
     }
     #[inline]
     fn value(&self) -> &[u8] {
         let s = self.span();
-        &self.data[s.value_start..s.end]
+        &self.data[s.value_start..s.value_end]
     }
 }
 
@@ -780,5 +828,44 @@ mod tests {
             key::user_key(it.key()),
             format!("k{:05}", ITER_FIRST_BATCH - 1).as_bytes()
         );
+    }
+
+    /// A refill prefetches every value and copies them after the keys: values of any
+    /// length (empty, under a line, across lines, longer than the prefetched part) come
+    /// out whole, in both directions and across refills.
+    #[test]
+    fn refills_copy_values_of_any_length() {
+        let lens = [0usize, 1, 63, 64, 65, 100, 255, 256, 257, 5000];
+        let m = Arc::new(Memtable::new());
+        let n = ITER_MAX_BATCH * 2 + 9;
+        let value = |i: usize| vec![(i % 251) as u8; lens[i % lens.len()]];
+        // Keys inserted out of order: the B-tree, not only the tail run.
+        for j in 0..n {
+            let i = (j * 37) % n;
+            m.add(
+                j as u64 + 1,
+                ValueKind::Value,
+                format!("k{i:05}").as_bytes(),
+                &value(i),
+            );
+        }
+        let mut it = m.iter();
+        it.seek_to_first().unwrap();
+        let mut i = 0;
+        while it.valid() {
+            assert_eq!(key::user_key(it.key()), format!("k{i:05}").as_bytes());
+            assert_eq!(it.value(), &value(i)[..]);
+            it.next().unwrap();
+            i += 1;
+        }
+        assert_eq!(i, n);
+        it.seek_to_last().unwrap();
+        while it.valid() {
+            i -= 1;
+            assert_eq!(key::user_key(it.key()), format!("k{i:05}").as_bytes());
+            assert_eq!(it.value(), &value(i)[..]);
+            it.prev().unwrap();
+        }
+        assert_eq!(i, 0);
     }
 }

@@ -15,6 +15,7 @@ use crate::coding::{get_fixed32, put_fixed32, put_varint32, Decoder};
 use crate::error::{Error, Result};
 use crate::iterator::{InternalIterator, KeyBuf};
 use crate::key::compare_internal;
+use crate::prefetch::{prefetch_read, prefetch_slice};
 use bytes::Bytes;
 use std::cmp::Ordering;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -105,6 +106,10 @@ impl BlockBuilder {
         out
     }
 }
+
+/// Bytes of a block's entries [`Block::prefetch`] asks for at most (a block is 4 KiB by
+/// default; of a larger one, the part a scan reaches first).
+pub const BLOCK_PREFETCH_MAX: usize = 8 << 10;
 
 /// A parsed, validated block and its (uncompressed) contents. The contents are a
 /// [`Bytes`]: either the block's own allocation, or a slice of a larger read (a scan's
@@ -233,6 +238,27 @@ impl Block {
     /// Offset of the block in its file.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Hints the CPU to load the entries of the block, up to [`BLOCK_PREFETCH_MAX`]
+    /// bytes of them from its start (`forward`) or its end, and the restart points there:
+    /// what a scan entering it reads. Cached blocks lie scattered in memory, each a
+    /// DRAM miss (and page walk) away; whole blocks prefetched ahead of a scan measured
+    /// faster than their first lines only (readreverse -13%, readseq -4% CPU).
+    #[inline]
+    pub fn prefetch(&self, forward: bool) {
+        let entries = self.data.get(..self.data_end).unwrap_or_default();
+        let n = entries.len().min(BLOCK_PREFETCH_MAX);
+        let restart = if forward {
+            prefetch_slice(&entries[..n]);
+            self.restarts.first()
+        } else {
+            prefetch_slice(&entries[entries.len() - n..]);
+            self.restarts.last()
+        };
+        if let Some(r) = restart {
+            prefetch_read(std::ptr::from_ref(r).cast());
+        }
     }
 
     /// Name of the file the block came from.
@@ -474,6 +500,28 @@ impl BlockIter {
         self.block = block;
         self.invalidate();
         self.restart_index = 0;
+    }
+
+    /// The value of the entry after (`forward`) or before the current one, read without
+    /// moving, if both are restart points, as in a table's index block (restart interval
+    /// 1), where a table cursor looks up its next data block ahead of time. `None`
+    /// otherwise, or if the entry is malformed (the move itself reports that).
+    pub fn peek_adjacent_value(&self, forward: bool) -> Option<&[u8]> {
+        let block = &*self.block;
+        if !self.valid() || self.restart_point(self.restart_index) != self.current {
+            return None;
+        }
+        let i = if forward {
+            self.restart_index + 1
+        } else {
+            self.restart_index.checked_sub(1)?
+        };
+        let at = *block.restarts.get(i)? as usize;
+        let (shared, non_shared, value_len, hdr) = block.decode_header(at).ok()?;
+        let start = at + hdr + non_shared;
+        (shared == 0)
+            .then(|| block.data.get(start..start + value_len))
+            .flatten()
     }
 
     /// The block being iterated.
@@ -856,6 +904,40 @@ mod tests {
             b.add(k, v);
         }
         Arc::new(Block::new(b.finish(), "test.sst", 77).unwrap())
+    }
+
+    /// The look-ahead of a scan (`Block::prefetch`, `BlockIter::peek_adjacent_value`):
+    /// a block smaller or larger than the prefetched part, both directions; peeking gives
+    /// the adjacent entry's value in a block of restart interval 1 and nothing elsewhere.
+    #[test]
+    fn prefetch_and_peek_adjacent_value() {
+        for n in [1, 10, 400] {
+            let entries = sample(n, true);
+            let b = build(&entries, 1);
+            b.prefetch(true);
+            b.prefetch(false);
+            let mut it = BlockIter::new(b.clone());
+            it.seek_to_first().unwrap();
+            assert_eq!(it.peek_adjacent_value(false), None);
+            for i in 0..n {
+                assert_eq!(
+                    it.peek_adjacent_value(true),
+                    entries.get(i + 1).map(|e| &e.1[..])
+                );
+                if i > 0 {
+                    assert_eq!(it.peek_adjacent_value(false), Some(&entries[i - 1].1[..]));
+                }
+                it.next().unwrap();
+            }
+            assert_eq!(it.peek_adjacent_value(true), None);
+            // Entries between restart points: no peeking.
+            let mut it = BlockIter::new(build(&entries, 4));
+            it.seek_to_first().unwrap();
+            if n > 1 {
+                it.next().unwrap();
+                assert_eq!(it.peek_adjacent_value(true), None);
+            }
+        }
     }
 
     fn sample(n: usize, long: bool) -> Vec<(Vec<u8>, Vec<u8>)> {

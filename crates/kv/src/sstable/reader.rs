@@ -475,6 +475,7 @@ impl Table {
             data_handle: None,
             fill_cache: true,
             readahead: Readahead::default(),
+            ahead: None,
         }
     }
 
@@ -671,6 +672,11 @@ pub struct TableIterator {
     data_handle: Option<BlockHandle>,
     fill_cache: bool,
     readahead: Readahead,
+    /// The cached block after (or before) the current one in the direction of a scan
+    /// that crossed a block boundary, looked up and prefetched when the scan entered the
+    /// current block: cached blocks lie scattered in memory, and a cursor entering one
+    /// waited for DRAM (and a page walk) on its first entries. Used if the scan gets there.
+    ahead: Option<(BlockHandle, Arc<Block>)>,
 }
 
 impl std::fmt::Debug for TableIterator {
@@ -707,14 +713,22 @@ impl TableIterator {
         if self.data_iter.is_some() && self.data_handle == Some(handle) {
             return Ok(());
         }
-        let cache_use = if self.fill_cache {
-            CacheUse::Fill
-        } else {
-            CacheUse::NoFill
+        let block = match self.ahead.take() {
+            Some((h, block)) if h == handle => {
+                // As a cache hit in `read_data_block_ahead`.
+                self.readahead.last = Some(handle);
+                block
+            }
+            _ => {
+                let cache_use = if self.fill_cache {
+                    CacheUse::Fill
+                } else {
+                    CacheUse::NoFill
+                };
+                self.table
+                    .read_data_block_ahead(handle, cache_use, &mut self.readahead)?
+            }
         };
-        let block = self
-            .table
-            .read_data_block_ahead(handle, cache_use, &mut self.readahead)?;
         match &mut self.data_iter {
             Some(it) => it.reset(block),
             None => self.data_iter = Some(BlockIter::new(block)),
@@ -736,6 +750,7 @@ impl TableIterator {
             }
             self.index_iter.next()?;
             self.init_data_block()?;
+            self.look_ahead(true);
             if let Some(d) = &mut self.data_iter {
                 d.seek_to_first()?;
             }
@@ -751,11 +766,34 @@ impl TableIterator {
             }
             self.index_iter.prev()?;
             self.init_data_block()?;
+            self.look_ahead(false);
             if let Some(d) = &mut self.data_iter {
                 d.seek_to_last()?;
             }
         }
         Ok(())
+    }
+
+    /// A scan moved into the current block: looks up the next block in its direction in
+    /// the block cache and, if there, prefetches what the scan will read first of it
+    /// (see [`TableIterator::ahead`]). A seek does not look ahead: a point seek reads
+    /// one block, and a scan looks ahead from its second.
+    fn look_ahead(&mut self, forward: bool) {
+        self.ahead = None;
+        let Some((cache, id)) = &self.table.cache else {
+            return;
+        };
+        let Some(handle) = self
+            .index_iter
+            .peek_adjacent_value(forward)
+            .and_then(BlockHandle::decode)
+        else {
+            return;
+        };
+        if let Some(block) = cache.get_ahead(*id, handle.offset) {
+            block.prefetch(forward);
+            self.ahead = Some((handle, block));
+        }
     }
 
     /// Runs `f`; on error leaves the iterator invalid.

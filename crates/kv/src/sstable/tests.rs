@@ -1068,3 +1068,60 @@ fn a_one_off_scan_does_not_evict_blocks_point_reads_keep_hot() {
         "a hot block was evicted by the scan"
     );
 }
+
+/// A scan that crosses blocks looks the next one up in the cache ahead of time (both
+/// directions): with every other block cached, forward and backward scans, direction
+/// changes and seeks in the middle return every entry, each block is counted once as a
+/// hit or a miss, and a looked-ahead block that the cursor does not move to is not used.
+#[test]
+fn scans_look_ahead_across_cached_blocks() {
+    let fs = MemFs::new();
+    let entries = block_cache_table(&fs, "/a.sst", 3);
+    let cache = Arc::new(BlockCache::new(1 << 20));
+    let table = open_cached(&fs, "/a.sst", &cache).unwrap();
+    let blocks = table.properties().num_data_blocks;
+    // Point reads cache about every other block.
+    for i in (0..400).step_by(20) {
+        table.get(format!("key{i:05}").as_bytes(), 5).unwrap();
+    }
+    let s0 = cache.stats();
+    let mut it = table.iter();
+    assert_eq!(collect_forward(&mut it).unwrap(), entries);
+    let s1 = cache.stats();
+    assert_eq!((s1.hits + s1.misses) - (s0.hits + s0.misses), blocks);
+    assert!(s1.hits > s0.hits, "{s1:?}");
+    assert_eq!(collect_backward(&mut it).unwrap(), entries);
+    let s2 = cache.stats();
+    assert_eq!((s2.hits + s2.misses) - (s1.hits + s1.misses), blocks);
+
+    // Zig-zag walks with seeks, against the sorted entries.
+    let mut rng = Rng(7);
+    for _ in 0..20 {
+        let mut at = rng.below(entries.len() as u64) as usize;
+        it.seek(&entries[at].0).unwrap();
+        for _ in 0..300 {
+            if rng.below(3) == 0 {
+                it.prev().unwrap();
+                match at.checked_sub(1) {
+                    Some(i) => at = i,
+                    None => {
+                        assert!(!it.valid());
+                        break;
+                    }
+                }
+            } else {
+                it.next().unwrap();
+                at += 1;
+                if at == entries.len() {
+                    assert!(!it.valid());
+                    break;
+                }
+            }
+            assert!(it.valid());
+            assert_eq!(
+                (it.key(), it.value()),
+                (&entries[at].0[..], &entries[at].1[..])
+            );
+        }
+    }
+}
