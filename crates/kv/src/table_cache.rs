@@ -40,6 +40,8 @@ pub struct TableCacheStats {
     /// Bytes read from table files (blocks not found in the block cache), over the open
     /// tables.
     pub bytes_read: u64,
+    /// Open tables read through a memory mapping (`Options::mmap_reads`).
+    pub mapped_tables: u64,
 }
 
 /// A bounded cache of open tables of one database directory.
@@ -168,6 +170,7 @@ impl TableCache {
             st.bloom_useful += useful;
             st.bloom_false_positives += t.filter_false_positives();
             st.bytes_read += t.bytes_read();
+            st.mapped_tables += u64::from(t.is_mapped());
         }
         st
     }

@@ -130,6 +130,8 @@ fn flipped_table_bytes_are_detected_through_a_mapping() {
             }
         }
         assert!(errors > 0, "flip at {offset} not detected by gets");
+        // Detected through the mapping, not through the fallback to reads.
+        assert!(db.stats().table_cache.mapped_tables > 0);
         let scan_error = db.scan::<&[u8]>(..).find_map(|item| item.err());
         expect_corruption_naming(scan_error.expect("scan detects the flip"), ".sst");
         db.abandon();

@@ -97,6 +97,7 @@ fn point_seeks_agree_with_btreemap_across_levels() {
     let fs = MemFs::new();
     let db = Db::open(Path::new("/db"), common::small_options(&fs)).expect("open");
     seeks_agree_with_btreemap(&db);
+    assert_eq!(db.stats().table_cache.mapped_tables, 0);
 }
 
 /// The same on disk, tables read through a memory mapping (`Options::mmap_reads`): blocks
@@ -115,6 +116,8 @@ fn point_seeks_and_gets_agree_with_btreemap_through_mapped_tables() {
     opts.table.block_size = 512;
     let db = Db::open(dir.path().join("db"), opts).expect("open");
     seeks_agree_with_btreemap(&db);
+    // The reads above went through mappings, not the fallback to reads.
+    assert!(db.stats().table_cache.mapped_tables > 0);
 }
 
 fn seeks_agree_with_btreemap(db: &Db) {

@@ -171,6 +171,12 @@ impl Table {
         })
     }
 
+    /// True if point reads and seeks slice this table's blocks from a memory mapping
+    /// (`Options::mmap_reads`, where the file system maps files).
+    pub fn is_mapped(&self) -> bool {
+        self.map.is_some()
+    }
+
     /// Bytes read from the file so far: the footer, index, filter and properties blocks at
     /// open, then every data block read from the file (with its trailer; a block an
     /// iterator takes from its readahead window counts as read then). Block cache hits
