@@ -589,7 +589,7 @@ impl Inner {
 impl Bitcask {
     /// Opens (or, with `create_if_missing`, creates) the store in `dir`: takes the `LOCK`
     /// file, finishes an interrupted merge, rebuilds the keydir (hint files, else scans),
-    /// starts a new active file, the background (merge) thread and the sync thread.
+    /// starts a new active file and the background thread.
     pub fn open(dir: impl AsRef<Path>, opts: BitcaskOptions) -> Result<Bitcask> {
         let dir = dir.as_ref().to_path_buf();
         let fs = opts.fs.clone();
