@@ -177,10 +177,7 @@ impl KeyMap {
         if self.old.is_empty() {
             return;
         }
-        let end = self
-            .cursor
-            .saturating_add(buckets)
-            .min(self.old.num_buckets());
+        let end = self.cursor.saturating_add(buckets).min(self.old.num_buckets());
         let hasher = slot_hasher(self.seed);
         for i in self.cursor..end {
             if let Ok(e) = self.old.get_bucket_entry(i) {
@@ -501,13 +498,7 @@ mod tests {
         assert!(k.apply(b"b", KeydirEntry::new(4, 54, 22, 8, true)));
         assert!(k.map.get(b"b").is_none());
         assert_eq!((k.tombstones, k.key_bytes), (0, 0));
-        assert_eq!(
-            k.stats[&4],
-            FileStat {
-                total: 52,
-                dead: 30
-            }
-        );
+        assert_eq!(k.stats[&4], FileStat { total: 52, dead: 30 });
     }
 
     /// The table against a `HashMap` model: inserts, overwrites, deletes of short and long
@@ -542,10 +533,7 @@ mod tests {
                 n += 1;
             }
             assert_eq!(n, model.len());
-            assert_eq!(
-                k.key_bytes,
-                model.keys().map(|k| k.len() as u64).sum::<u64>()
-            );
+            assert_eq!(k.key_bytes, model.keys().map(|k| k.len() as u64).sum::<u64>());
             assert_eq!(
                 k.tombstones,
                 model.values().filter(|e| e.is_tombstone()).count() as u64
@@ -593,10 +581,7 @@ mod tests {
             }
         }
         check(&k, &model);
-        assert!(
-            k.map.capacity() < 4 * model.len().max(8192),
-            "the table did not shrink"
-        );
+        assert!(k.map.capacity() < 4 * model.len().max(8192), "the table did not shrink");
         for i in 0..100_000u64 {
             let r = next();
             apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(10), false);

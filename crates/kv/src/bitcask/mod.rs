@@ -54,7 +54,7 @@ pub use recovery::RecoveryReport;
 
 use crate::batch::{BatchEntry, WriteBatch};
 use crate::error::{Error, IoContext, Result};
-use crate::fs::{BackgroundSync, FileLock, FileSystem, WritableFile};
+use crate::fs::{FileLock, FileSystem, WritableFile};
 use crate::options::WriteOptions;
 use datafile::DataFile;
 use format::{
@@ -68,9 +68,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Flushed bytes of the active file after which the sync thread fdatasyncs it.
-const BACKGROUND_SYNC_BYTES: u64 = 8 << 20;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -129,8 +126,6 @@ struct Writer {
     /// An append to the active file failed on a full disk after this many good bytes: the
     /// file may end in a partial record, so nothing more is appended to it.
     torn_from: Option<u64>,
-    /// `active_len` when the sync thread was last asked to sync the active file.
-    sync_asked_at: u64,
     /// The encoding buffer, kept between writes (spares an allocation per write).
     buf: Vec<u8>,
 }
@@ -165,9 +160,6 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
     bg_mutex: Mutex<()>,
     bg_cv: Condvar,
-    /// A request to fdatasync the active file's flushed bytes, for the sync thread.
-    sync_request: Mutex<Option<Box<dyn BackgroundSync>>>,
-    sync_cv: Condvar,
     read_only: Mutex<Option<String>>,
     /// Set while writes fail on a full disk (recoverable, unlike `read_only`).
     no_space: Mutex<Option<String>>,
@@ -184,7 +176,6 @@ pub(crate) struct Inner {
 pub struct Bitcask {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    sync_thread: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
 }
 
@@ -316,51 +307,8 @@ impl Inner {
         w.active = Some(f);
         w.active_id = id;
         w.active_len = FILE_HEADER_SIZE as u64;
-        w.sync_asked_at = w.active_len;
         w.dirty = false;
         Ok(())
-    }
-
-    /// Asks the sync thread to fdatasync the active file every [`BACKGROUND_SYNC_BYTES`],
-    /// so that the fsync at roll-over (under the writer lock) finds little left to write
-    /// instead of stalling writes on a whole file of dirty pages.
-    fn ask_background_sync(&self, w: &mut Writer) {
-        if w.active_len - w.sync_asked_at < BACKGROUND_SYNC_BYTES
-            || self.opts.sync == SyncPolicy::Always
-        {
-            return;
-        }
-        w.sync_asked_at = w.active_len;
-        if let Some(s) = w.active.as_ref().and_then(|f| f.background_syncer()) {
-            *lock(&self.sync_request) = Some(s);
-            self.sync_cv.notify_one();
-        }
-    }
-
-    /// The sync thread: serves [`Inner::ask_background_sync`] until shutdown.
-    fn sync_loop(self: Arc<Self>) {
-        loop {
-            let req = {
-                let mut g = lock(&self.sync_request);
-                loop {
-                    if self.shutting_down.load(Ordering::Acquire) {
-                        return;
-                    }
-                    if let Some(r) = g.take() {
-                        break r;
-                    }
-                    g = self.sync_cv.wait(g).unwrap_or_else(|e| e.into_inner());
-                }
-            };
-            let r = req
-                .sync()
-                .context(|| format!("syncing the active data file of {}", self.dir.display()));
-            if let Err(e) = r {
-                // After a failed fsync the kernel may have dropped the dirty pages: a later
-                // fsync could succeed without them, so stop as a failed roll-over sync does.
-                self.set_read_only(&e);
-            }
-        }
     }
 
     /// Appends `entries` (key, value or `None` for a delete) as one atomic group.
@@ -434,7 +382,6 @@ impl Inner {
         w.active_len += buf.len() as u64;
         w.next_seq += entries.len() as u64;
         w.dirty = true;
-        self.ask_background_sync(&mut w);
         let appended = buf.len() as u64;
         // Keep a small buffer for the next write; let a large batch's go.
         if buf.capacity() <= 64 << 10 {
@@ -624,7 +571,6 @@ impl Bitcask {
                 last_sync: Instant::now(),
                 closed: false,
                 torn_from: None,
-                sync_asked_at: 0,
                 buf: Vec::new(),
             }),
             next_file_id: AtomicU32::new(rec.next_file_id),
@@ -633,8 +579,6 @@ impl Bitcask {
             shutting_down: AtomicBool::new(false),
             bg_mutex: Mutex::new(()),
             bg_cv: Condvar::new(),
-            sync_request: Mutex::new(None),
-            sync_cv: Condvar::new(),
             read_only: Mutex::new(None),
             no_space: Mutex::new(None),
             last_merge_error: Mutex::new(None),
@@ -651,28 +595,9 @@ impl Bitcask {
             .name("bitcask-merge".into())
             .spawn(move || bg.background())
             .context(|| "spawning the merge thread".to_string())?;
-        let si = inner.clone();
-        let sync_thread = std::thread::Builder::new()
-            .name("bitcask-sync".into())
-            .spawn(move || si.sync_loop())
-            .context(|| "spawning the sync thread".to_string());
-        let sync_thread = match sync_thread {
-            Ok(t) => t,
-            Err(e) => {
-                let b = Bitcask {
-                    inner,
-                    thread: Mutex::new(Some(thread)),
-                    sync_thread: Mutex::new(None),
-                    report: rec.report,
-                };
-                let _ = b.shutdown(false);
-                return Err(e);
-            }
-        };
         Ok(Bitcask {
             inner,
             thread: Mutex::new(Some(thread)),
-            sync_thread: Mutex::new(Some(sync_thread)),
             report: rec.report,
         })
     }
@@ -818,13 +743,6 @@ impl Bitcask {
         self.inner.bg_cv.notify_all();
         if t.join().is_err() {
             tracing::error!("bitcask merge thread panicked");
-        }
-        if let Some(t) = lock(&self.sync_thread).take() {
-            drop(lock(&self.inner.sync_request));
-            self.inner.sync_cv.notify_all();
-            if t.join().is_err() {
-                tracing::error!("bitcask sync thread panicked");
-            }
         }
         let mut w = lock(&self.inner.writer);
         let r = if sync && lock(&self.inner.read_only).is_none() {
