@@ -519,6 +519,16 @@ impl BlockIter {
         let at = *block.restarts.get(i)? as usize;
         let (shared, non_shared, value_len, hdr) = block.decode_header(at).ok()?;
         let start = at + hdr + non_shared;
+        // Adjacent entries only: with a restart interval above 1 the next restart point is
+        // several entries away, and an entry before the current one ends where it starts.
+        let adjacent = if forward {
+            at == self.next_offset
+        } else {
+            start + value_len == self.current
+        };
+        if !adjacent {
+            return None;
+        }
         (shared == 0)
             .then(|| block.data.get(start..start + value_len))
             .flatten()
@@ -930,12 +940,22 @@ mod tests {
                 it.next().unwrap();
             }
             assert_eq!(it.peek_adjacent_value(true), None);
-            // Entries between restart points: no peeking.
+            // Entries between restart points: no peeking; nor from a restart point whose
+            // neighbouring restart point is entries away (interval 4).
             let mut it = BlockIter::new(build(&entries, 4));
             it.seek_to_first().unwrap();
             if n > 1 {
                 it.next().unwrap();
                 assert_eq!(it.peek_adjacent_value(true), None);
+            }
+            it.seek_to_first().unwrap();
+            assert_eq!(it.peek_adjacent_value(true), None);
+            if n > 4 {
+                for _ in 0..4 {
+                    it.next().unwrap();
+                }
+                assert_eq!(it.peek_adjacent_value(true), None);
+                assert_eq!(it.peek_adjacent_value(false), None);
             }
         }
     }
