@@ -10,11 +10,11 @@
 //! hashed with seeded XXH3 (the seed is random per process, so crafted keys cannot aim at
 //! one bucket).
 //!
-//! Tombstones are not kept at run time: a delete removes the key. A tombstone record on
-//! disk still shadows older records of its key until a merge of every immutable file drops
-//! it, so a merge keeps every tombstone record whose key is absent (see [`super::merge`]).
-//! Recovery, which applies records out of sequence order, holds tombstones while it runs
-//! ([`Keydir::for_recovery`]) and drops them at the end ([`Keydir::finish_recovery`]).
+//! A delete leaves a tombstone entry: it is the latest record of its key, so a later put
+//! marks it dead (and a merge drops it once dead), and recovery, which applies records out
+//! of sequence order, lets it beat an older put read later. A merge of every immutable file
+//! drops the live tombstones too (nothing older can survive it) and removes their entries
+//! ([`Keydir::remove_if`]).
 
 use super::datafile::DataFile;
 use hashbrown::HashTable;
@@ -177,7 +177,10 @@ impl KeyMap {
         if self.old.is_empty() {
             return;
         }
-        let end = self.cursor.saturating_add(buckets).min(self.old.num_buckets());
+        let end = self
+            .cursor
+            .saturating_add(buckets)
+            .min(self.old.num_buckets());
         let hasher = slot_hasher(self.seed);
         for i in self.cursor..end {
             if let Ok(e) = self.old.get_bucket_entry(i) {
@@ -271,21 +274,6 @@ impl KeyMap {
         self.table.reserve(additional, slot_hasher(self.seed));
     }
 
-    /// Keeps the entries `f` says to keep, then gives unused room back.
-    fn retain_and_shrink(&mut self, mut f: impl FnMut(&[u8], &KeydirEntry) -> bool) {
-        self.finish_resize();
-        let mut freed = 0;
-        self.table.retain(|s| {
-            let keep = f(s.key.as_slice(), &s.entry);
-            if !keep {
-                freed += s.key.heap_bytes();
-            }
-            keep
-        });
-        self.heap_key_bytes -= freed;
-        self.table.shrink_to_fit(slot_hasher(self.seed));
-    }
-
     /// Keys in the map.
     pub fn len(&self) -> usize {
         self.table.len() + self.old.len()
@@ -352,38 +340,21 @@ pub struct Keydir {
     pub stats: BTreeMap<u32, FileStat>,
     /// Sum of key lengths in `map`.
     pub key_bytes: u64,
-    /// Entries of `map` that are tombstones (only while recovery runs).
+    /// Entries of `map` that are tombstones.
     pub tombstones: u64,
-    /// Keep tombstones as entries (recovery); at run time a delete removes its key.
-    hold_tombstones: bool,
 }
 
 impl Keydir {
-    /// An empty keydir for recovery: records may come in any sequence order, so a
-    /// tombstone stays as an entry until [`Keydir::finish_recovery`].
-    pub fn for_recovery() -> Keydir {
-        Keydir {
-            hold_tombstones: true,
-            ..Keydir::default()
+    /// Removes `key`'s entry if it is still the record `e` (a tombstone a merge of every
+    /// immutable file dropped; a newer write keeps its entry).
+    pub fn remove_if(&mut self, key: &[u8], e: &KeydirEntry) {
+        self.map.step();
+        if self.map.get(key).is_some_and(|cur| cur.same_location(e)) {
+            if let Some(old) = self.map.remove(key) {
+                self.key_bytes -= key.len() as u64;
+                self.tombstones -= old.is_tombstone() as u64;
+            }
         }
-    }
-
-    /// Ends recovery: drops the tombstone entries (their records stay on disk, counted
-    /// live, until a merge of every immutable file).
-    pub fn finish_recovery(&mut self) {
-        if self.tombstones > 0 {
-            let mut freed = 0u64;
-            // The table was sized for every key and tombstone: give the room back.
-            self.map.retain_and_shrink(|k, e| {
-                if e.is_tombstone() {
-                    freed += k.len() as u64;
-                }
-                !e.is_tombstone()
-            });
-            self.key_bytes -= freed;
-            self.tombstones = 0;
-        }
-        self.hold_tombstones = false;
     }
 
     /// Counts `size` record bytes in `file_id`.
@@ -404,11 +375,8 @@ impl Keydir {
     /// Applies a record (already counted with [`Keydir::add_bytes`]): it becomes the
     /// latest for `key` unless the keydir holds a record with a higher or equal sequence
     /// number, in which case it is counted dead. Returns true if it became the latest.
-    /// At run time a tombstone removes the key (its record bytes stay live: the record
-    /// still shadows older ones on disk).
     pub fn apply(&mut self, key: &[u8], e: KeydirEntry) -> bool {
         self.map.step();
-        let drop_key = e.is_tombstone() && !self.hold_tombstones;
         match self.map.get_mut(key) {
             Some(old) if old.seq >= e.seq => {
                 self.mark_dead(&e);
@@ -416,23 +384,16 @@ impl Keydir {
             }
             Some(old) => {
                 let prev = *old;
-                if drop_key {
-                    self.map.remove(key);
-                    self.key_bytes -= key.len() as u64;
-                } else {
-                    *old = e;
-                    self.tombstones += e.is_tombstone() as u64;
-                }
+                *old = e;
+                self.tombstones += e.is_tombstone() as u64;
                 self.tombstones -= prev.is_tombstone() as u64;
                 self.mark_dead(&prev);
                 true
             }
             None => {
-                if !drop_key {
-                    self.map.insert_new(key, e);
-                    self.key_bytes += key.len() as u64;
-                    self.tombstones += e.is_tombstone() as u64;
-                }
+                self.map.insert_new(key, e);
+                self.key_bytes += key.len() as u64;
+                self.tombstones += e.is_tombstone() as u64;
                 true
             }
         }
@@ -476,37 +437,41 @@ mod tests {
 
     #[test]
     fn highest_seq_wins_and_dead_bytes_counted() {
-        let mut k = Keydir::for_recovery();
+        let mut k = Keydir::default();
         k.add_bytes(1, 30, false);
         assert!(k.apply(b"a", KeydirEntry::new(1, 24, 30, 5, false)));
         k.add_bytes(2, 30, false);
         assert!(!k.apply(b"a", KeydirEntry::new(2, 24, 30, 4, false)));
         k.add_bytes(2, 22, false);
-        assert!(k.apply(b"a", KeydirEntry::new(2, 54, 22, 6, true)));
+        let tomb = KeydirEntry::new(2, 54, 22, 6, true);
+        assert!(k.apply(b"a", tomb));
         assert_eq!(k.stats[&1].dead, 30);
         assert_eq!(k.stats[&2].dead, 30);
         assert_eq!(k.live_keys(), 0);
         assert_eq!(k.tombstones, 1);
         // An older put after the tombstone (another file, read later) must lose.
         assert!(!k.apply(b"a", KeydirEntry::new(3, 24, 30, 3, false)));
-        k.finish_recovery();
-        assert_eq!((k.map.len(), k.tombstones, k.key_bytes), (0, 0, 0));
-        // At run time a delete removes the key.
+        // A put after a delete makes the tombstone dead, so merges can reclaim it.
         k.add_bytes(4, 30, false);
-        assert!(k.apply(b"b", KeydirEntry::new(4, 24, 30, 7, false)));
+        assert!(k.apply(b"a", KeydirEntry::new(4, 24, 30, 7, false)));
+        assert_eq!(k.stats[&2].dead, 52);
+        assert_eq!((k.tombstones, k.live_keys()), (0, 1));
+        // A merge of every file drops a live tombstone: its entry goes, unless rewritten.
         k.add_bytes(4, 22, false);
-        assert!(k.apply(b"b", KeydirEntry::new(4, 54, 22, 8, true)));
-        assert!(k.map.get(b"b").is_none());
-        assert_eq!((k.tombstones, k.key_bytes), (0, 0));
-        assert_eq!(k.stats[&4], FileStat { total: 52, dead: 30 });
+        let tomb = KeydirEntry::new(4, 54, 22, 8, true);
+        assert!(k.apply(b"a", tomb));
+        k.remove_if(b"a", &KeydirEntry::new(2, 54, 22, 6, true));
+        assert_eq!(k.map.len(), 1, "an older record's removal leaves the entry");
+        k.remove_if(b"a", &tomb);
+        assert_eq!((k.map.len(), k.tombstones, k.key_bytes), (0, 0, 0));
     }
 
     /// The table against a `HashMap` model: inserts, overwrites, deletes of short and long
-    /// keys through incremental grows (checked while under way), a recovery purge, then
-    /// deletes that shrink the table, and inserts again.
+    /// keys through incremental grows (checked while under way), then tombstones removed
+    /// (as a merge of every file does) until the table shrinks, and inserts again.
     #[test]
     fn keydir_matches_a_hashmap_model() {
-        let mut k = Keydir::for_recovery();
+        let mut k = Keydir::default();
         let mut model: HashMap<Vec<u8>, KeydirEntry> = HashMap::new();
         let mut rng = 0x1234_5678_9abc_def0u64;
         let mut next = move || {
@@ -533,7 +498,10 @@ mod tests {
                 n += 1;
             }
             assert_eq!(n, model.len());
-            assert_eq!(k.key_bytes, model.keys().map(|k| k.len() as u64).sum::<u64>());
+            assert_eq!(
+                k.key_bytes,
+                model.keys().map(|k| k.len() as u64).sum::<u64>()
+            );
             assert_eq!(
                 k.tombstones,
                 model.values().filter(|e| e.is_tombstone()).count() as u64
@@ -543,48 +511,52 @@ mod tests {
         };
         let mut seq = 0u64;
         let mut resizes_seen = 0;
-        let mut apply = |k: &mut Keydir,
-                         model: &mut HashMap<Vec<u8>, KeydirEntry>,
-                         id: u64,
-                         tomb: bool,
-                         hold: bool| {
-            seq += 1;
-            let kk = key(id);
-            let e = KeydirEntry::new(1, seq, 10, seq, tomb);
-            k.apply(&kk, e);
-            if tomb && !hold {
-                model.remove(&kk);
-            } else {
+        let mut apply =
+            |k: &mut Keydir, model: &mut HashMap<Vec<u8>, KeydirEntry>, id: u64, tomb: bool| {
+                seq += 1;
+                let kk = key(id);
+                let e = KeydirEntry::new(1, seq, 10, seq, tomb);
+                k.apply(&kk, e);
                 model.insert(kk, e);
-            }
-        };
-        // Recovery: grows from empty to ~40k keys, a fifth of them tombstones.
+            };
+        // Grows from empty to ~40k keys, a fifth of them tombstones.
         for i in 0..120_000u64 {
             let r = next();
-            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(5), true);
+            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(5));
             if k.map.resizing() && i.is_multiple_of(97) {
                 resizes_seen += 1;
                 check(&k, &model);
             }
         }
         check(&k, &model);
-        k.finish_recovery();
-        model.retain(|_, e| !e.is_tombstone());
-        check(&k, &model);
-        // Run time: mostly deletes, down to a few keys (the table shrinks), then inserts.
-        for i in 0..150_000u64 {
+        // Mostly deletes, then a merge of every file drops the tombstones: down to a few
+        // keys (the table shrinks, checked while under way), then inserts.
+        for _ in 0..150_000u64 {
             let r = next();
-            apply(&mut k, &mut model, r % 40_000, !r.is_multiple_of(10), false);
-            if k.map.resizing() && i.is_multiple_of(97) {
+            apply(&mut k, &mut model, r % 40_000, !r.is_multiple_of(10));
+        }
+        check(&k, &model);
+        let tombs: Vec<(Vec<u8>, KeydirEntry)> = model
+            .iter()
+            .filter(|(_, e)| e.is_tombstone())
+            .map(|(k, e)| (k.clone(), *e))
+            .collect();
+        for (i, (key, e)) in tombs.iter().enumerate() {
+            k.remove_if(key, e);
+            model.remove(key);
+            if k.map.resizing() && i % 97 == 0 {
                 resizes_seen += 1;
                 check(&k, &model);
             }
         }
         check(&k, &model);
-        assert!(k.map.capacity() < 4 * model.len().max(8192), "the table did not shrink");
+        assert!(
+            k.map.capacity() < 4 * model.len().max(8192),
+            "the table did not shrink"
+        );
         for i in 0..100_000u64 {
             let r = next();
-            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(10), false);
+            apply(&mut k, &mut model, r % 40_000, r.is_multiple_of(10));
             if k.map.resizing() && i.is_multiple_of(97) {
                 resizes_seen += 1;
                 check(&k, &model);

@@ -4,10 +4,9 @@
 //! 1. Under the writer lock and the keydir read lock: the active file id and the
 //!    immutable files; select those passing the [`super::MergeTrigger`] thresholds (all of
 //!    them for an explicit merge).
-//! 2. Scan each selected file; a record is live if the keydir still points at it, and a
-//!    tombstone record if its key is absent (the keydir keeps no tombstones: the record
-//!    may still shadow an older one in a file this merge does not cover). Live records
-//!    are copied verbatim (same sequence number) into `NNNNNN.data.tmp` outputs (fresh
+//! 2. Scan each selected file; a record is live if the keydir still points at it (a
+//!    tombstone too: the keydir keeps a deleted key's tombstone as its latest record, so a
+//!    later write makes it dead). Live records are copied verbatim (same sequence number) into `NNNNNN.data.tmp` outputs (fresh
 //!    ids, rolled at `max_file_size`) and a hint entry is added to `NNNNNN.hint.tmp`.
 //!    Tombstones are kept unless the merge covers every immutable file (no older record of
 //!    the key can survive it), in which case they are dropped.
@@ -16,10 +15,11 @@
 //!    A crash before the commit leaves duplicates (equal sequence numbers, harmless); after
 //!    it, recovery deletes the replaced files.
 //! 4. Under the keydir write lock: the outputs join the file set; entries still pointing
-//!    at a copied record are repointed, in chunks of [`REPOINT_CHUNK`] (the lock is let go
-//!    between chunks, so a merge of millions of keys does not stall writers and readers:
-//!    both the old and the new file are in the set meanwhile); then the replaced files
-//!    leave the set and are deleted when the last reader holding them lets go.
+//!    at a copied record are repointed and entries still pointing at a dropped tombstone
+//!    are removed, in chunks of [`REPOINT_CHUNK`] (the lock is let go between chunks, so a
+//!    merge of millions of keys does not stall writers and readers: both the old and the
+//!    new file are in the set meanwhile); then the replaced files leave the set and are
+//!    deleted when the last reader holding them lets go.
 //!
 //! Readers are never blocked except for the instants of step 4, and a reader always finds
 //! the file its entry names: entry and file are taken under the same lock.
@@ -136,7 +136,7 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
     }
     let mut tmps = Vec::new();
     let r = write_outputs(inner, &inputs, all, &mut tmps);
-    let (outputs, moved, bytes_read, bytes_written) = match r {
+    let (outputs, moved, dropped, bytes_read, bytes_written) = match r {
         Ok(Some(x)) => x,
         other => {
             for t in &tmps {
@@ -197,11 +197,15 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
                     *e = m.new;
                     true
                 }
-                Some(_) => false,
-                // A tombstone whose key was not written since still shadows older records.
-                None => m.new.is_tombstone(),
+                _ => false,
             };
             idx.add_bytes(m.new.file_id, m.new.size() as u64, !live);
+        }
+    }
+    for chunk in dropped.chunks(REPOINT_CHUNK) {
+        let mut idx = inner.write_index();
+        for (key, e) in chunk {
+            idx.remove_if(key, e);
         }
     }
     {
@@ -226,7 +230,9 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
     Ok(true)
 }
 
-type Written = (Vec<u32>, Vec<Moved>, u64, u64);
+/// Outputs, moved records, dropped tombstones (key and old location), bytes read and
+/// written.
+type Written = (Vec<u32>, Vec<Moved>, Vec<(Vec<u8>, KeydirEntry)>, u64, u64);
 
 fn write_outputs(
     inner: &Arc<Inner>,
@@ -236,6 +242,7 @@ fn write_outputs(
 ) -> Result<Option<Written>> {
     let mut outputs = Vec::new();
     let mut moved = Vec::new();
+    let mut dropped = Vec::new();
     let mut cur: Option<Output> = None;
     let (mut read, mut written) = (0u64, 0u64);
     for f in inputs {
@@ -260,11 +267,16 @@ fn write_outputs(
         read += len;
         let out = scan(f, len, false, inner.opts.corruption, |r| {
             let here = KeydirEntry::new(f.id, r.offset, r.size, r.seq, r.tombstone);
-            let live = match inner.read_index().map.get(r.key) {
-                Some(e) => e.same_location(&here),
-                None => r.tombstone,
-            };
-            if !live || (r.tombstone && all) {
+            let live = inner
+                .read_index()
+                .map
+                .get(r.key)
+                .is_some_and(|e| e.same_location(&here));
+            if !live {
+                return Ok(());
+            }
+            if r.tombstone && all {
+                dropped.push((r.key.to_vec(), here));
                 return Ok(());
             }
             if let Some(o) = cur.as_ref() {
@@ -313,5 +325,5 @@ fn write_outputs(
         outputs.push(id);
         written += n;
     }
-    Ok(Some((outputs, moved, read, written)))
+    Ok(Some((outputs, moved, dropped, read, written)))
 }

@@ -9,7 +9,7 @@
 //!   number of its latest record: a `get` is one hash lookup and one positioned read
 //!   (checksum and key verified). 56 to 112 bytes per key for keys of up to 22 bytes,
 //!   which are stored inline (see [`keydir`] and [`BitcaskStats::keydir_bytes_per_key`]);
-//!   deleted keys take no memory.
+//!   a deleted key keeps its entry (the tombstone) until a merge of every immutable file.
 //! * **Merge** ([`merge`]) rewrites immutable files keeping only the latest records, writes
 //!   a **hint file** beside each output, and swaps them in atomically; it runs in a
 //!   background thread when files pass the [`MergeTrigger`] thresholds, or on
@@ -78,8 +78,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct BitcaskStats {
     /// Live keys.
     pub keys: u64,
-    /// Tombstone entries in the keydir: always 0 on an open store (a delete removes its
-    /// key; the tombstone record stays on disk until a merge of every immutable file).
+    /// Tombstones still in the keydir (dropped by a merge of every immutable file).
     pub tombstones: u64,
     /// Data files.
     pub files: u64,

@@ -126,7 +126,7 @@ pub(crate) fn recover(dir: &Path, opts: &BitcaskOptions) -> Result<Recovered> {
         files.push((df, len, kind));
     }
 
-    let mut keydir = Keydir::for_recovery();
+    let mut keydir = Keydir::default();
     let mut max_seq = 0u64;
     // The file that holds the highest sequence number, for the error if it is the last one.
     let mut max_seq_file = String::new();
@@ -219,7 +219,6 @@ pub(crate) fn recover(dir: &Path, opts: &BitcaskOptions) -> Result<Recovered> {
             max_seq_file = name;
         }
     }
-    keydir.finish_recovery();
     // Both maxima come from disk (a record or hint, a file name): a store that cannot
     // number its next write or file is refused rather than wrapped around.
     let next_seq = max_seq.checked_add(1).ok_or_else(|| {
