@@ -509,31 +509,35 @@ fn prefetch_value(v: &[u8]) {
     prefetch_slice(&v[..v.len().min(PREFETCH_VALUE_MAX)]);
 }
 
-/// First pass of a refill: copies `k` into `data`, remembers where its value is.
-#[inline]
-fn push_key(
+/// A refill: copies `entries` into `data` in two passes, the keys (inline in the B-tree's
+/// nodes, read in order) while prefetching each value, then the values. The values sit in
+/// the arena in write order, so in key order each is a miss to DRAM; prefetched together
+/// they overlap (copied one by one, a scan waited for each: ~2/3 of a memtable scan).
+fn copy_batch<'a>(
     data: &mut Vec<u8>,
     spans: &mut Vec<Span>,
     values: &mut Vec<ValueRef>,
-    k: &[u8],
-    v: ValueRef,
+    entries: impl Iterator<Item = Entry<'a>>,
+    arena: &ValueArena,
 ) {
-    let key_start = data.len();
-    data.extend_from_slice(k);
-    spans.push(Span {
-        key_start,
-        key_end: data.len(),
-        value_start: 0,
-        value_end: 0,
-    });
-    values.push(v);
-}
-
-/// Second pass of a refill: copies the values after the keys.
-fn copy_values(data: &mut Vec<u8>, spans: &mut [Span], values: &[ValueRef], arena: &ValueArena) {
+    data.clear();
+    spans.clear();
+    values.clear();
+    for (k, v) in entries {
+        prefetch_value(arena.get(*v));
+        let key_start = data.len();
+        data.extend_from_slice(k.as_slice());
+        spans.push(Span {
+            key_start,
+            key_end: data.len(),
+            value_start: 0,
+            value_end: 0,
+        });
+        values.push(*v);
+    }
     // One exact allocation for a point seek's single entry (growing twice otherwise).
     data.reserve(values.iter().map(|v| v.len).sum());
-    for (s, v) in spans.iter_mut().zip(values) {
+    for (s, v) in spans.iter_mut().zip(values.iter()) {
         s.value_start = data.len();
         data.extend_from_slice(arena.get(*v));
         s.value_end = data.len();
@@ -559,49 +563,33 @@ pub struct MemtableIterator {
 }
 
 impl MemtableIterator {
-    // A refill copies in two passes: the keys (inline in the B-tree's nodes, read in
-    // order) while prefetching each value, then the values. The values sit in the arena
-    // in write order, so in key order each is a miss to DRAM; prefetched together they
-    // overlap (copied one by one, a scan waited for each: ~2/3 of a memtable scan).
     fn fill_forward(&mut self, from: Bound<&MemKey>) {
-        self.data.clear();
-        self.spans.clear();
-        self.values.clear();
         let map = self.mem.read_map();
-        for (k, v) in map.range_from(from).take(self.batch) {
-            prefetch_value(map.arena.get(*v));
-            push_key(
-                &mut self.data,
-                &mut self.spans,
-                &mut self.values,
-                k.as_slice(),
-                *v,
-            );
-        }
-        copy_values(&mut self.data, &mut self.spans, &self.values, &map.arena);
+        let entries = map.range_from(from).take(self.batch);
+        copy_batch(
+            &mut self.data,
+            &mut self.spans,
+            &mut self.values,
+            entries,
+            &map.arena,
+        );
         drop(map);
         self.idx = 0;
         self.valid = !self.spans.is_empty();
     }
 
     fn fill_backward(&mut self, to: Bound<&MemKey>) {
-        self.data.clear();
-        self.spans.clear();
-        self.values.clear();
         let map = self.mem.read_map();
         // Copied last key first; the spans are then put back in key order (the bytes
         // need not be).
-        for (k, v) in map.range_to_rev(to).take(self.batch) {
-            prefetch_value(map.arena.get(*v));
-            push_key(
-                &mut self.data,
-                &mut self.spans,
-                &mut self.values,
-                k.as_slice(),
-                *v,
-            );
-        }
-        copy_values(&mut self.data, &mut self.spans, &self.values, &map.arena);
+        let entries = map.range_to_rev(to).take(self.batch);
+        copy_batch(
+            &mut self.data,
+            &mut self.spans,
+            &mut self.values,
+            entries,
+            &map.arena,
+        );
         drop(map);
         self.spans.reverse();
         self.idx = self.spans.len().saturating_sub(1);

@@ -26,19 +26,6 @@ fn table_bytes(fs: &MemFs) -> u64 {
         .sum()
 }
 
-fn value(round: u32, k: u32) -> Vec<u8> {
-    // Incompressible-ish bytes so that sizes measure the engine, not the compressor.
-    let mut x = (round as u64) << 32 | k as u64 | 1;
-    (0..100)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn overwrites_and_deletes_are_compacted_away() {
     let dir = Path::new("/db");
@@ -55,7 +42,7 @@ fn overwrites_and_deletes_are_compacted_away() {
                 db.delete(&key).expect("delete");
                 model.remove(key.as_bytes());
             } else {
-                let v = value(round, k);
+                let v = common::noise_value(round, k);
                 db.put(&key, &v).expect("put");
                 model.insert(key.into_bytes(), v);
             }
@@ -165,7 +152,8 @@ fn sequential_load_moves_disjoint_tables_down_without_rewriting() {
     let db = Db::open(dir, options(&fs)).expect("open");
     const KEYS: u32 = 20_000;
     for k in 0..KEYS {
-        db.put(format!("key{k:08}"), value(0, k)).expect("put");
+        db.put(format!("key{k:08}"), common::noise_value(0, k))
+            .expect("put");
     }
     db.flush().expect("flush");
     // Let compaction catch up: wait until L0 is below its trigger.
@@ -184,7 +172,7 @@ fn sequential_load_moves_disjoint_tables_down_without_rewriting() {
     );
     for k in (0..KEYS).step_by(97) {
         let v = db.get(format!("key{k:08}")).expect("get");
-        assert_eq!(v, Some(value(0, k)), "key {k}");
+        assert_eq!(v, Some(common::noise_value(0, k)), "key {k}");
     }
     let n = db.scan::<&[u8]>(..).count();
     assert_eq!(n, KEYS as usize);
@@ -204,7 +192,8 @@ fn a_table_of_tombstones_is_compacted_down_without_waiting_for_l0_to_fill() {
     let db = Db::open(dir, o).expect("open");
     const KEYS: u32 = 40_000;
     for k in 0..KEYS {
-        db.put(format!("key{k:08}"), value(0, k)).expect("put");
+        db.put(format!("key{k:08}"), common::noise_value(0, k))
+            .expect("put");
     }
     db.flush().expect("flush");
     db.compact_range::<&[u8]>(..).expect("compact");
@@ -238,5 +227,8 @@ fn a_table_of_tombstones_is_compacted_down_without_waiting_for_l0_to_fill() {
     );
     assert_eq!(db.scan::<&[u8]>(..).count(), (KEYS / 4) as usize);
     assert_eq!(db.get("key00000001").expect("get"), None);
-    assert_eq!(db.get("key00000004").expect("get"), Some(value(0, 4)));
+    assert_eq!(
+        db.get("key00000004").expect("get"),
+        Some(common::noise_value(0, 4))
+    );
 }

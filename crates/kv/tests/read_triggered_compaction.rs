@@ -24,18 +24,6 @@ fn key(k: u32) -> String {
     format!("key{k:08}")
 }
 
-fn value(round: u32, k: u32) -> Vec<u8> {
-    let mut x = (round as u64) << 32 | k as u64 | 1;
-    (0..100)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Sorted runs on disk: each L0 table, and each deeper level holding tables.
 fn sorted_runs(s: &DbStats) -> usize {
     s.files_per_level[0] + s.files_per_level[1..].iter().filter(|&&n| n > 0).count()
@@ -45,12 +33,12 @@ fn sorted_runs(s: &DbStats) -> usize {
 fn l0_over_l1(o: Options, keys: u32, step: u32) -> Db {
     let db = Db::open(Path::new("/db"), o).expect("open");
     for k in 0..keys {
-        db.put(key(k), value(0, k)).expect("put");
+        db.put(key(k), common::noise_value(0, k)).expect("put");
     }
     db.flush().expect("flush");
     db.compact_range::<&[u8]>(..).expect("compact");
     for k in (0..keys).step_by(step as usize) {
-        db.put(key(k), value(1, k)).expect("put");
+        db.put(key(k), common::noise_value(1, k)).expect("put");
     }
     db.flush().expect("flush");
     let s = db.stats();
@@ -90,12 +78,15 @@ fn point_reads_past_l0_compact_it_after_exactly_its_allowance() {
     // Even keys are found in L0 (one run consulted: no charge); odd keys are looked up in
     // L0 (filter) and then in L1: one charge each.
     for k in 0..10_000u32 {
-        assert_eq!(db.get(key(2 * k)).expect("get"), Some(value(1, 2 * k)));
+        assert_eq!(
+            db.get(key(2 * k)).expect("get"),
+            Some(common::noise_value(1, 2 * k))
+        );
     }
     for k in 0..allowed as u32 - 1 {
         assert_eq!(
             db.get(key(2 * k + 1)).expect("get"),
-            Some(value(0, 2 * k + 1))
+            Some(common::noise_value(0, 2 * k + 1))
         );
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -103,7 +94,10 @@ fn point_reads_past_l0_compact_it_after_exactly_its_allowance() {
     assert_eq!(s.compactions, before.compactions, "{s:?}");
     assert_eq!(s.files_per_level[0], 1, "{s:?}");
     // The last charge.
-    assert_eq!(db.get(key(1)).expect("get"), Some(value(0, 1)));
+    assert_eq!(
+        db.get(key(1)).expect("get"),
+        Some(common::noise_value(0, 1))
+    );
     let s = wait_for(&db, |s| {
         s.files_per_level[0] == 0 && s.compactions_running == 0
     });
@@ -112,7 +106,10 @@ fn point_reads_past_l0_compact_it_after_exactly_its_allowance() {
     assert_eq!(sorted_runs(&s), 1, "{s:?}");
     for k in (0..20_000u32).step_by(97) {
         let round = u32::from(k % 2 == 0);
-        assert_eq!(db.get(key(k)).expect("get"), Some(value(round, k)));
+        assert_eq!(
+            db.get(key(k)).expect("get"),
+            Some(common::noise_value(round, k))
+        );
     }
 }
 
@@ -124,7 +121,10 @@ fn disabled_reads_compact_nothing() {
     let allowed = allowance(&before);
     for i in 0..10 * allowed as u32 {
         let k = 2 * (i % 10_000) + 1;
-        assert_eq!(db.get(key(k)).expect("get"), Some(value(0, k)));
+        assert_eq!(
+            db.get(key(k)).expect("get"),
+            Some(common::noise_value(0, k))
+        );
     }
     for _ in 0..20 {
         assert_eq!(db.scan::<&[u8]>(..).count(), 20_000);
@@ -184,7 +184,7 @@ fn a_trickle_of_flushes_under_reads_does_not_rewrite_l1_each_time() {
     let db = Db::open(Path::new("/db"), o).expect("open");
     const KEYS: u32 = 40_000;
     for k in 0..KEYS {
-        db.put(key(k), value(0, k)).expect("put");
+        db.put(key(k), common::noise_value(0, k)).expect("put");
     }
     db.flush().expect("flush");
     db.compact_range::<&[u8]>(..).expect("compact");
@@ -195,7 +195,7 @@ fn a_trickle_of_flushes_under_reads_does_not_rewrite_l1_each_time() {
     for round in 1..=6u32 {
         // 100 writes spread over the key range, then a flush: a small L0 table.
         for k in (0..KEYS).step_by(400) {
-            db.put(key(k + round), value(round, k + round))
+            db.put(key(k + round), common::noise_value(round, k + round))
                 .expect("put");
         }
         db.flush().expect("flush");

@@ -51,3 +51,17 @@ pub fn find_file(fs: &MemFs, suffix: &str) -> Option<PathBuf> {
         .into_iter()
         .find(|p| p.to_string_lossy().ends_with(suffix))
 }
+
+/// 100 incompressible-ish bytes for key `k` in write round `round` (xorshift), so that sizes
+/// measure the engine, not the compressor, and each round's value differs.
+pub fn noise_value(round: u32, k: u32) -> Vec<u8> {
+    let mut x = (round as u64) << 32 | k as u64 | 1;
+    (0..100)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
