@@ -467,7 +467,10 @@ struct DbInner {
     /// Mirrors `State::bg_error_recoverable`, so that writers check it without the lock.
     recoverable_error: AtomicBool,
     counters: Counters,
-    _lock: Box<dyn FileLock>,
+    /// Released by close and abandon themselves: a reader waking compaction may hold the
+    /// last `Arc<DbInner>` for a moment after the `Db` is gone, and a reopen must not find
+    /// the directory still locked.
+    dir_lock: Mutex<Option<Box<dyn FileLock>>>,
 }
 
 /// An open LSM database. `Send + Sync`: share it between threads with `Arc`.
@@ -816,7 +819,7 @@ impl Db {
             shutting_down: AtomicBool::new(false),
             recoverable_error: AtomicBool::new(false),
             counters: Counters::default(),
-            _lock: file_lock,
+            dir_lock: Mutex::new(Some(file_lock)),
             opts,
         });
         if charges_reads {
@@ -1157,6 +1160,7 @@ impl Db {
             let _ = t.join();
         }
         self.inner.table_fs.stop();
+        lock(&self.inner.dir_lock).take();
     }
 
     fn shutdown(&self) -> Result<()> {
@@ -1194,6 +1198,7 @@ impl Db {
                 }
             }
         }
+        lock(&self.inner.dir_lock).take();
         match flushed {
             Err(Error::ReadOnly(_)) | Err(Error::NoSpace(_)) | Err(Error::Closed) | Ok(()) => {
                 Ok(())
@@ -2520,6 +2525,25 @@ mod tests {
         assert_eq!(db.get(b"a").expect("get"), Some(b"1".to_vec()));
         assert_eq!(db.get(b"b").expect("get"), Some(b"2".to_vec()));
         db.close().expect("close");
+    }
+
+    #[test]
+    fn close_releases_the_directory_while_a_reader_still_holds_the_engine() {
+        let fs = MemFs::new();
+        let db = open(&fs);
+        db.put(b"k", b"v").expect("put");
+        // What a scan's sampled read holds while it wakes compaction.
+        let held = Arc::clone(&db.inner);
+        db.close().expect("close");
+        let again = open(&fs);
+        assert_eq!(again.get(b"k").expect("get"), Some(b"v".to_vec()));
+        drop(held);
+        again.close().expect("close");
+        let db = open(&fs);
+        let held = Arc::clone(&db.inner);
+        db.abandon();
+        open(&fs).close().expect("close");
+        drop(held);
     }
 
     #[test]
