@@ -73,16 +73,7 @@ impl<I: InternalIterator> MergingIterator<I> {
     /// True if child `a` should come out before child `b`.
     #[inline(always)]
     fn before(&self, a: usize, b: usize) -> bool {
-        self.before_ranked(&self.rank[a], a, b)
-    }
-
-    /// [`MergingIterator::before`] with `ra` for child `a`'s rank: a rank just computed
-    /// is passed in registers rather than read back from `self.rank`, where it was
-    /// stored as two 8-byte halves that a 16-byte compare could not be forwarded from
-    /// (the load waited for the stores to retire: the costliest instruction of a scan).
-    #[inline(always)]
-    fn before_ranked(&self, ra: &Rank, a: usize, b: usize) -> bool {
-        let rb = &self.rank[b];
+        let (ra, rb) = (&self.rank[a], &self.rank[b]);
         let forward = self.direction == Direction::Forward;
         if ra.prefix != rb.prefix {
             return (ra.prefix < rb.prefix) == forward;
@@ -110,17 +101,7 @@ impl<I: InternalIterator> MergingIterator<I> {
         }
     }
 
-    fn sift_down(&mut self, i: usize) {
-        let Some(&moving) = self.heap.get(i) else {
-            return;
-        };
-        let rank = self.rank[moving];
-        self.sift_down_ranked(i, &rank);
-    }
-
-    /// [`MergingIterator::sift_down`] of the child at slot `i`, whose rank is `rank`.
-    #[inline]
-    fn sift_down_ranked(&mut self, mut i: usize, rank: &Rank) {
+    fn sift_down(&mut self, mut i: usize) {
         let n = self.heap.len();
         let Some(&moving) = self.heap.get(i) else {
             return;
@@ -135,8 +116,7 @@ impl<I: InternalIterator> MergingIterator<I> {
             if r < n && self.before(self.heap[r], self.heap[l]) {
                 c = r;
             }
-            // `!before(c, moving)`: of two distinct children exactly one comes first.
-            if self.before_ranked(rank, moving, self.heap[c]) {
+            if !self.before(self.heap[c], moving) {
                 break;
             }
             self.heap[i] = self.heap[c];
@@ -179,8 +159,7 @@ impl<I: InternalIterator> MergingIterator<I> {
         if n == 1 {
             return;
         }
-        let rank = Rank::of(self.children[top].key());
-        self.rank[top] = rank;
+        self.load(top);
         let mut slot = self.runner_up;
         if slot == 0 {
             slot = if n > 2 && self.before(self.heap[2], self.heap[1]) {
@@ -190,7 +169,7 @@ impl<I: InternalIterator> MergingIterator<I> {
             };
             self.runner_up = slot;
         }
-        if self.before_ranked(&rank, top, self.heap[slot]) {
+        if self.before(top, self.heap[slot]) {
             // The top still comes first: the heap is unchanged.
             return;
         }
@@ -198,7 +177,7 @@ impl<I: InternalIterator> MergingIterator<I> {
         // and the old top sinks from the runner-up's slot, below which it belongs.
         self.runner_up = 0;
         self.heap.swap(0, slot);
-        self.sift_down_ranked(slot, &rank);
+        self.sift_down(slot);
     }
 
     fn current(&self) -> usize {
