@@ -325,7 +325,7 @@ impl Table {
     /// only ([`BlockCache::admit_scanned`]): a one-off scan neither pays for filling the
     /// cache nor evicts what point reads keep hot, while the time-series store, which
     /// scans the same key ranges query after query, is served from the cache from the
-    /// third run on. Scans that should not touch the cache at all (compaction) use
+    /// third run on. A long scan (see [`Readahead::long`]) is not cached at all. Scans that should not touch the cache at all (compaction) use
     /// `set_fill_cache(false)` ([`CacheUse::NoFill`]), as RocksDB's `fill_cache`.
     fn read_data_block_ahead(
         &self,
@@ -333,7 +333,10 @@ impl Table {
         cache_use: CacheUse,
         ra: &mut Readahead,
     ) -> Result<Arc<Block>> {
-        if cache_use != CacheUse::Bypass {
+        // A long scan takes a block its window holds from the window, without asking the
+        // cache: it would almost never be there (see `Readahead::long`), and the lookup
+        // (hash, shard lock, a likely miss to DRAM) costs about what decoding it does.
+        if cache_use != CacheUse::Bypass && !(ra.long && ra.holds(handle)) {
             if let Some((cache, id)) = &self.cache {
                 if let Some(block) = cache.get(*id, handle.offset) {
                     ra.last = Some(handle);
@@ -386,6 +389,12 @@ impl Table {
         self.bytes_read
             .fetch_add(total as u64, AtomicOrdering::Relaxed);
         let scanned = window.is_some();
+        // Whether this scan was already long before this block: a block is admitted or
+        // not as the scan's earlier ones were.
+        let long = ra.long;
+        if scanned {
+            ra.count_scanned(total, self.cache.as_ref().map(|(c, _)| c.capacity()));
+        }
         let mut block = Block::new(data, self.file_name.clone(), handle.offset)?;
         if let Some(w) = window.filter(|_| sliced) {
             block = block.in_window(&w, total);
@@ -393,8 +402,9 @@ impl Table {
         let block = Arc::new(block);
         if cache_use == CacheUse::Fill {
             if let Some((cache, id)) = &self.cache {
-                // A block from a readahead window (a scan) is cached on its second read.
-                if !scanned || cache.admit_scanned(*id, handle.offset) {
+                // A block from a readahead window (a scan) is cached on its second read,
+                // unless the scan is long (see `Readahead::long`).
+                if !scanned || (!long && cache.admit_scanned(*id, handle.offset)) {
                     cache.insert(*id, handle.offset, block.clone());
                 }
             }
@@ -595,9 +605,49 @@ struct Readahead {
     last: Option<BlockHandle>,
     /// Size of the next window; 0 until the iterator reads adjacent blocks.
     window: usize,
+    /// Bytes of blocks taken from windows by this iterator (the scan, in this table).
+    scanned: u64,
+    /// The scan took more than [`LONG_SCAN_FRACTION`] of the block cache's capacity from
+    /// windows (or the table has no cache): it neither looks up the blocks its window
+    /// holds in the cache nor admits them, as RocksDB's and LevelDB's `fill_cache =
+    /// false`. A range that large would push its own first blocks out of the cache
+    /// before a repeat reached them (a scan over more than the cache is served by it only
+    /// in part), while each admitted block costs an insert, an eviction and a readahead
+    /// window that cannot be reused (a cached slice pins it): fresh, zeroed memory for
+    /// every window. Blocks point reads cached are still found when the scan reads
+    /// outside its windows; shorter scans, a time-series query's, are cached as before.
+    long: bool,
 }
 
+/// A scan is long (see [`Readahead::long`]) once it took more than the block cache's
+/// capacity divided by this from its readahead windows.
+const LONG_SCAN_FRACTION: u64 = 2;
+
 impl Readahead {
+    /// Whether the window holds all of the block at `handle` (with its trailer).
+    #[inline]
+    fn holds(&self, handle: BlockHandle) -> bool {
+        handle.offset >= self.buf_offset
+            && handle
+                .end_with_trailer()
+                .is_some_and(|end| end - self.buf_offset <= self.buf.len() as u64)
+    }
+
+    /// A seek: the scan from here is short until it reads enough.
+    #[inline]
+    fn new_scan(&mut self) {
+        self.scanned = 0;
+        self.long = false;
+    }
+
+    /// Counts `total` bytes taken from a window; `capacity` is the block cache's.
+    #[inline]
+    fn count_scanned(&mut self, total: usize, capacity: Option<usize>) {
+        self.scanned += total as u64;
+        let limit = capacity.map_or(0, |c| c as u64 / LONG_SCAN_FRACTION);
+        self.long = self.scanned > limit;
+    }
+
     /// The stored bytes of the block at `handle` (`total` with its trailer), if the
     /// window holds all of them: a slice sharing the window's allocation.
     fn cut(&self, handle: BlockHandle, total: usize) -> Option<Bytes> {
@@ -651,6 +701,7 @@ impl Readahead {
             .is_some_and(|l| l.end_with_trailer() == Some(handle.offset));
         let backward = self.last.is_some_and(|l| l.offset == end);
         if !forward && !backward {
+            self.new_scan();
             self.window = 0;
             self.buf = Bytes::new();
             self.spare = Bytes::new();
@@ -786,6 +837,10 @@ impl TableIterator {
     /// one block, and a scan looks ahead from its second.
     fn look_ahead(&mut self, forward: bool) {
         self.ahead = None;
+        // A long scan does not look in the cache for the blocks its windows hold.
+        if self.readahead.long {
+            return;
+        }
         let Some((cache, id)) = &self.table.cache else {
             return;
         };
@@ -820,6 +875,7 @@ impl InternalIterator for TableIterator {
     }
 
     fn seek_to_first(&mut self) -> Result<()> {
+        self.readahead.new_scan();
         self.guard(|s| {
             s.index_iter.seek_to_first()?;
             s.init_data_block()?;
@@ -831,6 +887,7 @@ impl InternalIterator for TableIterator {
     }
 
     fn seek_to_last(&mut self) -> Result<()> {
+        self.readahead.new_scan();
         self.guard(|s| {
             s.index_iter.seek_to_last()?;
             s.init_data_block()?;
@@ -842,6 +899,7 @@ impl InternalIterator for TableIterator {
     }
 
     fn seek(&mut self, target: &[u8]) -> Result<()> {
+        self.readahead.new_scan();
         self.guard(|s| {
             s.table.seek_index(&mut s.index_iter, target)?;
             s.init_data_block()?;

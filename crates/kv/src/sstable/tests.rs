@@ -991,14 +991,15 @@ fn a_cache_smaller_than_the_scans_windows_keeps_copies_and_pins_no_window() {
     let cache = Arc::new(BlockCache::new(8 << 10));
     let table = open_cached(&fs, "/w.sst", &cache).unwrap();
     let mut it = table.iter();
-    // The second scan caches the blocks it takes from windows (the first does not).
+    // A scan is long once it took half the cache (4 KiB) from windows: the repeat caches
+    // only the window blocks it took before then (as copies: they must not pin their
+    // window), and the first block, read alone before the scan was detected.
     assert_eq!(collect_forward(&mut it).unwrap(), entries);
     assert_eq!(collect_forward(&mut it).unwrap(), entries);
     let stats = cache.stats();
     assert!(cache.usage_bytes() <= 8 << 10);
-    assert!(stats.inserts > 20, "{stats:?}");
-    // Every block but the ones read before the first window came from a window and was
-    // cached as a copy.
+    assert!(table.properties().num_data_blocks > 20);
+    assert!(stats.inserts <= 6, "{stats:?}");
     assert!(stats.detached + 1 >= stats.inserts, "{stats:?}");
     drop(it);
     // No cached block holds a window: all of them are freed with the iterator.
@@ -1124,4 +1125,60 @@ fn scans_look_ahead_across_cached_blocks() {
             );
         }
     }
+}
+
+#[test]
+fn a_scan_longer_than_half_the_cache_neither_looks_up_nor_admits_its_window_blocks() {
+    let fs = MemFs::new();
+    let entries = uncompressed_table(&fs, "/l.sst", 7);
+    let blocks = open(&fs, "/l.sst").unwrap().properties().num_data_blocks;
+    // Half the cache is 16 KiB: about a third of the table's ~46 KiB.
+    let cache = Arc::new(BlockCache::new(32 << 10));
+    let table = open_cached(&fs, "/l.sst", &cache).unwrap();
+    // A block point reads keep hot, at the end of the table.
+    let last = crate::key::user_key(&entries[entries.len() - 1].0);
+    assert!(table.get(last, 5).unwrap().is_some());
+    let before = cache.stats();
+    for _ in 0..3 {
+        assert_eq!(collect_forward(&mut table.iter()).unwrap(), entries);
+        assert_eq!(collect_backward(&mut table.iter()).unwrap(), entries);
+    }
+    let s = cache.stats();
+    // Each scan looked up its blocks only until it had taken 16 KiB from windows (and the
+    // ones read outside a window): well under half of them.
+    let lookups = (s.hits + s.misses) - (before.hits + before.misses);
+    assert!(
+        lookups < 6 * blocks / 2,
+        "{lookups} lookups, {blocks} blocks: {s:?}"
+    );
+    // Repeats cached only the blocks of the scans' short starts (blocks of 1 KiB and
+    // more: at most 16 of them a scan, and the one read alone), not every block they
+    // had seen before.
+    assert!(s.inserts - before.inserts <= 6 * 17, "{s:?} {blocks}");
+    assert!(blocks > 30);
+    assert!(cache.usage_bytes() <= 32 << 10);
+    // The point read's block is still cached: the read hits.
+    let hits = cache.stats().hits;
+    assert!(table.get(last, 5).unwrap().is_some());
+    assert_eq!(cache.stats().hits, hits + 1);
+    // A seek starts a new, short scan: the repeat of a short range is cached again.
+    let mut it = table.iter();
+    let from = seek_key(b"key00100", 5);
+    let scan_20 = |it: &mut TableIterator| {
+        it.seek(&from).unwrap();
+        for (k, _) in &entries[100..120] {
+            assert_eq!(it.key(), &k[..]);
+            it.next().unwrap();
+        }
+    };
+    scan_20(&mut it);
+    scan_20(&mut it);
+    let s1 = cache.stats();
+    scan_20(&mut it);
+    let s2 = cache.stats();
+    assert_eq!(
+        s2.misses, s1.misses,
+        "a short repeated range missed: {s2:?}"
+    );
+    assert!(s2.hits > s1.hits);
 }
