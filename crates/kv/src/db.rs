@@ -31,7 +31,7 @@ use crate::range_del::RangeTombstoneSet;
 use crate::sstable::TableBuilder;
 use crate::table_cache::{TableCache, TableCacheStats};
 use crate::version::{TableHandle, Version, NUM_LEVELS};
-use crate::wal::{LogReader, LogWriter, RECORD_HEADER_SIZE, WAL_MAGIC};
+use crate::wal::{LogReader, LogWriter, TailDamageKind, RECORD_HEADER_SIZE, WAL_MAGIC};
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
@@ -467,10 +467,19 @@ struct DbInner {
     /// Mirrors `State::bg_error_recoverable`, so that writers check it without the lock.
     recoverable_error: AtomicBool,
     counters: Counters,
-    /// Released by close and abandon themselves: a reader waking compaction may hold the
-    /// last `Arc<DbInner>` for a moment after the `Db` is gone, and a reopen must not find
-    /// the directory still locked.
+    /// Released by close and abandon themselves (see [`DbInner::release_dir_lock`]).
     dir_lock: Mutex<Option<Box<dyn FileLock>>>,
+}
+
+impl DbInner {
+    /// At close: a reader waking compaction may hold the last `Arc<DbInner>` for a moment
+    /// after the `Db` is gone, and a reopen must not find the directory still locked. A
+    /// live [`Snapshot`] keeps it locked (it still reads the files) until it is dropped.
+    fn release_dir_lock(&self) {
+        if lock(&self.snapshots).is_empty() {
+            lock(&self.dir_lock).take();
+        }
+    }
 }
 
 /// An open LSM database. `Send + Sync`: share it between threads with `Arc`.
@@ -710,9 +719,18 @@ impl Db {
                 }
             }
             if let Some(t) = reader.tail_damage() {
-                tracing::warn!(file = %name, offset = t.offset, reason = %t.reason,
-                    "WAL tail damaged (torn write at crash?): cut off at last good record");
-                damaged_tail = Some((path.clone(), t.offset));
+                if t.offset == 0 && t.kind == TailDamageKind::Torn {
+                    // A torn header: the segment was created but never written (records
+                    // are appended only after its header is synced), e.g. created ahead
+                    // and overtaken by a switch whose segment got synced writes before
+                    // the crash. Nothing was lost in it, wherever it stands.
+                    tracing::info!(file = %name, reason = %t.reason,
+                        "WAL segment never written (torn header): replayed as empty");
+                } else {
+                    tracing::warn!(file = %name, offset = t.offset, reason = %t.reason,
+                        "WAL tail damaged (torn write at crash?): cut off at last good record");
+                    damaged_tail = Some((path.clone(), t.offset));
+                }
             }
         }
         if !mem.is_empty() {
@@ -1160,7 +1178,7 @@ impl Db {
             let _ = t.join();
         }
         self.inner.table_fs.stop();
-        lock(&self.inner.dir_lock).take();
+        self.inner.release_dir_lock();
     }
 
     fn shutdown(&self) -> Result<()> {
@@ -1198,7 +1216,7 @@ impl Db {
                 }
             }
         }
-        lock(&self.inner.dir_lock).take();
+        self.inner.release_dir_lock();
         match flushed {
             Err(Error::ReadOnly(_)) | Err(Error::NoSpace(_)) | Err(Error::Closed) | Ok(()) => {
                 Ok(())
@@ -2538,12 +2556,47 @@ mod tests {
         let again = open(&fs);
         assert_eq!(again.get(b"k").expect("get"), Some(b"v".to_vec()));
         drop(held);
+        // A snapshot still reads the files: the directory stays locked until it goes.
+        let snap = again.snapshot();
         again.close().expect("close");
+        let o = Options {
+            fs: Arc::new(fs.clone()),
+            ..Options::default()
+        };
+        assert!(
+            Db::open(Path::new("/db"), o).is_err(),
+            "opened under a live snapshot"
+        );
+        assert_eq!(snap.get(b"k").expect("get"), Some(b"v".to_vec()));
+        drop(snap);
         let db = open(&fs);
         let held = Arc::clone(&db.inner);
         db.abandon();
         open(&fs).close().expect("close");
         drop(held);
+    }
+
+    #[test]
+    fn a_segment_created_but_never_written_before_later_records_is_empty() {
+        // Created by the WAL thread after a switch overtook it, and a crash before its
+        // header was synced: 0 bytes (or part of a header) before a later segment's records.
+        for torn in [0usize, 7] {
+            let fs = MemFs::new();
+            let db = open(&fs);
+            put_synced(&db, b"k", b"v");
+            let live = live_wal(&db);
+            db.abandon();
+            fs.crash(CrashMode::DropUnsynced);
+            fs.rename(&wal(live), &wal(live + 100)).expect("rename");
+            let header = crate::wal::encode_file_header(WAL_MAGIC);
+            let mut f = fs.create(&wal(live + 50)).expect("create");
+            f.append(&header[..torn]).expect("append");
+            f.sync().expect("sync");
+            drop(f);
+            let db = open(&fs);
+            assert_eq!(db.get(b"k").expect("get"), Some(b"v".to_vec()));
+            db.close().expect("close");
+        }
     }
 
     #[test]

@@ -325,8 +325,9 @@ impl Table {
     /// only ([`BlockCache::admit_scanned`]): a one-off scan neither pays for filling the
     /// cache nor evicts what point reads keep hot, while the time-series store, which
     /// scans the same key ranges query after query, is served from the cache from the
-    /// third run on. A long scan (see [`Readahead::long`]) is not cached at all. Scans that should not touch the cache at all (compaction) use
-    /// `set_fill_cache(false)` ([`CacheUse::NoFill`]), as RocksDB's `fill_cache`.
+    /// third run on. A long scan (see [`Readahead::long`]) is not cached at all. Scans
+    /// that should not touch the cache at all (compaction) use `set_fill_cache(false)`
+    /// ([`CacheUse::NoFill`]), as RocksDB's `fill_cache`.
     fn read_data_block_ahead(
         &self,
         handle: BlockHandle,
