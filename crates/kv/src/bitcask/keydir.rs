@@ -226,30 +226,64 @@ impl KeyMap {
         }
     }
 
-    /// The entry of `key`, to change in place.
+    /// The entry of `key`, to change in place: one probe of each table.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut KeydirEntry> {
         let h = self.hash(key);
         let eq = |s: &Slot| s.key.as_slice() == key;
-        let t = if self.table.find(h, eq).is_some() || self.old.is_empty() {
-            &mut self.table
-        } else {
-            &mut self.old
-        };
-        t.find_mut(h, eq).map(|s| &mut s.entry)
+        // Split borrows: a miss in `table` goes on to `old` without probing `table` again.
+        let KeyMap { table, old, .. } = self;
+        match table.find_mut(h, eq) {
+            Some(s) => Some(&mut s.entry),
+            None if old.is_empty() => None,
+            None => old.find_mut(h, eq).map(|s| &mut s.entry),
+        }
     }
 
-    /// Inserts `key`, which must be absent.
-    fn insert_new(&mut self, key: &[u8], entry: KeydirEntry) {
+    /// The entry of `key` to change in place, or `None` once `entry` is inserted for it.
+    /// The key is hashed once and each table probed once (a miss keeps the slot it found
+    /// to insert into), the write path's one lookup.
+    pub fn get_or_insert(&mut self, key: &[u8], entry: KeydirEntry) -> Option<&mut KeydirEntry> {
+        let h = self.hash(key);
+        let eq = |s: &Slot| s.key.as_slice() == key;
+        let seed = self.seed;
         let cap = self.table.capacity();
-        if self.old.is_empty() && cap >= INCREMENTAL_FROM && self.table.len() >= cap {
+        if self.table.len() < cap {
+            // `entry` grows the table at once when it is full, so only while it is not.
+            let KeyMap {
+                table,
+                old,
+                heap_key_bytes,
+                ..
+            } = self;
+            return match table.entry(h, eq, slot_hasher(seed)) {
+                hashbrown::hash_table::Entry::Occupied(o) => Some(&mut o.into_mut().entry),
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    if !old.is_empty() {
+                        if let Some(s) = old.find_mut(h, eq) {
+                            return Some(&mut s.entry);
+                        }
+                    }
+                    let key = Key::new(key);
+                    *heap_key_bytes += key.heap_bytes();
+                    v.insert(Slot { key, entry });
+                    None
+                }
+            };
+        }
+        // The table is full (once per resize, or while a fill ends exactly at capacity):
+        // an insert starts an incremental resize instead of growing at once.
+        if self.get(key).is_some() {
+            return self.get_mut(key);
+        }
+        if self.old.is_empty() && cap >= INCREMENTAL_FROM {
             self.start_resize(cap * 2);
         }
         let key = Key::new(key);
         self.heap_key_bytes += key.heap_bytes();
-        let h = self.hash(key.as_slice());
         // Grows at once only below INCREMENTAL_FROM (or if a shrink was too eager).
         self.table
-            .insert_unique(h, Slot { key, entry }, slot_hasher(self.seed));
+            .insert_unique(h, Slot { key, entry }, slot_hasher(seed));
+        None
     }
 
     /// Removes `key`, returning its entry.
@@ -377,7 +411,7 @@ impl Keydir {
     /// number, in which case it is counted dead. Returns true if it became the latest.
     pub fn apply(&mut self, key: &[u8], e: KeydirEntry) -> bool {
         self.map.step();
-        match self.map.get_mut(key) {
+        match self.map.get_or_insert(key, e) {
             Some(old) if old.seq >= e.seq => {
                 self.mark_dead(&e);
                 false
@@ -391,7 +425,6 @@ impl Keydir {
                 true
             }
             None => {
-                self.map.insert_new(key, e);
                 self.key_bytes += key.len() as u64;
                 self.tombstones += e.is_tombstone() as u64;
                 true
@@ -464,6 +497,53 @@ mod tests {
         assert_eq!(k.map.len(), 1, "an older record's removal leaves the entry");
         k.remove_if(b"a", &tomb);
         assert_eq!((k.map.len(), k.tombstones, k.key_bytes), (0, 0, 0));
+    }
+
+    /// A write to a full table overwrites in place when the key is there and otherwise
+    /// starts an incremental resize (never a rehash of everything at once); lookups in
+    /// the middle of it find keys in either table.
+    #[test]
+    fn full_table_resizes_incrementally() {
+        let mut k = Keydir::default();
+        k.map.reserve(INCREMENTAL_FROM);
+        let cap = k.map.capacity();
+        let key = |i: usize| format!("k{i:08}").into_bytes();
+        for i in 0..cap {
+            assert!(k.apply(&key(i), KeydirEntry::new(1, i as u64, 10, i as u64, false)));
+        }
+        assert_eq!((k.map.len(), k.map.capacity()), (cap, cap));
+        assert!(!k.map.resizing());
+        // An overwrite of a full table: in place, no resize.
+        assert!(k.apply(&key(5), KeydirEntry::new(2, 0, 10, cap as u64, false)));
+        assert!(!k.map.resizing());
+        assert_eq!(k.map.get(&key(5)).map(|e| e.file_id), Some(2));
+        // A new key: the resize starts and moves only a few buckets.
+        assert!(k.apply(b"new", KeydirEntry::new(2, 1, 10, cap as u64 + 1, false)));
+        assert!(k.map.resizing());
+        assert!(k.map.old.len() > cap / 2, "{}", k.map.old.len());
+        // Overwrites, stale records and new keys while both tables hold keys.
+        for i in (0..cap).step_by(3) {
+            let seq = (cap + 10 + i) as u64;
+            assert!(k.apply(&key(i), KeydirEntry::new(3, i as u64, 10, seq, false)));
+            assert!(!k.apply(&key(i), KeydirEntry::new(3, 0, 10, 1, false)));
+            if i % 2 == 0 {
+                assert!(k.apply(&key(cap + i), KeydirEntry::new(3, 0, 10, seq, false)));
+            }
+        }
+        for i in 0..cap {
+            let want = if i % 3 == 0 {
+                3
+            } else if i == 5 {
+                2
+            } else {
+                1
+            };
+            assert_eq!(k.map.get(&key(i)).map(|e| e.file_id), Some(want), "{i}");
+            assert_eq!(k.map.get_mut(&key(i)).map(|e| e.file_id), Some(want), "{i}");
+        }
+        let added = (0..cap).step_by(3).filter(|i| i % 2 == 0).count();
+        assert_eq!(k.map.len(), cap + 1 + added);
+        assert_eq!(k.key_bytes, (k.map.len() * 9 - 6) as u64);
     }
 
     /// The table against a `HashMap` model: inserts, overwrites, deletes of short and long

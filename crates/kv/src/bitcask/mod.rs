@@ -42,6 +42,7 @@
 //! ```
 
 pub mod datafile;
+mod fill;
 pub mod format;
 pub mod keydir;
 pub mod merge;
@@ -57,6 +58,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{FileLock, FileSystem, WritableFile};
 use crate::options::WriteOptions;
 use datafile::DataFile;
+use fill::{FileAllocator, FillJob, Filler, FILL_AHEAD, FILL_LOW};
 use format::{
     data_path, decode_record, encode_batch_header, encode_file_header, encode_record, DATA_MAGIC,
     FILE_HEADER_SIZE, KIND_WRITER, MAX_RECORD_SIZE, RECORD_HEADER_SIZE,
@@ -127,6 +129,11 @@ struct Writer {
     torn_from: Option<u64>,
     /// The encoding buffer, kept between writes (spares an allocation per write).
     buf: Vec<u8>,
+    /// The active file's allocator, once space ahead was asked for (see [`fill`]).
+    alloc: Option<Arc<FileAllocator>>,
+    /// Offset of the active file up to which space ahead was asked for (`u64::MAX`: never
+    /// ask, the file system has no allocator).
+    fill_asked: u64,
 }
 
 #[derive(Default)]
@@ -163,6 +170,8 @@ pub(crate) struct Inner {
     /// Set while writes fail on a full disk (recoverable, unlike `read_only`).
     no_space: Mutex<Option<String>>,
     last_merge_error: Mutex<Option<String>>,
+    /// The fill thread's mailbox (see [`fill`]).
+    filler: Filler,
     counters: Counters,
     _lock: Box<dyn FileLock>,
 }
@@ -175,6 +184,7 @@ pub(crate) struct Inner {
 pub struct Bitcask {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    fill_thread: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
 }
 
@@ -225,6 +235,9 @@ impl Inner {
             return Ok(());
         }
         if let Some(good) = w.torn_from {
+            if let Some(a) = w.alloc.take() {
+                a.retire();
+            }
             w.active = None;
             let id = w.active_id;
             let cut = DataFile::open(&self.fs, &self.dir, id)
@@ -264,6 +277,7 @@ impl Inner {
     /// Closes the active file (synced) and starts a new one.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         if w.active.is_some() {
+            self.trim_active(w)?;
             self.sync_active(w)?;
             // The file is immutable from now on: reopen it so that its read handle knows its
             // final length (a handle may fix the length when it is opened), for merges.
@@ -307,7 +321,50 @@ impl Inner {
         w.active_id = id;
         w.active_len = FILE_HEADER_SIZE as u64;
         w.dirty = false;
+        w.fill_asked = 0;
         Ok(())
+    }
+
+    /// Stops filling space ahead of the active file and cuts the zeros filled so far off
+    /// (not synced: the sync that seals or closes the file follows).
+    fn trim_active(&self, w: &mut Writer) -> Result<()> {
+        if let Some(a) = w.alloc.take() {
+            a.retire();
+            if let Some(f) = w.active.as_mut() {
+                let r = f
+                    .trim()
+                    .context(|| format!("trimming {}", self.path_name(w.active_id)));
+                if let Err(e) = r {
+                    return Err(self.set_read_only(&e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Space ahead of the active file for the fill thread, if it is time to ask for it.
+    fn fill_job(&self, w: &mut Writer) -> Option<FillJob> {
+        if w.active_len.saturating_add(FILL_LOW) <= w.fill_asked {
+            return None;
+        }
+        let from = w.fill_asked.max(w.active_len);
+        // Not past the size at which the file rolls over.
+        let to = (w.active_len + FILL_AHEAD).min(self.opts.max_file_size.max(w.active_len));
+        w.fill_asked = to;
+        if to <= from {
+            return None;
+        }
+        let alloc = match &w.alloc {
+            Some(a) => a.clone(),
+            None => match w.active.as_ref().and_then(|f| f.background_allocator()) {
+                Some(h) => w.alloc.insert(FileAllocator::new(h)).clone(),
+                None => {
+                    w.fill_asked = u64::MAX;
+                    return None;
+                }
+            },
+        };
+        Some(FillJob { alloc, from, to })
     }
 
     /// Appends `entries` (key, value or `None` for a delete) as one atomic group.
@@ -381,6 +438,9 @@ impl Inner {
         w.active_len += buf.len() as u64;
         w.next_seq += entries.len() as u64;
         w.dirty = true;
+        if let Some(job) = self.fill_job(&mut w) {
+            self.filler.post(job);
+        }
         let appended = buf.len() as u64;
         // Keep a small buffer for the next write; let a large batch's go.
         if buf.capacity() <= 64 << 10 {
@@ -571,6 +631,8 @@ impl Bitcask {
                 closed: false,
                 torn_from: None,
                 buf: Vec::new(),
+                alloc: None,
+                fill_asked: 0,
             }),
             next_file_id: AtomicU32::new(rec.next_file_id),
             merge_lock: Mutex::new(()),
@@ -581,6 +643,7 @@ impl Bitcask {
             read_only: Mutex::new(None),
             no_space: Mutex::new(None),
             last_merge_error: Mutex::new(None),
+            filler: Filler::default(),
             counters: Counters::default(),
             opts,
             _lock: file_lock,
@@ -594,11 +657,20 @@ impl Bitcask {
             .name("bitcask-merge".into())
             .spawn(move || bg.background())
             .context(|| "spawning the merge thread".to_string())?;
-        Ok(Bitcask {
+        let fl = inner.clone();
+        let fill_thread = std::thread::Builder::new()
+            .name("bitcask-fill".into())
+            .spawn(move || fl.filler.run());
+        let db = Bitcask {
             inner,
             thread: Mutex::new(Some(thread)),
+            fill_thread: Mutex::new(None),
             report: rec.report,
-        })
+        };
+        // Dropping `db` on an error stops the merge thread.
+        *lock(&db.fill_thread) =
+            Some(fill_thread.context(|| "spawning the fill thread".to_string())?);
+        Ok(db)
     }
 
     /// Gets the store writable again after a full disk ([`Error::NoSpace`]): a partial
@@ -743,9 +815,17 @@ impl Bitcask {
         if t.join().is_err() {
             tracing::error!("bitcask merge thread panicked");
         }
+        self.inner.filler.stop();
+        if let Some(t) = lock(&self.fill_thread).take() {
+            if t.join().is_err() {
+                tracing::error!("bitcask fill thread panicked");
+            }
+        }
         let mut w = lock(&self.inner.writer);
         let r = if sync && lock(&self.inner.read_only).is_none() {
-            self.inner.sync_active(&mut w)
+            self.inner
+                .trim_active(&mut w)
+                .and_then(|_| self.inner.sync_active(&mut w))
         } else {
             Ok(())
         };
