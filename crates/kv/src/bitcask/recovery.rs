@@ -210,7 +210,17 @@ pub(crate) fn recover(dir: &Path, opts: &BitcaskOptions) -> Result<Recovered> {
                     report.torn_tail = Some((df.name(), out.good_len, len - out.good_len));
                     cut_tail(fs, dir, df, out.good_len)?
                 }
-                None => df,
+                None => {
+                    if is_last {
+                        // A crashed process may have left its last bytes in the page cache
+                        // only, and the store goes on in a new file: made durable first, as
+                        // a power loss would otherwise tear it before the new file's
+                        // synced records (recovery then refuses the store).
+                        fs.sync_file(&df.path)
+                            .context(|| format!("syncing {}", df.name()))?;
+                    }
+                    df
+                }
             }
         };
         keydir.stats.entry(id).or_default();

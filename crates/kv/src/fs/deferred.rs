@@ -189,6 +189,9 @@ impl FileSystem for DeferredRemoveFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.inner.sync_dir(dir)
     }
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.inner.sync_file(path)
+    }
     fn exists(&self, path: &Path) -> bool {
         self.inner.exists(path)
     }

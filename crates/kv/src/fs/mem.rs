@@ -379,6 +379,14 @@ impl FileSystem for MemFs {
         self.check_sync()
     }
 
+    fn sync_file(&self, path: &Path) -> io::Result<()> {
+        self.check_sync()?;
+        let file = self.file(path)?;
+        let mut f = lock(&file);
+        f.synced = f.data.len();
+        Ok(())
+    }
+
     fn exists(&self, path: &Path) -> bool {
         let s = lock(&self.state);
         s.files.contains_key(path) || s.dirs.contains(path)

@@ -133,6 +133,10 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creates, renames, removes) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Makes the bytes of an existing file durable (fdatasync) through a descriptor of its
+    /// own: for a file whose writer is gone (Bitcask's recovery syncs the last data file
+    /// it keeps, which a crashed process may have left in the page cache only).
+    fn sync_file(&self, path: &Path) -> io::Result<()>;
     /// True if the path exists.
     fn exists(&self, path: &Path) -> bool;
     /// Takes an exclusive lock on `path` (created if missing). Fails with

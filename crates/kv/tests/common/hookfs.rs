@@ -134,6 +134,9 @@ impl FileSystem for HookFs {
     fn sync_dir(&self, d: &Path) -> io::Result<()> {
         self.inner.sync_dir(d)
     }
+    fn sync_file(&self, p: &Path) -> io::Result<()> {
+        self.inner.sync_file(p)
+    }
     fn exists(&self, p: &Path) -> bool {
         self.inner.exists(p)
     }
