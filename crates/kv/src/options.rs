@@ -139,7 +139,7 @@ pub struct CompactionOptions {
     pub l0_slowdown_trigger: usize,
     /// L0 file count at which writes wait for compaction.
     pub l0_stop_trigger: usize,
-    /// Target size of L1 in bytes.
+    /// Target size of L1 in bytes (with `dynamic_level_bytes`, the most L1 may target).
     pub level1_max_bytes: u64,
     /// Each level's target is this many times the previous one's.
     pub level_multiplier: u64,
@@ -149,6 +149,11 @@ pub struct CompactionOptions {
     pub soft_pending_bytes: u64,
     /// Bytes of compaction debt at which writes wait.
     pub hard_pending_bytes: u64,
+    /// Targets of the levels above the deepest non-empty one follow its size (a tenth per
+    /// level up, within a tenth of and at most their static targets), so that the deepest
+    /// level holds ~90% of the data at any database size (see
+    /// [`crate::compaction::picker::level_targets`]). Off: static targets.
+    pub dynamic_level_bytes: bool,
     /// Turn automatic compaction off (manual `compact_range` still works).
     pub disable_auto: bool,
     /// Read-triggered compaction (on by default, as in LevelDB and Pebble): point reads
@@ -171,6 +176,7 @@ impl Default for CompactionOptions {
             target_file_size: 64 << 20,
             soft_pending_bytes: 64 << 30,
             hard_pending_bytes: 256 << 30,
+            dynamic_level_bytes: true,
             disable_auto: false,
             read_triggered: true,
         }

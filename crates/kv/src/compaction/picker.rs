@@ -5,10 +5,45 @@ use crate::options::CompactionOptions;
 use crate::version::{TableHandle, Version, NUM_LEVELS};
 use std::sync::Arc;
 
+/// Each level's target size in bytes (index 0 unused: L0 is scored by file count).
+///
+/// Static targets (`level1_max_bytes`, then `level_multiplier` times the previous level)
+/// leave a database smaller than the sum of its upper levels' targets with a large share in
+/// them: at 600 MB, a 256 MiB L1 held a third of the data over a two-thirds L2, so a third
+/// of the bytes were shadowed versions (the space they take, and scans merging two runs
+/// almost key by key). With `dynamic_level_bytes` (the default, as RocksDB's
+/// `level_compaction_dynamic_level_bytes`), each level above the deepest non-empty one
+/// targets the deepest one's size divided by the multiplier once per level between them,
+/// kept between a tenth of its static target and its static target: the deepest level
+/// holds ~90% of the data at any size. The deepest level keeps its static target, past
+/// which the tree grows a level (its tables move down by trivial moves).
+pub fn level_targets(v: &Version, opts: &CompactionOptions) -> Vec<u64> {
+    let bytes = v.bytes_per_level();
+    let static_target = |level: usize| opts.max_bytes_for_level(level);
+    let mut targets: Vec<u64> = (0..NUM_LEVELS)
+        .map(|level| if level == 0 { 0 } else { static_target(level) })
+        .collect();
+    if !opts.dynamic_level_bytes {
+        return targets;
+    }
+    let Some(last) = (1..NUM_LEVELS).rev().find(|&l| bytes[l] > 0) else {
+        return targets;
+    };
+    let mult = opts.level_multiplier.max(2);
+    let mut t = bytes[last];
+    for level in (1..last).rev() {
+        t /= mult;
+        let s = static_target(level);
+        targets[level] = t.clamp(s / mult, s);
+    }
+    targets
+}
+
 /// Each level's compaction score; a level with a score >= 1 needs compaction. The last
 /// level is never compacted further and scores 0.
 pub fn level_scores(v: &Version, opts: &CompactionOptions) -> Vec<f64> {
     let bytes = v.bytes_per_level();
+    let targets = level_targets(v, opts);
     (0..NUM_LEVELS)
         .map(|level| {
             if level == NUM_LEVELS - 1 {
@@ -16,7 +51,7 @@ pub fn level_scores(v: &Version, opts: &CompactionOptions) -> Vec<f64> {
             } else if level == 0 {
                 v.levels[0].len() as f64 / opts.l0_trigger.max(1) as f64
             } else {
-                bytes[level] as f64 / opts.max_bytes_for_level(level) as f64
+                bytes[level] as f64 / targets[level].max(1) as f64
             }
         })
         .collect()
@@ -26,12 +61,13 @@ pub fn level_scores(v: &Version, opts: &CompactionOptions) -> Vec<f64> {
 /// write stall thresholds apply to this debt.
 pub fn pending_compaction_bytes(v: &Version, opts: &CompactionOptions) -> u64 {
     let bytes = v.bytes_per_level();
+    let targets = level_targets(v, opts);
     let mut debt = 0u64;
     if v.levels[0].len() >= opts.l0_trigger {
         debt += bytes[0];
     }
     for (level, b) in bytes.iter().enumerate().take(NUM_LEVELS - 1).skip(1) {
-        let target = opts.max_bytes_for_level(level);
+        let target = targets[level];
         if *b > target {
             // The excess moves down and merges with about `multiplier` times its size.
             debt += (b - target) * (opts.level_multiplier + 1);
