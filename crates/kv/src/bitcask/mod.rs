@@ -63,7 +63,7 @@ use format::{
     data_path, decode_record, encode_batch_header, encode_file_header, encode_record, DATA_MAGIC,
     FILE_HEADER_SIZE, KIND_WRITER, MAX_RECORD_SIZE, RECORD_HEADER_SIZE,
 };
-use keydir::{Keydir, KeydirEntry};
+use keydir::{Keydir, KeydirEntry, TablePrep};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -172,6 +172,8 @@ pub(crate) struct Inner {
     last_merge_error: Mutex<Option<String>>,
     /// The fill thread's mailbox (see [`fill`]).
     filler: Filler,
+    /// The keydir thread's mailbox (see [`TablePrep`]).
+    tables: Arc<TablePrep>,
     counters: Counters,
     _lock: Box<dyn FileLock>,
 }
@@ -185,6 +187,7 @@ pub struct Bitcask {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
     fill_thread: Mutex<Option<JoinHandle<()>>>,
+    keydir_thread: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
 }
 
@@ -613,7 +616,9 @@ impl Bitcask {
                 .context(|| format!("creating {}", dir.display()))?;
         }
         let file_lock = crate::fs::lock_directory(fs.as_ref(), &dir)?;
-        let rec = recovery::recover(&dir, &opts)?;
+        let mut rec = recovery::recover(&dir, &opts)?;
+        let tables = Arc::new(TablePrep::default());
+        rec.keydir.map.set_preparer(tables.clone());
         tracing::info!(dir = %dir.display(), keys = rec.keydir.live_keys(),
             from_hints = rec.report.files_from_hints, scanned = rec.report.files_scanned,
             "bitcask opened");
@@ -644,6 +649,7 @@ impl Bitcask {
             no_space: Mutex::new(None),
             last_merge_error: Mutex::new(None),
             filler: Filler::default(),
+            tables,
             counters: Counters::default(),
             opts,
             _lock: file_lock,
@@ -661,15 +667,22 @@ impl Bitcask {
         let fill_thread = std::thread::Builder::new()
             .name("bitcask-fill".into())
             .spawn(move || fl.filler.run());
+        let tables = inner.tables.clone();
+        let keydir_thread = std::thread::Builder::new()
+            .name("bitcask-keydir".into())
+            .spawn(move || tables.run());
         let db = Bitcask {
             inner,
             thread: Mutex::new(Some(thread)),
             fill_thread: Mutex::new(None),
+            keydir_thread: Mutex::new(None),
             report: rec.report,
         };
-        // Dropping `db` on an error stops the merge thread.
+        // Dropping `db` on an error stops the merge thread (and a fill thread that started).
         *lock(&db.fill_thread) =
             Some(fill_thread.context(|| "spawning the fill thread".to_string())?);
+        *lock(&db.keydir_thread) =
+            Some(keydir_thread.context(|| "spawning the keydir thread".to_string())?);
         Ok(db)
     }
 
@@ -819,6 +832,12 @@ impl Bitcask {
         if let Some(t) = lock(&self.fill_thread).take() {
             if t.join().is_err() {
                 tracing::error!("bitcask fill thread panicked");
+            }
+        }
+        self.inner.tables.stop();
+        if let Some(t) = lock(&self.keydir_thread).take() {
+            if t.join().is_err() {
+                tracing::error!("bitcask keydir thread panicked");
             }
         }
         let mut w = lock(&self.inner.writer);
