@@ -71,6 +71,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLock
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// How long a write spins for the keydir's write lock before it sleeps on it.
+const WRITE_SPIN: Duration = Duration::from_micros(50);
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -215,7 +218,21 @@ impl Inner {
             return g;
         }
         self.write_waiting.store(true, Ordering::Release);
-        let g = self.write_index();
+        // The merge takes the lock for a few µs at most and not again while the flag is
+        // up: spin that long rather than sleep in the lock's queue (a wake-up costs tens
+        // of µs).
+        let deadline = Instant::now() + WRITE_SPIN;
+        let g = loop {
+            if let Ok(g) = self.index.try_write() {
+                break g;
+            }
+            if Instant::now() >= deadline {
+                break self.write_index();
+            }
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+        };
         self.write_waiting.store(false, Ordering::Release);
         g
     }
