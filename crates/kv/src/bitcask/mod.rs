@@ -58,7 +58,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{FileLock, FileSystem, WritableFile};
 use crate::options::WriteOptions;
 use datafile::DataFile;
-use fill::{FileAllocator, FillJob, Filler, FILL_AHEAD, FILL_LOW};
+use fill::{writeback_until, FileAllocator, FillJob, Filler, FILL_AHEAD, FILL_LOW};
 use format::{
     data_path, decode_record, encode_batch_header, encode_file_header, encode_record, DATA_MAGIC,
     FILE_HEADER_SIZE, KIND_WRITER, MAX_RECORD_SIZE, RECORD_HEADER_SIZE,
@@ -429,7 +429,12 @@ impl Inner {
                 }
             },
         };
-        Some(FillJob { alloc, from, to })
+        Some(FillJob {
+            alloc,
+            from,
+            to,
+            write_back: writeback_until(w.active_len),
+        })
     }
 
     /// Appends `entries` (key, value or `None` for a delete) as one atomic group.
