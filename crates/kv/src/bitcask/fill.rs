@@ -8,6 +8,12 @@
 //! [`FILL_AHEAD`] bytes past the records, asked for again once fewer than [`FILL_LOW`] are
 //! left, so the writer's `write(2)` finds both ready (as the LSM's WAL does).
 //!
+//! The fill thread also starts the writeback of the records appended so far, a MiB behind
+//! the writer ([`BackgroundAllocate::start_writeback`], `sync_file_range`): left to the
+//! fsync that seals a 256 MiB file at roll-over, the writer waited 0.1 to 0.25 s for all of
+//! it. Durability is unchanged (that fsync still seals the file before the next one is
+//! written); only what it waits for is less.
+//!
 //! The file then ends in zeros until the writer rolls over or closes and cuts them off
 //! ([`crate::fs::WritableFile::trim`], before the sync that seals the file). After a crash
 //! the newest writer file may end in zeros: recovery cuts them off as it cuts a torn tail
@@ -15,12 +21,21 @@
 
 use super::lock;
 use crate::fs::BackgroundAllocate;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 /// Bytes kept allocated and loaded ahead of the active file's records.
 pub(crate) const FILL_AHEAD: u64 = 8 << 20;
 /// Space ahead is asked for again once fewer than this many bytes are left.
 pub(crate) const FILL_LOW: u64 = 6 << 20;
+/// Writeback is started up to this boundary below the writer's offset, and this far behind
+/// it (the page being appended to is not written back under the writer).
+pub(crate) const WRITEBACK_STEP: u64 = 1 << 20;
+
+/// Where the writeback of a file whose records end at `len` may be started up to.
+pub(crate) fn writeback_until(len: u64) -> u64 {
+    (len / WRITEBACK_STEP).saturating_sub(1) * WRITEBACK_STEP
+}
 
 /// The active file's allocator, shared by the writer and the fill thread.
 pub(crate) struct FileAllocator {
@@ -28,6 +43,8 @@ pub(crate) struct FileAllocator {
     /// Set (under this lock) when the file stops being the active one, before its zeros
     /// are cut off; allocations happen under it, so none can grow the file afterwards.
     retired: Mutex<bool>,
+    /// Offset up to which writeback was started.
+    written_back: AtomicU64,
 }
 
 impl FileAllocator {
@@ -35,7 +52,20 @@ impl FileAllocator {
         Arc::new(FileAllocator {
             handle,
             retired: Mutex::new(false),
+            written_back: AtomicU64::new(0),
         })
+    }
+
+    /// Starts the writeback of the records up to `until`. A failure costs only speed.
+    fn write_back(&self, until: u64) {
+        let from = self.written_back.load(Ordering::Relaxed);
+        if until <= from {
+            return;
+        }
+        match self.handle.start_writeback(from, until) {
+            Ok(()) => self.written_back.store(until, Ordering::Relaxed),
+            Err(e) => tracing::debug!(error = %e, "starting the writeback of a data file failed"),
+        }
     }
 
     /// Allocates and loads `from..to` unless the file was retired. A failure costs only
@@ -69,6 +99,8 @@ pub(crate) struct FillJob {
     pub(crate) alloc: Arc<FileAllocator>,
     pub(crate) from: u64,
     pub(crate) to: u64,
+    /// Writeback may be started up to here (records already handed to the OS).
+    pub(crate) write_back: u64,
 }
 
 /// The fill thread's mailbox: at most one job (a newer one of the same file absorbs it).
@@ -85,6 +117,7 @@ impl Filler {
         if let Some(old) = g.0.take() {
             if Arc::ptr_eq(&old.alloc, &job.alloc) {
                 job.from = job.from.min(old.from);
+                job.write_back = job.write_back.max(old.write_back);
             }
         }
         g.0 = Some(job);
@@ -114,6 +147,29 @@ impl Filler {
                 }
             };
             job.alloc.fill(job.from, job.to);
+            job.alloc.write_back(job.write_back);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writeback stays at least a MiB behind the writer, on MiB boundaries.
+    #[test]
+    fn writeback_stays_behind_the_writer() {
+        assert_eq!(writeback_until(0), 0);
+        assert_eq!(writeback_until(WRITEBACK_STEP), 0);
+        assert_eq!(writeback_until(2 * WRITEBACK_STEP - 1), 0);
+        assert_eq!(writeback_until(2 * WRITEBACK_STEP), WRITEBACK_STEP);
+        for len in [3 << 20, (5 << 20) + 17, 256 << 20] {
+            let w = writeback_until(len);
+            assert!(
+                w + WRITEBACK_STEP <= len
+                    && w.is_multiple_of(WRITEBACK_STEP)
+                    && len - w < 2 * WRITEBACK_STEP
+            );
         }
     }
 }

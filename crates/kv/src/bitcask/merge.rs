@@ -53,8 +53,9 @@ struct Moved {
     new: KeydirEntry,
 }
 
-/// Moved entries repointed per hold of the keydir write lock.
-const REPOINT_CHUNK: usize = 16 * 1024;
+/// Moved entries repointed per hold of the keydir write lock: each is a random lookup in
+/// the keydir (0.2 to 0.5 µs at millions of keys), and a write waits for the hold.
+const REPOINT_CHUNK: usize = 16;
 
 /// Picks the files to merge: every immutable file for an explicit merge, else those whose
 /// dead bytes pass the thresholds. Returns (inputs, whether they are all immutable files).
@@ -189,7 +190,7 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
         }
     }
     for chunk in moved.chunks(REPOINT_CHUNK) {
-        let mut idx = inner.write_index();
+        let mut idx = inner.write_index_yielding();
         for m in chunk {
             let key = m.key.as_slice();
             let live = match idx.map.get_mut(key) {
@@ -203,7 +204,7 @@ pub(crate) fn run(inner: &Arc<Inner>, explicit: bool) -> Result<bool> {
         }
     }
     for chunk in dropped.chunks(REPOINT_CHUNK) {
-        let mut idx = inner.write_index();
+        let mut idx = inner.write_index_yielding();
         for (key, e) in chunk {
             idx.remove_if(key, e);
         }
@@ -268,7 +269,7 @@ fn write_outputs(
         let out = scan(f, len, false, inner.opts.corruption, |r| {
             let here = KeydirEntry::new(f.id, r.offset, r.size, r.seq, r.tombstone);
             let live = inner
-                .read_index()
+                .read_index_yielding()
                 .map
                 .get(r.key)
                 .is_some_and(|e| e.same_location(&here));

@@ -58,18 +58,50 @@ use crate::error::{Error, IoContext, Result};
 use crate::fs::{FileLock, FileSystem, WritableFile};
 use crate::options::WriteOptions;
 use datafile::DataFile;
-use fill::{FileAllocator, FillJob, Filler, FILL_AHEAD, FILL_LOW};
+use fill::{writeback_until, FileAllocator, FillJob, Filler, FILL_AHEAD, FILL_LOW};
 use format::{
     data_path, decode_record, encode_batch_header, encode_file_header, encode_record, DATA_MAGIC,
     FILE_HEADER_SIZE, KIND_WRITER, MAX_RECORD_SIZE, RECORD_HEADER_SIZE,
 };
-use keydir::{Keydir, KeydirEntry};
+use keydir::{Key, Keydir, KeydirEntry, TablePrep};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// How long a write spins for the keydir's write lock before it sleeps on it.
+const WRITE_SPIN: Duration = Duration::from_micros(50);
+
+/// Keydir updates that writes left behind when they found the keydir lock taken (by the
+/// merge thread's lookups, mostly): they are applied by the next holder of the write lock,
+/// which every write-lock acquisition drains first, and lookups consult them first (under
+/// the keydir's read lock, so that no drain runs meanwhile).
+///
+/// Why: during a merge, the writes that waited for the lock, even spinning, took 2.5 to
+/// 8 µs instead of 1.5: with one write in 70 slowed for the whole merge, the P99 of a
+/// 5M-key overwrite was 3.6 µs.
+///
+/// Invariants: a pending update is newer than the keydir's entry of its key (nothing is
+/// applied to the keydir before the pending updates are), and names the active file
+/// (`roll` takes the write lock, so the updates are drained before a file is sealed).
+#[derive(Default)]
+struct Pending {
+    ops: Mutex<Vec<PendingOp>>,
+    /// `ops.len()`, read without the lock.
+    len: AtomicUsize,
+}
+
+enum PendingOp {
+    /// Bytes of a file counted dead at once (a batch header).
+    Dead(u32, u64),
+    /// A record, to count and apply.
+    Record(Key, KeydirEntry),
+}
+
+/// Updates left pending at most; a write that would go past waits for the lock.
+const PENDING_MAX: usize = 1024;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -159,6 +191,12 @@ pub(crate) struct Inner {
     opts: BitcaskOptions,
     fs: Arc<dyn FileSystem>,
     index: RwLock<Keydir>,
+    /// Keydir updates not applied yet (see [`Pending`]).
+    pending: Pending,
+    /// Set while a write waits for the keydir's write lock: the merge thread, which takes
+    /// the lock once per record it scans, holds off until the write has it (see
+    /// [`Inner::read_index_yielding`]).
+    write_waiting: AtomicBool,
     writer: Mutex<Writer>,
     next_file_id: AtomicU32,
     merge_lock: Mutex<()>,
@@ -172,6 +210,8 @@ pub(crate) struct Inner {
     last_merge_error: Mutex<Option<String>>,
     /// The fill thread's mailbox (see [`fill`]).
     filler: Filler,
+    /// The keydir thread's mailbox (see [`TablePrep`]).
+    tables: Arc<TablePrep>,
     counters: Counters,
     _lock: Box<dyn FileLock>,
 }
@@ -185,6 +225,7 @@ pub struct Bitcask {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
     fill_thread: Mutex<Option<JoinHandle<()>>>,
+    keydir_thread: Mutex<Option<JoinHandle<()>>>,
     report: RecoveryReport,
 }
 
@@ -193,8 +234,136 @@ impl Inner {
         self.index.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The keydir's write lock, pending updates applied.
     fn write_index(&self) -> RwLockWriteGuard<'_, Keydir> {
-        self.index.write().unwrap_or_else(|e| e.into_inner())
+        let mut g = self.index.write().unwrap_or_else(|e| e.into_inner());
+        self.drain_pending(&mut g);
+        g
+    }
+
+    /// REQUIRES: the keydir write lock. Applies the pending updates, oldest first.
+    fn drain_pending(&self, idx: &mut Keydir) {
+        if self.pending.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut ops = lock(&self.pending.ops);
+        for op in ops.drain(..) {
+            match op {
+                PendingOp::Dead(id, n) => idx.add_bytes(id, n, true),
+                PendingOp::Record(k, e) => {
+                    idx.add_bytes(e.file_id, e.size() as u64, false);
+                    idx.apply(k.as_slice(), e);
+                }
+            }
+        }
+        self.pending.len.store(0, Ordering::Release);
+    }
+
+    /// REQUIRES: the keydir read (or write) lock. The pending update of `key`, if any.
+    fn pending_entry(&self, key: &[u8]) -> Option<KeydirEntry> {
+        if self.pending.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        lock(&self.pending.ops)
+            .iter()
+            .rev()
+            .find_map(|op| match op {
+                PendingOp::Record(k, e) if k.as_slice() == key => Some(*e),
+                _ => None,
+            })
+    }
+
+    /// The keydir's read lock with no update pending (for answers about the whole
+    /// keydir: keys, iteration, stats).
+    fn read_index_settled(&self) -> RwLockReadGuard<'_, Keydir> {
+        if self.pending.len.load(Ordering::Acquire) > 0 {
+            drop(self.write_index());
+        }
+        self.read_index()
+    }
+
+    /// Leaves a write's keydir updates pending; false if there is no room (then the
+    /// write takes the lock).
+    fn defer(
+        &self,
+        batch: Option<u32>,
+        keys: &[(&[u8], Option<&[u8]>)],
+        placed: &[KeydirEntry],
+    ) -> bool {
+        let mut ops = lock(&self.pending.ops);
+        if ops.len() + keys.len() + 1 > PENDING_MAX {
+            return false;
+        }
+        if let Some(id) = batch {
+            ops.push(PendingOp::Dead(id, RECORD_HEADER_SIZE as u64));
+        }
+        for ((k, _), e) in keys.iter().zip(placed) {
+            ops.push(PendingOp::Record(Key::new(k), *e));
+        }
+        self.pending.len.store(ops.len(), Ordering::Release);
+        true
+    }
+
+    /// The keydir's write lock for a write, ahead of the merge thread.
+    ///
+    /// Why: a merge looks every record it scans up in the keydir, one read lock each, and
+    /// holds it most of the time. A write that found it held waited in the lock's queue,
+    /// asleep, while the merge thread took it again and again: one write in ~100 took 20 to
+    /// 50 µs during a merge.
+    fn write_index_for_write(&self) -> RwLockWriteGuard<'_, Keydir> {
+        if let Ok(mut g) = self.index.try_write() {
+            self.drain_pending(&mut g);
+            return g;
+        }
+        self.write_waiting.store(true, Ordering::Release);
+        // The merge takes the lock for a few µs at most and not again while the flag is
+        // up: spin that long rather than sleep in the lock's queue (a wake-up costs tens
+        // of µs).
+        let deadline = Instant::now() + WRITE_SPIN;
+        let g = loop {
+            if let Ok(mut g) = self.index.try_write() {
+                self.drain_pending(&mut g);
+                break g;
+            }
+            if Instant::now() >= deadline {
+                break self.write_index();
+            }
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+        };
+        self.write_waiting.store(false, Ordering::Release);
+        g
+    }
+
+    /// Waits while a write waits for the keydir's write lock (the merge thread's manners).
+    fn yield_to_write(&self) {
+        let mut spins = 0u32;
+        while self.write_waiting.load(Ordering::Acquire) {
+            if spins < 64 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// The keydir's read lock for the merge thread: after any write waiting for it.
+    pub(crate) fn read_index_yielding(&self) -> RwLockReadGuard<'_, Keydir> {
+        self.yield_to_write();
+        // The updates writes left pending because of this thread's lookups are applied by
+        // it, not by the next write.
+        if self.pending.len.load(Ordering::Acquire) > 0 {
+            drop(self.write_index());
+        }
+        self.read_index()
+    }
+
+    /// The keydir's write lock for the merge thread: after any write waiting for it.
+    pub(crate) fn write_index_yielding(&self) -> RwLockWriteGuard<'_, Keydir> {
+        self.yield_to_write();
+        self.write_index()
     }
 
     fn path_name(&self, id: u32) -> String {
@@ -364,7 +533,12 @@ impl Inner {
                 }
             },
         };
-        Some(FillJob { alloc, from, to })
+        Some(FillJob {
+            alloc,
+            from,
+            to,
+            write_back: writeback_until(w.active_len),
+        })
     }
 
     /// Appends `entries` (key, value or `None` for a delete) as one atomic group.
@@ -455,8 +629,19 @@ impl Inner {
         if must_sync {
             self.sync_active(&mut w)?;
         }
-        {
-            let mut idx = self.write_index();
+        let lock_taken = match self.index.try_write() {
+            Ok(mut idx) => {
+                self.drain_pending(&mut idx);
+                Some(idx)
+            }
+            Err(_) => None,
+        };
+        let idx = match lock_taken {
+            Some(idx) => Some(idx),
+            None if self.defer(batch.then_some(id), entries, &placed) => None,
+            None => Some(self.write_index_for_write()),
+        };
+        if let Some(mut idx) = idx {
             if batch {
                 idx.add_bytes(id, RECORD_HEADER_SIZE as u64, true);
             }
@@ -500,7 +685,10 @@ impl Inner {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let (e, file) = {
             let idx = self.read_index();
-            let Some(e) = idx.map.get(key).copied() else {
+            let Some(e) = self
+                .pending_entry(key)
+                .or_else(|| idx.map.get(key).copied())
+            else {
                 return Ok(None);
             };
             if e.is_tombstone() {
@@ -613,7 +801,9 @@ impl Bitcask {
                 .context(|| format!("creating {}", dir.display()))?;
         }
         let file_lock = crate::fs::lock_directory(fs.as_ref(), &dir)?;
-        let rec = recovery::recover(&dir, &opts)?;
+        let mut rec = recovery::recover(&dir, &opts)?;
+        let tables = Arc::new(TablePrep::default());
+        rec.keydir.map.set_preparer(tables.clone());
         tracing::info!(dir = %dir.display(), keys = rec.keydir.live_keys(),
             from_hints = rec.report.files_from_hints, scanned = rec.report.files_scanned,
             "bitcask opened");
@@ -621,6 +811,8 @@ impl Bitcask {
             dir,
             fs,
             index: RwLock::new(rec.keydir),
+            pending: Pending::default(),
+            write_waiting: AtomicBool::new(false),
             writer: Mutex::new(Writer {
                 active: None,
                 active_id: 0,
@@ -644,6 +836,7 @@ impl Bitcask {
             no_space: Mutex::new(None),
             last_merge_error: Mutex::new(None),
             filler: Filler::default(),
+            tables,
             counters: Counters::default(),
             opts,
             _lock: file_lock,
@@ -661,15 +854,22 @@ impl Bitcask {
         let fill_thread = std::thread::Builder::new()
             .name("bitcask-fill".into())
             .spawn(move || fl.filler.run());
+        let tables = inner.tables.clone();
+        let keydir_thread = std::thread::Builder::new()
+            .name("bitcask-keydir".into())
+            .spawn(move || tables.run());
         let db = Bitcask {
             inner,
             thread: Mutex::new(Some(thread)),
             fill_thread: Mutex::new(None),
+            keydir_thread: Mutex::new(None),
             report: rec.report,
         };
-        // Dropping `db` on an error stops the merge thread.
+        // Dropping `db` on an error stops the merge thread (and a fill thread that started).
         *lock(&db.fill_thread) =
             Some(fill_thread.context(|| "spawning the fill thread".to_string())?);
+        *lock(&db.keydir_thread) =
+            Some(keydir_thread.context(|| "spawning the keydir thread".to_string())?);
         Ok(db)
     }
 
@@ -723,17 +923,18 @@ impl Bitcask {
 
     /// True if `key` has a value (no disk read).
     pub fn contains_key(&self, key: impl AsRef<[u8]>) -> bool {
+        let idx = self.inner.read_index();
+        let key = key.as_ref();
         self.inner
-            .read_index()
-            .map
-            .get(key.as_ref())
+            .pending_entry(key)
+            .or_else(|| idx.map.get(key).copied())
             .is_some_and(|e| !e.is_tombstone())
     }
 
     /// The live keys, in unspecified order (a copy taken under the read lock).
     pub fn keys(&self) -> Vec<Vec<u8>> {
         self.inner
-            .read_index()
+            .read_index_settled()
             .map
             .iter()
             .filter(|(_, e)| !e.is_tombstone())
@@ -745,7 +946,7 @@ impl Bitcask {
     /// keydir entries and the files they point to, so later writes and merges do not
     /// change what it returns. Values are read lazily.
     pub fn iter(&self) -> BitcaskIter {
-        let idx = self.inner.read_index();
+        let idx = self.inner.read_index_settled();
         let entries = idx
             .map
             .iter()
@@ -821,6 +1022,12 @@ impl Bitcask {
                 tracing::error!("bitcask fill thread panicked");
             }
         }
+        self.inner.tables.stop();
+        if let Some(t) = lock(&self.keydir_thread).take() {
+            if t.join().is_err() {
+                tracing::error!("bitcask keydir thread panicked");
+            }
+        }
         let mut w = lock(&self.inner.writer);
         let r = if sync && lock(&self.inner.read_only).is_none() {
             self.inner
@@ -839,7 +1046,7 @@ impl Bitcask {
     /// Figures about the store.
     pub fn stats(&self) -> BitcaskStats {
         let c = &self.inner.counters;
-        let idx = self.inner.read_index();
+        let idx = self.inner.read_index_settled();
         let (mut live, mut dead) = (0, 0);
         for s in idx.stats.values() {
             live += s.live();
@@ -918,5 +1125,156 @@ impl Iterator for BitcaskIter {
             )));
         };
         Some(self.inner.read_value(&k, &e, file).map(|v| (k, v)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The merge thread's keydir locks wait while a write waits for the write lock, and
+    /// go on once it has it.
+    #[test]
+    fn merge_locks_yield_to_a_waiting_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Bitcask::open(dir.path(), BitcaskOptions::default()).expect("open");
+        let inner = db.inner.clone();
+        inner.write_waiting.store(true, Ordering::Release);
+        let done = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (inner, done) = (inner.clone(), done.clone());
+            std::thread::spawn(move || {
+                drop(inner.read_index_yielding());
+                drop(inner.write_index_yielding());
+                done.store(true, Ordering::Release);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !done.load(Ordering::Acquire),
+            "the merge lock did not yield"
+        );
+        // A write takes the lock (uncontended: no flag left behind), then lets go.
+        drop(inner.write_index_for_write());
+        assert!(inner.write_waiting.load(Ordering::Acquire));
+        inner.write_waiting.store(false, Ordering::Release);
+        t.join().expect("merge side");
+        assert!(done.load(Ordering::Acquire));
+        // Contended: the write sets the flag while it waits and clears it once it has the
+        // lock.
+        let r = inner.read_index();
+        let t = {
+            let inner = inner.clone();
+            std::thread::spawn(move || drop(inner.write_index_for_write()))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !inner.write_waiting.load(Ordering::Acquire) {
+            assert!(
+                Instant::now() < deadline,
+                "a waiting write did not set the flag"
+            );
+            std::thread::yield_now();
+        }
+        drop(r);
+        t.join().expect("write side");
+        assert!(!inner.write_waiting.load(Ordering::Acquire));
+        db.close().expect("close");
+    }
+
+    /// Holds the keydir's read lock in a thread of its own (as the merge's lookups do)
+    /// until the returned sender is dropped.
+    fn hold_read_lock(inner: &Arc<Inner>) -> (std::sync::mpsc::Sender<()>, JoinHandle<()>) {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let inner = inner.clone();
+        let t = std::thread::spawn(move || {
+            let _g = inner.read_index();
+            held_tx.send(()).expect("send");
+            let _ = rx.recv();
+        });
+        held_rx.recv().expect("lock held");
+        (tx, t)
+    }
+
+    /// Writes that find the keydir lock taken leave their updates pending and return:
+    /// reads see them at once, and they are applied before anything else changes the
+    /// keydir: a merge right after (whose roll seals the file they name) neither loses nor
+    /// misplaces them. A write with no room left waits for the lock.
+    #[test]
+    fn writes_pending_behind_a_held_keydir_lock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = BitcaskOptions {
+            merge_trigger: MergeTrigger {
+                auto: false,
+                ..MergeTrigger::default()
+            },
+            ..BitcaskOptions::default()
+        };
+        let db = Arc::new(Bitcask::open(dir.path(), opts).expect("open"));
+        let key = |i: usize| format!("key{i:05}").into_bytes();
+        let long = |i: usize| format!("a-key-longer-than-inline-{i:05}").into_bytes();
+        for i in 0..100 {
+            db.put(key(i), b"old").expect("put");
+        }
+        let (release, holder) = hold_read_lock(&db.inner);
+        for i in 0..50 {
+            db.put(key(i), format!("new{i}")).expect("put");
+            db.put(long(i), b"long").expect("put");
+        }
+        db.delete(key(60)).expect("delete");
+        let mut b = WriteBatch::new();
+        b.put(key(61), b"batched").delete(key(62));
+        db.write(b, WriteOptions::default()).expect("batch");
+        let pending = db.inner.pending.len.load(Ordering::Acquire);
+        assert_eq!(pending, 100 + 1 + 3, "the writes did not defer");
+        let check = |db: &Bitcask| {
+            for i in 0..50 {
+                assert_eq!(
+                    db.get(key(i)).expect("get"),
+                    Some(format!("new{i}").into_bytes())
+                );
+                assert_eq!(db.get(long(i)).expect("get"), Some(b"long".to_vec()));
+            }
+            assert_eq!(db.get(key(55)).expect("get"), Some(b"old".to_vec()));
+            assert_eq!(db.get(key(60)).expect("get"), None);
+            assert!(!db.contains_key(key(60)) && db.contains_key(key(61)));
+            assert_eq!(db.get(key(61)).expect("get"), Some(b"batched".to_vec()));
+            assert_eq!(db.get(key(62)).expect("get"), None);
+        };
+        check(&db);
+        drop(release);
+        holder.join().expect("holder");
+        // Still pending (nothing took the write lock since): the merge's roll applies them
+        // before it seals their file.
+        assert_eq!(db.inner.pending.len.load(Ordering::Acquire), pending);
+        db.merge().expect("merge");
+        assert_eq!(db.inner.pending.len.load(Ordering::Acquire), 0);
+        check(&db);
+        // No room: the write waits for the lock.
+        let (release, holder) = hold_read_lock(&db.inner);
+        let writer = {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..PENDING_MAX {
+                    db.put(key(1000 + i), b"more").expect("put");
+                }
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!writer.is_finished(), "a write went past PENDING_MAX");
+        assert_eq!(
+            db.inner.pending.len.load(Ordering::Acquire),
+            PENDING_MAX - 1
+        );
+        drop(release);
+        holder.join().expect("holder");
+        writer.join().expect("writer");
+        check(&db);
+        let st = db.stats();
+        assert_eq!(st.keys, 100 + 50 - 2 + PENDING_MAX as u64);
+        assert_eq!(db.keys().len() as u64, st.keys);
+        drop(db);
+        let db = Bitcask::open(dir.path(), BitcaskOptions::default()).expect("reopen");
+        check(&db);
     }
 }

@@ -79,6 +79,12 @@ pub trait BackgroundAllocate: Send + Sync {
     /// Loads the pages of `from..to` into the page cache (by reading them). Changes
     /// nothing; stops at the end of the file.
     fn load(&self, from: u64, to: u64) -> io::Result<()>;
+    /// Starts writing the bytes of `from..to` handed to the OS so far to the disk, without
+    /// waiting for them: a later sync then has less to wait for. Promises nothing about
+    /// durability. A no-op by default.
+    fn start_writeback(&self, _from: u64, _to: u64) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An immutable file read by positioned reads. Shared between threads.
