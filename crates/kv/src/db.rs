@@ -194,6 +194,11 @@ struct State {
     abandoned: bool,
     /// Tables and output ranges of running compactions.
     busy: BusySet,
+    /// Background compactions running now.
+    bg_compactions: usize,
+    /// A manual compaction is running or waiting: background compactions pick nothing
+    /// until it is done, as it works from a view of which level is deepest.
+    manual_compaction: bool,
     /// Per level: the largest user key of the last compaction, to go round-robin.
     cursors: Vec<Vec<u8>>,
     /// A background sync of the WAL segment asked for by a writer, for the WAL thread.
@@ -440,6 +445,30 @@ impl Drop for RunningCompaction<'_> {
     }
 }
 
+/// Background compactions paused for a manual compaction, while alive.
+struct ExclusiveManual<'a> {
+    inner: &'a DbInner,
+}
+
+impl<'a> ExclusiveManual<'a> {
+    /// Stops background compactions from starting and waits for running ones to finish.
+    fn start(inner: &'a DbInner) -> Self {
+        let mut st = lock(&inner.state);
+        st.manual_compaction = true;
+        while st.bg_compactions > 0 {
+            st = wait(&inner.bg_cv, st);
+        }
+        ExclusiveManual { inner }
+    }
+}
+
+impl Drop for ExclusiveManual<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.state).manual_compaction = false;
+        self.inner.bg_cv.notify_all();
+    }
+}
+
 struct DbInner {
     dir: PathBuf,
     opts: Options,
@@ -452,6 +481,8 @@ struct DbInner {
     queue_cv: Condvar,
     wal: Mutex<WalState>,
     manifest: Mutex<ManifestWriter>,
+    /// Held by a manual compaction from start to end: one at a time.
+    manual: Mutex<()>,
     /// Readers see sequence numbers up to this one.
     visible_seq: AtomicU64,
     /// Live snapshots: sequence number -> how many.
@@ -809,6 +840,8 @@ impl Db {
                 closing: false,
                 abandoned: false,
                 busy: BusySet::default(),
+                bg_compactions: 0,
+                manual_compaction: false,
                 cursors: vec![Vec::new(); NUM_LEVELS],
                 wal_syncer: None,
                 wal_fill: None,
@@ -829,6 +862,7 @@ impl Db {
                 next: None,
             }),
             manifest: Mutex::new(manifest_writer),
+            manual: Mutex::new(()),
             visible_seq: AtomicU64::new(last_seq),
             snapshots: Mutex::new(BTreeMap::new()),
             tables,
@@ -978,8 +1012,15 @@ impl Db {
     /// Compacts every table holding keys in `range` down the levels, dropping overwritten
     /// versions and tombstones no snapshot needs. Flushes the memtable first. When it
     /// returns, the replaced tables that no reader holds are deleted.
+    ///
+    /// Exclusive, as RocksDB's default `exclusive_manual_compaction`: it waits for running
+    /// background compactions and none starts until it is done (flushes go on), so that
+    /// none moves data below the level it compacts down to, where its tombstones would
+    /// then have to stay.
     pub fn compact_range<K: AsRef<[u8]>>(&self, range: impl RangeBounds<K>) -> Result<()> {
         self.flush()?;
+        let _one_at_a_time = lock(&self.inner.manual);
+        let _exclusive = ExclusiveManual::start(&self.inner);
         let lo: &[u8] = match range.start_bound() {
             std::ops::Bound::Included(k) | std::ops::Bound::Excluded(k) => k.as_ref(),
             std::ops::Bound::Unbounded => &[],
@@ -2178,7 +2219,10 @@ impl DbInner {
                     if st.closing {
                         return;
                     }
-                    if st.bg_error.is_none() && !self.opts.compaction.disable_auto {
+                    if st.bg_error.is_none()
+                        && !self.opts.compaction.disable_auto
+                        && !st.manual_compaction
+                    {
                         // A read-triggered compaction waits for pending flushes: the
                         // table a flush adds to L0 may make a size-based compaction of
                         // L0 due, which would rewrite the same L1 tables again.
@@ -2191,6 +2235,7 @@ impl DbInner {
                         );
                         if let Some(c) = picked {
                             st.busy.add(&c);
+                            st.bg_compactions += 1;
                             break (c, st.version.clone());
                         }
                     }
@@ -2198,10 +2243,12 @@ impl DbInner {
                 }
             };
             let result = self.run_compaction(&c, &version);
-            {
-                let mut st = lock(&self.state);
-                st.busy.remove(&c);
-            }
+            lock(&self.state).busy.remove(&c);
+            // Before it counts as finished: a manual compaction waiting for it expects the
+            // tables it replaced to go once no reader holds them.
+            drop(c);
+            drop(version);
+            lock(&self.state).bg_compactions -= 1;
             self.bg_cv.notify_all();
             match result {
                 Ok(()) | Err(Error::Closed) => {}
