@@ -406,6 +406,7 @@ struct Counters {
     wal_bytes_written: AtomicU64,
     wal_syncs: AtomicU64,
     wal_background_syncs: AtomicU64,
+    wal_segments_ahead: AtomicU64,
     write_groups: AtomicU64,
     writes: AtomicU64,
     flushes: AtomicU64,
@@ -547,6 +548,9 @@ pub struct DbStats {
     pub wal_syncs: u64,
     /// WAL fsyncs done in the background (every few MiB of unsynced writes).
     pub wal_background_syncs: u64,
+    /// WAL segments the WAL thread created ahead and handed to the next memtable switch
+    /// (a switch that finds none creates its own, waiting for the file and its fsyncs).
+    pub wal_segments_ahead: u64,
     /// Write batches committed.
     pub writes: u64,
     /// Leader commits (a group holds one or more batches).
@@ -1282,6 +1286,7 @@ impl Db {
             wal_bytes_written: c.wal_bytes_written.load(Ordering::Relaxed),
             wal_syncs: c.wal_syncs.load(Ordering::Relaxed),
             wal_background_syncs: c.wal_background_syncs.load(Ordering::Relaxed),
+            wal_segments_ahead: c.wal_segments_ahead.load(Ordering::Relaxed),
             writes: c.writes.load(Ordering::Relaxed),
             write_groups: c.write_groups.load(Ordering::Relaxed),
             flushes: c.flushes.load(Ordering::Relaxed),
@@ -1925,6 +1930,9 @@ impl DbInner {
                 let mut wal = lock(&self.wal);
                 if wal.next.is_none() && number > wal.number {
                     wal.next = Some(PreparedSegment { number, writer });
+                    self.counters
+                        .wal_segments_ahead
+                        .fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 drop(wal);
